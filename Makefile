@@ -1,0 +1,60 @@
+# serverlessd: `make run` starts the daemon on its embedded default (SQLite +
+# local mariadbd); `make test` runs every test against real components.
+# Both install the Debian packages they need when they are missing.
+
+GO      ?= go
+BIN     := bin/serverlessd
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X github.com/serverlessd/serverlessd/cli.Version=$(VERSION)
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Packages the daemon needs to run, and the extra ones the tests need.
+RUN_PKGS  := mariadb-server mariadb-client
+TEST_PKGS := $(RUN_PKGS) sysbench haproxy
+
+.PHONY: all build run test test-unit e2e bench deps-run deps-test fmt vet clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) .
+
+# install-pkgs installs the listed Debian packages that are not installed yet.
+define install-pkgs
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		if command -v apt-get >/dev/null 2>&1 && { [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null 2>&1; }; then \
+			echo "installing:$$missing"; \
+			$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+			$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+		else \
+			echo "missing packages:$$missing (install them with your package manager)"; exit 1; \
+		fi; \
+	fi
+endef
+
+deps-run:
+	$(call install-pkgs,$(RUN_PKGS))
+
+deps-test:
+	$(call install-pkgs,$(TEST_PKGS))
+
+run: deps-run build
+	./$(BIN) serve
+
+fmt:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+# test runs every test. Nothing skips: the tests fail if mariadbd is missing.
+test: deps-test fmt vet build
+	$(GO) test -count=1 -timeout 30m ./...
+
+bench: deps-test build
+	$(GO) test -run '^$$' -bench . -benchtime 30x -timeout 30m ./...
+
+clean:
+	rm -rf bin

@@ -1,0 +1,180 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/serverlessd/serverlessd/compute"
+	"github.com/serverlessd/serverlessd/compute/local"
+	"github.com/serverlessd/serverlessd/config"
+	"github.com/serverlessd/serverlessd/server"
+	"github.com/serverlessd/serverlessd/store"
+	"github.com/serverlessd/serverlessd/store/sqlite"
+)
+
+// serveFlags maps config keys to the serve command's flags.
+var serveFlags = map[string]string{
+	"data_dir":     "data-dir",
+	"api.listen":   "api-listen",
+	"proxy.listen": "proxy-listen",
+	"log.level":    "log-level",
+}
+
+func newServe(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the daemon: API, MySQL proxy, idle scheduler and compute driver",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := config.Load(g.configPath, cmd.Flags(), serveFlags)
+			if err != nil {
+				return err
+			}
+			if err := cfg.Validate(); err != nil {
+				return fmt.Errorf("invalid configuration:\n%w", err)
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			return serve(ctx, cfg, newLogger(cfg.Log, os.Stderr))
+		},
+	}
+	f := cmd.Flags()
+	f.String("data-dir", "", "where state and computes live (default ~/.local/share/serverlessd)")
+	f.String("api-listen", "", "HTTP API address (default 127.0.0.1:8080)")
+	f.String("proxy-listen", "", "MySQL listener address (default 127.0.0.1:3306)")
+	f.String("log-level", "", "debug, info, warn or error (default info)")
+	return cmd
+}
+
+func newLogger(c config.Log, w *os.File) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// daemon is the set of subsystems `serve` runs under one context.
+type daemon struct {
+	cfg   config.Config
+	log   *slog.Logger
+	store store.Store
+	mgr   *compute.Manager
+	api   *server.Server
+}
+
+// serve starts every subsystem, runs until ctx ends (SIGTERM) or one fails,
+// then shuts down in order: stop accepting (API, proxy), suspend every
+// compute cleanly, close the store.
+func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	t0 := time.Now()
+	d, err := open(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer d.store.Close()
+	apiLn, err := net.Listen("tcp", cfg.API.Listen)
+	if err != nil {
+		return fmt.Errorf("listen for the API on %s: %w (is another serverlessd running? set api.listen)", cfg.API.Listen, err)
+	}
+	log.Info("serverlessd ready", "version", Version, "api", apiLn.Addr().String(), "data_dir", cfg.DataDir,
+		"store", cfg.Store.Driver, "compute", cfg.Compute.Driver, "startup_ms", time.Since(t0).Milliseconds())
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return d.api.Serve(apiLn) })
+	<-gctx.Done()
+	d.shutdown()
+	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+// open builds the store, the driver and the manager, and reconciles.
+func open(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemon, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir %s: %w", cfg.DataDir, err)
+	}
+	st, err := openStore(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	drv, err := openDriver(cfg, log)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	mgr := compute.New(compute.Options{Store: st, Driver: drv, Node: cfg.NodeName, Logger: log,
+		DefaultSpec: store.ComputeSpec{Resources: store.Resources{Memory: cfg.Compute.DefaultMemory}}})
+	if err := mgr.Reconcile(ctx); err != nil {
+		st.Close()
+		return nil, err
+	}
+	api := server.New(server.Options{
+		Store: st, Manager: mgr, Tokens: cfg.API.Tokens, ProxyAddr: cfg.Proxy.Listen, Logger: log,
+	})
+	return &daemon{cfg: cfg, log: log, store: st, mgr: mgr, api: api}, nil
+}
+
+func openStore(ctx context.Context, cfg config.Config) (store.Store, error) {
+	switch cfg.Store.Driver {
+	case "sqlite":
+		path := cfg.Store.DSN
+		if path == "" {
+			path = filepath.Join(cfg.DataDir, "state.db")
+		}
+		st, err := sqlite.Open(ctx, path)
+		if err != nil {
+			return nil, fmt.Errorf("open sqlite store %s: %w", path, err)
+		}
+		return st, nil
+	default:
+		return nil, fmt.Errorf("store.driver %q is not available in this build", cfg.Store.Driver)
+	}
+}
+
+func openDriver(cfg config.Config, log *slog.Logger) (compute.Driver, error) {
+	switch cfg.Compute.Driver {
+	case "local":
+		return local.New(local.Options{
+			Dir:         filepath.Join(cfg.DataDir, "computes"),
+			Mariadbd:    cfg.Compute.Local.Mariadbd,
+			InstallDB:   cfg.Compute.Local.InstallDB,
+			StopTimeout: cfg.Compute.StopTimeout,
+			Logger:      log,
+		})
+	default:
+		return nil, fmt.Errorf("compute.driver %q is not available in this build", cfg.Compute.Driver)
+	}
+}
+
+// shutdown stops the subsystems in order. Each step gets its own deadline so
+// that one slow step cannot starve the next.
+func (d *daemon) shutdown() {
+	t0 := time.Now()
+	d.log.Info("shutting down: no new requests, then suspending computes")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	if err := d.api.Shutdown(ctx); err != nil {
+		d.log.Warn("API shutdown", "err", err)
+	}
+	cancel()
+	ctx, cancel = context.WithTimeout(context.Background(), d.cfg.Compute.StopTimeout+10*time.Second)
+	defer cancel()
+	if err := d.mgr.SuspendAll(ctx, compute.ReasonShutdown); err != nil {
+		d.log.Error("some computes did not suspend cleanly", "err", err)
+	}
+	d.log.Info("shutdown complete", "duration_ms", time.Since(t0).Milliseconds())
+}

@@ -1,0 +1,77 @@
+package compute
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// WakeResult is what Wake returns: where to dial the project's backend.
+type WakeResult struct {
+	Address   string `json:"address"`
+	ComputeID string `json:"compute_id"`
+	ProjectID string `json:"project_id"`
+	// ColdStart is true when this call (or the start it joined) started the compute.
+	ColdStart bool `json:"cold_start"`
+}
+
+// Activity is a compute's live usage: open proxied connections, bytes
+// through the proxy and the last time traffic was seen. The proxy updates
+// it per connection and per copy, never per byte; the idle scheduler reads it.
+// All fields are atomics, so readers never block the proxy.
+type Activity struct {
+	conns      atomic.Int64
+	bytesIn    atomic.Int64 // client -> backend
+	bytesOut   atomic.Int64 // backend -> client
+	lastActive atomic.Int64 // unix nanoseconds
+}
+
+// Lease is one proxied connection's hold on a compute's Activity. Release it
+// exactly once when the connection ends.
+type Lease struct {
+	a        *Activity
+	released atomic.Bool
+}
+
+// Acquire opens a lease for one connection.
+func (a *Activity) Acquire() *Lease {
+	a.conns.Add(1)
+	a.Touch()
+	return &Lease{a: a}
+}
+
+// Touch records traffic now.
+func (a *Activity) Touch() { a.lastActive.Store(time.Now().UnixNano()) }
+
+// Conns is the number of open proxied connections.
+func (a *Activity) Conns() int64 { return a.conns.Load() }
+
+// Bytes returns the bytes proxied client->backend and backend->client.
+func (a *Activity) Bytes() (in, out int64) { return a.bytesIn.Load(), a.bytesOut.Load() }
+
+// LastActive is the last time traffic was seen (zero if never).
+func (a *Activity) LastActive() time.Time {
+	n := a.lastActive.Load()
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
+}
+
+// Add records bytes moved in each direction and marks the compute active.
+func (l *Lease) Add(in, out int64) {
+	if in != 0 {
+		l.a.bytesIn.Add(in)
+	}
+	if out != 0 {
+		l.a.bytesOut.Add(out)
+	}
+	l.a.Touch()
+}
+
+// Release ends the lease. Calling it twice is harmless.
+func (l *Lease) Release() {
+	if l.released.CompareAndSwap(false, true) {
+		l.a.conns.Add(-1)
+		l.a.Touch()
+	}
+}

@@ -1,0 +1,243 @@
+package compute
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/serverlessd/serverlessd/store"
+)
+
+// Reasons recorded on operations: why an action ran.
+const (
+	ReasonAPI       = "api"
+	ReasonWake      = "wake"
+	ReasonIdle      = "idle"
+	ReasonShutdown  = "shutdown"
+	ReasonReconcile = "reconcile"
+	ReasonCrash     = "crash"
+)
+
+// Create records a new compute for the project, provisions its storage and
+// starts it. It fails with store.ErrAlreadyExists if the project has one.
+func (m *Manager) Create(ctx context.Context, projectID string, spec store.ComputeSpec) (*store.Compute, *store.Operation, error) {
+	if spec.Image == "" {
+		spec.Image = m.defs.Image
+	}
+	if spec.Resources.Memory == "" {
+		spec.Resources.Memory = m.defs.Resources.Memory
+	}
+	if spec.Resources.CPU == "" {
+		spec.Resources.CPU = m.defs.Resources.CPU
+	}
+	now := store.Now()
+	c := &store.Compute{
+		ID: store.NewID("cmp"), ProjectID: projectID, State: store.StateCreating,
+		Driver: m.drv.Name(), Node: m.node, Spec: spec, CreatedAt: now, UpdatedAt: now,
+	}
+	if m.drv.Name() != "local" {
+		c.Node = "" // shared drivers (kubernetes) are reachable from every node
+	}
+	if err := m.st.CreateCompute(ctx, c); err != nil {
+		return nil, nil, fmt.Errorf("create compute for project %s: %w", projectID, err)
+	}
+	unlock := m.lock(c.ID)
+	defer unlock()
+	op, err := m.runOp(ctx, c, store.ActionCreate, ReasonAPI, func() error { return m.drv.Provision(ctx, c) })
+	if err != nil {
+		m.markFailed(ctx, c, err)
+		return c, op, err
+	}
+	if _, err := m.start(ctx, c, ReasonAPI); err != nil {
+		return c, op, err
+	}
+	c, err = m.st.GetCompute(ctx, c.ID)
+	return c, op, err
+}
+
+// Resume starts a suspended or failed compute and returns it with the start
+// operation. Resuming an active compute is a no-op.
+func (m *Manager) Resume(ctx context.Context, computeID string) (*store.Compute, error) {
+	unlock := m.lock(computeID)
+	defer unlock()
+	if _, err := m.ensureActive(ctx, computeID, ReasonAPI); err != nil {
+		return nil, err
+	}
+	return m.st.GetCompute(ctx, computeID)
+}
+
+// start runs the compute and marks it active. The caller holds its lock; c
+// is the compute as last read from the store.
+func (m *Manager) start(ctx context.Context, c *store.Compute, reason string) (WakeResult, error) {
+	from := c.State
+	c.State, c.Error = store.StateResuming, ""
+	if err := m.st.UpdateCompute(ctx, c, from); err != nil {
+		// A lost compare-and-set means another actor moved the compute: it
+		// never drives the driver.
+		return WakeResult{}, fmt.Errorf("start compute %s: %w", c.ID, err)
+	}
+	var addr string
+	_, err := m.runOp(ctx, c, store.ActionStart, reason, func() error {
+		var err error
+		if addr, err = m.drv.Start(ctx, c); err != nil {
+			return err
+		}
+		return m.syncRoles(ctx, c, addr)
+	})
+	if err != nil {
+		m.markFailed(ctx, c, err)
+		return WakeResult{}, fmt.Errorf("start compute %s of project %s: %w", c.ID, c.ProjectID, err)
+	}
+	now := store.Now()
+	c.State, c.Address, c.StartedAt, c.LastActive = store.StateActive, addr, now, now
+	if err := m.st.UpdateCompute(ctx, c, store.StateResuming); err != nil {
+		return WakeResult{}, fmt.Errorf("mark compute %s active: %w", c.ID, err)
+	}
+	m.Activity(c.ID).Touch()
+	m.setWarm(c)
+	return resultOf(c, true), nil
+}
+
+// Suspend stops an active compute gracefully and marks it suspended.
+// Suspending a suspended compute is a no-op.
+func (m *Manager) Suspend(ctx context.Context, computeID, reason string) (*store.Compute, *store.Operation, error) {
+	unlock := m.lock(computeID)
+	defer unlock()
+	c, err := m.st.GetCompute(ctx, computeID)
+	if err != nil {
+		return nil, nil, fmt.Errorf("suspend compute %s: %w", computeID, err)
+	}
+	if c.State == store.StateSuspended {
+		return c, nil, nil
+	}
+	if c.State == store.StateDestroying {
+		return c, nil, fmt.Errorf("suspend compute %s: %w", c.ID, ErrDestroying)
+	}
+	if err := m.checkNode(c); err != nil {
+		return c, nil, err
+	}
+	return m.suspendLocked(ctx, c, reason)
+}
+
+func (m *Manager) suspendLocked(ctx context.Context, c *store.Compute, reason string) (*store.Compute, *store.Operation, error) {
+	from := c.State
+	c.State = store.StateSuspending
+	if err := m.st.UpdateCompute(ctx, c, from); err != nil {
+		return c, nil, fmt.Errorf("suspend compute %s: %w", c.ID, err)
+	}
+	// New wakes now take the slow path and queue on the compute's lock.
+	m.dropWarm(c)
+	op, err := m.runOp(ctx, c, store.ActionSuspend, reason, func() error { return m.drv.Stop(ctx, c) })
+	if err != nil {
+		m.markFailed(ctx, c, err)
+		return c, op, err
+	}
+	now := store.Now()
+	c.State, c.Address, c.SuspendedAt = store.StateSuspended, "", now
+	if la := m.Activity(c.ID).LastActive(); !la.IsZero() {
+		c.LastActive = la.UTC().Truncate(time.Microsecond)
+	}
+	if err := m.st.UpdateCompute(ctx, c, store.StateSuspending); err != nil {
+		return c, op, fmt.Errorf("mark compute %s suspended: %w", c.ID, err)
+	}
+	return c, op, nil
+}
+
+// Destroy stops the compute, removes its storage and deletes it from the store.
+func (m *Manager) Destroy(ctx context.Context, computeID, reason string) (*store.Operation, error) {
+	unlock := m.lock(computeID)
+	defer unlock()
+	c, err := m.st.GetCompute(ctx, computeID)
+	if err != nil {
+		return nil, fmt.Errorf("destroy compute %s: %w", computeID, err)
+	}
+	if err := m.checkNode(c); err != nil {
+		return nil, err
+	}
+	from := c.State
+	c.State = store.StateDestroying
+	if err := m.st.UpdateCompute(ctx, c, from); err != nil {
+		return nil, fmt.Errorf("destroy compute %s: %w", c.ID, err)
+	}
+	m.dropWarm(c)
+	op, err := m.runOp(ctx, c, store.ActionDestroy, reason, func() error { return m.drv.Destroy(ctx, c) })
+	if err != nil {
+		m.markFailed(ctx, c, err)
+		return op, err
+	}
+	if err := m.st.DeleteCompute(ctx, c.ID); err != nil {
+		return op, fmt.Errorf("delete compute %s: %w", c.ID, err)
+	}
+	m.mu.Lock()
+	delete(m.activity, c.ID)
+	m.mu.Unlock()
+	return op, nil
+}
+
+// markFailed records a failure on the compute so the API shows it and the
+// next wake retries. It is best effort: the original error is what matters.
+func (m *Manager) markFailed(ctx context.Context, c *store.Compute, cause error) {
+	m.dropWarm(c)
+	for range 3 {
+		from := c.State
+		c.State, c.Error, c.Address = store.StateFailed, cause.Error(), ""
+		err := m.st.UpdateCompute(ctx, c, from)
+		if err == nil || !errors.Is(err, store.ErrConflict) {
+			if err != nil {
+				m.log.Error("could not mark compute failed", "compute", c.ID, "project", c.ProjectID, "err", err)
+			}
+			return
+		}
+		fresh, gerr := m.st.GetCompute(ctx, c.ID)
+		if gerr != nil {
+			return
+		}
+		*c = *fresh
+	}
+}
+
+// onExit is the driver's crash callback: a backend exited on its own.
+func (m *Manager) onExit(computeID string, exitErr error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	unlock := m.lock(computeID)
+	defer unlock()
+	c, err := m.st.GetCompute(ctx, computeID)
+	if err != nil || c.State != store.StateActive {
+		return
+	}
+	m.log.Error("compute exited unexpectedly; the next wake restarts it",
+		"compute", c.ID, "project", c.ProjectID, "err", exitErr)
+	m.markFailed(ctx, c, fmt.Errorf("backend exited unexpectedly: %w", exitErr))
+}
+
+// runOp records fn as an operation on c, logs it with its duration and
+// returns the finished operation.
+func (m *Manager) runOp(ctx context.Context, c *store.Compute, action, reason string, fn func() error) (*store.Operation, error) {
+	op := &store.Operation{
+		ID: store.NewID("op"), ProjectID: c.ProjectID, ComputeID: c.ID,
+		Action: action, Status: store.OpRunning, Reason: reason, StartedAt: store.Now(),
+	}
+	if err := m.st.CreateOperation(ctx, op); err != nil {
+		return nil, fmt.Errorf("record %s operation on compute %s: %w", action, c.ID, err)
+	}
+	err := fn()
+	op.FinishedAt = store.Now()
+	op.DurationMS = float64(op.FinishedAt.Sub(op.StartedAt).Microseconds()) / 1000
+	op.Status = store.OpSucceeded
+	log := m.log.With("compute", c.ID, "project", c.ProjectID, "action", action, "reason", reason, "duration_ms", op.DurationMS)
+	if err != nil {
+		op.Status, op.Error = store.OpFailed, err.Error()
+		log.Error("compute operation failed", "err", err)
+	} else {
+		log.Info("compute operation done")
+	}
+	// The operation must be finished even if the caller's context ended.
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if ferr := m.st.FinishOperation(fctx, op); ferr != nil {
+		m.log.Error("could not record operation result", "op", op.ID, "err", ferr)
+	}
+	return op, err
+}

@@ -1,0 +1,218 @@
+// Package compute runs the compute lifecycle: it turns API calls, wakes from
+// the proxy and suspends from the scheduler into compare-and-set transitions
+// in the store and calls to a Driver.
+package compute
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/serverlessd/serverlessd/store"
+)
+
+// Errors callers can match with errors.Is.
+var (
+	// ErrNoCompute means the project has no compute node yet.
+	ErrNoCompute = errors.New("project has no compute")
+	// ErrDestroying means the compute is being destroyed.
+	ErrDestroying = errors.New("compute is being destroyed")
+	// ErrOtherNode means the compute lives on another node's disk.
+	ErrOtherNode = errors.New("compute belongs to another node")
+)
+
+// startTimeout bounds one start, independent of the caller that triggered it:
+// a client that gives up must not abort a start other clients share.
+const startTimeout = 2 * time.Minute
+
+// Options configure a Manager.
+type Options struct {
+	Store  store.Store
+	Driver Driver
+	// Node is this daemon's node name; local computes belong to one node.
+	Node   string
+	Logger *slog.Logger
+	// DefaultSpec fills the parts of a new compute's spec that are not given.
+	DefaultSpec store.ComputeSpec
+}
+
+// Manager owns every compute's lifecycle in this daemon.
+type Manager struct {
+	st   store.Store
+	drv  Driver
+	node string
+	log  *slog.Logger
+	defs store.ComputeSpec
+
+	starts singleflight.Group
+
+	mu       sync.Mutex
+	locks    map[string]*sync.Mutex // per compute: one lifecycle action at a time
+	warm     map[string]WakeResult  // project id -> running backend, the wake fast path
+	activity map[string]*Activity   // compute id -> live usage
+}
+
+// New returns a Manager and registers its crash handler with the driver.
+func New(opts Options) *Manager {
+	m := &Manager{
+		st:       opts.Store,
+		drv:      opts.Driver,
+		node:     opts.Node,
+		defs:     opts.DefaultSpec,
+		log:      opts.Logger.With("component", "compute"),
+		locks:    map[string]*sync.Mutex{},
+		warm:     map[string]WakeResult{},
+		activity: map[string]*Activity{},
+	}
+	m.drv.SetExitHandler(m.onExit)
+	return m
+}
+
+// Driver returns the driver the manager runs computes with.
+func (m *Manager) Driver() Driver { return m.drv }
+
+// Wake returns the address of the project's running compute, starting it if
+// it is suspended or failed. Concurrent callers share one start. A wake that
+// arrives during a suspend waits for it to finish, then resumes.
+func (m *Manager) Wake(ctx context.Context, projectID string) (WakeResult, error) {
+	m.mu.Lock()
+	res, ok := m.warm[projectID]
+	m.mu.Unlock()
+	if ok {
+		return res, nil
+	}
+	ch := m.starts.DoChan(projectID, func() (any, error) {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), startTimeout)
+		defer cancel()
+		return m.wakeSlow(sctx, projectID)
+	})
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return WakeResult{}, r.Err
+		}
+		return r.Val.(WakeResult), nil
+	case <-ctx.Done():
+		return WakeResult{}, ctx.Err()
+	}
+}
+
+func (m *Manager) wakeSlow(ctx context.Context, projectID string) (WakeResult, error) {
+	c, err := m.st.GetComputeByProject(ctx, projectID)
+	if errors.Is(err, store.ErrNotFound) {
+		return WakeResult{}, fmt.Errorf("project %s: %w: create one with `serverlessd compute create`", projectID, ErrNoCompute)
+	}
+	if err != nil {
+		return WakeResult{}, fmt.Errorf("wake project %s: %w", projectID, err)
+	}
+	unlock := m.lock(c.ID)
+	defer unlock()
+	return m.ensureActive(ctx, c.ID, "wake")
+}
+
+// ensureActive brings a compute to active. The caller holds its lock.
+func (m *Manager) ensureActive(ctx context.Context, computeID, reason string) (WakeResult, error) {
+	for {
+		c, err := m.st.GetCompute(ctx, computeID)
+		if err != nil {
+			return WakeResult{}, fmt.Errorf("wake compute %s: %w", computeID, err)
+		}
+		if err := m.checkNode(c); err != nil {
+			return WakeResult{}, err
+		}
+		switch c.State {
+		case store.StateActive:
+			if m.isWarm(c) {
+				return resultOf(c, false), nil
+			}
+			// The store says active but this daemon has not adopted it
+			// (another daemon's start, or a process that died): start
+			// is idempotent in the driver and returns the live address.
+			return m.start(ctx, c, reason)
+		case store.StateSuspended, store.StateFailed, store.StateCreating:
+			return m.start(ctx, c, reason)
+		case store.StateDestroying:
+			return WakeResult{}, fmt.Errorf("compute %s: %w", c.ID, ErrDestroying)
+		default:
+			// resuming or suspending by someone else: wait for it to settle.
+			if err := sleepCtx(ctx, 20*time.Millisecond); err != nil {
+				return WakeResult{}, fmt.Errorf("compute %s stayed %s: %w", c.ID, c.State, err)
+			}
+		}
+	}
+}
+
+// isWarm reports whether this daemon holds c as running at its address.
+func (m *Manager) isWarm(c *store.Compute) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	w, ok := m.warm[c.ProjectID]
+	return ok && w.ComputeID == c.ID && w.Address == c.Address
+}
+
+func (m *Manager) setWarm(c *store.Compute) {
+	m.mu.Lock()
+	m.warm[c.ProjectID] = resultOf(c, false)
+	m.mu.Unlock()
+}
+
+func (m *Manager) dropWarm(c *store.Compute) {
+	m.mu.Lock()
+	delete(m.warm, c.ProjectID)
+	m.mu.Unlock()
+}
+
+func resultOf(c *store.Compute, cold bool) WakeResult {
+	return WakeResult{Address: c.Address, ComputeID: c.ID, ProjectID: c.ProjectID, ColdStart: cold}
+}
+
+// lock takes the compute's lifecycle lock and returns its release.
+func (m *Manager) lock(computeID string) func() {
+	m.mu.Lock()
+	l, ok := m.locks[computeID]
+	if !ok {
+		l = &sync.Mutex{}
+		m.locks[computeID] = l
+	}
+	m.mu.Unlock()
+	l.Lock()
+	return l.Unlock
+}
+
+// Activity returns the live usage counters of a compute, creating them on
+// first use.
+func (m *Manager) Activity(computeID string) *Activity {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	a, ok := m.activity[computeID]
+	if !ok {
+		a = &Activity{}
+		m.activity[computeID] = a
+	}
+	return a
+}
+
+// checkNode refuses computes whose storage is on another node's disk.
+func (m *Manager) checkNode(c *store.Compute) error {
+	if c.Driver == "local" && c.Node != "" && c.Node != m.node {
+		return fmt.Errorf("compute %s: %w %q (this node is %q): connect through that node's serverlessd",
+			c.ID, ErrOtherNode, c.Node, m.node)
+	}
+	return nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

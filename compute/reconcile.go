@@ -1,0 +1,142 @@
+package compute
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/serverlessd/serverlessd/store"
+)
+
+// Reconcile squares the store with what really runs, once at start-up:
+// backends that still run (left by a daemon that was killed) are adopted when
+// the store says active or resuming and stopped cleanly otherwise; computes
+// the store thinks are running but are not go to suspended or failed.
+func (m *Manager) Reconcile(ctx context.Context) error {
+	t0 := time.Now()
+	running, err := m.drv.Running(ctx)
+	if err != nil {
+		return fmt.Errorf("reconcile: list running computes: %w", err)
+	}
+	live := map[string]Instance{}
+	for _, in := range running {
+		live[in.ComputeID] = in
+	}
+	computes, err := m.allComputes(ctx)
+	if err != nil {
+		return fmt.Errorf("reconcile: list computes: %w", err)
+	}
+	known := map[string]bool{}
+	var adopted, stopped, fixed int
+	for i := range computes {
+		c := &computes[i]
+		known[c.ID] = true
+		if m.checkNode(c) != nil {
+			continue
+		}
+		in, isLive := live[c.ID]
+		a, s, f := m.reconcileOne(ctx, c, in, isLive)
+		adopted, stopped, fixed = adopted+a, stopped+s, fixed+f
+	}
+	for id, in := range live {
+		if !known[id] {
+			// A backend for a compute the store does not know: stop it
+			// cleanly, but keep its data for a human to look at.
+			m.log.Warn("stopping a running backend that the store does not know", "compute", id, "pid", in.PID)
+			if err := m.drv.Stop(ctx, &store.Compute{ID: id}); err != nil {
+				m.log.Error("could not stop unknown backend", "compute", id, "err", err)
+			}
+			stopped++
+		}
+	}
+	m.log.Info("reconciled computes with running backends", "computes", len(computes), "running", len(running),
+		"adopted", adopted, "stopped", stopped, "fixed", fixed, "duration_ms", time.Since(t0).Milliseconds())
+	return nil
+}
+
+// reconcileOne settles one compute; it returns (adopted, stopped, fixed) counts.
+func (m *Manager) reconcileOne(ctx context.Context, c *store.Compute, in Instance, isLive bool) (int, int, int) {
+	unlock := m.lock(c.ID)
+	defer unlock()
+	log := m.log.With("compute", c.ID, "project", c.ProjectID, "state", c.State)
+	switch {
+	case isLive && (c.State == store.StateActive || c.State == store.StateResuming):
+		from := c.State
+		c.State, c.Address = store.StateActive, in.Address
+		if err := m.st.UpdateCompute(ctx, c, from); err != nil {
+			log.Error("could not adopt running compute", "err", err)
+			return 0, 0, 0
+		}
+		m.Activity(c.ID).Touch()
+		m.setWarm(c)
+		log.Info("adopted running compute", "pid", in.PID, "address", in.Address)
+		return 1, 0, 0
+	case isLive:
+		// Running, but the store wants it stopped (suspending, suspended,
+		// failed, creating, destroying): stop it cleanly first.
+		if _, _, err := m.suspendLocked(ctx, c, ReasonReconcile); err != nil {
+			log.Error("could not stop stray backend", "err", err)
+		}
+		return 0, 1, 0
+	case c.State == store.StateActive || c.State == store.StateResuming || c.State == store.StateSuspending:
+		// Not running although the store says so: its process died while
+		// no daemon watched. Data is safe (InnoDB recovers at next start).
+		from := c.State
+		c.State, c.Address = store.StateSuspended, ""
+		if from == store.StateActive {
+			c.State, c.Error = store.StateFailed, "backend was not running when the daemon started; the next wake restarts it"
+		}
+		if err := m.st.UpdateCompute(ctx, c, from); err != nil {
+			log.Error("could not fix compute state", "err", err)
+			return 0, 0, 0
+		}
+		log.Warn("compute was not running; state fixed", "new_state", c.State)
+		return 0, 0, 1
+	}
+	return 0, 0, 0
+}
+
+// allComputes pages through every compute in the store.
+func (m *Manager) allComputes(ctx context.Context) ([]store.Compute, error) {
+	var all []store.Compute
+	page := store.Page{Limit: 500}
+	for {
+		batch, err := m.st.ListComputes(ctx, page)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, batch...)
+		if len(batch) < page.Limit {
+			return all, nil
+		}
+		page.After = batch[len(batch)-1].ID
+	}
+}
+
+// SuspendAll suspends every active compute of this node, a few at a time.
+// The daemon calls it on SIGTERM so that no mariadbd outlives it uncleanly.
+func (m *Manager) SuspendAll(ctx context.Context, reason string) error {
+	if m.drv.Name() != "local" {
+		// Shared drivers' computes outlive one daemon: a rolling update of
+		// the daemon must not stop every database.
+		return nil
+	}
+	computes, err := m.allComputes(ctx)
+	if err != nil {
+		return fmt.Errorf("suspend all: list computes: %w", err)
+	}
+	var g errgroup.Group
+	g.SetLimit(4)
+	for _, c := range computes {
+		if c.State != store.StateActive && c.State != store.StateResuming || m.checkNode(&c) != nil {
+			continue
+		}
+		g.Go(func() error {
+			_, _, err := m.Suspend(ctx, c.ID, reason)
+			return err
+		})
+	}
+	return g.Wait()
+}

@@ -1,0 +1,223 @@
+package compute
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha1"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/go-mysql-org/go-mysql/client"
+
+	"github.com/serverlessd/serverlessd/store"
+)
+
+// OwnerRole is the role every project gets at creation.
+const OwnerRole = "root"
+
+// ErrInvalidRole means a role name is not allowed.
+var ErrInvalidRole = errors.New("invalid role name")
+
+// roleName: MariaDB user names are at most 80 characters; we keep them to a
+// safe alphabet so they never need quoting beyond backquotes.
+var roleName = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9_-]{0,31}$`)
+
+// ValidateRoleName checks a role name. Names starting with "serverlessd" and
+// MariaDB's own accounts are reserved for the daemon.
+func ValidateRoleName(name string) error {
+	if !roleName.MatchString(name) {
+		return fmt.Errorf("%w %q: use 1-32 characters from a-z, A-Z, 0-9, _ and -", ErrInvalidRole, name)
+	}
+	lower := strings.ToLower(name)
+	if strings.HasPrefix(lower, "serverlessd") || lower == "mariadb.sys" || lower == "mysql" || lower == "public" {
+		return fmt.Errorf("%w %q: the name is reserved", ErrInvalidRole, name)
+	}
+	return nil
+}
+
+// NewPassword returns a random password of 24 characters from a URL- and
+// shell-safe alphabet (about 142 bits).
+func NewPassword() string {
+	const alphabet = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+	b := make([]byte, 24)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b)
+}
+
+// NativeHash returns MariaDB's mysql_native_password hash of a password:
+// "*" + HEX(SHA1(SHA1(password))).
+func NativeHash(password string) string {
+	s1 := sha1.Sum([]byte(password))
+	s2 := sha1.Sum(s1[:])
+	return "*" + strings.ToUpper(hex.EncodeToString(s2[:]))
+}
+
+// CreateRole creates a role with a generated password and returns the
+// password, which is never stored. The role exists in the running compute at
+// once; a suspended compute gets it before it is next marked active.
+func (m *Manager) CreateRole(ctx context.Context, projectID, name string) (*store.Role, string, error) {
+	if err := ValidateRoleName(name); err != nil {
+		return nil, "", err
+	}
+	pw := NewPassword()
+	now := store.Now()
+	r := &store.Role{ProjectID: projectID, Name: name, PasswordHash: NativeHash(pw), CreatedAt: now, UpdatedAt: now}
+	err := m.withActive(ctx, projectID, func() error {
+		if err := m.st.CreateRole(ctx, r); err != nil {
+			return fmt.Errorf("create role %q in project %s: %w", name, projectID, err)
+		}
+		return nil
+	})
+	return r, pw, err
+}
+
+// ResetPassword gives a role a new generated password and returns it.
+func (m *Manager) ResetPassword(ctx context.Context, projectID, name string) (*store.Role, string, error) {
+	pw := NewPassword()
+	var r *store.Role
+	err := m.withActive(ctx, projectID, func() error {
+		var err error
+		if r, err = m.st.GetRole(ctx, projectID, name); err != nil {
+			return fmt.Errorf("reset password of role %q in project %s: %w", name, projectID, err)
+		}
+		r.PasswordHash, r.UpdatedAt = NativeHash(pw), store.Now()
+		return m.st.UpdateRole(ctx, r)
+	})
+	return r, pw, err
+}
+
+// DeleteRole removes a role from the store and the running compute.
+func (m *Manager) DeleteRole(ctx context.Context, projectID, name string) error {
+	return m.withActive(ctx, projectID, func() error {
+		if err := m.st.DeleteRole(ctx, projectID, name); err != nil {
+			return fmt.Errorf("delete role %q in project %s: %w", name, projectID, err)
+		}
+		return nil
+	})
+}
+
+// withActive runs a role change under the compute's lock, then pushes the
+// roles to the compute if it is active on this node. Holding the lock means a
+// start in progress either sees the change or is followed by this push.
+func (m *Manager) withActive(ctx context.Context, projectID string, change func() error) error {
+	c, err := m.st.GetComputeByProject(ctx, projectID)
+	if errors.Is(err, store.ErrNotFound) {
+		return change() // no compute yet: its first start syncs the roles
+	}
+	if err != nil {
+		return err
+	}
+	unlock := m.lock(c.ID)
+	defer unlock()
+	if err := change(); err != nil {
+		return err
+	}
+	if c, err = m.st.GetCompute(ctx, c.ID); err != nil {
+		return err
+	}
+	if c.State != store.StateActive || !m.isWarm(c) {
+		return nil
+	}
+	if err := m.syncRoles(ctx, c, c.Address); err != nil {
+		return fmt.Errorf("role saved, but applying it to the running compute %s failed (it is applied at the next start): %w", c.ID, err)
+	}
+	return nil
+}
+
+// backendUser is a role as the backend's mysql.user has it.
+type backendUser struct{ name, hash string }
+
+// syncRoles makes the compute's users at host '%' exactly the store's roles,
+// with the same hashes. It runs on every start before the compute is marked
+// active, and after every role change while it is active.
+func (m *Manager) syncRoles(ctx context.Context, c *store.Compute, addr string) error {
+	t0 := time.Now()
+	roles, err := m.st.ListRoles(ctx, c.ProjectID)
+	if err != nil {
+		return fmt.Errorf("list roles: %w", err)
+	}
+	conn, err := m.adminConn(ctx, c, addr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	have, err := listBackendUsers(conn)
+	if err != nil {
+		return err
+	}
+	stmts := roleStatements(roles, have)
+	for _, q := range stmts {
+		if _, err := conn.Execute(q); err != nil {
+			return fmt.Errorf("apply roles to compute %s: %w", c.ID, err)
+		}
+	}
+	if len(stmts) > 0 {
+		m.log.Info("roles applied", "compute", c.ID, "project", c.ProjectID, "statements", len(stmts),
+			"duration_ms", float64(time.Since(t0).Microseconds())/1000)
+	}
+	return nil
+}
+
+// adminConn logs in to the compute with the daemon's admin account.
+func (m *Manager) adminConn(ctx context.Context, c *store.Compute, addr string) (*client.Conn, error) {
+	cred, err := m.drv.Admin(ctx, c)
+	if err != nil {
+		return nil, fmt.Errorf("admin credentials for compute %s: %w", c.ID, err)
+	}
+	conn, err := client.ConnectWithContext(ctx, strings.TrimPrefix(addr, "unix:"), cred.User, cred.Password, "", 10*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("admin login to compute %s at %s: %w", c.ID, addr, err)
+	}
+	return conn, nil
+}
+
+func listBackendUsers(conn *client.Conn) (map[string]string, error) {
+	res, err := conn.Execute("SELECT User, Password FROM mysql.user WHERE Host = '%'")
+	if err != nil {
+		return nil, fmt.Errorf("list backend users: %w", err)
+	}
+	defer res.Close()
+	have := map[string]string{}
+	for i := range res.RowNumber() {
+		name, _ := res.GetString(i, 0)
+		hash, _ := res.GetString(i, 1)
+		have[name] = hash
+	}
+	return have, nil
+}
+
+// roleStatements returns the SQL that turns the backend's '%' users (have:
+// name -> hash) into the store's roles. The owner role gets every privilege
+// with grant option; other roles get every privilege on every database.
+func roleStatements(roles []store.Role, have map[string]string) []string {
+	var stmts []string
+	want := map[string]bool{}
+	for _, r := range roles {
+		want[r.Name] = true
+		user := fmt.Sprintf("`%s`@`%%`", r.Name)
+		hash, ok := have[r.Name]
+		switch {
+		case !ok:
+			grant := fmt.Sprintf("GRANT ALL PRIVILEGES ON *.* TO %s", user)
+			if r.Name == OwnerRole {
+				grant += " WITH GRANT OPTION"
+			}
+			stmts = append(stmts, fmt.Sprintf("CREATE USER %s IDENTIFIED BY PASSWORD '%s'", user, r.PasswordHash), grant)
+		case !strings.EqualFold(hash, r.PasswordHash):
+			stmts = append(stmts, fmt.Sprintf("ALTER USER %s IDENTIFIED BY PASSWORD '%s'", user, r.PasswordHash))
+		}
+	}
+	for name := range have {
+		if !want[name] && ValidateRoleName(name) == nil {
+			stmts = append(stmts, fmt.Sprintf("DROP USER `%s`@`%%`", name))
+		}
+	}
+	return stmts
+}

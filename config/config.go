@@ -1,0 +1,203 @@
+// Package config holds serverlessd's configuration. It is built in three
+// steps, like litestream's: Default() gives every option its default, Load()
+// layers the config file, SERVERLESSD_* environment variables and flags on top
+// (through viper), and Validate() reports every bad value in one error.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Config is the whole daemon configuration. The mapstructure tags are the
+// stable config keys users and scripts depend on.
+type Config struct {
+	DataDir   string    `mapstructure:"data_dir"`
+	NodeName  string    `mapstructure:"node_name"`
+	API       API       `mapstructure:"api"`
+	Proxy     Proxy     `mapstructure:"proxy"`
+	Store     Store     `mapstructure:"store"`
+	Compute   Compute   `mapstructure:"compute"`
+	Scheduler Scheduler `mapstructure:"scheduler"`
+	Log       Log       `mapstructure:"log"`
+}
+
+// API is the HTTP control plane.
+type API struct {
+	Listen string   `mapstructure:"listen"`
+	Tokens []string `mapstructure:"tokens"`
+}
+
+// Proxy is the MySQL listener.
+type Proxy struct {
+	Listen string `mapstructure:"listen"`
+	// ServerVersion is the version in the greeting; empty means the version
+	// of the mariadbd that computes run.
+	ServerVersion      string        `mapstructure:"server_version"`
+	TLSCert            string        `mapstructure:"tls_cert"`
+	TLSKey             string        `mapstructure:"tls_key"`
+	RequireTLS         bool          `mapstructure:"require_tls"`
+	Domain             string        `mapstructure:"domain"`
+	HandshakeTimeout   time.Duration `mapstructure:"handshake_timeout"`
+	MaxHandshakePacket int           `mapstructure:"max_handshake_packet"`
+	MaxConnections     int           `mapstructure:"max_connections"`
+}
+
+// Store selects the state store backend.
+type Store struct {
+	Driver string `mapstructure:"driver"`
+	DSN    string `mapstructure:"dsn"`
+}
+
+// Compute selects and configures the compute driver.
+type Compute struct {
+	Driver      string        `mapstructure:"driver"`
+	StopTimeout time.Duration `mapstructure:"stop_timeout"`
+	// DefaultMemory is a compute's memory when its spec names none.
+	DefaultMemory string `mapstructure:"default_memory"`
+	Local         Local  `mapstructure:"local"`
+}
+
+// Local configures the local mariadbd driver.
+type Local struct {
+	Mariadbd  string `mapstructure:"mariadbd"`
+	InstallDB string `mapstructure:"install_db"`
+}
+
+// Scheduler configures the idle-suspend loop.
+type Scheduler struct {
+	Interval time.Duration `mapstructure:"interval"`
+}
+
+// Log configures log/slog output.
+type Log struct {
+	Level  string `mapstructure:"level"`
+	Format string `mapstructure:"format"`
+}
+
+// Default returns the configuration used when nothing is set.
+func Default() Config {
+	host, _ := os.Hostname()
+	return Config{
+		DataDir:  defaultDataDir(),
+		NodeName: host,
+		API:      API{Listen: "127.0.0.1:8080"},
+		Proxy: Proxy{
+			Listen:             "127.0.0.1:3306",
+			HandshakeTimeout:   10 * time.Second,
+			MaxHandshakePacket: 64 << 10,
+			MaxConnections:     10000,
+		},
+		Store: Store{Driver: "sqlite"},
+		Compute: Compute{
+			Driver:        "local",
+			StopTimeout:   60 * time.Second,
+			DefaultMemory: "256Mi",
+		},
+		Scheduler: Scheduler{Interval: 30 * time.Second},
+		Log:       Log{Level: "info", Format: "text"},
+	}
+}
+
+// defaultDataDir is $XDG_DATA_HOME/serverlessd, else ~/.local/share/serverlessd.
+func defaultDataDir() string {
+	if x := os.Getenv("XDG_DATA_HOME"); x != "" {
+		return filepath.Join(x, "serverlessd")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return filepath.Join(os.TempDir(), "serverlessd")
+	}
+	return filepath.Join(home, ".local", "share", "serverlessd")
+}
+
+// Validate checks every option and returns one error listing each bad value.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	if c.DataDir == "" {
+		bad("data_dir", "must not be empty")
+	}
+	if c.NodeName == "" {
+		bad("node_name", "must not be empty (it defaults to the hostname)")
+	}
+	checkAddr(bad, "api.listen", c.API.Listen)
+	checkAddr(bad, "proxy.listen", c.Proxy.Listen)
+	if !IsLoopback(c.API.Listen) && len(c.API.Tokens) == 0 {
+		bad("api.tokens", "the API listens on non-loopback address %q, so at least one token is required", c.API.Listen)
+	}
+	for i, t := range c.API.Tokens {
+		if len(t) < 16 {
+			bad(fmt.Sprintf("api.tokens[%d]", i), "must be at least 16 characters")
+		}
+	}
+	if (c.Proxy.TLSCert == "") != (c.Proxy.TLSKey == "") {
+		bad("proxy.tls_cert", "proxy.tls_cert and proxy.tls_key must be set together")
+	}
+	if c.Proxy.HandshakeTimeout <= 0 {
+		bad("proxy.handshake_timeout", "must be positive, got %s", c.Proxy.HandshakeTimeout)
+	}
+	if c.Proxy.MaxHandshakePacket < 1024 {
+		bad("proxy.max_handshake_packet", "must be at least 1024 bytes, got %d", c.Proxy.MaxHandshakePacket)
+	}
+	if c.Proxy.MaxConnections < 1 {
+		bad("proxy.max_connections", "must be at least 1, got %d", c.Proxy.MaxConnections)
+	}
+	switch c.Store.Driver {
+	case "sqlite":
+	case "postgres":
+		if c.Store.DSN == "" {
+			bad("store.dsn", "is required when store.driver is postgres")
+		}
+	default:
+		bad("store.driver", "must be sqlite or postgres, got %q", c.Store.Driver)
+	}
+	switch c.Compute.Driver {
+	case "local", "kubernetes":
+	default:
+		bad("compute.driver", "must be local or kubernetes, got %q", c.Compute.Driver)
+	}
+	if c.Compute.StopTimeout <= 0 {
+		bad("compute.stop_timeout", "must be positive, got %s", c.Compute.StopTimeout)
+	}
+	if c.Scheduler.Interval < 100*time.Millisecond {
+		bad("scheduler.interval", "must be at least 100ms, got %s", c.Scheduler.Interval)
+	}
+	switch strings.ToLower(c.Log.Level) {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		bad("log.format", "must be text or json, got %q", c.Log.Format)
+	}
+	return errors.Join(errs...)
+}
+
+func checkAddr(bad func(string, string, ...any), key, addr string) {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		bad(key, "must be host:port, got %q", addr)
+	}
+}
+
+// IsLoopback reports whether a listen address only accepts local connections.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

@@ -1,0 +1,126 @@
+package server
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/serverlessd/serverlessd/compute"
+	"github.com/serverlessd/serverlessd/store"
+)
+
+// apiError is the body of every error response:
+// {"error":{"code":"not_found","message":"..."}}.
+type apiError struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	var e apiError
+	e.Error.Code, e.Error.Message = code, msg
+	writeJSON(w, status, e)
+}
+
+// badRequest is an input error the client can fix.
+type badRequest struct{ msg string }
+
+func (e badRequest) Error() string { return e.msg }
+
+func invalid(format string, args ...any) error { return badRequest{fmt.Sprintf(format, args...)} }
+
+// fail maps an error to its status and writes it. Unexpected errors are
+// logged with their cause.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var br badRequest
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		writeError(w, http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("the request body is over %d bytes", maxBody))
+	case errors.As(err, &br), errors.Is(err, compute.ErrInvalidRole):
+		writeError(w, http.StatusBadRequest, "invalid", err.Error())
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, compute.ErrNoCompute):
+		writeError(w, http.StatusNotFound, "not_found", err.Error())
+	case errors.Is(err, store.ErrAlreadyExists):
+		writeError(w, http.StatusConflict, "already_exists", err.Error())
+	case errors.Is(err, store.ErrConflict), errors.Is(err, compute.ErrDestroying), errors.Is(err, compute.ErrOtherNode):
+		writeError(w, http.StatusConflict, "conflict", err.Error())
+	default:
+		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+	}
+}
+
+// decode reads a JSON body of at most maxBody bytes into v, rejecting
+// unknown fields and trailing data.
+func decode(w http.ResponseWriter, r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		switch {
+		case errors.As(err, &tooBig):
+			return err
+		case errors.Is(err, io.EOF):
+			return invalid("the request body is empty; send a JSON object")
+		case strings.HasPrefix(err.Error(), "json: unknown field"):
+			return invalid("%s", strings.TrimPrefix(err.Error(), "json: "))
+		default:
+			return invalid("invalid JSON: %v", err)
+		}
+	}
+	if dec.More() {
+		return invalid("invalid JSON: unexpected data after the object")
+	}
+	return nil
+}
+
+// jsonStatus rewrites the mux's own plain-text errors (404 for an unknown
+// path, 405 for a wrong method) into the API's JSON error form.
+func jsonStatus(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(&statusWriter{ResponseWriter: w, r: r}, r)
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	r          *http.Request
+	swallowing bool
+}
+
+func (sw *statusWriter) WriteHeader(code int) {
+	plain := strings.HasPrefix(sw.Header().Get("Content-Type"), "text/plain")
+	if plain && (code == http.StatusNotFound || code == http.StatusMethodNotAllowed) {
+		sw.swallowing = true
+		sw.Header().Del("X-Content-Type-Options")
+		if code == http.StatusNotFound {
+			writeError(sw.ResponseWriter, code, "not_found", "no such endpoint: "+sw.r.URL.Path)
+		} else {
+			writeError(sw.ResponseWriter, code, "method_not_allowed",
+				fmt.Sprintf("method %s is not allowed on %s (allowed: %s)", sw.r.Method, sw.r.URL.Path, sw.Header().Get("Allow")))
+		}
+		return
+	}
+	sw.ResponseWriter.WriteHeader(code)
+}
+
+func (sw *statusWriter) Write(b []byte) (int, error) {
+	if sw.swallowing {
+		return len(b), nil
+	}
+	return sw.ResponseWriter.Write(b)
+}

@@ -1,0 +1,224 @@
+package server
+
+import (
+	"errors"
+	"net/http"
+	"regexp"
+	"strconv"
+
+	"github.com/serverlessd/serverlessd/compute"
+	"github.com/serverlessd/serverlessd/store"
+)
+
+// projectName is a DNS label of 1-40 characters.
+var projectName = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$`)
+
+// maxIdleTimeout bounds idle_timeout (30 days) to catch unit mistakes.
+const maxIdleTimeout = 30 * 24 * 3600
+
+func validateName(name string) error {
+	if !projectName.MatchString(name) {
+		return invalid("invalid project name %q: use 1-40 characters from a-z, 0-9 and '-', starting and ending with a letter or digit", name)
+	}
+	return nil
+}
+
+// projectConfigInput is the settable part of a project's config. Pointers
+// tell "not given" from zero, so PATCH changes only what it names.
+type projectConfigInput struct {
+	IdleTimeout                *int    `json:"idle_timeout"`
+	SuspendWithOpenConnections *bool   `json:"suspend_with_open_connections"`
+	StorageSize                *string `json:"storage_size"`
+	PageServerURL              *string `json:"page_server_url"`
+	SafekeeperURL              *string `json:"safekeeper_url"`
+}
+
+func (in *projectConfigInput) apply(c *store.ProjectConfig) error {
+	if in == nil {
+		return nil
+	}
+	if in.IdleTimeout != nil {
+		if *in.IdleTimeout < 0 || *in.IdleTimeout > maxIdleTimeout {
+			return invalid("idle_timeout must be between 0 (never suspend) and %d seconds, got %d", maxIdleTimeout, *in.IdleTimeout)
+		}
+		c.IdleTimeout = *in.IdleTimeout
+	}
+	if in.SuspendWithOpenConnections != nil {
+		c.SuspendWithOpenConnections = in.SuspendWithOpenConnections
+	}
+	if in.StorageSize != nil {
+		if *in.StorageSize != "" && !quantity.MatchString(*in.StorageSize) {
+			return invalid("storage_size must be a quantity like 10Gi, got %q", *in.StorageSize)
+		}
+		c.StorageSize = *in.StorageSize
+	}
+	setString(&c.PageServerURL, in.PageServerURL)
+	setString(&c.SafekeeperURL, in.SafekeeperURL)
+	return nil
+}
+
+func setString(dst *string, src *string) {
+	if src != nil {
+		*dst = *src
+	}
+}
+
+type createProjectInput struct {
+	Name   string              `json:"name"`
+	Config *projectConfigInput `json:"config"`
+}
+
+// credentials is returned once, when a password is generated.
+type credentials struct {
+	Name     string `json:"name"`
+	Password string `json:"password"`
+	// MySQLUser is the user name to log in with through the proxy.
+	MySQLUser string `json:"mysql_user"`
+	// ConnectionString is a ready-to-run mariadb client command line.
+	ConnectionString string `json:"connection_string"`
+}
+
+func (s *Server) credentials(p *store.Project, role, password string) credentials {
+	host, port := splitHostPort(s.proxyAddr)
+	user := p.Name + "." + role
+	return credentials{
+		Name: role, Password: password, MySQLUser: user,
+		ConnectionString: "mariadb -h " + host + " -P " + port + " -u " + user + " -p",
+	}
+}
+
+func (s *Server) createProject(w http.ResponseWriter, r *http.Request) {
+	var in createProjectInput
+	if err := decode(w, r, &in); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := validateName(in.Name); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	now := store.Now()
+	p := &store.Project{ID: store.NewID("prj"), Name: in.Name, CreatedAt: now, UpdatedAt: now}
+	p.Config.IdleTimeout = store.DefaultIdleTimeout
+	if err := in.Config.apply(&p.Config); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := s.st.CreateProject(r.Context(), p); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	_, pw, err := s.mgr.CreateRole(r.Context(), p.ID, compute.OwnerRole)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.log.Info("project created", "project", p.ID, "name", p.Name)
+	writeJSON(w, http.StatusCreated, map[string]any{"project": p, "role": s.credentials(p, compute.OwnerRole, pw)})
+}
+
+func (s *Server) listProjects(w http.ResponseWriter, r *http.Request) {
+	page, err := pageOf(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	ps, err := s.st.ListProjects(r.Context(), page)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if ps == nil {
+		ps = []store.Project{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"projects": ps})
+}
+
+// pageOf reads ?limit=&after= for list endpoints.
+func pageOf(r *http.Request) (store.Page, error) {
+	var p store.Page
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			return p, invalid("limit must be a number from 1 to 1000, got %q", v)
+		}
+		p.Limit = n
+	}
+	p.After = r.URL.Query().Get("after")
+	return p, nil
+}
+
+// project loads the {id} path value, an id or a name.
+func (s *Server) project(r *http.Request) (*store.Project, error) {
+	return s.st.GetProject(r.Context(), r.PathValue("id"))
+}
+
+func (s *Server) getProject(w http.ResponseWriter, r *http.Request) {
+	p, err := s.project(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"project": p})
+}
+
+type patchProjectInput struct {
+	Name   *string             `json:"name"`
+	Config *projectConfigInput `json:"config"`
+}
+
+func (s *Server) patchProject(w http.ResponseWriter, r *http.Request) {
+	var in patchProjectInput
+	if err := decode(w, r, &in); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	p, err := s.project(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if in.Name != nil {
+		if err := validateName(*in.Name); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		p.Name = *in.Name
+	}
+	if err := in.Config.apply(&p.Config); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	p.UpdatedAt = store.Now()
+	if err := s.st.UpdateProject(r.Context(), p); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"project": p})
+}
+
+// deleteProject destroys the project's compute and data, then the project.
+func (s *Server) deleteProject(w http.ResponseWriter, r *http.Request) {
+	p, err := s.project(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	c, err := s.st.GetComputeByProject(r.Context(), p.ID)
+	switch {
+	case err == nil:
+		if _, err := s.mgr.Destroy(r.Context(), c.ID, compute.ReasonAPI); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	case !errors.Is(err, store.ErrNotFound):
+		s.fail(w, r, err)
+		return
+	}
+	if err := s.st.DeleteProject(r.Context(), p.ID); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.log.Info("project deleted", "project", p.ID, "name", p.Name)
+	writeJSON(w, http.StatusOK, map[string]any{"deleted": true, "project": p})
+}

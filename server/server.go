@@ -1,0 +1,169 @@
+// Package server is serverlessd's HTTP control-plane API: projects, computes,
+// roles, operations and the wake contract for proxies.
+package server
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/serverlessd/serverlessd/compute"
+	"github.com/serverlessd/serverlessd/store"
+)
+
+// Options configure the API server.
+type Options struct {
+	Store   store.Store
+	Manager *compute.Manager
+	// Tokens are the accepted bearer tokens; none means no auth (loopback only).
+	Tokens []string
+	// ProxyAddr is the MySQL listener's address, shown in connection strings.
+	ProxyAddr string
+	// Extra handlers mounted without auth (e.g. "/metrics"), may be nil.
+	Extra  map[string]http.Handler
+	Logger *slog.Logger
+}
+
+// Server is the HTTP API.
+type Server struct {
+	st        store.Store
+	mgr       *compute.Manager
+	tokens    [][]byte
+	proxyAddr string
+	log       *slog.Logger
+	handler   http.Handler
+	http      *http.Server
+}
+
+// maxBody is the largest request body accepted (413 beyond).
+const maxBody = 1 << 20
+
+// New builds the API server and its routes.
+func New(opts Options) *Server {
+	s := &Server{st: opts.Store, mgr: opts.Manager, proxyAddr: opts.ProxyAddr, log: opts.Logger.With("component", "api")}
+	for _, t := range opts.Tokens {
+		s.tokens = append(s.tokens, []byte(t))
+	}
+	api := http.NewServeMux()
+	s.routes(api)
+	root := http.NewServeMux()
+	root.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, map[string]string{"status": "ok"}) })
+	root.HandleFunc("GET /readyz", s.readyz)
+	for pattern, h := range opts.Extra {
+		root.Handle(pattern, h)
+	}
+	root.Handle("/", s.auth(api))
+	s.handler = s.recoverer(jsonStatus(root))
+	return s
+}
+
+func (s *Server) routes(mux *http.ServeMux) {
+	mux.HandleFunc("POST /api/v1/projects", s.createProject)
+	mux.HandleFunc("GET /api/v1/projects", s.listProjects)
+	mux.HandleFunc("GET /api/v1/projects/{id}", s.getProject)
+	mux.HandleFunc("PATCH /api/v1/projects/{id}", s.patchProject)
+	mux.HandleFunc("DELETE /api/v1/projects/{id}", s.deleteProject)
+
+	mux.HandleFunc("POST /api/v1/projects/{id}/compute", s.createCompute)
+	mux.HandleFunc("GET /api/v1/projects/{id}/compute", s.getProjectCompute)
+	mux.HandleFunc("GET /api/v1/projects/{id}/compute/{cid}", s.getCompute)
+	mux.HandleFunc("POST /api/v1/projects/{id}/compute/{cid}/suspend", s.suspendCompute)
+	mux.HandleFunc("POST /api/v1/projects/{id}/compute/{cid}/resume", s.resumeCompute)
+	mux.HandleFunc("DELETE /api/v1/projects/{id}/compute/{cid}", s.destroyCompute)
+
+	mux.HandleFunc("POST /api/v1/projects/{id}/roles", s.createRole)
+	mux.HandleFunc("GET /api/v1/projects/{id}/roles", s.listRoles)
+	mux.HandleFunc("POST /api/v1/projects/{id}/roles/{name}/reset_password", s.resetPassword)
+	mux.HandleFunc("DELETE /api/v1/projects/{id}/roles/{name}", s.deleteRole)
+
+	mux.HandleFunc("GET /api/v1/projects/{id}/operations", s.listOperations)
+	mux.HandleFunc("GET /wake_compute", s.wakeCompute)
+}
+
+// Handler returns the API's http.Handler (for tests and embedding).
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Serve serves the API on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	s.http = &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	s.log.Info("API listening", "addr", ln.Addr().String())
+	if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// Shutdown stops accepting requests and waits for those in flight.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if s.http == nil {
+		return nil
+	}
+	return s.http.Shutdown(ctx)
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.st.Ping(ctx); err != nil {
+		writeError(w, http.StatusServiceUnavailable, "store_unavailable", "the state store does not answer: "+err.Error())
+		return
+	}
+	writeJSON(w, 200, map[string]string{"status": "ready"})
+}
+
+// auth checks the bearer token when tokens are configured.
+func (s *Server) auth(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if len(s.tokens) == 0 {
+			next.ServeHTTP(w, r)
+			return
+		}
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || !s.validToken([]byte(got)) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="serverlessd"`)
+			writeError(w, http.StatusUnauthorized, "unauthorized", "a valid bearer token is required (Authorization: Bearer <token>)")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) validToken(got []byte) bool {
+	ok := false
+	for _, t := range s.tokens {
+		// Compare against every token in constant time so timing reveals nothing.
+		if subtle.ConstantTimeCompare(got, t) == 1 {
+			ok = true
+		}
+	}
+	return ok
+}
+
+// recoverer turns a handler panic into a logged 500, so that no request can
+// take the daemon down.
+func (s *Server) recoverer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.log.Error("panic in API handler", "method", r.Method, "path", r.URL.Path, "panic", v)
+				writeError(w, http.StatusInternalServerError, "internal", "internal error; see the daemon log")
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}

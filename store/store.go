@@ -1,0 +1,211 @@
+// Package store holds serverlessd's domain types and the Store interface that
+// persists them. Backends live in sub-packages (sqlite, postgres) and all pass
+// the same conformance suite in storetest.
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Sentinel errors. Backends wrap them so callers can use errors.Is.
+var (
+	// ErrNotFound means the object does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict means a compare-and-set lost: the object changed since it was read.
+	ErrConflict = errors.New("conflict: the object changed concurrently")
+	// ErrAlreadyExists means a unique key (a project name, a role name, a
+	// project's single compute) is taken.
+	ErrAlreadyExists = errors.New("already exists")
+)
+
+// ComputeState is a step of the compute lifecycle (see DESIGN.md).
+type ComputeState string
+
+// The compute lifecycle:
+//
+//	creating -> suspended <-> resuming -> active -> suspending -> suspended
+//	any -> failed (next wake retries); any -> destroying -> gone
+const (
+	StateCreating   ComputeState = "creating"
+	StateSuspended  ComputeState = "suspended"
+	StateResuming   ComputeState = "resuming"
+	StateActive     ComputeState = "active"
+	StateSuspending ComputeState = "suspending"
+	StateFailed     ComputeState = "failed"
+	StateDestroying ComputeState = "destroying"
+)
+
+// DefaultIdleTimeout is a project's idle timeout when none is given, in seconds.
+const DefaultIdleTimeout = 300
+
+// ProjectConfig is a project's user-settable configuration. It is stored as a
+// JSON document so that new options do not need a schema migration.
+type ProjectConfig struct {
+	// IdleTimeout is how many seconds without traffic before the compute
+	// suspends. 0 means never.
+	IdleTimeout int `json:"idle_timeout"`
+	// SuspendWithOpenConnections lets an idle compute suspend even while
+	// (idle) client connections are open. Nil means the default (true).
+	SuspendWithOpenConnections *bool `json:"suspend_with_open_connections,omitempty"`
+	// StorageSize is the requested storage size, e.g. "10Gi".
+	StorageSize string `json:"storage_size,omitempty"`
+	// PageServerURL and SafekeeperURL are accepted and stored as given.
+	PageServerURL string `json:"page_server_url,omitempty"`
+	SafekeeperURL string `json:"safekeeper_url,omitempty"`
+}
+
+// Project is a tenant: one database, reached as <project>.<user>.
+type Project struct {
+	ID        string        `json:"id"`
+	Name      string        `json:"name"`
+	Config    ProjectConfig `json:"config"`
+	CreatedAt time.Time     `json:"created_at"`
+	UpdatedAt time.Time     `json:"updated_at"`
+}
+
+// Resources are a compute's CPU and memory, in Kubernetes quantity syntax.
+type Resources struct {
+	CPU    string `json:"cpu,omitempty"`
+	Memory string `json:"memory,omitempty"`
+}
+
+// ComputeSpec is what a compute runs with. It is stored as JSON.
+type ComputeSpec struct {
+	Image     string    `json:"image,omitempty"`
+	Resources Resources `json:"resources"`
+	Storage   string    `json:"storage,omitempty"`
+}
+
+// Compute is a project's database server: a mariadbd process or a Pod.
+type Compute struct {
+	ID        string       `json:"id"`
+	ProjectID string       `json:"project_id"`
+	State     ComputeState `json:"state"`
+	Driver    string       `json:"driver"`
+	// Node is the daemon node whose disk holds the compute (local driver).
+	Node string      `json:"node,omitempty"`
+	Spec ComputeSpec `json:"spec"`
+	// Address is where the running backend listens ("unix:/path" or "ip:3306").
+	Address string `json:"address,omitempty"`
+	// Error is the last failure, kept while State is failed.
+	Error       string    `json:"error,omitempty"`
+	LastActive  time.Time `json:"last_active,omitzero"`
+	StartedAt   time.Time `json:"started_at,omitzero"`
+	SuspendedAt time.Time `json:"suspended_at,omitzero"`
+	CreatedAt   time.Time `json:"created_at"`
+	UpdatedAt   time.Time `json:"updated_at"`
+	// Version increases by one on every update; it guards compare-and-set.
+	Version int64 `json:"version"`
+}
+
+// Role is a database user of a project. PasswordHash is MariaDB's
+// mysql_native_password form, "*" + HEX(SHA1(SHA1(password))): never the
+// cleartext.
+type Role struct {
+	ProjectID    string    `json:"project_id"`
+	Name         string    `json:"name"`
+	PasswordHash string    `json:"-"`
+	CreatedAt    time.Time `json:"created_at"`
+	UpdatedAt    time.Time `json:"updated_at"`
+}
+
+// Operation actions.
+const (
+	ActionCreate  = "create"
+	ActionStart   = "start"
+	ActionSuspend = "suspend"
+	ActionDestroy = "destroy"
+)
+
+// Operation statuses.
+const (
+	OpRunning   = "running"
+	OpSucceeded = "succeeded"
+	OpFailed    = "failed"
+)
+
+// Operation is one lifecycle action on a compute: the audit trail.
+type Operation struct {
+	ID        string `json:"id"`
+	ProjectID string `json:"project_id"`
+	ComputeID string `json:"compute_id"`
+	Action    string `json:"action"`
+	Status    string `json:"status"`
+	// Reason says why the action ran (api, wake, idle, shutdown, reconcile...).
+	Reason     string    `json:"reason,omitempty"`
+	Error      string    `json:"error,omitempty"`
+	StartedAt  time.Time `json:"started_at"`
+	FinishedAt time.Time `json:"finished_at,omitzero"`
+	// DurationMS is FinishedAt-StartedAt in milliseconds, once finished.
+	DurationMS float64 `json:"duration_ms,omitempty"`
+}
+
+// Page selects a slice of a list ordered by id: at most Limit items with an
+// id greater than After. A zero Limit means the backend default (100).
+type Page struct {
+	Limit int
+	After string
+}
+
+// Store persists serverlessd's state. Every method takes a context and is
+// safe for concurrent use.
+type Store interface {
+	CreateProject(ctx context.Context, p *Project) error
+	// GetProject finds a project by id or by name.
+	GetProject(ctx context.Context, idOrName string) (*Project, error)
+	ListProjects(ctx context.Context, page Page) ([]Project, error)
+	UpdateProject(ctx context.Context, p *Project) error
+	// DeleteProject removes a project with its roles, computes and operations.
+	DeleteProject(ctx context.Context, id string) error
+
+	// CreateCompute fails with ErrAlreadyExists if the project has one.
+	CreateCompute(ctx context.Context, c *Compute) error
+	GetCompute(ctx context.Context, id string) (*Compute, error)
+	GetComputeByProject(ctx context.Context, projectID string) (*Compute, error)
+	ListComputes(ctx context.Context, page Page) ([]Compute, error)
+	// UpdateCompute is a compare-and-set: it writes c only if the stored row
+	// is still in state from with version c.Version, else ErrConflict. On
+	// success c.Version is incremented and c.UpdatedAt set.
+	UpdateCompute(ctx context.Context, c *Compute, from ComputeState) error
+	DeleteCompute(ctx context.Context, id string) error
+
+	// CreateRole fails with ErrAlreadyExists if the name is taken in the project.
+	CreateRole(ctx context.Context, r *Role) error
+	GetRole(ctx context.Context, projectID, name string) (*Role, error)
+	ListRoles(ctx context.Context, projectID string) ([]Role, error)
+	// UpdateRole replaces the role's password hash.
+	UpdateRole(ctx context.Context, r *Role) error
+	DeleteRole(ctx context.Context, projectID, name string) error
+
+	CreateOperation(ctx context.Context, op *Operation) error
+	// FinishOperation sets status, error, finished_at and duration.
+	FinishOperation(ctx context.Context, op *Operation) error
+	// ListOperations lists a project's operations, newest first.
+	ListOperations(ctx context.Context, projectID string, limit int) ([]Operation, error)
+
+	// Ping checks that the store answers (for /readyz).
+	Ping(ctx context.Context) error
+	Close() error
+}
+
+// NewID returns a random id with the given prefix, e.g. "prj_3kq8...". The
+// underscore keeps ids apart from project names, which are DNS labels.
+func NewID(prefix string) string {
+	const alphabet = "0123456789abcdefghijklmnopqrstuvwxyz"
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		panic(fmt.Sprintf("crypto/rand failed: %v", err)) // cannot happen on Linux
+	}
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return prefix + "_" + string(b)
+}
+
+// Now returns the current time in UTC at microsecond precision, the
+// precision both backends keep.
+func Now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
