@@ -10,7 +10,7 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Packages the daemon needs to run, and the extra ones the tests need.
 RUN_PKGS  := mariadb-server mariadb-client
-TEST_PKGS := $(RUN_PKGS) sysbench haproxy
+TEST_PKGS := $(RUN_PKGS) postgresql sysbench haproxy
 
 .PHONY: all build run test test-unit e2e bench deps-run deps-test fmt vet clean
 
