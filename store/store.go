@@ -144,6 +144,38 @@ type Operation struct {
 	DurationMS float64 `json:"duration_ms,omitempty"`
 }
 
+// UsageInterval is one stretch of time a compute was active: the source of
+// compute-seconds. End is zero while it is open.
+//
+// LastSeen is a heartbeat the scheduler advances while the compute runs, so
+// that an interval left open by a daemon killed with -9 can be closed at the
+// time the compute was last seen active, rather than at the restart (which
+// would bill the downtime) or never (which would bill nothing).
+//
+// Usage rows carry project and compute ids but no foreign keys: billing must
+// still see them after the project or compute is deleted.
+type UsageInterval struct {
+	ID        string    `json:"id"`
+	ProjectID string    `json:"project_id"`
+	ComputeID string    `json:"compute_id"`
+	Start     time.Time `json:"start"`
+	End       time.Time `json:"end,omitzero"`
+	LastSeen  time.Time `json:"last_seen"`
+}
+
+// UsageSample is a point-in-time measure of a compute: its storage (a gauge,
+// the bytes held at At) and the bytes proxied since the previous sample
+// (deltas, so that a report sums them and a daemon restart loses at most one
+// sample's worth rather than resetting a counter).
+type UsageSample struct {
+	ProjectID    string    `json:"project_id"`
+	ComputeID    string    `json:"compute_id"`
+	At           time.Time `json:"at"`
+	StorageBytes int64     `json:"storage_bytes"`
+	BytesIn      int64     `json:"bytes_in"`
+	BytesOut     int64     `json:"bytes_out"`
+}
+
 // Page selects a slice of a list ordered by id: at most Limit items with an
 // id greater than After. A zero Limit means the backend default (100).
 type Page struct {
@@ -160,6 +192,7 @@ type Store interface {
 	ListProjects(ctx context.Context, page Page) ([]Project, error)
 	UpdateProject(ctx context.Context, p *Project) error
 	// DeleteProject removes a project with its roles, computes and operations.
+	// Its usage intervals and samples stay, for billing.
 	DeleteProject(ctx context.Context, id string) error
 
 	// CreateCompute fails with ErrAlreadyExists if the project has one.
@@ -186,6 +219,40 @@ type Store interface {
 	FinishOperation(ctx context.Context, op *Operation) error
 	// ListOperations lists a project's operations, newest first.
 	ListOperations(ctx context.Context, projectID string, limit int) ([]Operation, error)
+
+	// StartInterval records that a compute became active. An empty ID gets a
+	// new "usg_" id, a zero Start is now and a zero LastSeen is Start; iv is
+	// updated only on success. A compute has at most one open interval, and
+	// the database enforces it (so that two daemons, or a retried start,
+	// cannot bill the same seconds twice): starting a second while one is
+	// open fails with ErrAlreadyExists. iv.End must be zero.
+	StartInterval(ctx context.Context, iv *UsageInterval) error
+	// EndInterval closes the compute's open interval at end (a zero end is
+	// now), setting End and LastSeen. An end before the interval's start is
+	// taken as the start, so no interval ever counts negative time. It fails
+	// with ErrNotFound if the compute has no open interval.
+	EndInterval(ctx context.Context, computeID string, end time.Time) error
+	// TouchIntervals advances LastSeen to at on the open intervals of the
+	// given computes, in one statement per few hundred ids, so that a
+	// scheduler tick costs one write however many computes are active.
+	// LastSeen never moves back; unknown or closed computes are ignored.
+	TouchIntervals(ctx context.Context, computeIDs []string, at time.Time) error
+	// OpenIntervals lists every open interval, ordered by start: what
+	// reconciliation closes at start-up for computes that no longer run.
+	OpenIntervals(ctx context.Context) ([]UsageInterval, error)
+	// ListIntervals lists the intervals that overlap [from, to), an open one
+	// counting as extending to now, of one project or, when projectID is "",
+	// of all projects; ordered by start. A zero from or to leaves that side
+	// unbounded. Intervals are returned whole: callers clip them to the range.
+	ListIntervals(ctx context.Context, projectID string, from, to time.Time) ([]UsageInterval, error)
+
+	// AddUsageSample records a sample. A zero At is now; s is updated only on
+	// success.
+	AddUsageSample(ctx context.Context, s *UsageSample) error
+	// ListUsageSamples lists the samples with At in [from, to) of one project
+	// or, when projectID is "", of all projects; ordered by At. A zero from
+	// or to leaves that side unbounded.
+	ListUsageSamples(ctx context.Context, projectID string, from, to time.Time) ([]UsageSample, error)
 
 	// Ping checks that the store answers (for /readyz).
 	Ping(ctx context.Context) error

@@ -14,6 +14,8 @@ const (
 		"last_active, started_at, suspended_at, created_at, updated_at, version"
 	roleCols      = "project_id, name, password_hash, created_at, updated_at"
 	operationCols = "id, project_id, compute_id, action, status, reason, error, started_at, finished_at"
+	intervalCols  = "id, project_id, compute_id, started_at, ended_at, last_seen_at"
+	sampleCols    = "project_id, compute_id, sampled_at, storage_bytes, bytes_in, bytes_out"
 )
 
 // queries are the shared SQL, prepared once. Preparing saves SQLite from
@@ -28,6 +30,10 @@ type queries struct {
 	insertRole, getRole, listRoles, updateRole, deleteRole *sql.Stmt
 
 	insertOperation, finishOperation, listOperations *sql.Stmt
+
+	insertInterval, endInterval, openIntervals *sql.Stmt
+	listIntervals, listAllIntervals            *sql.Stmt
+	insertSample, listSamples, listAllSamples  *sql.Stmt
 
 	all []*sql.Stmt // for Close
 }
@@ -106,5 +112,35 @@ func newQueries(r func(string) *sql.Stmt) *queries {
 		// so the order is stable.
 		listOperations: r(`SELECT ` + operationCols + ` FROM operations WHERE project_id = ?
 			ORDER BY started_at DESC, id DESC LIMIT ?`),
+
+		insertInterval: r(`INSERT INTO usage_intervals (` + intervalCols + `) VALUES (?, ?, ?, ?, ?, ?)`),
+		// The CASE keeps an interval from ending before it started (a clock
+		// step, a bad caller), which would bill negative seconds.
+		endInterval: r(`UPDATE usage_intervals
+			SET ended_at = CASE WHEN started_at > ? THEN started_at ELSE ? END,
+			    last_seen_at = CASE WHEN started_at > ? THEN started_at ELSE ? END
+			WHERE compute_id = ? AND ended_at IS NULL`),
+		// "ended_at IS NULL" is spelled out so that the planners of both
+		// databases pick the partial index.
+		openIntervals: r(`SELECT ` + intervalCols + ` FROM usage_intervals WHERE ended_at IS NULL
+			ORDER BY started_at, id`),
+		// Overlap with [from, to): it starts before to and ends (or, open,
+		// reaches now) after from. One project and all projects are two
+		// statements, not "? = '' OR project_id = ?", so that the planner can
+		// use the (project_id, started_at) index for the first.
+		listIntervals: r(`SELECT ` + intervalCols + ` FROM usage_intervals
+			WHERE project_id = ? AND started_at < ? AND COALESCE(ended_at, ?) > ?
+			ORDER BY started_at, id`),
+		listAllIntervals: r(`SELECT ` + intervalCols + ` FROM usage_intervals
+			WHERE started_at < ? AND COALESCE(ended_at, ?) > ?
+			ORDER BY started_at, id`),
+
+		insertSample: r(`INSERT INTO usage_samples (` + sampleCols + `) VALUES (?, ?, ?, ?, ?, ?)`),
+		listSamples: r(`SELECT ` + sampleCols + ` FROM usage_samples
+			WHERE project_id = ? AND sampled_at >= ? AND sampled_at < ?
+			ORDER BY sampled_at, compute_id`),
+		listAllSamples: r(`SELECT ` + sampleCols + ` FROM usage_samples
+			WHERE sampled_at >= ? AND sampled_at < ?
+			ORDER BY sampled_at, compute_id`),
 	}
 }

@@ -250,6 +250,7 @@ func testNotFound(t *testing.T, s store.Store) {
 		{"UpdateRole", func() error { return s.UpdateRole(ctx, &store.Role{ProjectID: p.ID, Name: "nobody"}) }, "nobody"},
 		{"DeleteRole", func() error { return s.DeleteRole(ctx, p.ID, "nobody") }, "nobody"},
 		{"FinishOperation", func() error { return s.FinishOperation(ctx, &store.Operation{ID: "op_missing"}) }, "op_missing"},
+		{"EndInterval", func() error { return s.EndInterval(ctx, "cmp_missing", time.Time{}) }, "cmp_missing"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -42,6 +42,12 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"DeleteProjectCascades", testDeleteProjectCascades},
 		{"Times", testTimes},
 		{"NotFound", testNotFound},
+		{"UsageIntervalLifecycle", testUsageIntervalLifecycle},
+		{"UsageIntervalRace", testUsageIntervalRace},
+		{"UsageTouchMany", testUsageTouchMany},
+		{"UsageListIntervals", testUsageListIntervals},
+		{"UsageSamples", testUsageSamples},
+		{"UsageSurvivesDelete", testUsageSurvivesDelete},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
