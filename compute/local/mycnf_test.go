@@ -1,0 +1,96 @@
+package local
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestParseQuantity(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int64
+		ok   bool
+	}{
+		{"512Mi", 512 << 20, true},
+		{"1Gi", 1 << 30, true},
+		{"1.5Gi", 3 << 29, true},
+		{"256M", 256e6, true},
+		{"2G", 2e9, true},
+		{"128974848", 128974848, true},
+		{"1e9", 1e9, true},
+		{"1E3", 1000, true},
+		{"100k", 100e3, true},
+		{"64Ki", 64 << 10, true},
+		{"1Ti", 1 << 40, true},
+		{"+1Mi", 1 << 20, true},
+		{" 1Gi ", 1 << 30, true},
+		{"1500m", 2, true}, // rounded up, as Kubernetes does
+		{"", 0, false},
+		{"Gi", 0, false},
+		{"-1Gi", 0, false},
+		{"1GB", 0, false},
+		{"1gi", 0, false},
+		{"abc", 0, false},
+		{"1.2.3Mi", 0, false},
+		{"99999Ei", 0, false},
+	}
+	for _, tt := range tests {
+		got, err := parseQuantity(tt.in)
+		if tt.ok && (err != nil || got != tt.want) {
+			t.Errorf("parseQuantity(%q) = %d, %v; want %d", tt.in, got, err, tt.want)
+		}
+		if !tt.ok && err == nil {
+			t.Errorf("parseQuantity(%q) = %d, want an error", tt.in, got)
+		}
+	}
+}
+
+func TestSizeMemory(t *testing.T) {
+	def, err := memoryOf("")
+	if err != nil || def != 256<<20 {
+		t.Fatalf("default memory = %d, %v", def, err)
+	}
+	for _, mem := range []int64{1 << 20, 64 << 20, 256 << 20, 512 << 20, 1 << 30, 8 << 30, 256 << 30} {
+		m := sizeMemory(mem)
+		budget := max(mem, minMemory)
+		if m.bufferPool != budget/2 {
+			t.Errorf("%d MiB: buffer pool %d, want half", mem>>20, m.bufferPool)
+		}
+		// The fixed caches plus a sort buffer per connection stay within the
+		// other half.
+		rest := m.logBuffer + m.keyBuffer + m.ariaPagecache + m.tmpTable + m.maxConnections*m.sortBuffer/4
+		if rest > budget/2 {
+			t.Errorf("%d MiB: caches take %d MiB, over half the budget", mem>>20, rest>>20)
+		}
+		if m.logFile < templateLogFileSize || m.logFile%mib != 0 {
+			t.Errorf("%d MiB: log file %d", mem>>20, m.logFile)
+		}
+	}
+	if m := sizeMemory(256 << 20); m.logFile != templateLogFileSize {
+		t.Errorf("the default compute's redo log (%d) differs from the template's: its first start would resize it", m.logFile)
+	}
+}
+
+func TestRenderConfig(t *testing.T) {
+	l := layout{root: "/var/lib/serverlessd/computes/cmp_1"}
+	cnf := string(renderConfig(l, 1<<30, true))
+	for _, want := range []string{
+		"[mariadbd]",
+		`datadir="/var/lib/serverlessd/computes/cmp_1/data"`,
+		`socket="/var/lib/serverlessd/computes/cmp_1/run/mysqld.sock"`,
+		`init-file="/var/lib/serverlessd/computes/cmp_1/init.sql"`,
+		"skip-networking",
+		"innodb-flush-log-at-trx-commit=1",
+		"innodb-doublewrite=ON",
+		"innodb-buffer-pool-dump-at-shutdown=ON",
+		"innodb-buffer-pool-load-at-startup=ON",
+		"innodb-buffer-pool-size=536870912",
+	} {
+		if !strings.Contains(cnf, want+"\n") {
+			t.Errorf("my.cnf lacks %q:\n%s", want, cnf)
+		}
+	}
+	if strings.Contains(string(renderConfig(l, 1<<30, false)), "init-file") {
+		t.Error("init-file is set without a pending init.sql")
+	}
+}
