@@ -23,6 +23,15 @@ type Activity struct {
 	bytesIn    atomic.Int64 // client -> backend
 	bytesOut   atomic.Int64 // backend -> client
 	lastActive atomic.Int64 // unix nanoseconds
+	// Totals already reported in a usage sample, for TakeDelta.
+	sampledIn, sampledOut atomic.Int64
+}
+
+// TakeDelta returns the bytes moved since the previous call, for usage
+// samples.
+func (a *Activity) TakeDelta() (in, out int64) {
+	curIn, curOut := a.Bytes()
+	return curIn - a.sampledIn.Swap(curIn), curOut - a.sampledOut.Swap(curOut)
 }
 
 // Lease is one proxied connection's hold on a compute's Activity. Release it

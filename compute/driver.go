@@ -41,6 +41,9 @@ type Driver interface {
 	// Admin returns credentials for the daemon's own administrative account
 	// on the compute. Users can never log in as it.
 	Admin(ctx context.Context, c *store.Compute) (Credentials, error)
+	// StorageBytes is the storage the compute uses (local: the datadir's
+	// size; kubernetes: the volume's size), for usage metering.
+	StorageBytes(ctx context.Context, c *store.Compute) (int64, error)
 	// SetExitHandler registers fn, called when a compute's backend exits
 	// without being asked to (a crash).
 	SetExitHandler(fn func(computeID string, err error))

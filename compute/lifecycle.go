@@ -95,6 +95,7 @@ func (m *Manager) start(ctx context.Context, c *store.Compute, reason string) (W
 		return WakeResult{}, fmt.Errorf("mark compute %s active: %w", c.ID, err)
 	}
 	m.Activity(c.ID).Touch()
+	m.openInterval(ctx, c)
 	m.setWarm(c)
 	return resultOf(c, true), nil
 }
@@ -134,6 +135,10 @@ func (m *Manager) suspendLocked(ctx context.Context, c *store.Compute, reason st
 		return c, op, err
 	}
 	now := store.Now()
+	m.closeInterval(ctx, c, now)
+	if err := m.Sample(ctx, c); err != nil {
+		m.log.Warn("usage sample at suspend failed", "compute", c.ID, "project", c.ProjectID, "err", err)
+	}
 	c.State, c.Address, c.SuspendedAt = store.StateSuspended, "", now
 	if la := m.Activity(c.ID).LastActive(); !la.IsZero() {
 		c.LastActive = la.UTC().Truncate(time.Microsecond)
@@ -141,6 +146,7 @@ func (m *Manager) suspendLocked(ctx context.Context, c *store.Compute, reason st
 	if err := m.st.UpdateCompute(ctx, c, store.StateSuspending); err != nil {
 		return c, op, fmt.Errorf("mark compute %s suspended: %w", c.ID, err)
 	}
+	m.met.Suspended(reason)
 	return c, op, nil
 }
 
@@ -161,6 +167,7 @@ func (m *Manager) Destroy(ctx context.Context, computeID, reason string) (*store
 		return nil, fmt.Errorf("destroy compute %s: %w", c.ID, err)
 	}
 	m.dropWarm(c)
+	m.closeInterval(ctx, c, store.Now())
 	op, err := m.runOp(ctx, c, store.ActionDestroy, reason, func() error { return m.drv.Destroy(ctx, c) })
 	if err != nil {
 		m.markFailed(ctx, c, err)
@@ -179,6 +186,7 @@ func (m *Manager) Destroy(ctx context.Context, computeID, reason string) (*store
 // next wake retries. It is best effort: the original error is what matters.
 func (m *Manager) markFailed(ctx context.Context, c *store.Compute, cause error) {
 	m.dropWarm(c)
+	m.closeInterval(ctx, c, store.Now())
 	for range 3 {
 		from := c.State
 		c.State, c.Error, c.Address = store.StateFailed, cause.Error(), ""
@@ -229,6 +237,7 @@ func (m *Manager) runOp(ctx context.Context, c *store.Compute, action, reason st
 	log := m.log.With("compute", c.ID, "project", c.ProjectID, "action", action, "reason", reason, "duration_ms", op.DurationMS)
 	if err != nil {
 		op.Status, op.Error = store.OpFailed, err.Error()
+		m.met.OperationFailed(action)
 		log.Error("compute operation failed", "err", err)
 	} else {
 		log.Info("compute operation done")

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
+	"github.com/serverlessd/serverlessd/metrics"
 	"github.com/serverlessd/serverlessd/store"
 )
 
@@ -39,6 +40,8 @@ type Options struct {
 	Logger *slog.Logger
 	// DefaultSpec fills the parts of a new compute's spec that are not given.
 	DefaultSpec store.ComputeSpec
+	// Metrics may be nil.
+	Metrics *metrics.Metrics
 }
 
 // Manager owns every compute's lifecycle in this daemon.
@@ -48,6 +51,7 @@ type Manager struct {
 	node string
 	log  *slog.Logger
 	defs store.ComputeSpec
+	met  *metrics.Metrics
 
 	starts singleflight.Group
 
@@ -64,6 +68,7 @@ func New(opts Options) *Manager {
 		drv:      opts.Driver,
 		node:     opts.Node,
 		defs:     opts.DefaultSpec,
+		met:      opts.Metrics,
 		log:      opts.Logger.With("component", "compute"),
 		locks:    map[string]*sync.Mutex{},
 		warm:     map[string]WakeResult{},
@@ -80,12 +85,23 @@ func (m *Manager) Driver() Driver { return m.drv }
 // it is suspended or failed. Concurrent callers share one start. A wake that
 // arrives during a suspend waits for it to finish, then resumes.
 func (m *Manager) Wake(ctx context.Context, projectID string) (WakeResult, error) {
+	t0 := time.Now()
 	m.mu.Lock()
 	res, ok := m.warm[projectID]
 	m.mu.Unlock()
 	if ok {
+		m.met.ObserveWake(projectID, false, time.Since(t0))
 		return res, nil
 	}
+	res, err := m.wakeShared(ctx, projectID)
+	if err == nil {
+		m.met.ObserveWake(projectID, res.ColdStart, time.Since(t0))
+	}
+	return res, err
+}
+
+// wakeShared runs the slow path once per project for all concurrent callers.
+func (m *Manager) wakeShared(ctx context.Context, projectID string) (WakeResult, error) {
 	ch := m.starts.DoChan(projectID, func() (any, error) {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), startTimeout)
 		defer cancel()
@@ -161,6 +177,18 @@ func (m *Manager) setWarm(c *store.Compute) {
 	m.mu.Unlock()
 }
 
+// ActiveComputes lists the computes this daemon runs, from memory: the
+// scheduler's tick costs nothing per suspended project.
+func (m *Manager) ActiveComputes() []WakeResult {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]WakeResult, 0, len(m.warm))
+	for _, w := range m.warm {
+		out = append(out, w)
+	}
+	return out
+}
+
 func (m *Manager) dropWarm(c *store.Compute) {
 	m.mu.Lock()
 	delete(m.warm, c.ProjectID)
@@ -182,6 +210,17 @@ func (m *Manager) lock(computeID string) func() {
 	m.mu.Unlock()
 	l.Lock()
 	return l.Unlock
+}
+
+// TotalBytes adds up the bytes proxied to and from every compute.
+func (m *Manager) TotalBytes() (in, out int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, a := range m.activity {
+		i, o := a.Bytes()
+		in, out = in+i, out+o
+	}
+	return in, out
 }
 
 // Activity returns the live usage counters of a compute, creating them on

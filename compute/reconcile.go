@@ -51,6 +51,9 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 			stopped++
 		}
 	}
+	if err := m.closeOrphanIntervals(ctx, live); err != nil {
+		return fmt.Errorf("reconcile: close usage intervals: %w", err)
+	}
 	m.log.Info("reconciled computes with running backends", "computes", len(computes), "running", len(running),
 		"adopted", adopted, "stopped", stopped, "fixed", fixed, "duration_ms", time.Since(t0).Milliseconds())
 	return nil
@@ -70,6 +73,7 @@ func (m *Manager) reconcileOne(ctx context.Context, c *store.Compute, in Instanc
 			return 0, 0, 0
 		}
 		m.Activity(c.ID).Touch()
+		m.openInterval(ctx, c)
 		m.setWarm(c)
 		log.Info("adopted running compute", "pid", in.PID, "address", in.Address)
 		return 1, 0, 0

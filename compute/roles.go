@@ -221,3 +221,40 @@ func roleStatements(roles []store.Role, have map[string]string) []string {
 	}
 	return stmts
 }
+
+// Busy reports client work in progress on an active compute: a statement
+// running, or a transaction open (an idle-in-transaction session is work
+// too). It returns a description for the log, or "" when the compute is idle.
+func (m *Manager) Busy(ctx context.Context, computeID string) (string, error) {
+	c, err := m.st.GetCompute(ctx, computeID)
+	if err != nil {
+		return "", err
+	}
+	if c.State != store.StateActive {
+		return "", nil
+	}
+	conn, err := m.adminConn(ctx, c, c.Address)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	cred, err := m.drv.Admin(ctx, c)
+	if err != nil {
+		return "", err
+	}
+	res, err := conn.Execute(`SELECT
+  (SELECT COUNT(*) FROM information_schema.PROCESSLIST
+    WHERE ID <> CONNECTION_ID() AND COMMAND NOT IN ('Sleep', 'Daemon', 'Killed', 'Binlog Dump')
+      AND USER NOT IN ('system user', 'event_scheduler', ?)),
+  (SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id <> CONNECTION_ID())`, cred.User)
+	if err != nil {
+		return "", fmt.Errorf("check compute %s for running work: %w", computeID, err)
+	}
+	defer res.Close()
+	running, _ := res.GetInt(0, 0)
+	trx, _ := res.GetInt(0, 1)
+	if running == 0 && trx == 0 {
+		return "", nil
+	}
+	return fmt.Sprintf("%d statements running, %d transactions open", running, trx), nil
+}
