@@ -82,6 +82,8 @@ func (s *Server) routes(mux *http.ServeMux) {
 	mux.HandleFunc("DELETE /api/v1/projects/{id}/roles/{name}", s.deleteRole)
 
 	mux.HandleFunc("GET /api/v1/projects/{id}/operations", s.listOperations)
+	mux.HandleFunc("GET /api/v1/projects/{id}/usage", s.projectUsage)
+	mux.HandleFunc("GET /api/v1/usage", s.billing)
 	mux.HandleFunc("GET /wake_compute", s.wakeCompute)
 }
 

@@ -1,0 +1,125 @@
+package server
+
+import (
+	"encoding/csv"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/serverlessd/serverlessd/store"
+	"github.com/serverlessd/serverlessd/usage"
+)
+
+// maxBuckets bounds a usage reply (a year of hours is 8784).
+const maxBuckets = 10_000
+
+// period reads ?from=&to= (RFC 3339; default: the last 24 hours).
+func period(r *http.Request) (from, to time.Time, err error) {
+	to = time.Now().UTC()
+	parse := func(key string, dst *time.Time) error {
+		v := r.URL.Query().Get(key)
+		if v == "" {
+			return nil
+		}
+		t, perr := time.Parse(time.RFC3339, v)
+		if perr != nil {
+			return invalid("%s must be an RFC 3339 time like 2026-01-02T15:04:05Z, got %q", key, v)
+		}
+		*dst = t.UTC()
+		return nil
+	}
+	if err = parse("to", &to); err != nil {
+		return
+	}
+	from = to.Add(-24 * time.Hour)
+	if err = parse("from", &from); err != nil {
+		return
+	}
+	if !from.Before(to) {
+		err = invalid("from (%s) must be before to (%s)", from.Format(time.RFC3339), to.Format(time.RFC3339))
+	}
+	return
+}
+
+// projectUsage is GET /api/v1/projects/{id}/usage?from=&to=&granularity=hour|day.
+func (s *Server) projectUsage(w http.ResponseWriter, r *http.Request) {
+	from, to, err := period(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	step, err := usage.Step(r.URL.Query().Get("granularity"))
+	if err != nil {
+		s.fail(w, r, invalid("%v", err))
+		return
+	}
+	if to.Sub(from)/step > maxBuckets {
+		s.fail(w, r, invalid("the period holds more than %d buckets; use granularity=day or a shorter period", maxBuckets))
+		return
+	}
+	p, err := s.project(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	ivs, samples, err := s.usageRows(r, p.ID, from, to)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	buckets := usage.Buckets(ivs, samples, from, to, step, time.Now())
+	writeJSON(w, http.StatusOK, map[string]any{
+		"project_id": p.ID, "from": from, "to": to, "granularity": r.URL.Query().Get("granularity"), "buckets": buckets,
+	})
+}
+
+func (s *Server) usageRows(r *http.Request, projectID string, from, to time.Time) ([]store.UsageInterval, []store.UsageSample, error) {
+	ivs, err := s.st.ListIntervals(r.Context(), projectID, from, to)
+	if err != nil {
+		return nil, nil, err
+	}
+	samples, err := s.st.ListUsageSamples(r.Context(), projectID, from, to)
+	return ivs, samples, err
+}
+
+// billing is GET /api/v1/usage?from=&to=: usage per project, as JSON or,
+// with Accept: text/csv, as CSV.
+func (s *Server) billing(w http.ResponseWriter, r *http.Request) {
+	from, to, err := period(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	ivs, samples, err := s.usageRows(r, "", from, to)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	lines, total := usage.Report(ivs, samples, from, to, time.Now())
+	for i := range lines {
+		// Deleted projects keep their usage; they just have no name.
+		if p, err := s.st.GetProject(r.Context(), lines[i].ProjectID); err == nil {
+			lines[i].ProjectName = p.Name
+		}
+	}
+	if lines == nil {
+		lines = []usage.Line{}
+	}
+	if strings.Contains(r.Header.Get("Accept"), "text/csv") {
+		writeCSV(w, append(lines, total))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"from": from, "to": to, "projects": lines, "total": total})
+}
+
+func writeCSV(w http.ResponseWriter, lines []usage.Line) {
+	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+	cw := csv.NewWriter(w)
+	_ = cw.Write([]string{"project_id", "project_name", "compute_seconds", "storage_bytes", "bytes_in", "bytes_out"})
+	for _, l := range lines {
+		_ = cw.Write([]string{l.ProjectID, l.ProjectName, strconv.FormatFloat(l.ComputeSeconds, 'f', 3, 64),
+			strconv.FormatInt(l.StorageBytes, 10), strconv.FormatInt(l.BytesIn, 10), strconv.FormatInt(l.BytesOut, 10)})
+	}
+	cw.Flush()
+}
