@@ -1,0 +1,146 @@
+// Package metrics holds serverlessd's Prometheus metrics. Every method is
+// safe on a nil *Metrics, so tests and tools can run without them.
+//
+// Labels are bounded: kinds, triggers, actions and states are small fixed
+// sets. Per-project labels exist only when turned on in config
+// (metrics.per_project_labels), since the number of projects is unbounded.
+package metrics
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+const namespace = "serverlessd"
+
+// Metrics is the daemon's metric set.
+type Metrics struct {
+	reg        *prometheus.Registry
+	perProject bool
+
+	wake       *prometheus.HistogramVec
+	suspends   *prometheus.CounterVec
+	postponed  prometheus.Counter
+	opFailures *prometheus.CounterVec
+	projWakes  *prometheus.CounterVec // only with per-project labels
+}
+
+// New builds the metric set on a fresh registry, with the Go runtime and
+// process collectors.
+func New(perProject bool) *Metrics {
+	m := &Metrics{reg: prometheus.NewRegistry(), perProject: perProject}
+	m.wake = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: namespace, Name: "wake_duration_seconds",
+		Help:    "Time for Wake to return a backend address: cold (the compute was started) or warm (already running).",
+		Buckets: []float64{.0005, .001, .005, .01, .025, .05, .1, .15, .2, .3, .4, .5, .75, 1, 2, 5, 10},
+	}, []string{"kind"})
+	m.suspends = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "suspends_total",
+		Help: "Computes suspended, by what triggered it (idle, api, shutdown, reconcile).",
+	}, []string{"trigger"})
+	m.postponed = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: namespace, Name: "suspends_postponed_total",
+		Help: "Idle suspends postponed because a client transaction or statement was running.",
+	})
+	m.opFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "operation_failures_total",
+		Help: "Compute operations that failed, by action (create, start, suspend, destroy).",
+	}, []string{"action"})
+	m.reg.MustRegister(m.wake, m.suspends, m.postponed, m.opFailures,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if perProject {
+		m.projWakes = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "project_wakes_total",
+			Help: "Wakes per project and kind (per-project labels are on).",
+		}, []string{"project", "kind"})
+		m.reg.MustRegister(m.projWakes)
+	}
+	return m
+}
+
+// Handler serves the metrics in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+}
+
+// Register adds collectors (for example gauges read at scrape time).
+func (m *Metrics) Register(cs ...prometheus.Collector) {
+	if m != nil {
+		m.reg.MustRegister(cs...)
+	}
+}
+
+// ObserveWake records one Wake call.
+func (m *Metrics) ObserveWake(projectID string, cold bool, d time.Duration) {
+	if m == nil {
+		return
+	}
+	kind := "warm"
+	if cold {
+		kind = "cold"
+	}
+	m.wake.WithLabelValues(kind).Observe(d.Seconds())
+	if m.perProject {
+		m.projWakes.WithLabelValues(projectID, kind).Inc()
+	}
+}
+
+// Suspended counts a suspend by its trigger.
+func (m *Metrics) Suspended(trigger string) {
+	if m != nil {
+		m.suspends.WithLabelValues(trigger).Inc()
+	}
+}
+
+// Postponed counts an idle suspend put off because the compute was busy.
+func (m *Metrics) Postponed() {
+	if m != nil {
+		m.postponed.Inc()
+	}
+}
+
+// OperationFailed counts a failed compute operation.
+func (m *Metrics) OperationFailed(action string) {
+	if m != nil {
+		m.opFailures.WithLabelValues(action).Inc()
+	}
+}
+
+// Sample is one value of a metric read at scrape time.
+type Sample struct {
+	Labels []string
+	Value  float64
+}
+
+// FuncCollector is a metric whose values are read by a function at scrape
+// time: state that lives elsewhere (the store, the proxy's counters) is not
+// copied into the metrics on every change.
+type FuncCollector struct {
+	desc *prometheus.Desc
+	kind prometheus.ValueType
+	read func() []Sample
+}
+
+// NewFunc returns a collector for serverlessd_<name> with the given labels.
+// counter selects the counter type, else gauge.
+func NewFunc(name, help string, counter bool, labels []string, read func() []Sample) *FuncCollector {
+	kind := prometheus.GaugeValue
+	if counter {
+		kind = prometheus.CounterValue
+	}
+	return &FuncCollector{desc: prometheus.NewDesc(namespace+"_"+name, help, labels, nil), kind: kind, read: read}
+}
+
+// Describe implements prometheus.Collector.
+func (f *FuncCollector) Describe(ch chan<- *prometheus.Desc) { ch <- f.desc }
+
+// Collect implements prometheus.Collector.
+func (f *FuncCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, s := range f.read() {
+		ch <- prometheus.MustNewConstMetric(f.desc, f.kind, s.Value, s.Labels...)
+	}
+}

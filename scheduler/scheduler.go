@@ -1,0 +1,129 @@
+// Package scheduler is the idle-suspend loop: every interval it suspends the
+// computes that have had no proxied traffic for their project's idle
+// timeout, and meters usage.
+package scheduler
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/serverlessd/serverlessd/compute"
+	"github.com/serverlessd/serverlessd/metrics"
+	"github.com/serverlessd/serverlessd/store"
+)
+
+// Options configure a Scheduler.
+type Options struct {
+	Store    store.Store
+	Manager  *compute.Manager
+	Interval time.Duration
+	Metrics  *metrics.Metrics
+	Logger   *slog.Logger
+}
+
+// Scheduler suspends idle computes.
+type Scheduler struct {
+	st       store.Store
+	mgr      *compute.Manager
+	interval time.Duration
+	met      *metrics.Metrics
+	log      *slog.Logger
+	// postponedAt remembers which computes were found busy, so the log
+	// says once per busy stretch, not once per tick.
+	postponed map[string]bool
+}
+
+// New returns a scheduler; Run starts it.
+func New(opts Options) *Scheduler {
+	return &Scheduler{
+		st: opts.Store, mgr: opts.Manager, interval: opts.Interval, met: opts.Metrics,
+		log: opts.Logger.With("component", "scheduler"), postponed: map[string]bool{},
+	}
+}
+
+// Run ticks every interval until ctx ends.
+func (s *Scheduler) Run(ctx context.Context) error {
+	s.log.Info("idle scheduler running", "interval", s.interval.String())
+	t := time.NewTicker(s.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-t.C:
+			s.Tick(ctx, now)
+		}
+	}
+}
+
+// Tick runs one pass. It looks only at the computes this daemon runs (from
+// memory): suspended projects cost nothing.
+func (s *Scheduler) Tick(ctx context.Context, now time.Time) {
+	for _, w := range s.mgr.ActiveComputes() {
+		if ctx.Err() != nil {
+			return
+		}
+		if s.idle(ctx, w, now) {
+			s.suspend(ctx, w)
+		}
+	}
+	s.meter(ctx, now)
+}
+
+// meter advances the usage heartbeat and samples every active compute's
+// storage and traffic.
+func (s *Scheduler) meter(ctx context.Context, now time.Time) {
+	if err := s.mgr.Heartbeat(ctx, now); err != nil {
+		s.log.Warn("usage heartbeat failed", "err", err)
+	}
+	for _, w := range s.mgr.ActiveComputes() {
+		if err := s.mgr.Sample(ctx, &store.Compute{ID: w.ComputeID, ProjectID: w.ProjectID}); err != nil {
+			s.log.Warn("usage sample failed", "compute", w.ComputeID, "project", w.ProjectID, "err", err)
+		}
+	}
+}
+
+// idle reports whether a compute has gone without traffic for its
+// project's idle timeout, and may be suspended with its open connections.
+func (s *Scheduler) idle(ctx context.Context, w compute.WakeResult, now time.Time) bool {
+	p, err := s.st.GetProject(ctx, w.ProjectID)
+	if err != nil {
+		s.log.Warn("cannot read project config; not suspending", "project", w.ProjectID, "err", err)
+		return false
+	}
+	timeout := time.Duration(p.Config.IdleTimeout) * time.Second
+	if timeout == 0 {
+		return false // 0 means never suspend
+	}
+	a := s.mgr.Activity(w.ComputeID)
+	if now.Sub(a.LastActive()) < timeout {
+		return false
+	}
+	withOpen := p.Config.SuspendWithOpenConnections == nil || *p.Config.SuspendWithOpenConnections
+	return withOpen || a.Conns() == 0
+}
+
+// suspend suspends an idle compute unless client work is in progress, in
+// which case it is postponed to the next tick.
+func (s *Scheduler) suspend(ctx context.Context, w compute.WakeResult) {
+	log := s.log.With("compute", w.ComputeID, "project", w.ProjectID)
+	busy, err := s.mgr.Busy(ctx, w.ComputeID)
+	if err != nil {
+		log.Warn("cannot check the compute for running work; suspend postponed", "err", err)
+		s.met.Postponed()
+		return
+	}
+	if busy != "" {
+		if !s.postponed[w.ComputeID] {
+			log.Info("idle, but client work is in progress; suspend postponed", "work", busy)
+		}
+		s.postponed[w.ComputeID] = true
+		s.met.Postponed()
+		return
+	}
+	delete(s.postponed, w.ComputeID)
+	if _, _, err := s.mgr.Suspend(ctx, w.ComputeID, compute.ReasonIdle); err != nil {
+		log.Error("idle suspend failed", "err", err)
+	}
+}
