@@ -1,0 +1,128 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/serverlessd/serverlessd/compute"
+	"github.com/serverlessd/serverlessd/proxy/wire"
+)
+
+// maxBackendPacket bounds packets read from a backend during login.
+const maxBackendPacket = 1 << 20
+
+// backendLogin dials the woken compute and logs in as the client's role
+// with the recovered stage1, passing through the client's database,
+// attributes, collation and capabilities. It returns the backend's OK
+// payload for the client; a backend ERR (e.g. an unknown database) is
+// relayed to the client as MariaDB's own error.
+func (ss *session) backendLogin(res compute.WakeResult) ([]byte, error) {
+	deadline := time.Now().Add(ss.s.cfg.BackendTimeout)
+	network, addr := dialNetwork(res.Address)
+	d := net.Dialer{Deadline: deadline}
+	c, err := d.DialContext(ss.s.baseCtx, network, addr)
+	if err != nil {
+		return nil, ss.unreachable(err)
+	}
+	if !ss.setBackend(c) {
+		return nil, net.ErrClosed
+	}
+	c.SetDeadline(deadline)
+	ok, err := ss.loginExchange(c)
+	if err != nil {
+		return nil, err
+	}
+	c.SetDeadline(time.Time{})
+	ss.s.mu.Lock()
+	ss.ready, ss.computeID, ss.backendAddr = true, res.ComputeID, res.Address
+	ss.s.mu.Unlock()
+	return ok, nil
+}
+
+func (ss *session) unreachable(err error) error {
+	msg := fmt.Sprintf("serverlessd: cannot reach the compute of project %q: %s", ss.project, clip(err.Error(), 300))
+	return refuse(CountBackendFailed, wire.ErUnknown, "HY000", msg, err)
+}
+
+// loginExchange runs the backend's connection phase.
+func (ss *session) loginExchange(c net.Conn) ([]byte, error) {
+	_, p, err := wire.ReadPacket(c, maxBackendPacket)
+	if err != nil {
+		return nil, ss.unreachable(err)
+	}
+	g, err := wire.ParseGreeting(p)
+	if err != nil {
+		return nil, ss.backendError(err)
+	}
+	ss.s.learn(g)
+	plan, err := planBackendCaps(ss.caps, ss.extCaps, ss.resp.Database != "", ss.resp.HasAttrs, g)
+	if err != nil {
+		msg := fmt.Sprintf("serverlessd: the compute of project %q cannot serve this client: %v", ss.project, err)
+		return nil, refuse(CountCapabilityMismatch, wire.ErNotSupportedYet, "42000", msg, err)
+	}
+	ss.backendThread, ss.backendCaps, ss.backendNonce = g.ConnID, plan.caps, g.Nonce
+	hr := &wire.HandshakeResponse{
+		Caps: plan.caps, ExtCaps: plan.extCaps, MaxPacket: ss.resp.MaxPacket, Charset: ss.resp.Charset,
+		User: ss.user, AuthResponse: wire.NativeScramble(g.Nonce, ss.stage1), Database: ss.resp.Database,
+		AuthPlugin: wire.PluginNative, Attrs: ss.resp.Attrs,
+	}
+	seq, err := wire.WritePacket(c, 1, hr.Marshal())
+	if err != nil {
+		return nil, ss.unreachable(err)
+	}
+	return ss.loginResult(c, seq)
+}
+
+// loginResult reads the backend's answer, following at most one switch to
+// mysql_native_password with a fresh nonce.
+func (ss *session) loginResult(c net.Conn, seq byte) ([]byte, error) {
+	for switches := 0; ; switches++ {
+		_, p, err := wire.ReadPacket(c, maxBackendPacket)
+		if err != nil {
+			return nil, ss.unreachable(err)
+		}
+		if len(p) == 0 {
+			return nil, ss.backendError(errors.New("empty packet"))
+		}
+		switch p[0] {
+		case wire.OKHeader:
+			return p, nil
+		case wire.ErrHeader:
+			e, err := wire.ParseErr(p)
+			if err != nil {
+				return nil, ss.backendError(err)
+			}
+			return nil, ss.backendError(e)
+		case wire.AuthSwitchHeader:
+			plugin, nonce, err := wire.ParseAuthSwitch(p)
+			if err != nil || plugin != wire.PluginNative || len(nonce) < wire.NonceLen || switches > 0 {
+				return nil, ss.unsupportedPlugin(plugin)
+			}
+			ss.backendNonce = nonce[:wire.NonceLen]
+			if seq, err = wire.WritePacket(c, seq+1, wire.NativeScramble(ss.backendNonce, ss.stage1)); err != nil {
+				return nil, ss.unreachable(err)
+			}
+		default:
+			return nil, ss.unsupportedPlugin("(more data)")
+		}
+	}
+}
+
+// backendError relays a backend ERR as is, so the client sees MariaDB's own
+// error (unknown database, too many connections...); anything else is a
+// protocol failure.
+func (ss *session) backendError(err error) error {
+	var se *wire.ServerError
+	if errors.As(err, &se) {
+		return &refusal{kind: CountBackendRefused, reply: se, cause: se}
+	}
+	return ss.unreachable(err)
+}
+
+func (ss *session) unsupportedPlugin(plugin string) error {
+	msg := fmt.Sprintf("serverlessd: role %q of project %q uses auth plugin %q on its compute; the proxy can only log in with mysql_native_password",
+		ss.user, ss.project, plugin)
+	return refuse(CountBackendFailed, wire.ErNotSupportedAuthMode, "08004", msg, errors.New(msg))
+}

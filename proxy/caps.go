@@ -1,0 +1,87 @@
+package proxy
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/serverlessd/serverlessd/proxy/wire"
+)
+
+// notCarryable are capabilities the proxy never advertises:
+//   - compression (CLIENT_COMPRESS, zstd): the client->server relay reads
+//     packet headers, which compression would hide; the proxy does not
+//     terminate it, so it must not be negotiated;
+//   - CLIENT_QUERY_ATTRIBUTES, CLIENT_OPTIONAL_RESULTSET_METADATA,
+//     MULTI_FACTOR_AUTHENTICATION, CLIENT_CAPABILITY_EXTENSION: MySQL-only,
+//     MariaDB reuses or ignores these bits;
+//   - CLIENT_SSL_VERIFY_SERVER_CERT, CLIENT_REMEMBER_OPTIONS: client-side
+//     flags that have no meaning on the wire;
+//   - CLIENT_SSL is added separately: the proxy terminates TLS itself;
+//   - CLIENT_MYSQL (bit 0) mirrors the backend: clear for MariaDB, so that
+//     MariaDB clients send their extended capabilities.
+const notCarryable = wire.ClientMySQL | wire.ClientCompress | wire.ClientZstdCompression |
+	wire.ClientQueryAttributes | wire.ClientOptionalResultsetMetadata | wire.ClientMultiFactorAuth |
+	wire.ClientCapabilityExtension | wire.ClientSSLVerifyServerCert | wire.ClientRememberOptions |
+	wire.ClientSSL
+
+// refused are capabilities a client must not ask for: it would start
+// speaking a protocol the relay cannot read.
+const refused = wire.ClientCompress | wire.ClientZstdCompression | wire.ClientQueryAttributes
+
+// carryableExtCaps are the MariaDB extended capabilities the proxy passes
+// through. They only change command-phase packets, which the relay copies
+// as opaque bytes. COM_MULTI is left out: it would hide commands (KILL,
+// COM_CHANGE_USER) inside one packet.
+const carryableExtCaps = wire.MariaDBProgress | wire.MariaDBStmtBulkOperations |
+	wire.MariaDBExtendedMetadata | wire.MariaDBCacheMetadata | wire.MariaDBBulkUnitResults
+
+// authPhaseCaps only shape the handshake response, which the proxy rebuilds
+// for the backend; the rest of a client's capabilities go through unchanged.
+const authPhaseCaps = wire.ClientSSL | wire.ClientConnectWithDB | wire.ClientConnectAttrs |
+	wire.ClientPluginAuthLenencData | wire.ClientPluginAuth | wire.ClientSecureConnection
+
+// advertisedCaps is what the greeting announces for a backend with caps.
+func advertisedCaps(backend uint32) uint32 {
+	return backend&^notCarryable | backend&wire.ClientMySQL | wire.ClientSSL
+}
+
+// negotiated returns the client's effective capabilities: what it asked for
+// among what we advertised. Bit 0 is the client's own choice (MySQL or
+// MariaDB mode), so it is kept as sent.
+func negotiated(client, advertised uint32) uint32 {
+	return client & (advertised | wire.ClientMySQL)
+}
+
+// backendLogin holds the capabilities to send to a backend for a client.
+type backendLogin struct {
+	caps    uint32
+	extCaps uint32
+}
+
+// planBackendCaps derives the backend handshake response's capabilities
+// from the client's negotiated ones and checks the backend supports every
+// capability that shapes the command phase. A mismatch is refused: the
+// client would otherwise misread the backend's replies.
+func planBackendCaps(client, clientExt uint32, hasDB, hasAttrs bool, g *wire.Greeting) (backendLogin, error) {
+	c := client&^authPhaseCaps | wire.ClientProtocol41 | wire.ClientSecureConnection | wire.ClientPluginAuth
+	if hasDB {
+		c |= wire.ClientConnectWithDB
+	}
+	if hasAttrs && g.Caps&wire.ClientConnectAttrs != 0 {
+		c |= wire.ClientConnectAttrs // attributes are informational: dropped if unsupported
+	}
+	if g.Caps&wire.ClientPluginAuthLenencData != 0 {
+		c |= wire.ClientPluginAuthLenencData
+	}
+	var missing []string
+	missing = append(missing, wire.CapNames(c&^wire.ClientMySQL&^g.Caps)...)
+	var ext uint32
+	if client&wire.ClientMySQL == 0 {
+		ext = clientExt & carryableExtCaps
+		missing = append(missing, wire.ExtCapNames(ext&^g.ExtCaps)...)
+	}
+	if len(missing) > 0 {
+		return backendLogin{}, fmt.Errorf("the backend does not support %s", strings.Join(missing, ", "))
+	}
+	return backendLogin{caps: c, extCaps: ext}, nil
+}

@@ -1,0 +1,148 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/serverlessd/serverlessd/proxy/wire"
+)
+
+// rewriteKill maps "KILL [HARD|SOFT] [CONNECTION|QUERY] <id>" (and
+// COM_PROCESS_KILL) from the connection id of our greeting to the backend
+// thread id, when id is a session of the same project on the same compute.
+// Anything else goes through unchanged: a backend id is the user's own
+// business, and one of our ids for another project is unknown to this
+// backend, which answers "Unknown thread id" by itself. It returns nil when
+// p needs no change.
+func (ss *session) rewriteKill(p []byte) []byte {
+	if p[0] == wire.ComProcessKill {
+		id := binary.LittleEndian.Uint32(p[1:])
+		if to, ok := ss.s.mapKill(ss, uint64(id)); ok {
+			out := append([]byte{wire.ComProcessKill}, 0, 0, 0, 0)
+			binary.LittleEndian.PutUint32(out[1:], to)
+			ss.logKill(id, to)
+			return out
+		}
+		return nil
+	}
+	words, id, ok := parseKill(p[1:])
+	if !ok {
+		return nil
+	}
+	to, ok := ss.s.mapKill(ss, id)
+	if !ok {
+		return nil
+	}
+	ss.logKill(uint32(id), to)
+	q := strings.Join(append(words, strconv.FormatUint(uint64(to), 10)), " ")
+	return append([]byte{wire.ComQuery}, q...)
+}
+
+func (ss *session) logKill(from, to uint32) {
+	ss.s.counters.inc(CountKillRewritten)
+	ss.log.Info("kill mapped", "project", ss.project, "conn_id", from, "backend_thread", to)
+}
+
+// parseKill recognizes KILL [HARD|SOFT] [CONNECTION|QUERY] <digits> [;]
+// and returns the words before the id. "KILL QUERY ID <query id>" and
+// "KILL USER ..." do not match.
+func parseKill(b []byte) (words []string, id uint64, ok bool) {
+	t := bytes.TrimSpace(b)
+	if len(t) < 4 || !bytes.EqualFold(t[:4], []byte("KILL")) {
+		return nil, 0, false // the common case, decided without allocating
+	}
+	f := strings.Fields(strings.TrimSuffix(string(t), ";"))
+	if len(f) < 2 || len(f) > 4 || !strings.EqualFold(f[0], "KILL") {
+		return nil, 0, false
+	}
+	words = f[:len(f)-1]
+	for i, w := range words[1:] {
+		switch strings.ToUpper(w) {
+		case "HARD", "SOFT":
+			if i != 0 {
+				return nil, 0, false
+			}
+		case "CONNECTION", "QUERY":
+			if i != len(words)-2 {
+				return nil, 0, false
+			}
+		default:
+			return nil, 0, false
+		}
+	}
+	id, err := strconv.ParseUint(f[len(f)-1], 10, 64)
+	if err != nil {
+		return nil, 0, false
+	}
+	return words, id, true
+}
+
+// mapKill finds the backend thread of our connection id, for a killer on
+// the same project and compute only.
+func (s *Server) mapKill(killer *session, id uint64) (uint32, bool) {
+	if id < connIDBase || id > 1<<32-1 {
+		return 0, false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.sessions[uint32(id)]
+	if t == nil || !t.ready || t.projectID != killer.projectID ||
+		t.computeID != killer.computeID || t.backendAddr != killer.backendAddr {
+		return 0, false
+	}
+	return t.backendThread, true
+}
+
+// changeUser re-authenticates a COM_CHANGE_USER against the Directory (its
+// scramble was made with OUR nonce) and forwards it rewritten for the
+// backend's nonce. A failure answers the client and keeps the session as
+// it was, like MariaDB, which restores the previous user.
+func (ss *session) changeUser(cr *clientReader, p []byte) error {
+	cu, err := wire.ParseChangeUser(p, ss.caps)
+	if err != nil {
+		return ss.replyClient(cr, &wire.ServerError{Code: wire.ErHandshake, State: "08S01", Message: "Bad handshake"}, true)
+	}
+	if cu.HasPlugin && cu.AuthPlugin != "" && cu.AuthPlugin != wire.PluginNative {
+		ss.s.counters.inc(CountChangeUserRefused)
+		return ss.replyClient(cr, &wire.ServerError{Code: wire.ErNotSupportedAuthMode, State: "08004",
+			Message: "serverlessd: COM_CHANGE_USER needs mysql_native_password, not " + cu.AuthPlugin}, false)
+	}
+	project, user := ss.route(cu.User)
+	ctx, cancel := context.WithTimeout(ss.s.baseCtx, ss.s.cfg.HandshakeTimeout)
+	defer cancel()
+	stage2, projectID, lookupErr := ss.lookup(ctx, project, user)
+	var stage1 []byte
+	if len(cu.AuthResponse) > 0 {
+		stage1 = wire.RecoverStage1(ss.nonce, cu.AuthResponse, stage2)
+	}
+	if lookupErr != nil || stage1 == nil || !wire.VerifyStage1(stage1, stage2) || projectID != ss.projectID {
+		ss.s.limiter.failed(ss.key, time.Now())
+		ss.s.counters.inc(CountChangeUserRefused)
+		ss.log.Info("change user refused", "user", cu.User, "err", lookupErr, "other_project", lookupErr == nil && projectID != ss.projectID)
+		return ss.replyClient(cr, ss.accessDenied(cu.User, len(cu.AuthResponse) > 0), false)
+	}
+	ss.stage1, ss.user = stage1, user
+	cu.User = user
+	cu.AuthResponse = wire.NativeScramble(ss.backendNonce, stage1)
+	cu.AuthPlugin = wire.PluginNative
+	ss.s.counters.inc(CountChangeUser)
+	ss.log.Info("change user", "project", ss.project, "user", user)
+	cr.writePacket(0, cu.Marshal(ss.backendCaps))
+	return nil
+}
+
+// replyClient answers a command directly. The backend is idle (it has not
+// seen the command), so nothing else writes to the client meanwhile.
+func (ss *session) replyClient(cr *clientReader, e *wire.ServerError, fatal bool) error {
+	if _, err := wire.WritePacket(ss.conn, 1, e.Payload()); err != nil {
+		return err
+	}
+	if fatal {
+		return e
+	}
+	return nil
+}

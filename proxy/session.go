@@ -1,0 +1,253 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/serverlessd/serverlessd/compute"
+	"github.com/serverlessd/serverlessd/proxy/wire"
+)
+
+// session is one client connection, from accept to close.
+type session struct {
+	s      *Server
+	id     uint32
+	raw    net.Conn // the accepted connection
+	conn   net.Conn // raw, or the *tls.Conn wrapping it after an SSLRequest
+	key    string   // rate-limiter key of the source address
+	log    *slog.Logger
+	nonce  []byte
+	seq    byte // next sequence id towards the client during the handshake
+	start  time.Time
+	tls    bool
+	sni    string
+	advCap uint32 // capabilities we advertised
+	advExt uint32
+
+	// Filled in by the handshake.
+	resp      *wire.HandshakeResponse
+	caps      uint32 // the client's negotiated capabilities
+	extCaps   uint32
+	project   string // as the client named it (name or id)
+	user      string // the role, without the project prefix
+	projectID string
+	stage1    []byte
+
+	// Set when the backend login succeeds; KILL lookups read them under s.mu.
+	ready         bool
+	computeID     string
+	backendAddr   string
+	backendThread uint32
+	backendNonce  []byte
+	backendCaps   uint32
+
+	cmu       sync.Mutex
+	backend   net.Conn
+	closed    bool
+	closeOnce sync.Once
+}
+
+// refusal ends a session with a counted, logged reason and (usually) an
+// error packet for the client.
+type refusal struct {
+	kind  Counter
+	reply *wire.ServerError // nil: just close
+	cause error
+}
+
+func (r *refusal) Error() string {
+	if r.cause != nil {
+		return r.kind.String() + ": " + r.cause.Error()
+	}
+	return r.kind.String()
+}
+
+func refuse(kind Counter, code uint16, state, msg string, cause error) *refusal {
+	return &refusal{kind: kind, reply: &wire.ServerError{Code: code, State: state, Message: msg}, cause: cause}
+}
+
+func (s *Server) handle(c net.Conn) {
+	defer s.wg.Done()
+	n := s.active.Add(1)
+	defer s.active.Add(-1)
+	ss := &session{s: s, raw: c, conn: c, key: limiterKey(c.RemoteAddr()), start: time.Now()}
+	defer ss.close()
+	if s.cfg.MaxConnections > 0 && n > int64(s.cfg.MaxConnections) {
+		ss.log = s.log.With("remote", c.RemoteAddr().String())
+		ss.fail(refuse(CountTooManyConns, wire.ErConCount, "08004", "Too many connections",
+			fmt.Errorf("limit is %d", s.cfg.MaxConnections)))
+		return
+	}
+	if !s.limiter.allowed(ss.key, ss.start) {
+		ss.log = s.log.With("remote", c.RemoteAddr().String())
+		ss.fail(refuse(CountRateLimited, wire.ErHostIsBlocked, "HY000",
+			fmt.Sprintf("Host '%s' is blocked because of too many failed logins; try again later", ss.key), nil))
+		return
+	}
+	ss.id = s.allocID()
+	ss.nonce = wire.NewNonce()
+	ss.log = s.log.With("conn", ss.id, "remote", c.RemoteAddr().String())
+	s.register(ss)
+	defer s.unregister(ss)
+	if err := ss.run(); err != nil {
+		ss.fail(err)
+	}
+}
+
+// run drives the session: client handshake, wake, backend login, relay.
+func (ss *session) run() error {
+	if err := ss.clientHandshake(); err != nil {
+		return err
+	}
+	res, err := ss.wake()
+	if err != nil {
+		return err
+	}
+	okPayload, err := ss.backendLogin(res)
+	if err != nil {
+		return err
+	}
+	lease := ss.acquire(res.ComputeID)
+	defer lease.Release()
+	if _, err := wire.WritePacket(ss.conn, ss.seq, okPayload); err != nil {
+		return err
+	}
+	ss.s.counters.inc(CountLogins)
+	ss.log.Info("login", "project", ss.project, "project_id", ss.projectID, "user", ss.user,
+		"compute", res.ComputeID, "cold_start", res.ColdStart, "tls", ss.tls,
+		"duration", time.Since(ss.start))
+	ss.relay(lease)
+	return nil
+}
+
+// fail counts, logs and answers a failed session. Plain I/O errors are
+// classified by what they mean during a handshake.
+func (ss *session) fail(err error) {
+	var r *refusal
+	if !errors.As(err, &r) {
+		r = classify(err)
+	}
+	ss.s.counters.inc(r.kind)
+	level := slog.LevelInfo
+	switch r.kind {
+	case CountWakeFailed, CountBackendFailed, CountCapabilityMismatch:
+		level = slog.LevelWarn
+	case CountHandshakeAborted:
+		level = slog.LevelDebug // health checks and port scans: not a refusal
+	}
+	ss.log.Log(context.Background(), level, "connection refused", "reason", r.kind.String(),
+		"user", ss.userForLog(), "err", r.cause)
+	if r.reply != nil {
+		ss.conn.SetWriteDeadline(time.Now().Add(time.Second))
+		wire.WritePacket(ss.conn, ss.seq, r.reply.Payload())
+	}
+}
+
+func (ss *session) userForLog() string {
+	if ss.resp == nil {
+		return ""
+	}
+	return ss.resp.User
+}
+
+// classify turns a handshake I/O or parse error into a refusal.
+func classify(err error) *refusal {
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, os.ErrDeadlineExceeded):
+		return &refusal{kind: CountHandshakeTimeout, cause: err}
+	case errors.Is(err, wire.ErrPacketTooLarge):
+		return refuse(CountPacketTooLarge, wire.ErNetPacketTooLarge, "08S01",
+			"Got a packet bigger than the proxy's handshake limit", err)
+	case errors.Is(err, wire.ErrMalformed):
+		return refuse(CountMalformed, wire.ErHandshake, "08S01", "Bad handshake", err)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
+		return &refusal{kind: CountHandshakeAborted, cause: err}
+	default:
+		var re tls.RecordHeaderError
+		if errors.As(err, &re) {
+			return &refusal{kind: CountTLSFailed, cause: err}
+		}
+		return &refusal{kind: CountHandshakeAborted, cause: err}
+	}
+}
+
+// close closes both sides once; it is safe from any goroutine.
+func (ss *session) close() {
+	ss.closeOnce.Do(func() {
+		ss.cmu.Lock()
+		ss.closed = true
+		b := ss.backend
+		ss.cmu.Unlock()
+		ss.conn.Close()
+		ss.raw.Close()
+		if b != nil {
+			b.Close()
+		}
+	})
+}
+
+// setBackend records the backend connection, or closes it if the session
+// was closed meanwhile (Shutdown), so it never leaks.
+func (ss *session) setBackend(c net.Conn) bool {
+	ss.cmu.Lock()
+	defer ss.cmu.Unlock()
+	if ss.closed {
+		c.Close()
+		return false
+	}
+	ss.backend = c
+	return true
+}
+
+// acquire opens the compute's activity lease. A Waker without counters for
+// the compute gets a private Activity, so the relay never checks for nil.
+func (ss *session) acquire(computeID string) *compute.Lease {
+	a := ss.s.waker.Activity(computeID)
+	if a == nil {
+		a = &compute.Activity{}
+	}
+	return a.Acquire()
+}
+
+// wake starts the project's compute. The client simply waits on its login,
+// so its handshake deadline no longer applies.
+func (ss *session) wake() (compute.WakeResult, error) {
+	ss.raw.SetDeadline(time.Time{})
+	ctx, cancel := context.WithTimeout(ss.s.baseCtx, ss.s.cfg.WakeTimeout)
+	defer cancel()
+	t0 := time.Now()
+	res, err := ss.s.waker.Wake(ctx, ss.projectID)
+	if err != nil {
+		msg := fmt.Sprintf("serverlessd: cannot start the compute of project %q: %s", ss.project, clip(err.Error(), 300))
+		return res, refuse(CountWakeFailed, wire.ErUnknown, "HY000", msg, err)
+	}
+	if res.ColdStart {
+		ss.log.Info("woke compute", "project", ss.project, "compute", res.ComputeID, "duration", time.Since(t0))
+	}
+	return res, nil
+}
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+// dialNetwork splits "unix:/path" from "host:port".
+func dialNetwork(addr string) (network, address string) {
+	if p, ok := strings.CutPrefix(addr, "unix:"); ok {
+		return "unix", p
+	}
+	return "tcp", addr
+}
