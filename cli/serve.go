@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -18,8 +19,13 @@ import (
 	"github.com/serverlessd/serverlessd/compute"
 	"github.com/serverlessd/serverlessd/compute/local"
 	"github.com/serverlessd/serverlessd/config"
+	"github.com/serverlessd/serverlessd/metrics"
+	"github.com/serverlessd/serverlessd/proxy"
+	"github.com/serverlessd/serverlessd/scheduler"
 	"github.com/serverlessd/serverlessd/server"
 	"github.com/serverlessd/serverlessd/store"
+	"github.com/serverlessd/serverlessd/store/cache"
+	"github.com/serverlessd/serverlessd/store/postgres"
 	"github.com/serverlessd/serverlessd/store/sqlite"
 )
 
@@ -74,6 +80,8 @@ type daemon struct {
 	store store.Store
 	mgr   *compute.Manager
 	api   *server.Server
+	proxy *proxy.Server
+	sched *scheduler.Scheduler
 }
 
 // serve starts every subsystem, runs until ctx ends (SIGTERM) or one fails,
@@ -90,11 +98,24 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listen for the API on %s: %w (is another serverlessd running? set api.listen)", cfg.API.Listen, err)
 	}
-	log.Info("serverlessd ready", "version", Version, "api", apiLn.Addr().String(), "data_dir", cfg.DataDir,
-		"store", cfg.Store.Driver, "compute", cfg.Compute.Driver, "startup_ms", time.Since(t0).Milliseconds())
+	proxyLn, err := net.Listen("tcp", cfg.Proxy.Listen)
+	if err != nil {
+		apiLn.Close()
+		return fmt.Errorf("listen for MySQL on %s: %w (is another MySQL server or serverlessd running? set proxy.listen)", cfg.Proxy.Listen, err)
+	}
+	log.Info("serverlessd ready", "version", Version, "api", apiLn.Addr().String(), "mysql", proxyLn.Addr().String(),
+		"data_dir", cfg.DataDir, "store", cfg.Store.Driver, "compute", cfg.Compute.Driver,
+		"startup_ms", time.Since(t0).Milliseconds())
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return d.api.Serve(apiLn) })
+	g.Go(func() error {
+		if err := d.proxy.Serve(proxyLn); !errors.Is(err, proxy.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error { return d.sched.Run(gctx) })
 	<-gctx.Done()
 	d.shutdown()
 	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
@@ -117,16 +138,25 @@ func open(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemon, er
 		st.Close()
 		return nil, err
 	}
-	mgr := compute.New(compute.Options{Store: st, Driver: drv, Node: cfg.NodeName, Logger: log,
+	met := metrics.New(cfg.Metrics.PerProjectLabels)
+	mgr := compute.New(compute.Options{Store: st, Driver: drv, Node: cfg.NodeName, Logger: log, Metrics: met,
 		DefaultSpec: store.ComputeSpec{Resources: store.Resources{Memory: cfg.Compute.DefaultMemory}}})
 	if err := mgr.Reconcile(ctx); err != nil {
 		st.Close()
 		return nil, err
 	}
+	px, err := proxy.New(proxyConfig(cfg, versionOf(drv)), directory{st}, mgr, log)
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("set up the MySQL proxy: %w", err)
+	}
+	registerMetrics(met, st, mgr, px)
 	api := server.New(server.Options{
 		Store: st, Manager: mgr, Tokens: cfg.API.Tokens, ProxyAddr: cfg.Proxy.Listen, Logger: log,
+		Extra: map[string]http.Handler{"GET /metrics": met.Handler()},
 	})
-	return &daemon{cfg: cfg, log: log, store: st, mgr: mgr, api: api}, nil
+	sched := scheduler.New(scheduler.Options{Store: st, Manager: mgr, Interval: cfg.Scheduler.Interval, Metrics: met, Logger: log})
+	return &daemon{cfg: cfg, log: log, store: st, mgr: mgr, api: api, proxy: px, sched: sched}, nil
 }
 
 func openStore(ctx context.Context, cfg config.Config) (store.Store, error) {
@@ -136,11 +166,20 @@ func openStore(ctx context.Context, cfg config.Config) (store.Store, error) {
 		if path == "" {
 			path = filepath.Join(cfg.DataDir, "state.db")
 		}
-		st, err := sqlite.Open(ctx, path)
+		st, err := sqlite.Open(path)
 		if err != nil {
 			return nil, fmt.Errorf("open sqlite store %s: %w", path, err)
 		}
-		return st, nil
+		// This daemon is the file's only writer: every write goes through
+		// the cache and invalidates it, so a long TTL is safe.
+		return cache.New(st, time.Hour), nil
+	case "postgres":
+		st, err := postgres.Open(ctx, cfg.Store.DSN)
+		if err != nil {
+			return nil, err
+		}
+		// Other daemons may write the same database: bound staleness.
+		return cache.New(st, 2*time.Second), nil
 	default:
 		return nil, fmt.Errorf("store.driver %q is not available in this build", cfg.Store.Driver)
 	}
@@ -165,11 +204,18 @@ func openDriver(cfg config.Config, log *slog.Logger) (compute.Driver, error) {
 // that one slow step cannot starve the next.
 func (d *daemon) shutdown() {
 	t0 := time.Now()
-	d.log.Info("shutting down: no new requests, then suspending computes")
+	d.log.Info("shutting down: no new requests or logins, then suspending computes")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	if err := d.api.Shutdown(ctx); err != nil {
 		d.log.Warn("API shutdown", "err", err)
 	}
+	// Sessions get a few seconds to finish their statements; whatever is
+	// left is closed before the computes stop.
+	pctx, pcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	if err := d.proxy.Shutdown(pctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		d.log.Warn("proxy shutdown", "err", err)
+	}
+	pcancel()
 	cancel()
 	ctx, cancel = context.WithTimeout(context.Background(), d.cfg.Compute.StopTimeout+10*time.Second)
 	defer cancel()

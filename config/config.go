@@ -17,14 +17,45 @@ import (
 // Config is the whole daemon configuration. The mapstructure tags are the
 // stable config keys users and scripts depend on.
 type Config struct {
-	DataDir   string    `mapstructure:"data_dir"`
-	NodeName  string    `mapstructure:"node_name"`
-	API       API       `mapstructure:"api"`
-	Proxy     Proxy     `mapstructure:"proxy"`
-	Store     Store     `mapstructure:"store"`
-	Compute   Compute   `mapstructure:"compute"`
-	Scheduler Scheduler `mapstructure:"scheduler"`
-	Log       Log       `mapstructure:"log"`
+	DataDir    string     `mapstructure:"data_dir"`
+	NodeName   string     `mapstructure:"node_name"`
+	API        API        `mapstructure:"api"`
+	Proxy      Proxy      `mapstructure:"proxy"`
+	Store      Store      `mapstructure:"store"`
+	Compute    Compute    `mapstructure:"compute"`
+	Scheduler  Scheduler  `mapstructure:"scheduler"`
+	Kubernetes Kubernetes `mapstructure:"kubernetes"`
+	Metrics    Metrics    `mapstructure:"metrics"`
+	Log        Log        `mapstructure:"log"`
+}
+
+// Kubernetes configures the kubernetes compute driver.
+type Kubernetes struct {
+	// Kubeconfig is a kubeconfig path; empty means the in-cluster config.
+	Kubeconfig   string            `mapstructure:"kubeconfig"`
+	Namespace    string            `mapstructure:"namespace"`
+	Image        string            `mapstructure:"image"`
+	StorageClass string            `mapstructure:"storage_class"`
+	StorageSize  string            `mapstructure:"storage_size"`
+	CPU          string            `mapstructure:"cpu"`
+	Memory       string            `mapstructure:"memory"`
+	NodeSelector map[string]string `mapstructure:"node_selector"`
+	Tolerations  []Toleration      `mapstructure:"tolerations"`
+}
+
+// Toleration mirrors a Pod toleration.
+type Toleration struct {
+	Key      string `mapstructure:"key"`
+	Operator string `mapstructure:"operator"`
+	Value    string `mapstructure:"value"`
+	Effect   string `mapstructure:"effect"`
+}
+
+// Metrics configures the Prometheus metrics at /metrics.
+type Metrics struct {
+	// PerProjectLabels adds metrics labelled by project. Off by default:
+	// the number of projects is unbounded.
+	PerProjectLabels bool `mapstructure:"per_project_labels"`
 }
 
 // API is the HTTP control plane.
@@ -46,6 +77,12 @@ type Proxy struct {
 	HandshakeTimeout   time.Duration `mapstructure:"handshake_timeout"`
 	MaxHandshakePacket int           `mapstructure:"max_handshake_packet"`
 	MaxConnections     int           `mapstructure:"max_connections"`
+	// WakeTimeout bounds how long a login waits for its compute to start.
+	WakeTimeout time.Duration `mapstructure:"wake_timeout"`
+	// RateLimitBurst failed logins are allowed per source address; one more
+	// is allowed every RateLimitInterval. A negative burst turns it off.
+	RateLimitBurst    int           `mapstructure:"rate_limit_burst"`
+	RateLimitInterval time.Duration `mapstructure:"rate_limit_interval"`
 }
 
 // Store selects the state store backend.
@@ -92,6 +129,9 @@ func Default() Config {
 			HandshakeTimeout:   10 * time.Second,
 			MaxHandshakePacket: 64 << 10,
 			MaxConnections:     10000,
+			WakeTimeout:        2 * time.Minute,
+			RateLimitBurst:     10,
+			RateLimitInterval:  time.Second,
 		},
 		Store: Store{Driver: "sqlite"},
 		Compute: Compute{
@@ -100,7 +140,14 @@ func Default() Config {
 			DefaultMemory: "256Mi",
 		},
 		Scheduler: Scheduler{Interval: 30 * time.Second},
-		Log:       Log{Level: "info", Format: "text"},
+		Kubernetes: Kubernetes{
+			Namespace:   "serverlessd",
+			Image:       "mariadb:10.11.10",
+			StorageSize: "10Gi",
+			CPU:         "500m",
+			Memory:      "1Gi",
+		},
+		Log: Log{Level: "info", Format: "text"},
 	}
 }
 
@@ -149,6 +196,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Proxy.MaxConnections < 1 {
 		bad("proxy.max_connections", "must be at least 1, got %d", c.Proxy.MaxConnections)
+	}
+	if c.Proxy.WakeTimeout <= 0 {
+		bad("proxy.wake_timeout", "must be positive, got %s", c.Proxy.WakeTimeout)
+	}
+	if c.Proxy.RateLimitInterval <= 0 {
+		bad("proxy.rate_limit_interval", "must be positive, got %s", c.Proxy.RateLimitInterval)
 	}
 	switch c.Store.Driver {
 	case "sqlite":

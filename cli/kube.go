@@ -1,0 +1,68 @@
+package cli
+
+import (
+	"fmt"
+	"log/slog"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+
+	"github.com/serverlessd/serverlessd/compute"
+	kubedriver "github.com/serverlessd/serverlessd/compute/kubernetes"
+	"github.com/serverlessd/serverlessd/config"
+)
+
+// openKubernetes builds the kubernetes compute driver from the config: the
+// kubeconfig file when one is set, else the Pod's in-cluster service account.
+func openKubernetes(cfg config.Config, log *slog.Logger) (compute.Driver, error) {
+	k := cfg.Kubernetes
+	// client-go logs through klog: send it to the daemon's log.
+	klog.SetSlogLogger(log.With("component", "kubernetes"))
+	rc, err := restConfig(k.Kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	rc.UserAgent = "serverlessd/" + Version
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	tols := make([]corev1.Toleration, 0, len(k.Tolerations))
+	for _, t := range k.Tolerations {
+		tols = append(tols, corev1.Toleration{
+			Key: t.Key, Operator: corev1.TolerationOperator(t.Operator),
+			Value: t.Value, Effect: corev1.TaintEffect(t.Effect),
+		})
+	}
+	return kubedriver.New(kubedriver.Options{
+		Client:       cs,
+		Namespace:    k.Namespace,
+		Image:        k.Image,
+		StorageClass: k.StorageClass,
+		StorageSize:  k.StorageSize,
+		CPU:          k.CPU,
+		Memory:       k.Memory,
+		NodeSelector: k.NodeSelector,
+		Tolerations:  tols,
+		StopTimeout:  cfg.Compute.StopTimeout,
+		Logger:       log,
+	})
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig == "" {
+		rc, err := rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("kubernetes.kubeconfig is empty and this is not a Pod (%w): set kubernetes.kubeconfig", err)
+		}
+		return rc, nil
+	}
+	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes.kubeconfig %s: %w", kubeconfig, err)
+	}
+	return rc, nil
+}

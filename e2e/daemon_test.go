@@ -1,0 +1,174 @@
+// Package e2e drives a real `serverlessd serve`, built from this tree, the
+// way a user would: the CLI, curl-like HTTP calls and real MySQL clients.
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// binary is the serverlessd built once for the whole package.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "serverlessd-e2e")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "serverlessd")
+	build := exec.Command("go", "build", "-o", binary, "..")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build serverlessd:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// daemon is one running `serverlessd serve`.
+type daemon struct {
+	t       testing.TB
+	dataDir string
+	api     string // host:port
+	proxy   string // host:port
+	cmd     *exec.Cmd
+	log     *bytes.Buffer
+}
+
+// freePort returns a loopback address that was free a moment ago.
+func freePort(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startDaemon runs serve on dataDir (a new temp dir when empty) and waits
+// until /readyz answers.
+func startDaemon(t testing.TB, dataDir string, extraEnv ...string) *daemon {
+	t.Helper()
+	if dataDir == "" {
+		dataDir = t.TempDir()
+	}
+	d := &daemon{t: t, dataDir: dataDir, api: freePort(t), proxy: freePort(t), log: &bytes.Buffer{}}
+	d.cmd = exec.Command(binary, "serve", "--data-dir", dataDir, "--api-listen", d.api, "--proxy-listen", d.proxy)
+	d.cmd.Env = append(os.Environ(), extraEnv...)
+	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.stop(syscall.SIGTERM) })
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get("http://" + d.api + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return d
+			}
+		}
+		if d.cmd.ProcessState != nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("serverlessd did not become ready; its log:\n%s", d.log)
+	return nil
+}
+
+// stop sends sig and waits for the daemon to exit.
+func (d *daemon) stop(sig syscall.Signal) {
+	if d.cmd.ProcessState != nil {
+		return
+	}
+	_ = d.cmd.Process.Signal(sig)
+	done := make(chan struct{})
+	go func() { _ = d.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(90 * time.Second):
+		_ = d.cmd.Process.Kill()
+		<-done
+		d.t.Errorf("serverlessd did not exit on %v; its log:\n%s", sig, d.log)
+	}
+}
+
+// cli runs a serverlessd client command against this daemon.
+func (d *daemon) cli(args ...string) (string, error) {
+	cmd := exec.Command(binary, append([]string{"--api", d.api}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func (d *daemon) mustCLI(args ...string) string {
+	d.t.Helper()
+	out, err := d.cli(args...)
+	if err != nil {
+		d.t.Fatalf("serverlessd %s: %v\n%s\ndaemon log:\n%s", strings.Join(args, " "), err, out, d.log)
+	}
+	return out
+}
+
+// cliJSON runs a client command with -o json and decodes its output.
+func (d *daemon) cliJSON(v any, args ...string) {
+	d.t.Helper()
+	out := d.mustCLI(append(args, "-o", "json")...)
+	if err := json.Unmarshal([]byte(out), v); err != nil {
+		d.t.Fatalf("serverlessd %s -o json: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// getJSON calls the API.
+func (d *daemon) getJSON(path string, v any) int {
+	d.t.Helper()
+	resp, err := http.Get("http://" + d.api + path)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		d.t.Fatal(err)
+	}
+	return resp.StatusCode
+}
+
+// mariadbdPIDs lists the mariadbd processes whose command line names dir.
+func mariadbdPIDs(t testing.TB, dir string) []int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(cmdline), "\x00")
+		if strings.HasSuffix(args[0], "mariadbd") && strings.Contains(string(cmdline), dir) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
