@@ -25,6 +25,15 @@ type Activity struct {
 	lastActive atomic.Int64 // unix nanoseconds
 	// Totals already reported in a usage sample, for TakeDelta.
 	sampledIn, sampledOut atomic.Int64
+	// bytesIn at the last ClientSentSinceLastCall.
+	pulledIn atomic.Int64
+}
+
+// ClientSentSinceLastCall reports whether clients sent anything since the
+// previous call: only then can SQL have changed the compute's users.
+func (a *Activity) ClientSentSinceLastCall() bool {
+	cur := a.bytesIn.Load()
+	return a.pulledIn.Swap(cur) != cur
 }
 
 // TakeDelta returns the bytes moved since the previous call, for usage

@@ -122,6 +122,13 @@ func (m *Manager) Suspend(ctx context.Context, computeID, reason string) (*store
 }
 
 func (m *Manager) suspendLocked(ctx context.Context, c *store.Compute, reason string) (*store.Compute, *store.Operation, error) {
+	if c.State == store.StateActive && m.isWarm(c) {
+		// Users created or dropped in SQL since the last pull must be in
+		// the store before the compute goes away.
+		if err := m.pullRoles(ctx, c); err != nil {
+			m.log.Warn("could not copy SQL roles before suspending", "compute", c.ID, "project", c.ProjectID, "err", err)
+		}
+	}
 	from := c.State
 	c.State = store.StateSuspending
 	if err := m.st.UpdateCompute(ctx, c, from); err != nil {
@@ -212,7 +219,13 @@ func (m *Manager) onExit(computeID string, exitErr error) {
 	unlock := m.lock(computeID)
 	defer unlock()
 	c, err := m.st.GetCompute(ctx, computeID)
-	if err != nil || c.State != store.StateActive {
+	if err != nil {
+		return
+	}
+	// Whatever the store says, this backend is gone: no wake may be
+	// answered with its address from memory.
+	m.dropWarm(c)
+	if c.State != store.StateActive {
 		return
 	}
 	m.log.Error("compute exited unexpectedly; the next wake restarts it",

@@ -143,13 +143,11 @@ func (m *Manager) ensureActive(ctx context.Context, computeID, reason string) (W
 		}
 		switch c.State {
 		case store.StateActive:
-			if m.isWarm(c) {
-				return resultOf(c, false), nil
-			}
-			// The store says active but this daemon has not adopted it
-			// (another daemon's start, or a process that died): start
-			// is idempotent in the driver and returns the live address.
-			return m.start(ctx, c, reason)
+			// Active but not warm here: another daemon started it (a
+			// shared driver). Its address is good; a dead backend is
+			// reported by the driver's exit handler, which marks it failed.
+			m.setWarm(c)
+			return resultOf(c, false), nil
 		case store.StateSuspended, store.StateFailed, store.StateCreating:
 			return m.start(ctx, c, reason)
 		case store.StateDestroying:

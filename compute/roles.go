@@ -258,3 +258,78 @@ func (m *Manager) Busy(ctx context.Context, computeID string) (string, error) {
 	}
 	return fmt.Sprintf("%d statements running, %d transactions open", running, trx), nil
 }
+
+// nativeHash matches a mysql_native_password hash as mysql.user stores it.
+var nativeHash = regexp.MustCompile(`^\*[0-9A-F]{40}$`)
+
+// PullRoles copies into the store the users that SQL created, changed or
+// dropped in the compute ('name'@'%' with a native password), so that they
+// can log in through the proxy, and dropped ones cannot. It runs while the
+// compute is active (from the scheduler, when it had traffic) and before
+// every suspend.
+func (m *Manager) PullRoles(ctx context.Context, computeID string) error {
+	unlock := m.lock(computeID)
+	defer unlock()
+	c, err := m.st.GetCompute(ctx, computeID)
+	if err != nil {
+		return err
+	}
+	if c.State != store.StateActive || !m.isWarm(c) {
+		return nil
+	}
+	return m.pullRoles(ctx, c)
+}
+
+// pullRoles is PullRoles for a caller that holds the compute's lock.
+func (m *Manager) pullRoles(ctx context.Context, c *store.Compute) error {
+	conn, err := m.adminConn(ctx, c, c.Address)
+	if err != nil {
+		return err
+	}
+	have, err := listBackendUsers(conn)
+	conn.Close()
+	if err != nil {
+		return err
+	}
+	roles, err := m.st.ListRoles(ctx, c.ProjectID)
+	if err != nil {
+		return err
+	}
+	stored := map[string]store.Role{}
+	for _, r := range roles {
+		stored[r.Name] = r
+	}
+	var changes []string
+	for name, hash := range have {
+		hash = strings.ToUpper(hash)
+		if ValidateRoleName(name) != nil || !nativeHash.MatchString(hash) {
+			continue // a reserved name, or a plugin the proxy cannot verify
+		}
+		r, ok := stored[name]
+		switch {
+		case !ok:
+			now := store.Now()
+			err = m.st.CreateRole(ctx, &store.Role{ProjectID: c.ProjectID, Name: name, PasswordHash: hash, CreatedAt: now, UpdatedAt: now})
+			changes = append(changes, "+"+name)
+		case r.PasswordHash != hash:
+			r.PasswordHash, r.UpdatedAt = hash, store.Now()
+			err = m.st.UpdateRole(ctx, &r)
+			changes = append(changes, "~"+name)
+		}
+		if err != nil {
+			return fmt.Errorf("store role %q of project %s: %w", name, c.ProjectID, err)
+		}
+	}
+	for name := range stored {
+		if _, ok := have[name]; !ok {
+			if err := m.st.DeleteRole(ctx, c.ProjectID, name); err != nil && !errors.Is(err, store.ErrNotFound) {
+				return fmt.Errorf("delete role %q of project %s: %w", name, c.ProjectID, err)
+			}
+			changes = append(changes, "-"+name)
+		}
+	}
+	if len(changes) > 0 {
+		m.log.Info("roles changed in SQL copied to the store", "compute", c.ID, "project", c.ProjectID, "changes", changes)
+	}
+	return nil
+}

@@ -108,11 +108,7 @@ func (ss *session) run() error {
 	if err := ss.clientHandshake(); err != nil {
 		return err
 	}
-	res, err := ss.wake()
-	if err != nil {
-		return err
-	}
-	okPayload, err := ss.backendLogin(res)
+	res, okPayload, err := ss.connect()
 	if err != nil {
 		return err
 	}

@@ -71,8 +71,8 @@ func (s *Scheduler) Tick(ctx context.Context, now time.Time) {
 	s.meter(ctx, now)
 }
 
-// meter advances the usage heartbeat and samples every active compute's
-// storage and traffic.
+// meter advances the usage heartbeat, samples every active compute's
+// storage and traffic, and copies users changed in SQL into the store.
 func (s *Scheduler) meter(ctx context.Context, now time.Time) {
 	if err := s.mgr.Heartbeat(ctx, now); err != nil {
 		s.log.Warn("usage heartbeat failed", "err", err)
@@ -80,6 +80,12 @@ func (s *Scheduler) meter(ctx context.Context, now time.Time) {
 	for _, w := range s.mgr.ActiveComputes() {
 		if err := s.mgr.Sample(ctx, &store.Compute{ID: w.ComputeID, ProjectID: w.ProjectID}); err != nil {
 			s.log.Warn("usage sample failed", "compute", w.ComputeID, "project", w.ProjectID, "err", err)
+		}
+		// Only a compute that got client traffic can have new SQL users.
+		if s.mgr.Activity(w.ComputeID).ClientSentSinceLastCall() {
+			if err := s.mgr.PullRoles(ctx, w.ComputeID); err != nil {
+				s.log.Warn("copying SQL roles failed", "compute", w.ComputeID, "project", w.ProjectID, "err", err)
+			}
 		}
 	}
 }

@@ -414,3 +414,55 @@ func scrape(t *testing.T, base string) map[string]float64 {
 	}
 	return out
 }
+
+// TestUsersCreatedInSQL: a user made with CREATE USER logs in through the
+// proxy once copied (while active, or before a suspend); a dropped one
+// stops working.
+func TestUsersCreatedInSQL(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	_, cid, pw := e.project(t, "sqlusers", store.ProjectConfig{})
+	root := e.db(t, "sqlusers", pw)
+	login := func(user, pass string) error {
+		cfg := mysql.NewConfig()
+		cfg.User, cfg.Passwd, cfg.Net, cfg.Addr = "sqlusers."+user, pass, "tcp", e.proxy
+		c, _ := mysql.NewConnector(cfg)
+		db := sql.OpenDB(c)
+		defer db.Close()
+		return db.Ping()
+	}
+	waitLogin := func(user, pass string, want bool) {
+		t.Helper()
+		deadline := time.Now().Add(20 * interval)
+		for {
+			err := login(user, pass)
+			if (err == nil) == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("login as %s: %v, want success=%v", user, err, want)
+			}
+			time.Sleep(interval / 2)
+		}
+	}
+	if _, err := root.Exec("CREATE USER 'bob'@'%' IDENTIFIED BY 'bob-secret'"); err != nil {
+		t.Fatal(err)
+	}
+	waitLogin("bob", "bob-secret", true)
+	if _, err := root.Exec("DROP USER 'bob'@'%'"); err != nil {
+		t.Fatal(err)
+	}
+	waitLogin("bob", "bob-secret", false)
+
+	// Created right before a suspend: copied by the suspend itself.
+	if _, err := root.Exec("CREATE USER 'carol'@'%' IDENTIFIED BY 'carol-secret'"); err != nil {
+		t.Fatal(err)
+	}
+	root.Close()
+	if _, _, err := e.mgr.Suspend(ctx, cid, compute.ReasonAPI); err != nil {
+		t.Fatal(err)
+	}
+	if err := login("carol", "carol-secret"); err != nil {
+		t.Fatalf("user created before a suspend cannot log in after it: %v", err)
+	}
+}

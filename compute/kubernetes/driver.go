@@ -1,0 +1,213 @@
+// Package kubernetes is the compute driver that runs each compute as a Pod
+// with a PersistentVolumeClaim and a Secret, through client-go. Its model is
+// CloudNativePG's hibernation: a suspend deletes the Pod and keeps the PVC
+// (the data) and the Secret (the admin password); a resume creates the Pod
+// again on the same PVC. All three objects of a compute share one name,
+// "serverlessd-<compute id>", and carry the labels in labelsFor.
+//
+// The driver needs, in its namespace: pods get/list/watch/create/delete,
+// persistentvolumeclaims get/create/delete, secrets get/create/delete and
+// events create/patch (deploy/kubernetes/rbac.yaml).
+package kubernetes
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/serverlessd/serverlessd/compute"
+	"github.com/serverlessd/serverlessd/store"
+)
+
+// Defaults for the Options left empty.
+const (
+	DefaultNamespace   = "serverlessd"
+	DefaultImage       = "mariadb:10.11.10"
+	DefaultStorageSize = "10Gi"
+	DefaultCPU         = "500m"
+	DefaultMemory      = "1Gi"
+	DefaultStopTimeout = 60 * time.Second
+	// DefaultDialTimeout bounds the wait, after the Pod is Ready, for its
+	// IP to accept a connection from the daemon (a CNI may lag behind the
+	// kubelet's probe).
+	DefaultDialTimeout = 30 * time.Second
+)
+
+// Options configure a Driver.
+type Options struct {
+	// Client talks to the API server.
+	Client       kubernetes.Interface
+	Namespace    string
+	Image        string
+	StorageClass string // empty: the cluster's default StorageClass
+	StorageSize  string
+	CPU          string
+	Memory       string
+	NodeSelector map[string]string
+	Tolerations  []corev1.Toleration
+	// StopTimeout becomes the Pod's terminationGracePeriodSeconds.
+	StopTimeout time.Duration
+	DialTimeout time.Duration
+	Logger      *slog.Logger
+	// Recorder receives Events; nil records them to the API server.
+	Recorder record.EventRecorder
+}
+
+// Driver runs computes as Pods. It implements compute.Driver and is safe for
+// concurrent use. Close stops its watch and event recording.
+type Driver struct {
+	opts Options
+	cli  kubernetes.Interface
+	log  *slog.Logger
+	rec  record.EventRecorder
+
+	stop      context.CancelFunc
+	done      chan struct{}
+	broadcast record.EventBroadcaster // nil when Options.Recorder was given
+
+	mu     sync.Mutex
+	admin  map[string]compute.Credentials // by compute id: Busy asks on every scheduler tick
+	active map[string]types.UID           // running Pods by compute id, watched for crashes
+	onExit func(computeID string, err error)
+}
+
+var _ compute.Driver = (*Driver)(nil)
+
+// New checks the options and starts the Pod watch that detects crashes.
+func New(opts Options) (*Driver, error) {
+	if err := opts.normalize(); err != nil {
+		return nil, err
+	}
+	d := &Driver{
+		opts:   opts,
+		cli:    opts.Client,
+		log:    opts.Logger.With("component", "kubernetes", "namespace", opts.Namespace),
+		rec:    opts.Recorder,
+		admin:  map[string]compute.Credentials{},
+		active: map[string]types.UID{},
+		done:   make(chan struct{}),
+	}
+	if d.rec == nil {
+		d.broadcast = record.NewBroadcaster()
+		d.broadcast.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: d.cli.CoreV1().Events(opts.Namespace)})
+		d.rec = d.broadcast.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "serverlessd"})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	d.stop = cancel
+	go d.monitor(ctx)
+	return d, nil
+}
+
+// normalize applies defaults and parses the quantities once, so that a typo
+// in the config fails at start-up rather than at the first compute.
+func (o *Options) normalize() error {
+	if o.Client == nil {
+		return fmt.Errorf("kubernetes driver: Client is required")
+	}
+	def := func(s *string, v string) {
+		if *s == "" {
+			*s = v
+		}
+	}
+	def(&o.Namespace, DefaultNamespace)
+	def(&o.Image, DefaultImage)
+	def(&o.StorageSize, DefaultStorageSize)
+	def(&o.CPU, DefaultCPU)
+	def(&o.Memory, DefaultMemory)
+	for key, v := range map[string]string{"storage_size": o.StorageSize, "cpu": o.CPU, "memory": o.Memory} {
+		if _, err := resource.ParseQuantity(v); err != nil {
+			return fmt.Errorf("kubernetes driver: %s %q: %w", key, v, err)
+		}
+	}
+	if o.StopTimeout <= 0 {
+		o.StopTimeout = DefaultStopTimeout
+	}
+	if o.DialTimeout <= 0 {
+		o.DialTimeout = DefaultDialTimeout
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Close stops the crash watch and flushes pending Events. Computes keep
+// running: they outlive the daemon.
+func (d *Driver) Close() {
+	d.stop()
+	<-d.done
+	if d.broadcast != nil {
+		d.broadcast.Shutdown()
+	}
+}
+
+// Name is the driver's config name.
+func (d *Driver) Name() string { return "kubernetes" }
+
+// SetExitHandler registers fn, called on its own goroutine when the Pod of an
+// active compute fails or is deleted by someone else than this driver.
+func (d *Driver) SetExitHandler(fn func(computeID string, err error)) {
+	d.mu.Lock()
+	d.onExit = fn
+	d.mu.Unlock()
+}
+
+// Admin returns the daemon's admin credentials for the compute, read once
+// from its Secret.
+func (d *Driver) Admin(ctx context.Context, c *store.Compute) (compute.Credentials, error) {
+	d.mu.Lock()
+	cred, ok := d.admin[c.ID]
+	d.mu.Unlock()
+	if ok {
+		return cred, nil
+	}
+	name, err := objectName(c.ID)
+	if err != nil {
+		return compute.Credentials{}, err
+	}
+	s, err := d.cli.CoreV1().Secrets(d.opts.Namespace).Get(ctx, name, getOpts)
+	if err != nil {
+		return compute.Credentials{}, fmt.Errorf("compute %s: read admin secret: %w", c.ID, notProvisioned(err))
+	}
+	pw := string(s.Data[keyAdminPassword])
+	if pw == "" {
+		return compute.Credentials{}, fmt.Errorf("compute %s: secret %s has no %s", c.ID, name, keyAdminPassword)
+	}
+	cred = compute.Credentials{User: AdminUser, Password: pw}
+	d.mu.Lock()
+	d.admin[c.ID] = cred
+	d.mu.Unlock()
+	return cred, nil
+}
+
+// event records a Kubernetes Event on the compute's PVC: it is the one
+// object that lives as long as the compute, so `kubectl describe pvc` shows
+// its history across suspends.
+func (d *Driver) event(name, typ, reason, format string, args ...any) {
+	ref := &corev1.ObjectReference{Kind: "PersistentVolumeClaim", APIVersion: "v1", Namespace: d.opts.Namespace, Name: name}
+	d.rec.Eventf(ref, typ, reason, format, args...)
+}
+
+// setActive marks a Pod as a running compute the crash watch must report.
+func (d *Driver) setActive(computeID string, uid types.UID) {
+	d.mu.Lock()
+	d.active[computeID] = uid
+	d.mu.Unlock()
+}
+
+// clearActive stops watching a compute for crashes (it is being stopped).
+func (d *Driver) clearActive(computeID string) {
+	d.mu.Lock()
+	delete(d.active, computeID)
+	d.mu.Unlock()
+}

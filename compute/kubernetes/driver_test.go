@@ -1,0 +1,245 @@
+package kubernetes
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/serverlessd/serverlessd/compute"
+	"github.com/serverlessd/serverlessd/store"
+)
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestObjectName(t *testing.T) {
+	for _, tc := range []struct {
+		id, want string
+		ok       bool
+	}{
+		{"cmp_0a1b2c", "serverlessd-cmp-0a1b2c", true},
+		{"cmp-x", "serverlessd-cmp-x", true},
+		{"CMP_X", "", false},
+		{"../x", "", false},
+		{"", "", false},
+		{strings.Repeat("a", 42), "", false},
+	} {
+		got, err := objectName(tc.id)
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("objectName(%q) = %q, %v; want %q, ok=%v", tc.id, got, err, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestProvisionCreatesSecretAndPVC(t *testing.T) {
+	d, cs, rec := newTestDriver(t)
+	ctx := ctxT(t)
+	c := testCompute()
+	c.Spec.Storage = "2Gi"
+	if err := d.Provision(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	name, _ := objectName(c.ID)
+	pvc, err := cs.CoreV1().PersistentVolumeClaims(testNS).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := pvc.Spec.Resources.Requests[corev1.ResourceStorage]; got.Cmp(resource.MustParse("2Gi")) != 0 {
+		t.Errorf("pvc size = %s, want the spec's 2Gi", got.String())
+	}
+	if pvc.Spec.StorageClassName == nil || *pvc.Spec.StorageClassName != "fast" {
+		t.Errorf("storage class = %v, want fast", pvc.Spec.StorageClassName)
+	}
+	checkLabels(t, pvc.Labels, c)
+	sec, err := cs.CoreV1().Secrets(testNS).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkLabels(t, sec.Labels, c)
+	pw := string(sec.Data[keyAdminPassword])
+	if len(pw) < 32 || string(sec.Data[keyRootPassword]) == pw {
+		t.Errorf("weak or shared passwords: admin %q", pw)
+	}
+	if !strings.Contains(string(sec.Data[keyInitSQL]), "GRANT ALL PRIVILEGES ON *.* TO 'serverlessd_admin'@'%' WITH GRANT OPTION") {
+		t.Errorf("init.sql does not grant the admin: %q", string(sec.Data[keyInitSQL]))
+	}
+	if !strings.Contains(events(rec), "Provisioned") {
+		t.Error("no Provisioned event")
+	}
+	// Idempotent, and the first password is kept.
+	if err := d.Provision(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	again, _ := cs.CoreV1().Secrets(testNS).Get(ctx, name, metav1.GetOptions{})
+	if string(again.Data[keyAdminPassword]) != pw {
+		t.Error("a second Provision replaced the admin password")
+	}
+}
+
+func TestProvisionDefaultSizeAndBadSpec(t *testing.T) {
+	d, cs, _ := newTestDriver(t)
+	ctx := ctxT(t)
+	c := testCompute()
+	if err := d.Provision(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	n, err := d.StorageBytes(ctx, c)
+	if err != nil || n != 5<<30 {
+		t.Errorf("StorageBytes = %d, %v; want the default 5Gi", n, err)
+	}
+	bad := testCompute()
+	bad.Spec.Resources.Memory = "lots"
+	if err := d.Provision(ctx, bad); err == nil {
+		t.Error("Provision accepted memory \"lots\"")
+	}
+	name, _ := objectName(bad.ID)
+	if _, err := cs.CoreV1().Secrets(testNS).Get(ctx, name, metav1.GetOptions{}); err == nil {
+		t.Error("a rejected spec left a secret behind")
+	}
+	if _, err := d.StorageBytes(ctx, bad); !errors.Is(err, compute.ErrNotProvisioned) {
+		t.Errorf("StorageBytes of an unprovisioned compute: %v, want ErrNotProvisioned", err)
+	}
+}
+
+func TestPodSpec(t *testing.T) {
+	d, _, _ := newTestDriver(t)
+	c := testCompute()
+	c.Spec = store.ComputeSpec{Image: "mariadb:11.4.5", Resources: store.Resources{Memory: "256Mi"}}
+	name, _ := objectName(c.ID)
+	pod, err := d.podFor(c, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkLabels(t, pod.Labels, c)
+	ct := pod.Spec.Containers[0]
+	if ct.Image != "mariadb:11.4.5" {
+		t.Errorf("image = %s, want the spec's", ct.Image)
+	}
+	wantRes := corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("250m"), corev1.ResourceMemory: resource.MustParse("256Mi")}
+	for k, v := range wantRes {
+		if q := ct.Resources.Requests[k]; q.Cmp(v) != 0 {
+			t.Errorf("request %s = %s, want %s", k, q.String(), v.String())
+		}
+		if q := ct.Resources.Limits[k]; q.Cmp(v) != 0 {
+			t.Errorf("limit %s = %s, want %s", k, q.String(), v.String())
+		}
+	}
+	if !contains(ct.Args, "--innodb-buffer-pool-size=134217728") {
+		t.Errorf("args %v: want half the memory as buffer pool", ct.Args)
+	}
+	if g := pod.Spec.TerminationGracePeriodSeconds; g == nil || *g != 90 {
+		t.Errorf("grace period = %v, want the stop timeout (90)", g)
+	}
+	if p := ct.ReadinessProbe; p == nil || p.TCPSocket == nil || p.TCPSocket.Port.IntValue() != 3306 {
+		t.Errorf("readiness probe = %+v, want tcp 3306", p)
+	}
+	checkVolumes(t, pod, name)
+	checkEnv(t, ct, name)
+	if pod.Spec.NodeSelector["disk"] != "ssd" || len(pod.Spec.Tolerations) != 1 || pod.Spec.Tolerations[0].Key != "db" {
+		t.Errorf("placement: selector %v, tolerations %v", pod.Spec.NodeSelector, pod.Spec.Tolerations)
+	}
+	sc := pod.Spec.SecurityContext
+	if sc == nil || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot || *sc.FSGroup != mysqlUID {
+		t.Errorf("pod security context = %+v", sc)
+	}
+	if *pod.Spec.AutomountServiceAccountToken {
+		t.Error("the database pod mounts a service account token")
+	}
+}
+
+func TestPodDefaults(t *testing.T) {
+	d, _, _ := newTestDriver(t)
+	c := testCompute()
+	pod, err := d.podFor(c, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct := pod.Spec.Containers[0]
+	if ct.Image != DefaultImage {
+		t.Errorf("image = %s, want the driver's %s", ct.Image, DefaultImage)
+	}
+	if q := ct.Resources.Limits[corev1.ResourceMemory]; q.Cmp(resource.MustParse("512Mi")) != 0 {
+		t.Errorf("memory = %s, want the driver's 512Mi", q.String())
+	}
+	tiny := testCompute()
+	tiny.Spec.Resources.Memory = "40Mi"
+	pod, _ = d.podFor(tiny, "y")
+	if !contains(pod.Spec.Containers[0].Args, "--innodb-buffer-pool-size=33554432") {
+		t.Errorf("args %v: want the 32 MiB floor", pod.Spec.Containers[0].Args)
+	}
+}
+
+func TestNewRejectsBadQuantities(t *testing.T) {
+	_, cs, _ := newTestDriver(t)
+	for _, o := range []Options{{Client: cs, CPU: "two"}, {Client: cs, Memory: "1 GB"}, {Client: cs, StorageSize: "big"}, {}} {
+		if _, err := New(o); err == nil {
+			t.Errorf("New(%+v) accepted bad options", o)
+		}
+	}
+}
+
+func checkLabels(t *testing.T, l map[string]string, c *store.Compute) {
+	t.Helper()
+	if l[ManagedByLabel] != ManagedByValue || l[ComputeLabel] != c.ID || l[ProjectLabel] != c.ProjectID {
+		t.Errorf("labels = %v", l)
+	}
+}
+
+func checkVolumes(t *testing.T, pod *corev1.Pod, name string) {
+	t.Helper()
+	ct := pod.Spec.Containers[0]
+	mounts := map[string]string{}
+	for _, m := range ct.VolumeMounts {
+		mounts[m.Name] = m.MountPath
+	}
+	if mounts[dataVolume] != "/var/lib/mysql" || mounts[initVolume] != "/docker-entrypoint-initdb.d" {
+		t.Errorf("mounts = %v", mounts)
+	}
+	for _, v := range pod.Spec.Volumes {
+		switch v.Name {
+		case dataVolume:
+			if v.PersistentVolumeClaim == nil || v.PersistentVolumeClaim.ClaimName != name {
+				t.Errorf("data volume = %+v", v)
+			}
+		case initVolume:
+			if v.Secret == nil || v.Secret.SecretName != name {
+				t.Errorf("init volume = %+v", v)
+			}
+		}
+	}
+}
+
+func checkEnv(t *testing.T, ct corev1.Container, name string) {
+	t.Helper()
+	env := map[string]corev1.EnvVar{}
+	for _, e := range ct.Env {
+		env[e.Name] = e
+	}
+	if env["MARIADB_USER"].Value != AdminUser || env["MARIADB_ROOT_HOST"].Value != "localhost" {
+		t.Errorf("env = %+v", env)
+	}
+	for key, secretKey := range map[string]string{"MARIADB_PASSWORD": keyAdminPassword, "MARIADB_ROOT_PASSWORD": keyRootPassword} {
+		ref := env[key].ValueFrom
+		if ref == nil || ref.SecretKeyRef == nil || ref.SecretKeyRef.Name != name || ref.SecretKeyRef.Key != secretKey {
+			t.Errorf("%s = %+v, want secret %s key %s", key, env[key], name, secretKey)
+		}
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

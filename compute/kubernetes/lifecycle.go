@@ -1,0 +1,230 @@
+package kubernetes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/serverlessd/serverlessd/compute"
+	"github.com/serverlessd/serverlessd/store"
+)
+
+var (
+	getOpts    = metav1.GetOptions{}
+	createOpts = metav1.CreateOptions{FieldManager: "serverlessd"}
+)
+
+// notProvisioned maps a NotFound from the API server to compute.ErrNotProvisioned.
+func notProvisioned(err error) error {
+	if apierrors.IsNotFound(err) {
+		return fmt.Errorf("%w: %w", compute.ErrNotProvisioned, err)
+	}
+	return err
+}
+
+// Provision creates the compute's Secret and PVC. It is idempotent: objects
+// that exist are kept as they are (the Secret holds the password the datadir
+// was initialized with). It does not wait for the PVC to bind, since
+// WaitForFirstConsumer storage classes bind only when the Pod is scheduled.
+func (d *Driver) Provision(ctx context.Context, c *store.Compute) error {
+	name, err := objectName(c.ID)
+	if err != nil {
+		return err
+	}
+	pvc, err := d.pvcFor(c, name)
+	if err != nil {
+		return err
+	}
+	if _, _, err := d.resourcesFor(c); err != nil {
+		return err
+	}
+	_, err = d.cli.CoreV1().Secrets(d.opts.Namespace).Create(ctx, secretFor(c, name, d.opts.Namespace), createOpts)
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("provision compute %s: create secret: %w", c.ID, err)
+	}
+	_, err = d.cli.CoreV1().PersistentVolumeClaims(d.opts.Namespace).Create(ctx, pvc, createOpts)
+	switch {
+	case apierrors.IsAlreadyExists(err):
+		return nil
+	case err != nil:
+		return fmt.Errorf("provision compute %s: create volume claim: %w", c.ID, err)
+	}
+	size := pvc.Spec.Resources.Requests[corev1.ResourceStorage]
+	d.log.Info("compute provisioned", "compute", c.ID, "project", c.ProjectID, "pvc", name, "size", size.String())
+	d.event(name, corev1.EventTypeNormal, "Provisioned", "Compute %s of project %s: volume claim of %s created", c.ID, c.ProjectID, size.String())
+	return nil
+}
+
+// Start creates the compute's Pod, or takes the one that exists, and waits
+// with a watch until it is Ready, then until its IP:3306 answers with a MySQL
+// greeting. A Pod that is still terminating (a suspend in progress) is waited
+// out first, and a failed one is replaced.
+func (d *Driver) Start(ctx context.Context, c *store.Compute) (string, error) {
+	name, err := objectName(c.ID)
+	if err != nil {
+		return "", err
+	}
+	if _, err := d.cli.CoreV1().PersistentVolumeClaims(d.opts.Namespace).Get(ctx, name, getOpts); err != nil {
+		return "", fmt.Errorf("start compute %s: %w", c.ID, notProvisioned(err))
+	}
+	t0 := time.Now()
+	pod, err := d.ensurePod(ctx, c, name)
+	if err != nil {
+		return "", fmt.Errorf("start compute %s: %w", c.ID, err)
+	}
+	created := time.Since(t0)
+	if pod, err = d.waitReady(ctx, name); err != nil {
+		return "", fmt.Errorf("start compute %s: %w", c.ID, err)
+	}
+	ready := time.Since(t0)
+	addr := net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(MySQLPort))
+	if err := d.dialMySQL(ctx, addr); err != nil {
+		return "", fmt.Errorf("start compute %s: pod %s is Ready but %w", c.ID, name, err)
+	}
+	d.setActive(c.ID, pod.UID)
+	d.log.Info("compute started", "compute", c.ID, "project", c.ProjectID, "pod", name, "address", addr,
+		"node", pod.Spec.NodeName, "create_ms", ms(created), "ready_ms", ms(ready), "duration_ms", ms(time.Since(t0)))
+	d.event(name, corev1.EventTypeNormal, "Resumed", "Pod %s ready at %s in %s", name, addr, time.Since(t0).Round(time.Millisecond))
+	return addr, nil
+}
+
+// ensurePod returns the compute's live Pod, creating it if there is none.
+func (d *Driver) ensurePod(ctx context.Context, c *store.Compute, name string) (*corev1.Pod, error) {
+	pods := d.cli.CoreV1().Pods(d.opts.Namespace)
+	for {
+		pod, err := pods.Get(ctx, name, getOpts)
+		switch {
+		case apierrors.IsNotFound(err):
+			want, err := d.podFor(c, name)
+			if err != nil {
+				return nil, err
+			}
+			pod, err = pods.Create(ctx, want, createOpts)
+			if apierrors.IsAlreadyExists(err) {
+				continue // created concurrently: take that one
+			}
+			if err != nil {
+				return nil, fmt.Errorf("create pod: %w", err)
+			}
+			return pod, nil
+		case err != nil:
+			return nil, fmt.Errorf("get pod: %w", err)
+		case pod.DeletionTimestamp != nil:
+			// A suspend still flushing InnoDB: the new Pod must not open
+			// the volume before the old one has let go of it.
+			if err := d.waitGone(ctx, name); err != nil {
+				return nil, err
+			}
+		case terminal(pod):
+			d.log.Warn("replacing a terminated pod", "compute", c.ID, "pod", name, "phase", pod.Status.Phase, "reason", pod.Status.Reason)
+			if _, err := d.deletePod(ctx, name); err != nil {
+				return nil, err
+			}
+		default:
+			return pod, nil
+		}
+	}
+}
+
+// Stop deletes the compute's Pod and waits until it is gone, so that
+// mariadbd has flushed InnoDB (kubelet sends SIGTERM and waits up to the
+// grace period). The PVC and the Secret stay. Stopping a stopped compute is
+// a no-op.
+func (d *Driver) Stop(ctx context.Context, c *store.Compute) error {
+	name, err := objectName(c.ID)
+	if err != nil {
+		return err
+	}
+	t0 := time.Now()
+	// No crash report for a Pod we delete ourselves.
+	d.clearActive(c.ID)
+	existed, err := d.deletePod(ctx, name)
+	if err != nil {
+		return fmt.Errorf("stop compute %s: %w", c.ID, err)
+	}
+	if !existed {
+		return nil
+	}
+	d.log.Info("compute stopped", "compute", c.ID, "project", c.ProjectID, "pod", name, "duration_ms", ms(time.Since(t0)))
+	d.event(name, corev1.EventTypeNormal, "Suspended", "Pod %s deleted after a clean shutdown in %s; the volume claim is kept",
+		name, time.Since(t0).Round(time.Millisecond))
+	return nil
+}
+
+// deletePod deletes a Pod with its own grace period and waits until the
+// API server has removed it (kubelet confirms the container exited). It
+// reports whether there was a Pod to delete.
+func (d *Driver) deletePod(ctx context.Context, name string) (bool, error) {
+	err := d.cli.CoreV1().Pods(d.opts.Namespace).Delete(ctx, name, metav1.DeleteOptions{})
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return true, fmt.Errorf("delete pod %s: %w", name, err)
+	}
+	return true, d.waitGone(ctx, name)
+}
+
+// Destroy deletes the Pod (waiting for a clean stop), then the PVC and the
+// Secret. The PVC disappears once its protection finalizer is lifted and
+// the storage class reclaims the volume: that is not waited for.
+func (d *Driver) Destroy(ctx context.Context, c *store.Compute) error {
+	name, err := objectName(c.ID)
+	if err != nil {
+		return err
+	}
+	d.clearActive(c.ID)
+	if _, err := d.deletePod(ctx, name); err != nil {
+		return fmt.Errorf("destroy compute %s: %w", c.ID, err)
+	}
+	bg := metav1.DeletePropagationBackground
+	del := metav1.DeleteOptions{PropagationPolicy: &bg}
+	err = d.cli.CoreV1().PersistentVolumeClaims(d.opts.Namespace).Delete(ctx, name, del)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("destroy compute %s: delete volume claim: %w", c.ID, err)
+	}
+	err = d.cli.CoreV1().Secrets(d.opts.Namespace).Delete(ctx, name, del)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("destroy compute %s: delete secret: %w", c.ID, err)
+	}
+	d.mu.Lock()
+	delete(d.admin, c.ID)
+	d.mu.Unlock()
+	d.log.Info("compute destroyed", "compute", c.ID, "project", c.ProjectID, "pvc", name)
+	return nil
+}
+
+// StorageBytes is the size of the compute's volume: the capacity the
+// storage class provisioned once bound, else the size requested.
+func (d *Driver) StorageBytes(ctx context.Context, c *store.Compute) (int64, error) {
+	name, err := objectName(c.ID)
+	if err != nil {
+		return 0, err
+	}
+	pvc, err := d.cli.CoreV1().PersistentVolumeClaims(d.opts.Namespace).Get(ctx, name, getOpts)
+	if err != nil {
+		return 0, fmt.Errorf("compute %s: %w", c.ID, notProvisioned(err))
+	}
+	if q, ok := pvc.Status.Capacity[corev1.ResourceStorage]; ok {
+		return q.Value(), nil
+	}
+	q := pvc.Spec.Resources.Requests[corev1.ResourceStorage]
+	return q.Value(), nil
+}
+
+// terminal reports whether a Pod's containers will never run again.
+func terminal(pod *corev1.Pod) bool {
+	return pod.Status.Phase == corev1.PodFailed || pod.Status.Phase == corev1.PodSucceeded
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// errPodGone is returned when a Pod being waited for disappears.
+var errPodGone = errors.New("pod was deleted")

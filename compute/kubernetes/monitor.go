@@ -1,0 +1,161 @@
+package kubernetes
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/serverlessd/serverlessd/compute"
+)
+
+// managedSelector selects every Pod the driver creates.
+var managedSelector = ManagedByLabel + "=" + ManagedByValue
+
+// adoptWait bounds how long Running waits for a Pod that an earlier daemon
+// was starting when it died.
+const adoptWait = time.Minute
+
+// Running lists the computes whose Pods are Ready, and watches them for
+// crashes from now on. A Pod still starting (its daemon died mid-start) is
+// waited for; if it does not become Ready it is deleted, since no one would
+// ever use it. Terminating and terminated Pods are left out.
+func (d *Driver) Running(ctx context.Context) ([]compute.Instance, error) {
+	list, err := d.cli.CoreV1().Pods(d.opts.Namespace).List(ctx, metav1.ListOptions{LabelSelector: managedSelector})
+	if err != nil {
+		return nil, fmt.Errorf("list pods: %w", err)
+	}
+	var out []compute.Instance
+	for i := range list.Items {
+		pod := &list.Items[i]
+		id := pod.Labels[ComputeLabel]
+		if name, err := objectName(id); err != nil || name != pod.Name || pod.DeletionTimestamp != nil || terminal(pod) {
+			continue
+		}
+		if !isReady(pod) {
+			if pod, err = d.adoptStarting(ctx, id, pod.Name); err != nil {
+				return nil, err
+			}
+			if pod == nil {
+				continue
+			}
+		}
+		d.setActive(id, pod.UID)
+		addr := net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(MySQLPort))
+		out = append(out, compute.Instance{ComputeID: id, Address: addr})
+	}
+	return out, nil
+}
+
+// adoptStarting waits for a Pod that is neither Ready nor terminating. It
+// returns nil (and deletes the Pod) if the Pod does not become Ready.
+func (d *Driver) adoptStarting(ctx context.Context, id, name string) (*corev1.Pod, error) {
+	wctx, cancel := context.WithTimeout(ctx, adoptWait)
+	defer cancel()
+	pod, err := d.waitReady(wctx, name)
+	if err == nil {
+		return pod, nil
+	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	d.log.Warn("deleting a pod that did not become ready", "compute", id, "pod", name, "err", err)
+	if _, err := d.deletePod(ctx, name); err != nil {
+		return nil, err
+	}
+	return nil, nil
+}
+
+// monitor watches the driver's Pods until ctx ends, and reports the loss of
+// an active compute's Pod to the exit handler.
+func (d *Driver) monitor(ctx context.Context) {
+	defer close(d.done)
+	factory := informers.NewSharedInformerFactoryWithOptions(d.cli, 0,
+		informers.WithNamespace(d.opts.Namespace),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = managedSelector }))
+	inf := factory.Core().V1().Pods().Informer()
+	_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		UpdateFunc: func(oldObj, newObj any) {
+			old, _ := oldObj.(*corev1.Pod)
+			pod, _ := newObj.(*corev1.Pod)
+			if old != nil && pod != nil {
+				d.observe(old, pod, false)
+			}
+		},
+		DeleteFunc: func(obj any) {
+			if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = tomb.Obj
+			}
+			if pod, ok := obj.(*corev1.Pod); ok {
+				d.observe(pod, pod, true)
+			}
+		},
+	})
+	if err != nil {
+		d.log.Error("cannot watch pods: crashes will go unnoticed", "err", err)
+		return
+	}
+	factory.Start(ctx.Done())
+	<-ctx.Done()
+	factory.Shutdown()
+}
+
+// observe looks at one change of a Pod. A Pod that an active compute runs on
+// and that is deleted, starts terminating or terminates was lost: its
+// compute is reported once. A container restart (kubelet restarted a
+// crashed mariadbd in place, on the same IP) is only logged.
+func (d *Driver) observe(old, pod *corev1.Pod, deleted bool) {
+	id := pod.Labels[ComputeLabel]
+	var lost error
+	switch {
+	case deleted:
+		lost = fmt.Errorf("pod %s was deleted", pod.Name)
+	case pod.DeletionTimestamp != nil:
+		lost = fmt.Errorf("pod %s is being deleted by someone else than serverlessd", pod.Name)
+	case terminal(pod):
+		lost = fmt.Errorf("pod %s is %s: %s %s", pod.Name, pod.Status.Phase, pod.Status.Reason, pod.Status.Message)
+	default:
+		if n, was := restarts(pod), restarts(old); n > was && d.isActive(id, pod) {
+			d.log.Warn("mariadbd restarted in its pod", "compute", id, "pod", pod.Name, "restarts", n)
+			d.event(pod.Name, corev1.EventTypeWarning, "BackendRestarted", "mariadbd in pod %s restarted (%d restarts)", pod.Name, n)
+		}
+		return
+	}
+	d.mu.Lock()
+	uid, ok := d.active[id]
+	fn := d.onExit
+	if ok && uid == pod.UID {
+		delete(d.active, id)
+	}
+	d.mu.Unlock()
+	if !ok || uid != pod.UID {
+		return
+	}
+	d.log.Error("compute lost its pod", "compute", id, "pod", pod.Name, "err", lost)
+	d.event(pod.Name, corev1.EventTypeWarning, "BackendLost", "%v; the next connection starts a new pod", lost)
+	if fn != nil {
+		go fn(id, lost)
+	}
+}
+
+// isActive reports whether pod is the active Pod of compute id.
+func (d *Driver) isActive(id string, pod *corev1.Pod) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	uid, ok := d.active[id]
+	return ok && uid == pod.UID
+}
+
+func restarts(pod *corev1.Pod) int32 {
+	var n int32
+	for _, cs := range pod.Status.ContainerStatuses {
+		n += cs.RestartCount
+	}
+	return n
+}

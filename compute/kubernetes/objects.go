@@ -1,0 +1,277 @@
+package kubernetes
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"regexp"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/serverlessd/serverlessd/store"
+)
+
+// Labels on every object the driver creates. Running and the crash monitor
+// select Pods by ManagedByLabel; the id labels let an operator find a
+// project's objects with kubectl.
+const (
+	ManagedByLabel = "app.kubernetes.io/managed-by"
+	ManagedByValue = "serverlessd"
+	ComputeLabel   = "serverlessd.io/compute-id"
+	ProjectLabel   = "serverlessd.io/project-id"
+)
+
+// Secret keys.
+const (
+	keyAdminPassword = "admin-password"
+	keyRootPassword  = "root-password"
+	keyInitSQL       = "init.sql"
+)
+
+const (
+	// AdminUser is the daemon's account in every compute, 'serverlessd_admin'@'%'.
+	// It must be reachable over TCP from the daemon's Pod, hence the '%'
+	// host. Role names starting with "serverlessd" are reserved
+	// (compute.ValidateRoleName), so no user can create or log in as it, and
+	// the manager's role sync never drops it.
+	AdminUser = "serverlessd_admin"
+	// MySQLPort is where mariadbd listens in the Pod.
+	MySQLPort     = 3306
+	containerName = "mariadb"
+	dataVolume    = "data"
+	initVolume    = "init"
+	dataMountPath = "/var/lib/mysql"
+	// initMountPath is where the official image runs *.sql files once, when
+	// it initializes an empty datadir.
+	initMountPath = "/docker-entrypoint-initdb.d"
+	// mysqlUID is the mysql user of the official image; running as it (and
+	// not as root, then gosu) lets the Pod pass the "restricted" Pod
+	// Security Standard.
+	mysqlUID = 999
+	// minBufferPool keeps InnoDB usable on tiny computes.
+	minBufferPool = 32 << 20
+)
+
+// validID keeps compute ids to what store.NewID makes, so that the derived
+// object names are valid DNS labels and label values.
+var validID = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,40}$`)
+
+// objectName is the name of a compute's Pod, PVC and Secret: one name, so
+// `kubectl get pod,pvc,secret serverlessd-cmp-...` shows all three.
+func objectName(computeID string) (string, error) {
+	if !validID.MatchString(computeID) {
+		return "", fmt.Errorf("kubernetes driver: invalid compute id %q", computeID)
+	}
+	return "serverlessd-" + strings.ReplaceAll(computeID, "_", "-"), nil
+}
+
+// labelsFor are the labels of every object of compute c.
+func labelsFor(c *store.Compute) map[string]string {
+	l := map[string]string{
+		ManagedByLabel:           ManagedByValue,
+		"app.kubernetes.io/name": "mariadb",
+		ComputeLabel:             c.ID,
+	}
+	if c.ProjectID != "" {
+		l[ProjectLabel] = c.ProjectID
+	}
+	return l
+}
+
+// newPassword returns 32 random URL-safe characters (192 bits).
+func newPassword() string {
+	b := make([]byte, 24)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// secretFor builds the compute's Secret: the admin and root passwords, and
+// the init script that gives the admin account its privileges. The image's
+// entrypoint creates the account from MARIADB_USER/MARIADB_PASSWORD but
+// grants it nothing outside MARIADB_DATABASE, so the script adds the grant.
+func secretFor(c *store.Compute, name, namespace string) *corev1.Secret {
+	immutable := true
+	initSQL := fmt.Sprintf("-- serverlessd: the daemon's admin account manages roles.\n"+
+		"GRANT ALL PRIVILEGES ON *.* TO '%s'@'%%' WITH GRANT OPTION;\n", AdminUser)
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: labelsFor(c)},
+		Type:       corev1.SecretTypeOpaque,
+		// Immutable: the passwords never change, and kubelets need not
+		// watch it.
+		Immutable: &immutable,
+		Data: map[string][]byte{
+			keyAdminPassword: []byte(newPassword()),
+			keyRootPassword:  []byte(newPassword()),
+			keyInitSQL:       []byte(initSQL),
+		},
+	}
+}
+
+// pvcFor builds the compute's data volume claim.
+func (d *Driver) pvcFor(c *store.Compute, name string) (*corev1.PersistentVolumeClaim, error) {
+	size := c.Spec.Storage
+	if size == "" {
+		size = d.opts.StorageSize
+	}
+	q, err := resource.ParseQuantity(size)
+	if err != nil {
+		return nil, fmt.Errorf("compute %s: storage %q: %w", c.ID, size, err)
+	}
+	pvc := &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: d.opts.Namespace, Labels: labelsFor(c)},
+		Spec: corev1.PersistentVolumeClaimSpec{
+			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			Resources: corev1.VolumeResourceRequirements{
+				Requests: corev1.ResourceList{corev1.ResourceStorage: q},
+			},
+		},
+	}
+	if d.opts.StorageClass != "" {
+		sc := d.opts.StorageClass
+		pvc.Spec.StorageClassName = &sc
+	}
+	return pvc, nil
+}
+
+// resourcesFor returns the compute's CPU and memory (spec, else the
+// driver's defaults) and the InnoDB buffer pool that fits the memory.
+func (d *Driver) resourcesFor(c *store.Compute) (corev1.ResourceList, int64, error) {
+	cpu, mem := c.Spec.Resources.CPU, c.Spec.Resources.Memory
+	if cpu == "" {
+		cpu = d.opts.CPU
+	}
+	if mem == "" {
+		mem = d.opts.Memory
+	}
+	cq, err := resource.ParseQuantity(cpu)
+	if err != nil {
+		return nil, 0, fmt.Errorf("compute %s: cpu %q: %w", c.ID, cpu, err)
+	}
+	mq, err := resource.ParseQuantity(mem)
+	if err != nil {
+		return nil, 0, fmt.Errorf("compute %s: memory %q: %w", c.ID, mem, err)
+	}
+	// Half the memory for the buffer pool leaves room for per-connection
+	// buffers and the rest of mariadbd under the memory limit (an OOM kill
+	// is a crash).
+	pool := max(mq.Value()/2/(1<<20)*(1<<20), minBufferPool)
+	return corev1.ResourceList{corev1.ResourceCPU: cq, corev1.ResourceMemory: mq}, pool, nil
+}
+
+// podFor builds the compute's Pod.
+func (d *Driver) podFor(c *store.Compute, name string) (*corev1.Pod, error) {
+	res, pool, err := d.resourcesFor(c)
+	if err != nil {
+		return nil, err
+	}
+	image := c.Spec.Image
+	if image == "" {
+		image = d.opts.Image
+	}
+	grace := int64(d.opts.StopTimeout.Seconds())
+	no := false
+	uid, fsChange := int64(mysqlUID), corev1.FSGroupChangeOnRootMismatch
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: d.opts.Namespace, Labels: labelsFor(c)},
+		Spec: corev1.PodSpec{
+			// Always: kubelet restarts a crashed mariadbd in place, and
+			// the Pod keeps its IP, so the address in the store stays right.
+			RestartPolicy: corev1.RestartPolicyAlways,
+			// mariadbd needs this long to flush InnoDB on SIGTERM; past it
+			// kubelet kills it (crash recovery at the next start).
+			TerminationGracePeriodSeconds: &grace,
+			// The database never talks to the API server, and service
+			// environment variables only slow the start.
+			AutomountServiceAccountToken: &no,
+			EnableServiceLinks:           &no,
+			NodeSelector:                 d.opts.NodeSelector,
+			Tolerations:                  d.opts.Tolerations,
+			SecurityContext: &corev1.PodSecurityContext{
+				RunAsNonRoot: ptr(true), RunAsUser: &uid, RunAsGroup: &uid, FSGroup: &uid,
+				// A resume must not wait on a recursive chown of the volume.
+				FSGroupChangePolicy: &fsChange,
+				SeccompProfile:      &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+			},
+			Containers: []corev1.Container{d.containerFor(name, image, res, pool)},
+			Volumes: []corev1.Volume{
+				{Name: dataVolume, VolumeSource: corev1.VolumeSource{
+					PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: name},
+				}},
+				{Name: initVolume, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+					SecretName:  name,
+					Items:       []corev1.KeyToPath{{Key: keyInitSQL, Path: "serverlessd-admin.sql"}},
+					DefaultMode: ptr(int32(0o440)),
+				}}},
+			},
+		},
+	}
+	return pod, nil
+}
+
+// containerFor builds the mariadb container. Its environment is what the
+// official image's entrypoint reads when it initializes an empty datadir.
+func (d *Driver) containerFor(secret, image string, res corev1.ResourceList, pool int64) corev1.Container {
+	fromSecret := func(key string) *corev1.EnvVarSource {
+		return &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+			LocalObjectReference: corev1.LocalObjectReference{Name: secret}, Key: key,
+		}}
+	}
+	return corev1.Container{
+		Name:            containerName,
+		Image:           image,
+		ImagePullPolicy: corev1.PullIfNotPresent,
+		Args: []string{
+			fmt.Sprintf("--innodb-buffer-pool-size=%d", pool),
+			// Users are '%' accounts: reverse DNS of each client would only
+			// add latency to every login.
+			"--skip-name-resolve",
+			// The readiness probe and the driver's check connect without
+			// logging in, which the host cache counts as connect errors: past
+			// max_connect_errors it would block the node's or the daemon's
+			// IP. With no host cache nothing is ever blocked (the proxy
+			// rate-limits logins in front).
+			"--host-cache-size=0",
+		},
+		Ports: []corev1.ContainerPort{{Name: "mysql", ContainerPort: MySQLPort, Protocol: corev1.ProtocolTCP}},
+		Env: []corev1.EnvVar{
+			{Name: "MARIADB_ROOT_PASSWORD", ValueFrom: fromSecret(keyRootPassword)},
+			// root only from inside the Pod: users get their own "root"
+			// role as 'root'@'%', made by the daemon.
+			{Name: "MARIADB_ROOT_HOST", Value: "localhost"},
+			{Name: "MARIADB_USER", Value: AdminUser},
+			{Name: "MARIADB_PASSWORD", ValueFrom: fromSecret(keyAdminPassword)},
+			// Loading time zones takes seconds of the first start.
+			{Name: "MARIADB_INITDB_SKIP_TZINFO", Value: "1"},
+			// A newer pinned image upgrades the system tables by itself.
+			{Name: "MARIADB_AUTO_UPGRADE", Value: "1"},
+		},
+		// Requests equal limits: the Guaranteed QoS class is the last to be
+		// evicted under node pressure.
+		Resources: corev1.ResourceRequirements{Requests: res, Limits: res},
+		VolumeMounts: []corev1.VolumeMount{
+			{Name: dataVolume, MountPath: dataMountPath},
+			{Name: initVolume, MountPath: initMountPath, ReadOnly: true},
+		},
+		// mariadbd opens its port only once InnoDB has recovered and the
+		// entrypoint's init is done, so a TCP check is a true readiness
+		// test, and costs kubelet no exec. A 1 s period bounds the wait a
+		// resume adds after mariadbd listens.
+		ReadinessProbe: &corev1.Probe{
+			ProbeHandler:     corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(MySQLPort)}},
+			PeriodSeconds:    1,
+			TimeoutSeconds:   1,
+			SuccessThreshold: 1,
+			FailureThreshold: 3,
+		},
+		SecurityContext: &corev1.SecurityContext{
+			AllowPrivilegeEscalation: ptr(false),
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		},
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -1,0 +1,209 @@
+package kubernetes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/tools/cache"
+	watchtools "k8s.io/client-go/tools/watch"
+)
+
+// fatalWaiting are container waiting reasons that no amount of waiting
+// fixes: a resume fails at once with the reason instead of at its timeout.
+var fatalWaiting = map[string]bool{
+	"InvalidImageName":           true,
+	"ErrImageNeverPull":          true,
+	"CreateContainerConfigError": true,
+	"CreateContainerError":       true,
+	"CrashLoopBackOff":           true,
+}
+
+// podListWatch lists and watches the one Pod called name.
+func (d *Driver) podListWatch(name string) cache.ListerWatcher {
+	pods := d.cli.CoreV1().Pods(d.opts.Namespace)
+	sel := fields.OneTermEqualSelector("metadata.name", name).String()
+	// The wrapper carries over whether the client can stream lists
+	// (WatchList): a real API server can, the fake clientset cannot.
+	return cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.FieldSelector = sel
+			return pods.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = sel
+			return pods.Watch(ctx, o)
+		},
+	}, d.cli)
+}
+
+// waitPod waits with a watch (resumed across disconnects by UntilWithSync)
+// until check reports done for the Pod called name; check gets nil once the
+// Pod does not exist.
+func (d *Driver) waitPod(ctx context.Context, name string, check func(*corev1.Pod) (bool, error)) error {
+	key := d.opts.Namespace + "/" + name
+	pre := func(s cache.Store) (bool, error) {
+		obj, ok, err := s.GetByKey(key)
+		if err != nil {
+			return false, err
+		}
+		if !ok {
+			return check(nil)
+		}
+		return check(obj.(*corev1.Pod))
+	}
+	cond := func(ev watch.Event) (bool, error) {
+		pod, ok := ev.Object.(*corev1.Pod)
+		if !ok || pod.Name != name {
+			return false, nil
+		}
+		if ev.Type == watch.Deleted {
+			return check(nil)
+		}
+		return check(pod)
+	}
+	_, err := watchtools.UntilWithSync(ctx, d.podListWatch(name), &corev1.Pod{}, pre, cond)
+	return err
+}
+
+// waitReady waits until the Pod is Ready with an IP, failing early when it
+// is deleted, terminates or shows a fatal waiting reason.
+func (d *Driver) waitReady(ctx context.Context, name string) (*corev1.Pod, error) {
+	var ready, last *corev1.Pod
+	err := d.waitPod(ctx, name, func(pod *corev1.Pod) (bool, error) {
+		if pod == nil {
+			return false, errPodGone
+		}
+		last = pod
+		if err := podFailure(pod); err != nil {
+			return false, err
+		}
+		if isReady(pod) {
+			ready = pod
+			return true, nil
+		}
+		return false, nil
+	})
+	if err != nil && ctx.Err() != nil {
+		// UntilWithSync reports a timeout of its own: keep the context's
+		// error for errors.Is, and say what the Pod was waiting on.
+		return nil, fmt.Errorf("pod %s not ready (%s): %w", name, describe(last), ctx.Err())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pod %s: %w", name, err)
+	}
+	return ready, nil
+}
+
+// waitGone waits until the Pod no longer exists.
+func (d *Driver) waitGone(ctx context.Context, name string) error {
+	err := d.waitPod(ctx, name, func(pod *corev1.Pod) (bool, error) { return pod == nil, nil })
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("wait for pod %s to terminate: %w", name, ctx.Err())
+	}
+	if err != nil {
+		return fmt.Errorf("wait for pod %s to terminate: %w", name, err)
+	}
+	return nil
+}
+
+// isReady reports whether the Pod is Ready and has an IP.
+func isReady(pod *corev1.Pod) bool {
+	if pod.Status.PodIP == "" || pod.DeletionTimestamp != nil {
+		return false
+	}
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// podFailure returns why a Pod will not become Ready, or nil while it may.
+func podFailure(pod *corev1.Pod) error {
+	if pod.DeletionTimestamp != nil {
+		return errors.New("pod is being deleted")
+	}
+	if terminal(pod) {
+		return fmt.Errorf("pod %s: %s %s", pod.Status.Phase, pod.Status.Reason, pod.Status.Message)
+	}
+	for _, cs := range pod.Status.ContainerStatuses {
+		if w := cs.State.Waiting; w != nil && fatalWaiting[w.Reason] {
+			return fmt.Errorf("container %s: %s: %s", cs.Name, w.Reason, w.Message)
+		}
+	}
+	return nil
+}
+
+// describe summarizes a Pod's status for an error message.
+func describe(pod *corev1.Pod) string {
+	if pod == nil {
+		return "no pod seen"
+	}
+	s := "phase " + string(pod.Status.Phase)
+	if pod.Spec.NodeName == "" {
+		s += ", not scheduled"
+	}
+	for _, c := range pod.Status.Conditions {
+		if c.Status != corev1.ConditionTrue && c.Reason != "" {
+			s += fmt.Sprintf(", %s: %s %s", c.Type, c.Reason, c.Message)
+		}
+	}
+	for _, cs := range pod.Status.ContainerStatuses {
+		if w := cs.State.Waiting; w != nil {
+			s += fmt.Sprintf(", container %s waiting: %s %s", cs.Name, w.Reason, w.Message)
+		}
+	}
+	return s
+}
+
+// dialMySQL waits until addr answers with a MySQL greeting. Kubelet probes
+// from the node; the daemon's path to the Pod IP (CNI routes, network
+// policies) may differ or lag, and the proxy must not be handed an address
+// it cannot reach. It retries a failed dial a few times a second: there is
+// nothing to watch for here.
+func (d *Driver) dialMySQL(ctx context.Context, addr string) error {
+	ctx, cancel := context.WithTimeout(ctx, d.opts.DialTimeout)
+	defer cancel()
+	var last error
+	for {
+		if last = greeting(ctx, addr); last == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s does not answer: %w", addr, last)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// greeting dials addr and reads the first packet: a handshake (protocol 10)
+// means mariadbd accepts connections; an error packet (0xff: host blocked,
+// too many connections) does not.
+func greeting(ctx context.Context, addr string) error {
+	var dialer net.Dialer
+	conn, err := dialer.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
+	var hdr [5]byte // 3-byte length, sequence id, first payload byte
+	if _, err := io.ReadFull(conn, hdr[:]); err != nil {
+		return fmt.Errorf("read greeting: %w", err)
+	}
+	if hdr[4] != 10 {
+		return fmt.Errorf("unexpected greeting (first byte %#x)", hdr[4])
+	}
+	return nil
+}
