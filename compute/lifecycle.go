@@ -73,8 +73,11 @@ func (m *Manager) start(ctx context.Context, c *store.Compute, reason string) (W
 	from := c.State
 	c.State, c.Error = store.StateResuming, ""
 	if err := m.st.UpdateCompute(ctx, c, from); err != nil {
-		// A lost compare-and-set means another actor moved the compute: it
-		// never drives the driver.
+		// A lost compare-and-set means another actor (another daemon)
+		// moved the compute: it never drives the driver.
+		if errors.Is(err, store.ErrConflict) {
+			return WakeResult{}, fmt.Errorf("start compute %s: %w", c.ID, errLostRace)
+		}
 		return WakeResult{}, fmt.Errorf("start compute %s: %w", c.ID, err)
 	}
 	var addr string

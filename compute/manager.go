@@ -25,6 +25,9 @@ var (
 	ErrDestroying = errors.New("compute is being destroyed")
 	// ErrOtherNode means the compute lives on another node's disk.
 	ErrOtherNode = errors.New("compute belongs to another node")
+
+	// errLostRace means a start lost its compare-and-set to another daemon.
+	errLostRace = fmt.Errorf("another daemon changed the compute first: %w", store.ErrConflict)
 )
 
 // startTimeout bounds one start, independent of the caller that triggered it:
@@ -149,7 +152,11 @@ func (m *Manager) ensureActive(ctx context.Context, computeID, reason string) (W
 			m.setWarm(c)
 			return resultOf(c, false), nil
 		case store.StateSuspended, store.StateFailed, store.StateCreating:
-			return m.start(ctx, c, reason)
+			res, err := m.start(ctx, c, reason)
+			if errors.Is(err, errLostRace) {
+				continue // another daemon is starting it: wait for active
+			}
+			return res, err
 		case store.StateDestroying:
 			return WakeResult{}, fmt.Errorf("compute %s: %w", c.ID, ErrDestroying)
 		default:

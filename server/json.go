@@ -1,12 +1,14 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/serverlessd/serverlessd/compute"
 	"github.com/serverlessd/serverlessd/store"
@@ -58,10 +60,22 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusConflict, "already_exists", err.Error())
 	case errors.Is(err, store.ErrConflict), errors.Is(err, compute.ErrDestroying), errors.Is(err, compute.ErrOtherNode):
 		writeError(w, http.StatusConflict, "conflict", err.Error())
+	case s.storeDown(r):
+		s.log.Warn("request failed: the state store is unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
+		writeError(w, http.StatusServiceUnavailable, "store_unavailable",
+			"the state store is unavailable; retry shortly ("+err.Error()+")")
 	default:
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		writeError(w, http.StatusInternalServerError, "internal", err.Error())
 	}
+}
+
+// storeDown tells an outage of the state store (503: retry) from a failure
+// of the request itself (500). It runs only on the error path.
+func (s *Server) storeDown(r *http.Request) bool {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 2*time.Second)
+	defer cancel()
+	return s.st.Ping(ctx) != nil
 }
 
 // decode reads a JSON body of at most maxBody bytes into v, rejecting
