@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -45,7 +46,27 @@ type daemon struct {
 	api     string // host:port
 	proxy   string // host:port
 	cmd     *exec.Cmd
-	log     *bytes.Buffer
+	log     *syncBuffer
+	exited  chan struct{} // closed when the process has exited
+}
+
+// syncBuffer is a bytes.Buffer safe for the process's writes and the
+// test's reads at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // freePort returns a loopback address that was free a moment ago.
@@ -66,13 +87,14 @@ func startDaemon(t testing.TB, dataDir string, extraEnv ...string) *daemon {
 	if dataDir == "" {
 		dataDir = t.TempDir()
 	}
-	d := &daemon{t: t, dataDir: dataDir, api: freePort(t), proxy: freePort(t), log: &bytes.Buffer{}}
+	d := &daemon{t: t, dataDir: dataDir, api: freePort(t), proxy: freePort(t), log: &syncBuffer{}, exited: make(chan struct{})}
 	d.cmd = exec.Command(binary, "serve", "--data-dir", dataDir, "--api-listen", d.api, "--proxy-listen", d.proxy)
 	d.cmd.Env = append(os.Environ(), extraEnv...)
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	go func() { _ = d.cmd.Wait(); close(d.exited) }()
 	t.Cleanup(func() { d.stop(syscall.SIGTERM) })
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
@@ -83,28 +105,32 @@ func startDaemon(t testing.TB, dataDir string, extraEnv ...string) *daemon {
 				return d
 			}
 		}
-		if d.cmd.ProcessState != nil {
-			break
+		select {
+		case <-d.exited:
+			t.Fatalf("serverlessd exited during start-up; its log:\n%s", d.log)
+		case <-time.After(20 * time.Millisecond):
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
+	// A goroutine dump shows where it is stuck.
+	_ = d.cmd.Process.Signal(syscall.SIGQUIT)
+	time.Sleep(time.Second)
 	t.Fatalf("serverlessd did not become ready; its log:\n%s", d.log)
 	return nil
 }
 
 // stop sends sig and waits for the daemon to exit.
 func (d *daemon) stop(sig syscall.Signal) {
-	if d.cmd.ProcessState != nil {
+	select {
+	case <-d.exited:
 		return
+	default:
 	}
 	_ = d.cmd.Process.Signal(sig)
-	done := make(chan struct{})
-	go func() { _ = d.cmd.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-d.exited:
 	case <-time.After(90 * time.Second):
 		_ = d.cmd.Process.Kill()
-		<-done
+		<-d.exited
 		d.t.Errorf("serverlessd did not exit on %v; its log:\n%s", sig, d.log)
 	}
 }
