@@ -12,7 +12,7 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RUN_PKGS  := mariadb-server mariadb-client
 TEST_PKGS := $(RUN_PKGS) postgresql sysbench haproxy
 
-.PHONY: all build run test test-unit e2e bench deps-run deps-test fmt vet clean
+.PHONY: all build run test e2e bench deps-run deps-test fmt vet clean
 
 all: build
 
@@ -52,6 +52,11 @@ vet:
 # test runs every test. Nothing skips: the tests fail if mariadbd is missing.
 test: deps-test fmt vet build
 	$(GO) test -count=1 -timeout 30m ./...
+
+# e2e drives a built `serverlessd serve` the way a user would: the CLI, the
+# API, the mariadb client, sysbench and the Go driver (make test runs it too).
+e2e: deps-test
+	$(GO) test -count=1 -timeout 20m -v ./e2e
 
 bench: deps-test build
 	$(GO) test -run '^$$' -bench . -benchtime 30x -timeout 30m ./...
