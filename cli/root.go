@@ -49,6 +49,7 @@ func newRoot() *cobra.Command {
 		newCompute(g),
 		newRole(g),
 		newOperations(g),
+		newUsage(g),
 	)
 	return root
 }

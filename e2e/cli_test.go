@@ -82,6 +82,12 @@ func TestCLI(t *testing.T) {
 	if out, err := d.cli("project", "get", "ghost"); err == nil || !strings.Contains(out, "not_found") {
 		t.Fatalf("an unknown project must fail clearly: %v\n%s", err, out)
 	}
+	if out := d.mustCLI("usage"); !strings.Contains(out, "shop") || !strings.Contains(out, "total") {
+		t.Fatalf("usage:\n%s", out)
+	}
+	if out := d.mustCLI("usage", "shop", "--granularity", "day"); !strings.Contains(out, "COMPUTE SECONDS") {
+		t.Fatalf("usage shop:\n%s", out)
+	}
 	d.mustCLI("compute", "destroy", "blog")
 	d.mustCLI("project", "delete", "blog")
 	if out := d.mustCLI("version"); !strings.HasPrefix(out, "serverlessd ") {
