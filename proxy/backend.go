@@ -6,6 +6,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/serverlessd/serverlessd/compute"
 	"github.com/serverlessd/serverlessd/proxy/wire"
 )
@@ -43,12 +44,15 @@ func (ss *session) backendLogin(res compute.WakeResult) ([]byte, error) {
 
 func (ss *session) unreachable(err error) error {
 	msg := fmt.Sprintf("serverlessd: cannot reach the compute of project %q: %s", ss.project, clip(err.Error(), 300))
-	return refuse(CountBackendFailed, wire.ErUnknown, "HY000", msg, err)
+	return refuse(CountBackendFailed, mysql.ER_UNKNOWN_ERROR, msg, err)
 }
 
-// loginExchange runs the backend's connection phase.
+// loginExchange runs the backend's connection phase, framed by go-mysql's
+// packet.Conn (wire.Conn), which reads nothing past the backend's OK: the
+// relay then takes c over as it is.
 func (ss *session) loginExchange(c net.Conn) ([]byte, error) {
-	_, p, err := wire.ReadPacket(c, maxBackendPacket)
+	bc := wire.NewConn(c, maxBackendPacket)
+	p, err := bc.ReadPacket()
 	if err != nil {
 		return nil, ss.unreachable(err)
 	}
@@ -60,26 +64,25 @@ func (ss *session) loginExchange(c net.Conn) ([]byte, error) {
 	plan, err := planBackendCaps(ss.caps, ss.extCaps, ss.resp.Database != "", ss.resp.HasAttrs, g)
 	if err != nil {
 		msg := fmt.Sprintf("serverlessd: the compute of project %q cannot serve this client: %v", ss.project, err)
-		return nil, refuse(CountCapabilityMismatch, wire.ErNotSupportedYet, "42000", msg, err)
+		return nil, refuse(CountCapabilityMismatch, mysql.ER_NOT_SUPPORTED_YET, msg, err)
 	}
 	ss.backendThread, ss.backendCaps, ss.backendNonce = g.ConnID, plan.caps, g.Nonce
 	hr := &wire.HandshakeResponse{
 		Caps: plan.caps, ExtCaps: plan.extCaps, MaxPacket: ss.resp.MaxPacket, Charset: ss.resp.Charset,
 		User: ss.user, AuthResponse: wire.NativeScramble(g.Nonce, ss.stage1), Database: ss.resp.Database,
-		AuthPlugin: wire.PluginNative, Attrs: ss.resp.Attrs,
+		AuthPlugin: mysql.AUTH_NATIVE_PASSWORD, Attrs: ss.resp.Attrs,
 	}
-	seq, err := wire.WritePacket(c, 1, hr.Marshal())
-	if err != nil {
+	if err := bc.WritePacket(hr.Marshal()); err != nil {
 		return nil, ss.unreachable(err)
 	}
-	return ss.loginResult(c, seq)
+	return ss.loginResult(bc)
 }
 
 // loginResult reads the backend's answer, following at most one switch to
 // mysql_native_password with a fresh nonce.
-func (ss *session) loginResult(c net.Conn, seq byte) ([]byte, error) {
+func (ss *session) loginResult(bc *wire.Conn) ([]byte, error) {
 	for switches := 0; ; switches++ {
-		_, p, err := wire.ReadPacket(c, maxBackendPacket)
+		p, err := bc.ReadPacket()
 		if err != nil {
 			return nil, ss.unreachable(err)
 		}
@@ -87,21 +90,21 @@ func (ss *session) loginResult(c net.Conn, seq byte) ([]byte, error) {
 			return nil, ss.backendError(errors.New("empty packet"))
 		}
 		switch p[0] {
-		case wire.OKHeader:
+		case mysql.OK_HEADER:
 			return p, nil
-		case wire.ErrHeader:
+		case mysql.ERR_HEADER:
 			e, err := wire.ParseErr(p)
 			if err != nil {
 				return nil, ss.backendError(err)
 			}
 			return nil, ss.backendError(e)
-		case wire.AuthSwitchHeader:
+		case mysql.EOF_HEADER: // an AuthSwitchRequest
 			plugin, nonce, err := wire.ParseAuthSwitch(p)
-			if err != nil || plugin != wire.PluginNative || len(nonce) < wire.NonceLen || switches > 0 {
+			if err != nil || plugin != mysql.AUTH_NATIVE_PASSWORD || len(nonce) < wire.NonceLen || switches > 0 {
 				return nil, ss.unsupportedPlugin(plugin)
 			}
 			ss.backendNonce = nonce[:wire.NonceLen]
-			if seq, err = wire.WritePacket(c, seq+1, wire.NativeScramble(ss.backendNonce, ss.stage1)); err != nil {
+			if err := bc.WritePacket(wire.NativeScramble(ss.backendNonce, ss.stage1)); err != nil {
 				return nil, ss.unreachable(err)
 			}
 		default:
@@ -114,7 +117,7 @@ func (ss *session) loginResult(c net.Conn, seq byte) ([]byte, error) {
 // error (unknown database, too many connections...); anything else is a
 // protocol failure.
 func (ss *session) backendError(err error) error {
-	var se *wire.ServerError
+	var se *mysql.MyError
 	if errors.As(err, &se) {
 		return &refusal{kind: CountBackendRefused, reply: se, cause: se}
 	}
@@ -124,5 +127,5 @@ func (ss *session) backendError(err error) error {
 func (ss *session) unsupportedPlugin(plugin string) error {
 	msg := fmt.Sprintf("serverlessd: role %q of project %q uses auth plugin %q on its compute; the proxy can only log in with mysql_native_password",
 		ss.user, ss.project, plugin)
-	return refuse(CountBackendFailed, wire.ErNotSupportedAuthMode, "08004", msg, errors.New(msg))
+	return refuse(CountBackendFailed, mysql.ER_NOT_SUPPORTED_AUTH_MODE, msg, errors.New(msg))
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/serverlessd/serverlessd/proxy/wire"
 )
 
@@ -19,14 +20,14 @@ import (
 //   - CLIENT_SSL is added separately: the proxy terminates TLS itself;
 //   - CLIENT_MYSQL (bit 0) mirrors the backend: clear for MariaDB, so that
 //     MariaDB clients send their extended capabilities.
-const notCarryable = wire.ClientMySQL | wire.ClientCompress | wire.ClientZstdCompression |
-	wire.ClientQueryAttributes | wire.ClientOptionalResultsetMetadata | wire.ClientMultiFactorAuth |
-	wire.ClientCapabilityExtension | wire.ClientSSLVerifyServerCert | wire.ClientRememberOptions |
-	wire.ClientSSL
+const notCarryable = wire.ClientMySQL | mysql.CLIENT_COMPRESS | mysql.CLIENT_ZSTD_COMPRESSION_ALGORITHM |
+	mysql.CLIENT_QUERY_ATTRIBUTES | mysql.CLIENT_OPTIONAL_RESULTSET_METADATA | mysql.MULTI_FACTOR_AUTHENTICATION |
+	mysql.CLIENT_CAPABILITY_EXTENSION | mysql.CLIENT_SSL_VERIFY_SERVER_CERT | mysql.CLIENT_REMEMBER_OPTIONS |
+	mysql.CLIENT_SSL
 
 // refused are capabilities a client must not ask for: it would start
 // speaking a protocol the relay cannot read.
-const refused = wire.ClientCompress | wire.ClientZstdCompression | wire.ClientQueryAttributes
+const refused = mysql.CLIENT_COMPRESS | mysql.CLIENT_ZSTD_COMPRESSION_ALGORITHM | mysql.CLIENT_QUERY_ATTRIBUTES
 
 // carryableExtCaps are the MariaDB extended capabilities the proxy passes
 // through. They only change command-phase packets, which the relay copies
@@ -37,12 +38,12 @@ const carryableExtCaps = wire.MariaDBProgress | wire.MariaDBStmtBulkOperations |
 
 // authPhaseCaps only shape the handshake response, which the proxy rebuilds
 // for the backend; the rest of a client's capabilities go through unchanged.
-const authPhaseCaps = wire.ClientSSL | wire.ClientConnectWithDB | wire.ClientConnectAttrs |
-	wire.ClientPluginAuthLenencData | wire.ClientPluginAuth | wire.ClientSecureConnection
+const authPhaseCaps = mysql.CLIENT_SSL | mysql.CLIENT_CONNECT_WITH_DB | mysql.CLIENT_CONNECT_ATTRS |
+	mysql.CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA | mysql.CLIENT_PLUGIN_AUTH | mysql.CLIENT_SECURE_CONNECTION
 
 // advertisedCaps is what the greeting announces for a backend with caps.
 func advertisedCaps(backend uint32) uint32 {
-	return backend&^notCarryable | backend&wire.ClientMySQL | wire.ClientSSL
+	return backend&^notCarryable | backend&wire.ClientMySQL | mysql.CLIENT_SSL
 }
 
 // negotiated returns the client's effective capabilities: what it asked for
@@ -63,15 +64,15 @@ type backendLogin struct {
 // capability that shapes the command phase. A mismatch is refused: the
 // client would otherwise misread the backend's replies.
 func planBackendCaps(client, clientExt uint32, hasDB, hasAttrs bool, g *wire.Greeting) (backendLogin, error) {
-	c := client&^authPhaseCaps | wire.ClientProtocol41 | wire.ClientSecureConnection | wire.ClientPluginAuth
+	c := client&^authPhaseCaps | mysql.CLIENT_PROTOCOL_41 | mysql.CLIENT_SECURE_CONNECTION | mysql.CLIENT_PLUGIN_AUTH
 	if hasDB {
-		c |= wire.ClientConnectWithDB
+		c |= mysql.CLIENT_CONNECT_WITH_DB
 	}
-	if hasAttrs && g.Caps&wire.ClientConnectAttrs != 0 {
-		c |= wire.ClientConnectAttrs // attributes are informational: dropped if unsupported
+	if hasAttrs && g.Caps&mysql.CLIENT_CONNECT_ATTRS != 0 {
+		c |= mysql.CLIENT_CONNECT_ATTRS // attributes are informational: dropped if unsupported
 	}
-	if g.Caps&wire.ClientPluginAuthLenencData != 0 {
-		c |= wire.ClientPluginAuthLenencData
+	if g.Caps&mysql.CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA != 0 {
+		c |= mysql.CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
 	}
 	var missing []string
 	missing = append(missing, wire.CapNames(c&^wire.ClientMySQL&^g.Caps)...)

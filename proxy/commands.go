@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/serverlessd/serverlessd/proxy/wire"
 )
 
@@ -19,10 +20,10 @@ import (
 // backend, which answers "Unknown thread id" by itself. It returns nil when
 // p needs no change.
 func (ss *session) rewriteKill(p []byte) []byte {
-	if p[0] == wire.ComProcessKill {
+	if p[0] == mysql.COM_PROCESS_KILL {
 		id := binary.LittleEndian.Uint32(p[1:])
 		if to, ok := ss.s.mapKill(ss, uint64(id)); ok {
-			out := append([]byte{wire.ComProcessKill}, 0, 0, 0, 0)
+			out := append([]byte{mysql.COM_PROCESS_KILL}, 0, 0, 0, 0)
 			binary.LittleEndian.PutUint32(out[1:], to)
 			ss.logKill(id, to)
 			return out
@@ -39,7 +40,7 @@ func (ss *session) rewriteKill(p []byte) []byte {
 	}
 	ss.logKill(uint32(id), to)
 	q := strings.Join(append(words, strconv.FormatUint(uint64(to), 10)), " ")
-	return append([]byte{wire.ComQuery}, q...)
+	return append([]byte{mysql.COM_QUERY}, q...)
 }
 
 func (ss *session) logKill(from, to uint32) {
@@ -104,12 +105,12 @@ func (s *Server) mapKill(killer *session, id uint64) (uint32, bool) {
 func (ss *session) changeUser(cr *clientReader, p []byte) error {
 	cu, err := wire.ParseChangeUser(p, ss.caps)
 	if err != nil {
-		return ss.replyClient(cr, &wire.ServerError{Code: wire.ErHandshake, State: "08S01", Message: "Bad handshake"}, true)
+		return ss.replyClient(cr, mysql.NewError(mysql.ER_HANDSHAKE_ERROR, "Bad handshake"), true)
 	}
-	if cu.HasPlugin && cu.AuthPlugin != "" && cu.AuthPlugin != wire.PluginNative {
+	if cu.HasPlugin && cu.AuthPlugin != "" && cu.AuthPlugin != mysql.AUTH_NATIVE_PASSWORD {
 		ss.s.counters.inc(CountChangeUserRefused)
-		return ss.replyClient(cr, &wire.ServerError{Code: wire.ErNotSupportedAuthMode, State: "08004",
-			Message: "serverlessd: COM_CHANGE_USER needs mysql_native_password, not " + cu.AuthPlugin}, false)
+		return ss.replyClient(cr, mysql.NewError(mysql.ER_NOT_SUPPORTED_AUTH_MODE,
+			"serverlessd: COM_CHANGE_USER needs mysql_native_password, not "+cu.AuthPlugin), false)
 	}
 	project, user := ss.route(cu.User)
 	ctx, cancel := context.WithTimeout(ss.s.baseCtx, ss.s.cfg.HandshakeTimeout)
@@ -128,7 +129,7 @@ func (ss *session) changeUser(cr *clientReader, p []byte) error {
 	ss.stage1, ss.user = stage1, user
 	cu.User = user
 	cu.AuthResponse = wire.NativeScramble(ss.backendNonce, stage1)
-	cu.AuthPlugin = wire.PluginNative
+	cu.AuthPlugin = mysql.AUTH_NATIVE_PASSWORD
 	ss.s.counters.inc(CountChangeUser)
 	ss.log.Info("change user", "project", ss.project, "user", user)
 	cr.writePacket(0, cu.Marshal(ss.backendCaps))
@@ -137,8 +138,8 @@ func (ss *session) changeUser(cr *clientReader, p []byte) error {
 
 // replyClient answers a command directly. The backend is idle (it has not
 // seen the command), so nothing else writes to the client meanwhile.
-func (ss *session) replyClient(cr *clientReader, e *wire.ServerError, fatal bool) error {
-	if _, err := wire.WritePacket(ss.conn, 1, e.Payload()); err != nil {
+func (ss *session) replyClient(cr *clientReader, e *mysql.MyError, fatal bool) error {
+	if _, err := wire.WritePacket(ss.conn, 1, wire.ErrPayload(e)); err != nil {
 		return err
 	}
 	if fatal {

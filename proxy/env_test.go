@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/serverlessd/serverlessd/compute"
-	"github.com/serverlessd/serverlessd/proxy/wire"
 )
 
 // The shared backend, started once on first use (so fuzz workers that
@@ -97,7 +97,7 @@ func (d *testDir) addProject(name, id string, roles map[string]string) {
 	for r, pw := range roles {
 		h := ""
 		if pw != "" {
-			h = wire.NativeHash(pw)
+			h = mysql.EncodePasswordHex(mysql.NativePasswordHash([]byte(pw)))
 		}
 		d.roles[id][r] = h
 	}

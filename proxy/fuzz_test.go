@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/serverlessd/serverlessd/compute"
 	"github.com/serverlessd/serverlessd/proxy/wire"
 )
@@ -18,10 +19,10 @@ import (
 // needs a reply made with the session's random nonce. The seed corpus is
 // under testdata/fuzz/FuzzClientHandshake (real mariadb CLI packets).
 func FuzzClientHandshake(f *testing.F) {
-	native := (&wire.HandshakeResponse{Caps: rawCaps | wire.ClientConnectWithDB, User: "shop.u",
-		AuthResponse: bytes.Repeat([]byte{1}, 20), Database: "app", AuthPlugin: wire.PluginNative}).Marshal()
+	native := (&wire.HandshakeResponse{Caps: rawCaps | mysql.CLIENT_CONNECT_WITH_DB, User: "shop.u",
+		AuthResponse: bytes.Repeat([]byte{1}, 20), Database: "app", AuthPlugin: mysql.AUTH_NATIVE_PASSWORD}).Marshal()
 	sha2 := (&wire.HandshakeResponse{Caps: rawCaps, User: "shop.u", AuthResponse: bytes.Repeat([]byte{2}, 32),
-		AuthPlugin: wire.PluginCachingSha2}).Marshal()
+		AuthPlugin: mysql.AUTH_CACHING_SHA2_PASSWORD}).Marshal()
 	other := (&wire.HandshakeResponse{Caps: rawCaps, User: "shop.u", AuthPlugin: "dialog"}).Marshal()
 	f.Add(native, []byte(nil))
 	f.Add(sha2, frame(3, []byte{wire.CachingSha2RequestPubKey}))

@@ -8,11 +8,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/serverlessd/serverlessd/proxy/wire"
 )
-
-// statusAutocommit is the status flag MariaDB greets with.
-const statusAutocommit = 0x0002
 
 // clientHandshake greets the client, upgrades to TLS on request, reads its
 // login and authenticates it against the Directory. It touches no compute.
@@ -29,11 +27,11 @@ func (ss *session) clientHandshake() error {
 	}
 	ss.resp = resp
 	if resp.Caps&refused != 0 {
-		return refuse(CountCapabilityMismatch, wire.ErNotSupportedYet, "42000",
+		return refuse(CountCapabilityMismatch, mysql.ER_NOT_SUPPORTED_YET,
 			"serverlessd does not support "+strings.Join(wire.CapNames(resp.Caps&refused), ", "), nil)
 	}
 	if ss.s.cfg.RequireTLS && !ss.tls {
-		return refuse(CountTLSRequired, wire.ErSecureTransportRequired, "HY000",
+		return refuse(CountTLSRequired, wire.ErSecureTransportRequired,
 			"Connections using insecure transport are prohibited: this server requires TLS (connect with --ssl)", nil)
 	}
 	ss.caps = negotiated(resp.Caps, ss.advCap)
@@ -46,7 +44,7 @@ func (ss *session) greet() error {
 	g := &wire.Greeting{
 		ServerVersion: p.version, ConnID: ss.id, Nonce: ss.nonce,
 		Caps: advertisedCaps(p.caps), ExtCaps: p.extCaps & carryableExtCaps,
-		Charset: p.charset, Status: statusAutocommit, AuthPlugin: wire.PluginNative,
+		Charset: p.charset, Status: mysql.SERVER_STATUS_AUTOCOMMIT, AuthPlugin: mysql.AUTH_NATIVE_PASSWORD,
 	}
 	ss.advCap, ss.advExt = g.Caps, g.ExtCaps
 	_, err := wire.WritePacket(ss.conn, 0, g.Marshal())
@@ -159,7 +157,7 @@ func (ss *session) lookup(ctx context.Context, project, user string) (stage2 []b
 	return stage2, projectID, nil
 }
 
-func (ss *session) accessDenied(user string, usedPassword bool) *wire.ServerError {
+func (ss *session) accessDenied(user string, usedPassword bool) *mysql.MyError {
 	yes := "NO"
 	if usedPassword {
 		yes = "YES"
@@ -168,8 +166,8 @@ func (ss *session) accessDenied(user string, usedPassword bool) *wire.ServerErro
 	if err != nil {
 		host = "unknown"
 	}
-	return &wire.ServerError{Code: wire.ErAccessDenied, State: "28000",
-		Message: fmt.Sprintf("Access denied for user '%s'@'%s' (using password: %s)", clip(user, 64), host, yes)}
+	return mysql.NewError(mysql.ER_ACCESS_DENIED_ERROR,
+		fmt.Sprintf("Access denied for user '%s'@'%s' (using password: %s)", clip(user, 64), host, yes))
 }
 
 // exchange runs the client's auth plugin and returns the candidate stage1
@@ -177,12 +175,12 @@ func (ss *session) accessDenied(user string, usedPassword bool) *wire.ServerErro
 func (ss *session) exchange(resp *wire.HandshakeResponse, stage2 []byte) (stage1 []byte, usedPassword bool, err error) {
 	reply := resp.AuthResponse
 	switch {
-	case resp.Caps&wire.ClientPluginAuth == 0, resp.AuthPlugin == wire.PluginNative, resp.AuthPlugin == "":
-	case resp.AuthPlugin == wire.PluginCachingSha2:
+	case resp.Caps&mysql.CLIENT_PLUGIN_AUTH == 0, resp.AuthPlugin == mysql.AUTH_NATIVE_PASSWORD, resp.AuthPlugin == "":
+	case resp.AuthPlugin == mysql.AUTH_CACHING_SHA2_PASSWORD:
 		return ss.sha2FullAuth()
 	default:
 		// Any other plugin: ask for mysql_native_password with the same nonce.
-		if err := ss.writePacket(wire.AuthSwitchPayload(wire.PluginNative, ss.nonce)); err != nil {
+		if err := ss.writePacket(wire.AuthSwitchPayload(mysql.AUTH_NATIVE_PASSWORD, ss.nonce)); err != nil {
 			return nil, false, err
 		}
 		if reply, err = ss.readPacket(); err != nil {
@@ -200,7 +198,8 @@ func (ss *session) exchange(resp *wire.HandshakeResponse, stage2 []byte) (stage1
 // it with our RSA key (asking for the key first unless it has it pinned).
 // The proxy has no SHA-256 cache to offer, so there is no fast path.
 func (ss *session) sha2FullAuth() (stage1 []byte, usedPassword bool, err error) {
-	if err := ss.writePacket([]byte{wire.AuthMoreHeader, wire.CachingSha2PerformFullAuth}); err != nil {
+	// MORE_DATE_HEADER is go-mysql's name for the AuthMoreData byte (0x01).
+	if err := ss.writePacket([]byte{mysql.MORE_DATE_HEADER, mysql.CACHE_SHA2_FULL_AUTH}); err != nil {
 		return nil, false, err
 	}
 	p, err := ss.readPacket()
@@ -213,7 +212,7 @@ func (ss *session) sha2FullAuth() (stage1 []byte, usedPassword bool, err error) 
 		pw = wire.TrimNUL(p)
 	default:
 		if len(p) == 1 && p[0] == wire.CachingSha2RequestPubKey {
-			if err := ss.writePacket(append([]byte{wire.AuthMoreHeader}, ss.s.rsaPub...)); err != nil {
+			if err := ss.writePacket(append([]byte{mysql.MORE_DATE_HEADER}, ss.s.rsaPub...)); err != nil {
 				return nil, false, err
 			}
 			if p, err = ss.readPacket(); err != nil {

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -12,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/serverlessd/serverlessd/proxy/wire"
 )
 
@@ -28,8 +28,8 @@ type rawClient struct {
 
 // rawCaps is a plain 4.1 client without DEPRECATE_EOF, so result sets end
 // with EOF packets that read() can find.
-const rawCaps = wire.ClientProtocol41 | wire.ClientSecureConnection | wire.ClientPluginAuth |
-	wire.ClientPluginAuthLenencData | wire.ClientLongFlag | wire.ClientTransactions | wire.ClientMultiResults
+const rawCaps = mysql.CLIENT_PROTOCOL_41 | mysql.CLIENT_SECURE_CONNECTION | mysql.CLIENT_PLUGIN_AUTH |
+	mysql.CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA | mysql.CLIENT_LONG_FLAG | mysql.CLIENT_TRANSACTIONS | mysql.CLIENT_MULTI_RESULTS
 
 func dialRaw(t testing.TB, addr string) *rawClient {
 	t.Helper()
@@ -73,7 +73,7 @@ func (rc *rawClient) write(p []byte) {
 // startTLS sends an SSLRequest and upgrades.
 func (rc *rawClient) startTLS(serverName string) {
 	rc.t.Helper()
-	rc.caps |= wire.ClientSSL
+	rc.caps |= mysql.CLIENT_SSL
 	rc.write((&wire.HandshakeResponse{Caps: rc.caps | rawCaps, Charset: 45, SSLRequest: true}).Marshal())
 	tc := tls.Client(rc.conn, &tls.Config{InsecureSkipVerify: true, ServerName: serverName})
 	if err := tc.Handshake(); err != nil {
@@ -90,31 +90,17 @@ func (rc *rawClient) login(user, plugin string, auth []byte, extraCaps uint32) {
 
 // loginNative logs in with mysql_native_password and returns the reply.
 func (rc *rawClient) loginNative(user, pw string) []byte {
-	rc.login(user, wire.PluginNative, wire.NativeScramble(rc.greet.Nonce, wire.Stage1([]byte(pw))), 0)
+	rc.login(user, mysql.AUTH_NATIVE_PASSWORD, mysql.CalcNativePassword(rc.greet.Nonce, []byte(pw)), 0)
 	return rc.read()
-}
-
-// sha2Scramble is what a MySQL 8 client sends first for caching_sha2_password.
-func sha2Scramble(pw string, nonce []byte) []byte {
-	h1 := sha256.Sum256([]byte(pw))
-	h2 := sha256.Sum256(h1[:])
-	h := sha256.New()
-	h.Write(h2[:])
-	h.Write(nonce)
-	h3 := h.Sum(nil)
-	for i := range h3 {
-		h3[i] ^= h1[i]
-	}
-	return h3
 }
 
 // loginSha2 plays a MySQL 8.4 client: caching_sha2_password, then full
 // authentication with cleartext over TLS or the RSA exchange.
 func (rc *rawClient) loginSha2(user, pw string, pinned *rsa.PublicKey) []byte {
 	rc.t.Helper()
-	rc.login(user, wire.PluginCachingSha2, sha2Scramble(pw, rc.greet.Nonce), 0)
+	rc.login(user, mysql.AUTH_CACHING_SHA2_PASSWORD, mysql.CalcCachingSha2Password(rc.greet.Nonce, []byte(pw)), 0)
 	p := rc.read()
-	if len(p) != 2 || p[0] != wire.AuthMoreHeader || p[1] != wire.CachingSha2PerformFullAuth {
+	if len(p) != 2 || p[0] != mysql.MORE_DATE_HEADER || p[1] != mysql.CACHE_SHA2_FULL_AUTH {
 		return p
 	}
 	if _, ok := rc.conn.(*tls.Conn); ok {
@@ -135,7 +121,7 @@ func (rc *rawClient) loginSha2(user, pw string, pinned *rsa.PublicKey) []byte {
 		}
 		pub = k.(*rsa.PublicKey)
 	}
-	enc, err := wire.EncryptSha2Password(pub, rc.greet.Nonce, []byte(pw))
+	enc, err := mysql.EncryptPassword(pw, rc.greet.Nonce, pub)
 	if err != nil {
 		rc.t.Fatal(err)
 	}
@@ -147,7 +133,7 @@ func (rc *rawClient) loginSha2(user, pw string, pinned *rsa.PublicKey) []byte {
 // server's error.
 func (rc *rawClient) query(q string) ([]string, error) {
 	rc.seq = 0
-	rc.write(append([]byte{wire.ComQuery}, q...))
+	rc.write(append([]byte{mysql.COM_QUERY}, q...))
 	return rc.result()
 }
 
@@ -155,9 +141,9 @@ func (rc *rawClient) query(q string) ([]string, error) {
 func (rc *rawClient) result() ([]string, error) {
 	p := rc.read()
 	switch p[0] {
-	case wire.OKHeader:
+	case mysql.OK_HEADER:
 		return nil, nil
-	case wire.ErrHeader:
+	case mysql.ERR_HEADER:
 		e, _ := wire.ParseErr(p)
 		return nil, e
 	}
@@ -172,7 +158,7 @@ func (rc *rawClient) result() ([]string, error) {
 		switch {
 		case p[0] == 0xfe && len(p) < 9:
 			return rows, nil
-		case p[0] == wire.ErrHeader:
+		case p[0] == mysql.ERR_HEADER:
 			e, _ := wire.ParseErr(p)
 			return rows, e
 		}
@@ -194,7 +180,7 @@ func firstColumn(p []byte) string {
 // expectOK fails unless p is an OK packet.
 func expectOK(t testing.TB, p []byte) {
 	t.Helper()
-	if len(p) == 0 || p[0] != wire.OKHeader {
+	if len(p) == 0 || p[0] != mysql.OK_HEADER {
 		if e, err := wire.ParseErr(p); err == nil {
 			t.Fatalf("want OK, got %v", e)
 		}
@@ -203,7 +189,7 @@ func expectOK(t testing.TB, p []byte) {
 }
 
 // expectErr fails unless p is an ERR packet with code.
-func expectErr(t testing.TB, p []byte, code uint16) *wire.ServerError {
+func expectErr(t testing.TB, p []byte, code uint16) *mysql.MyError {
 	t.Helper()
 	e, err := wire.ParseErr(p)
 	if err != nil {
@@ -216,7 +202,7 @@ func expectErr(t testing.TB, p []byte, code uint16) *wire.ServerError {
 }
 
 func errCode(err error) uint16 {
-	var se *wire.ServerError
+	var se *mysql.MyError
 	if errors.As(err, &se) {
 		return se.Code
 	}

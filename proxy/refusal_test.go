@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/serverlessd/serverlessd/proxy/wire"
 )
 
@@ -56,7 +57,7 @@ func TestRefusals(t *testing.T) {
 			rc := dialRaw(t, e.addr)
 			rc.write(p)
 			if reply, err := rc.tryRead(); err == nil {
-				expectErr(t, reply, wire.ErHandshake)
+				expectErr(t, reply, mysql.ER_HANDSHAKE_ERROR)
 			}
 			assertClosed(t, rc.conn)
 		}
@@ -150,7 +151,7 @@ func TestLimits(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		expectErr(t, p, wire.ErConCount)
+		expectErr(t, p, mysql.ER_CON_COUNT_ERROR)
 		a.conn.Close()
 		b.conn.Close()
 	})
@@ -166,7 +167,7 @@ func TestLimits(t *testing.T) {
 	t.Run("packet-too-large", func(t *testing.T) {
 		rc := dialRaw(t, e.addr)
 		rc.conn.Write([]byte{0x00, 0x20, 0x00, 1}) // declares 8 KiB
-		expectErr(t, rc.read(), wire.ErNetPacketTooLarge)
+		expectErr(t, rc.read(), mysql.ER_NET_PACKET_TOO_LARGE)
 		assertClosed(t, rc.conn)
 	})
 	waitFor(t, 2*time.Second, func() bool { return e.srv.Count(CountHandshakeTimeout) >= 1 })
@@ -202,9 +203,9 @@ func TestWakeFailure(t *testing.T) {
 func TestRefusedCompression(t *testing.T) {
 	e := newEnv(t, nil)
 	rc := dialRaw(t, e.addr)
-	if rc.greet.Caps&(wire.ClientCompress|wire.ClientQueryAttributes|wire.ClientMySQL) != 0 {
+	if rc.greet.Caps&(mysql.CLIENT_COMPRESS|mysql.CLIENT_QUERY_ATTRIBUTES|wire.ClientMySQL) != 0 {
 		t.Fatalf("greeting advertises %v", wire.CapNames(rc.greet.Caps))
 	}
-	rc.login("shop.u", wire.PluginNative, wire.NativeScramble(rc.greet.Nonce, wire.Stage1([]byte("pw"))), wire.ClientCompress)
-	expectErr(t, rc.read(), wire.ErNotSupportedYet)
+	rc.login("shop.u", mysql.AUTH_NATIVE_PASSWORD, mysql.CalcNativePassword(rc.greet.Nonce, []byte("pw")), mysql.CLIENT_COMPRESS)
+	expectErr(t, rc.read(), mysql.ER_NOT_SUPPORTED_YET)
 }

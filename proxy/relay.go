@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/serverlessd/serverlessd/compute"
 	"github.com/serverlessd/serverlessd/proxy/wire"
 )
@@ -152,7 +153,7 @@ type cmdState struct {
 // isCommand classifies the next frame from its sequence id and length.
 func (st *cmdState) isCommand(seq byte, n int) bool {
 	cont := st.continued
-	st.continued = n == wire.MaxPayload
+	st.continued = n == mysql.MaxPayloadLen
 	switch {
 	case cont:
 		return false
@@ -249,14 +250,14 @@ func (ss *session) command(cr *clientReader, st *cmdState, hdr [4]byte, n int) e
 		return err
 	}
 	cmd := first[0]
-	st.infileOK = cmd == wire.ComQuery
+	st.infileOK = cmd == mysql.COM_QUERY
 	switch {
-	case cmd == wire.ComQuit:
+	case cmd == mysql.COM_QUIT:
 		if err := cr.copyPacket(hdr, n); err != nil {
 			return err
 		}
 		return errQuit
-	case cmd == wire.ComQuery && n <= maxInspectQuery, cmd == wire.ComProcessKill && n == 5:
+	case cmd == mysql.COM_QUERY && n <= maxInspectQuery, cmd == mysql.COM_PROCESS_KILL && n == 5:
 		// Peek, not read: almost every small query is not a KILL and is
 		// copied from the buffer as is.
 		p, err := cr.br.Peek(n)
@@ -268,15 +269,15 @@ func (ss *session) command(cr *clientReader, st *cmdState, hdr [4]byte, n int) e
 			cr.writePacket(0, out)
 			return nil
 		}
-	case cmd == wire.ComChangeUser && n <= ss.s.cfg.MaxHandshakePacket:
+	case cmd == mysql.COM_CHANGE_USER && n <= ss.s.cfg.MaxHandshakePacket:
 		p, err := readPayload(cr.br, n)
 		if err != nil {
 			return err
 		}
 		return ss.changeUser(cr, p)
-	case cmd == wire.ComChangeUser:
-		return ss.replyClient(cr, &wire.ServerError{Code: wire.ErNetPacketTooLarge, State: "08S01",
-			Message: "serverlessd: COM_CHANGE_USER packet too large"}, true)
+	case cmd == mysql.COM_CHANGE_USER:
+		return ss.replyClient(cr, mysql.NewError(mysql.ER_NET_PACKET_TOO_LARGE,
+			"serverlessd: COM_CHANGE_USER packet too large"), true)
 	}
 	return cr.copyPacket(hdr, n)
 }

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/serverlessd/serverlessd/compute"
 	"github.com/serverlessd/serverlessd/proxy/wire"
 )
@@ -273,7 +274,7 @@ func defaultProfile(version string) *backendProfile {
 func (s *Server) learn(g *wire.Greeting) {
 	old := s.profile.Load()
 	p := &backendProfile{version: g.ServerVersion, charset: g.Charset,
-		caps: g.Caps &^ wire.ClientSSL, extCaps: g.ExtCaps}
+		caps: g.Caps &^ mysql.CLIENT_SSL, extCaps: g.ExtCaps}
 	if s.cfg.ServerVersion != "" {
 		p.version = old.version
 	}

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/serverlessd/serverlessd/compute"
 	"github.com/serverlessd/serverlessd/proxy/wire"
 )
@@ -60,7 +61,7 @@ type session struct {
 // error packet for the client.
 type refusal struct {
 	kind  Counter
-	reply *wire.ServerError // nil: just close
+	reply *mysql.MyError // nil: just close
 	cause error
 }
 
@@ -71,8 +72,10 @@ func (r *refusal) Error() string {
 	return r.kind.String()
 }
 
-func refuse(kind Counter, code uint16, state, msg string, cause error) *refusal {
-	return &refusal{kind: kind, reply: &wire.ServerError{Code: code, State: state, Message: msg}, cause: cause}
+// refuse makes a refusal that answers ERR code; the SQL state is go-mysql's
+// for code (mysql.MySQLState, else HY000).
+func refuse(kind Counter, code uint16, msg string, cause error) *refusal {
+	return &refusal{kind: kind, reply: mysql.NewError(code, msg), cause: cause}
 }
 
 func (s *Server) handle(c net.Conn) {
@@ -83,13 +86,13 @@ func (s *Server) handle(c net.Conn) {
 	defer ss.close()
 	if s.cfg.MaxConnections > 0 && n > int64(s.cfg.MaxConnections) {
 		ss.log = s.log.With("remote", c.RemoteAddr().String())
-		ss.fail(refuse(CountTooManyConns, wire.ErConCount, "08004", "Too many connections",
+		ss.fail(refuse(CountTooManyConns, mysql.ER_CON_COUNT_ERROR, "Too many connections",
 			fmt.Errorf("limit is %d", s.cfg.MaxConnections)))
 		return
 	}
 	if !s.limiter.allowed(ss.key, ss.start) {
 		ss.log = s.log.With("remote", c.RemoteAddr().String())
-		ss.fail(refuse(CountRateLimited, wire.ErHostIsBlocked, "HY000",
+		ss.fail(refuse(CountRateLimited, mysql.ER_HOST_IS_BLOCKED,
 			fmt.Sprintf("Host '%s' is blocked because of too many failed logins; try again later", ss.key), nil))
 		return
 	}
@@ -144,7 +147,7 @@ func (ss *session) fail(err error) {
 		"user", ss.userForLog(), "err", r.cause)
 	if r.reply != nil {
 		ss.conn.SetWriteDeadline(time.Now().Add(time.Second))
-		wire.WritePacket(ss.conn, ss.seq, r.reply.Payload())
+		wire.WritePacket(ss.conn, ss.seq, wire.ErrPayload(r.reply))
 	}
 }
 
@@ -162,10 +165,10 @@ func classify(err error) *refusal {
 	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, os.ErrDeadlineExceeded):
 		return &refusal{kind: CountHandshakeTimeout, cause: err}
 	case errors.Is(err, wire.ErrPacketTooLarge):
-		return refuse(CountPacketTooLarge, wire.ErNetPacketTooLarge, "08S01",
+		return refuse(CountPacketTooLarge, mysql.ER_NET_PACKET_TOO_LARGE,
 			"Got a packet bigger than the proxy's handshake limit", err)
 	case errors.Is(err, wire.ErrMalformed):
-		return refuse(CountMalformed, wire.ErHandshake, "08S01", "Bad handshake", err)
+		return refuse(CountMalformed, mysql.ER_HANDSHAKE_ERROR, "Bad handshake", err)
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
 		return &refusal{kind: CountHandshakeAborted, cause: err}
 	default:
@@ -225,7 +228,7 @@ func (ss *session) wake() (compute.WakeResult, error) {
 	res, err := ss.s.waker.Wake(ctx, ss.projectID)
 	if err != nil {
 		msg := fmt.Sprintf("serverlessd: cannot start the compute of project %q: %s", ss.project, clip(err.Error(), 300))
-		return res, refuse(CountWakeFailed, wire.ErUnknown, "HY000", msg, err)
+		return res, refuse(CountWakeFailed, mysql.ER_UNKNOWN_ERROR, msg, err)
 	}
 	if res.ColdStart {
 		ss.log.Info("woke compute", "project", ss.project, "compute", res.ComputeID, "duration", time.Since(t0))

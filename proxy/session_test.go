@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	gomysql "github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/go-sql-driver/mysql"
 	"github.com/serverlessd/serverlessd/proxy/wire"
 )
@@ -123,7 +124,7 @@ func TestKillQuery(t *testing.T) {
 	rc := dialRaw(t, e.addr)
 	expectOK(t, rc.loginNative("shop.u", "pw"))
 	rc.seq = 0
-	rc.write([]byte{wire.ComProcessKill, byte(ourID), byte(ourID >> 8), byte(ourID >> 16), byte(ourID >> 24)})
+	rc.write([]byte{gomysql.COM_PROCESS_KILL, byte(ourID), byte(ourID >> 8), byte(ourID >> 16), byte(ourID >> 24)})
 	if _, err := rc.result(); err != nil {
 		t.Fatalf("COM_PROCESS_KILL: %v", err)
 	}
@@ -185,23 +186,23 @@ func TestDeadBackend(t *testing.T) {
 func TestChangeUser(t *testing.T) {
 	e := newEnv(t, nil)
 	rc := dialRaw(t, e.addr)
-	rc.caps = wire.ClientConnectAttrs
+	rc.caps = gomysql.CLIENT_CONNECT_ATTRS
 	expectOK(t, rc.loginNative("shop.u", "pw"))
 	changeUser := func(user, pw, plugin string) []byte {
 		rc.seq = 0
-		cu := &wire.ChangeUser{User: user, AuthResponse: wire.NativeScramble(rc.greet.Nonce, wire.Stage1([]byte(pw))),
+		cu := &wire.ChangeUser{User: user, AuthResponse: gomysql.CalcNativePassword(rc.greet.Nonce, []byte(pw)),
 			Database: "app", Charset: 45, HasCharset: true, AuthPlugin: plugin, HasPlugin: true,
 			Attrs: []byte("\x03foo\x03bar"), HasAttrs: true}
 		rc.write(cu.Marshal(rc.caps))
 		p := rc.read()
-		if len(p) > 0 && p[0] == wire.AuthSwitchHeader {
+		if len(p) > 0 && p[0] == gomysql.EOF_HEADER {
 			// MariaDB never reuses a scramble: it switches to a fresh
 			// nonce, which the client answers end to end.
 			plugin, nonce, err := wire.ParseAuthSwitch(p)
-			if err != nil || plugin != wire.PluginNative {
+			if err != nil || plugin != gomysql.AUTH_NATIVE_PASSWORD {
 				t.Fatalf("auth switch %q: %v", p, err)
 			}
-			rc.write(wire.NativeScramble(nonce, wire.Stage1([]byte(pw))))
+			rc.write(gomysql.CalcNativePassword(nonce, []byte(pw)))
 			p = rc.read()
 		}
 		return p
@@ -213,13 +214,13 @@ func TestChangeUser(t *testing.T) {
 		}
 		return rows[0]
 	}
-	expectOK(t, changeUser("shop.v", "pw2", wire.PluginNative))
+	expectOK(t, changeUser("shop.v", "pw2", gomysql.AUTH_NATIVE_PASSWORD))
 	if u := currentUser(); u != "v@%" {
 		t.Fatalf("after change user: %q", u)
 	}
-	expectErr(t, changeUser("shop.u", "wrong", wire.PluginNative), wire.ErAccessDenied)
-	expectErr(t, changeUser("other.u", "pw", wire.PluginNative), wire.ErAccessDenied)
-	expectErr(t, changeUser("shop.u", "pw", wire.PluginCachingSha2), wire.ErNotSupportedAuthMode)
+	expectErr(t, changeUser("shop.u", "wrong", gomysql.AUTH_NATIVE_PASSWORD), gomysql.ER_ACCESS_DENIED_ERROR)
+	expectErr(t, changeUser("other.u", "pw", gomysql.AUTH_NATIVE_PASSWORD), gomysql.ER_ACCESS_DENIED_ERROR)
+	expectErr(t, changeUser("shop.u", "pw", gomysql.AUTH_CACHING_SHA2_PASSWORD), gomysql.ER_NOT_SUPPORTED_AUTH_MODE)
 	if u := currentUser(); u != "v@%" {
 		t.Fatalf("a refused change user changed the session: %q", u)
 	}
@@ -257,7 +258,7 @@ func TestCachingSha2(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			rc := dialRaw(t, e.addr)
 			rc.startTLS("")
-			expectErr(t, rc.loginSha2(tc.user, tc.pw, nil), wire.ErAccessDenied)
+			expectErr(t, rc.loginSha2(tc.user, tc.pw, nil), gomysql.ER_ACCESS_DENIED_ERROR)
 		})
 	}
 }
@@ -269,10 +270,10 @@ func TestAuthSwitch(t *testing.T) {
 	rc := dialRaw(t, e.addr)
 	rc.login("shop.u", "client_ed25519", []byte("whatever"), 0)
 	plugin, nonce, err := wire.ParseAuthSwitch(rc.read())
-	if err != nil || plugin != wire.PluginNative || string(nonce) != string(rc.greet.Nonce) {
+	if err != nil || plugin != gomysql.AUTH_NATIVE_PASSWORD || string(nonce) != string(rc.greet.Nonce) {
 		t.Fatalf("auth switch: %q %q %v", plugin, nonce, err)
 	}
-	rc.write(wire.NativeScramble(nonce, wire.Stage1([]byte("pw"))))
+	rc.write(gomysql.CalcNativePassword(nonce, []byte("pw")))
 	expectOK(t, rc.read())
 }
 

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/serverlessd/serverlessd/proxy/wire"
 )
 
@@ -46,14 +47,14 @@ func TestCmdState(t *testing.T) {
 	}
 	var st cmdState
 	for i, f := range []frame{
-		{0, 20, true},               // COM_QUERY "LOAD DATA LOCAL ..." (caller sets infileOK)
-		{2, 16384, false},           // file data
-		{0, 16384, false},           // file data after the sequence wrapped
-		{1, 0, false},               // end of file
-		{0, wire.MaxPayload, true},  // a big COM_QUERY...
-		{1, wire.MaxPayload, false}, // ...continued
-		{2, 0, false},               // ...ended by an empty frame
-		{0, 5, true},                // next command
+		{0, 20, true},                   // COM_QUERY "LOAD DATA LOCAL ..." (caller sets infileOK)
+		{2, 16384, false},               // file data
+		{0, 16384, false},               // file data after the sequence wrapped
+		{1, 0, false},                   // end of file
+		{0, mysql.MaxPayloadLen, true},  // a big COM_QUERY...
+		{1, mysql.MaxPayloadLen, false}, // ...continued
+		{2, 0, false},                   // ...ended by an empty frame
+		{0, 5, true},                    // next command
 	} {
 		got := st.isCommand(f.seq, f.n)
 		if got != f.want {
@@ -67,20 +68,20 @@ func TestCmdState(t *testing.T) {
 
 func TestCapabilities(t *testing.T) {
 	adv := advertisedCaps(mariadb1011Caps)
-	for _, c := range []uint32{wire.ClientQueryAttributes, wire.ClientCompress, wire.ClientZstdCompression,
-		wire.ClientMySQL, wire.ClientRememberOptions, wire.ClientSSLVerifyServerCert} {
+	for _, c := range []uint32{mysql.CLIENT_QUERY_ATTRIBUTES, mysql.CLIENT_COMPRESS, mysql.CLIENT_ZSTD_COMPRESSION_ALGORITHM,
+		wire.ClientMySQL, mysql.CLIENT_REMEMBER_OPTIONS, mysql.CLIENT_SSL_VERIFY_SERVER_CERT} {
 		if adv&c != 0 {
 			t.Errorf("advertised %v", wire.CapNames(c))
 		}
 	}
-	if adv&wire.ClientSSL == 0 || adv&wire.ClientDeprecateEOF == 0 || adv&wire.ClientLocalFiles == 0 {
+	if adv&mysql.CLIENT_SSL == 0 || adv&mysql.CLIENT_DEPRECATE_EOF == 0 || adv&mysql.CLIENT_LOCAL_FILES == 0 {
 		t.Errorf("missing capabilities in %v", wire.CapNames(adv))
 	}
 	// A MySQL backend (bit 0 set) keeps bit 0, so clients send no MariaDB extensions.
 	if advertisedCaps(mariadb1011Caps|wire.ClientMySQL)&wire.ClientMySQL == 0 {
 		t.Error("bit 0 of a MySQL backend not mirrored")
 	}
-	g := &wire.Greeting{Caps: mariadb1011Caps &^ wire.ClientDeprecateEOF, ExtCaps: wire.MariaDBProgress}
+	g := &wire.Greeting{Caps: mariadb1011Caps &^ mysql.CLIENT_DEPRECATE_EOF, ExtCaps: wire.MariaDBProgress}
 	client := negotiated(adv|wire.ClientMySQL, adv)
 	if _, err := planBackendCaps(client, 0, false, false, g); err == nil || !strings.Contains(err.Error(), "CLIENT_DEPRECATE_EOF") {
 		t.Fatalf("missing DEPRECATE_EOF not reported: %v", err)
@@ -90,8 +91,8 @@ func TestCapabilities(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "MARIADB_CLIENT_CACHE_METADATA") {
 		t.Fatalf("missing extended capability not reported: %v %v", plan, err)
 	}
-	plan, err = planBackendCaps(client|wire.ClientSSL, 0, true, true, g)
-	if err != nil || plan.caps&wire.ClientSSL != 0 || plan.caps&wire.ClientConnectWithDB == 0 || plan.extCaps != 0 {
+	plan, err = planBackendCaps(client|mysql.CLIENT_SSL, 0, true, true, g)
+	if err != nil || plan.caps&mysql.CLIENT_SSL != 0 || plan.caps&mysql.CLIENT_CONNECT_WITH_DB == 0 || plan.extCaps != 0 {
 		t.Fatalf("plan %v, %v", wire.CapNames(plan.caps), err)
 	}
 }

@@ -3,17 +3,19 @@ package wire
 import (
 	"bytes"
 	"testing"
+
+	"github.com/go-mysql-org/go-mysql/mysql"
 )
 
 // FuzzParseHandshakeResponse: no input panics, and whatever parses
 // re-encodes to something that parses to the same fields. The seed corpus
 // (testdata/fuzz) holds real packets from the mariadb 10.11 CLI.
 func FuzzParseHandshakeResponse(f *testing.F) {
-	f.Add((&HandshakeResponse{Caps: ClientProtocol41 | ClientSecureConnection | ClientPluginAuth | ClientConnectWithDB |
-		ClientConnectAttrs | ClientPluginAuthLenencData, User: "shop.u", AuthResponse: bytes.Repeat([]byte{1}, 20),
-		Database: "app", AuthPlugin: PluginNative, Attrs: []byte("\x01a\x01b"), HasAttrs: true}).Marshal())
-	f.Add((&HandshakeResponse{Caps: ClientProtocol41 | ClientSecureConnection | ClientPluginAuth,
-		User: "u", AuthResponse: bytes.Repeat([]byte{2}, 32), AuthPlugin: PluginCachingSha2}).Marshal())
+	f.Add((&HandshakeResponse{Caps: mysql.CLIENT_PROTOCOL_41 | mysql.CLIENT_SECURE_CONNECTION | mysql.CLIENT_PLUGIN_AUTH | mysql.CLIENT_CONNECT_WITH_DB |
+		mysql.CLIENT_CONNECT_ATTRS | mysql.CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA, User: "shop.u", AuthResponse: bytes.Repeat([]byte{1}, 20),
+		Database: "app", AuthPlugin: mysql.AUTH_NATIVE_PASSWORD, Attrs: []byte("\x01a\x01b"), HasAttrs: true}).Marshal())
+	f.Add((&HandshakeResponse{Caps: mysql.CLIENT_PROTOCOL_41 | mysql.CLIENT_SECURE_CONNECTION | mysql.CLIENT_PLUGIN_AUTH,
+		User: "u", AuthResponse: bytes.Repeat([]byte{2}, 32), AuthPlugin: mysql.AUTH_CACHING_SHA2_PASSWORD}).Marshal())
 	f.Fuzz(func(t *testing.T, p []byte) {
 		h, err := ParseHandshakeResponse(p)
 		if err != nil {
@@ -36,9 +38,9 @@ func FuzzParseHandshakeResponse(f *testing.F) {
 // FuzzParseChangeUser: COM_CHANGE_USER is parsed after login, from
 // authenticated clients, but must not panic either.
 func FuzzParseChangeUser(f *testing.F) {
-	caps := ClientProtocol41 | ClientSecureConnection | ClientPluginAuth | ClientConnectAttrs
+	caps := mysql.CLIENT_PROTOCOL_41 | mysql.CLIENT_SECURE_CONNECTION | mysql.CLIENT_PLUGIN_AUTH | mysql.CLIENT_CONNECT_ATTRS
 	f.Add((&ChangeUser{User: "shop.v", AuthResponse: bytes.Repeat([]byte{9}, 20), Database: "app",
-		Charset: 45, HasCharset: true, AuthPlugin: PluginNative, HasPlugin: true}).Marshal(caps), caps)
+		Charset: 45, HasCharset: true, AuthPlugin: mysql.AUTH_NATIVE_PASSWORD, HasPlugin: true}).Marshal(caps), caps)
 	f.Fuzz(func(t *testing.T, p []byte, caps uint32) {
 		ParseChangeUser(p, caps)
 	})
@@ -48,7 +50,7 @@ func FuzzParseChangeUser(f *testing.F) {
 // the proxy at anything.
 func FuzzParseGreeting(f *testing.F) {
 	f.Add((&Greeting{ServerVersion: "5.5.5-10.11.19-MariaDB", Nonce: NewNonce(), Caps: 0x81fff7fe,
-		AuthPlugin: PluginNative}).Marshal())
+		AuthPlugin: mysql.AUTH_NATIVE_PASSWORD}).Marshal())
 	f.Fuzz(func(t *testing.T, p []byte) {
 		ParseGreeting(p)
 		ParseAuthSwitch(p)

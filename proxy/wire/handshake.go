@@ -2,12 +2,13 @@ package wire
 
 import (
 	"encoding/binary"
+
+	"github.com/go-mysql-org/go-mysql/mysql"
 )
 
-// NonceLen is the length of the auth nonce (scramble) in the greeting.
-const NonceLen = 20
-
 // Greeting is the server's Initial Handshake Packet (protocol version 10).
+// Ours: go-mysql reads and writes it only inside its client and server
+// Conn types, and without MariaDB's extended capabilities.
 type Greeting struct {
 	ServerVersion string
 	ConnID        uint32
@@ -22,7 +23,7 @@ type Greeting struct {
 // Marshal encodes the greeting payload.
 func (g *Greeting) Marshal() []byte {
 	b := make([]byte, 0, 64+len(g.ServerVersion)+len(g.AuthPlugin))
-	b = append(b, 10)
+	b = append(b, mysql.ClassicProtocolVersion)
 	b = append(b, g.ServerVersion...)
 	b = append(b, 0)
 	b = binary.LittleEndian.AppendUint32(b, g.ConnID)
@@ -46,9 +47,9 @@ func (g *Greeting) Marshal() []byte {
 }
 
 // ParseGreeting decodes a server greeting. An ERR packet (a server refusing
-// the connection outright) is returned as a *ServerError.
+// the connection outright) is returned as a *mysql.MyError.
 func ParseGreeting(p []byte) (*Greeting, error) {
-	if len(p) > 0 && p[0] == ErrHeader {
+	if len(p) > 0 && p[0] == mysql.ERR_HEADER {
 		e, err := ParseErr(p)
 		if err != nil {
 			return nil, err
@@ -60,7 +61,7 @@ func ParseGreeting(p []byte) (*Greeting, error) {
 	if err != nil {
 		return nil, err
 	}
-	if ver != 10 {
+	if ver != mysql.ClassicProtocolVersion {
 		return nil, malformed("protocol version is not 10")
 	}
 	g := &Greeting{}
@@ -113,7 +114,7 @@ func (g *Greeting) parseTail(r *reader) error {
 	if g.Caps&ClientMySQL != 0 {
 		g.ExtCaps = 0
 	}
-	if g.Caps&ClientSecureConnection != 0 {
+	if g.Caps&mysql.CLIENT_SECURE_CONNECTION != 0 {
 		n := max(13, int(authLen)-8)
 		part2, err := r.bytes(n, "nonce")
 		if err != nil {
@@ -124,14 +125,15 @@ func (g *Greeting) parseTail(r *reader) error {
 		}
 		g.Nonce = append(g.Nonce, part2...)
 	}
-	if g.Caps&ClientPluginAuth != 0 {
+	if g.Caps&mysql.CLIENT_PLUGIN_AUTH != 0 {
 		g.AuthPlugin = r.nulStringOrEOF()
 	}
 	return nil
 }
 
 // HandshakeResponse is the client's HandshakeResponse41, or an SSLRequest
-// (its first 32 bytes alone, with ClientSSL set).
+// (its first 32 bytes alone, with mysql.CLIENT_SSL set). Ours: go-mysql parses
+// it in unexported server.Conn methods that read from their own packet.Conn.
 type HandshakeResponse struct {
 	Caps         uint32
 	ExtCaps      uint32 // only meaningful when Caps&ClientMySQL == 0
@@ -159,7 +161,7 @@ func ParseHandshakeResponse(p []byte) (*HandshakeResponse, error) {
 	if h.Caps, err = r.uint32("capabilities"); err != nil {
 		return nil, err
 	}
-	if h.Caps&ClientProtocol41 == 0 {
+	if h.Caps&mysql.CLIENT_PROTOCOL_41 == 0 {
 		return nil, malformed("pre-4.1 handshake response")
 	}
 	if h.MaxPacket, err = r.uint32("max packet size"); err != nil {
@@ -175,7 +177,7 @@ func ParseHandshakeResponse(p []byte) (*HandshakeResponse, error) {
 	if h.Caps&ClientMySQL == 0 {
 		h.ExtCaps = binary.LittleEndian.Uint32(filler[19:])
 	}
-	if r.remaining() == 0 && h.Caps&ClientSSL != 0 {
+	if r.remaining() == 0 && h.Caps&mysql.CLIENT_SSL != 0 {
 		h.SSLRequest = true
 		return h, nil
 	}
@@ -191,13 +193,13 @@ func (h *HandshakeResponse) parseBody(r *reader) error {
 	if h.AuthResponse, err = readAuthResponse(r, h.Caps); err != nil {
 		return err
 	}
-	if h.Caps&ClientConnectWithDB != 0 && r.remaining() > 0 {
+	if h.Caps&mysql.CLIENT_CONNECT_WITH_DB != 0 && r.remaining() > 0 {
 		h.Database = r.nulStringOrEOF()
 	}
-	if h.Caps&ClientPluginAuth != 0 && r.remaining() > 0 {
+	if h.Caps&mysql.CLIENT_PLUGIN_AUTH != 0 && r.remaining() > 0 {
 		h.AuthPlugin = r.nulStringOrEOF()
 	}
-	if h.Caps&ClientConnectAttrs != 0 && r.remaining() > 0 {
+	if h.Caps&mysql.CLIENT_CONNECT_ATTRS != 0 && r.remaining() > 0 {
 		if h.Attrs, err = readAttrs(r); err != nil {
 			return err
 		}
@@ -208,9 +210,9 @@ func (h *HandshakeResponse) parseBody(r *reader) error {
 
 func readAuthResponse(r *reader, caps uint32) ([]byte, error) {
 	switch {
-	case caps&ClientPluginAuthLenencData != 0:
+	case caps&mysql.CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA != 0:
 		return r.lenencBytes("auth response")
-	case caps&ClientSecureConnection != 0:
+	case caps&mysql.CLIENT_SECURE_CONNECTION != 0:
 		n, err := r.byte1("auth response length")
 		if err != nil {
 			return nil, err
@@ -260,16 +262,16 @@ func (h *HandshakeResponse) Marshal() []byte {
 	b = append(b, h.User...)
 	b = append(b, 0)
 	b = appendAuthResponse(b, h.Caps, h.AuthResponse)
-	if h.Caps&ClientConnectWithDB != 0 {
+	if h.Caps&mysql.CLIENT_CONNECT_WITH_DB != 0 {
 		b = append(b, h.Database...)
 		b = append(b, 0)
 	}
-	if h.Caps&ClientPluginAuth != 0 {
+	if h.Caps&mysql.CLIENT_PLUGIN_AUTH != 0 {
 		b = append(b, h.AuthPlugin...)
 		b = append(b, 0)
 	}
-	if h.Caps&ClientConnectAttrs != 0 {
-		b = AppendLenencInt(b, uint64(len(h.Attrs)))
+	if h.Caps&mysql.CLIENT_CONNECT_ATTRS != 0 {
+		b = mysql.AppendLengthEncodedInteger(b, uint64(len(h.Attrs)))
 		b = append(b, h.Attrs...)
 	}
 	return b
@@ -277,21 +279,22 @@ func (h *HandshakeResponse) Marshal() []byte {
 
 func appendAuthResponse(b []byte, caps uint32, auth []byte) []byte {
 	switch {
-	case caps&ClientPluginAuthLenencData != 0:
-		b = AppendLenencInt(b, uint64(len(auth)))
+	case caps&mysql.CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA != 0:
+		b = mysql.AppendLengthEncodedInteger(b, uint64(len(auth)))
 		return append(b, auth...)
-	case caps&ClientSecureConnection != 0:
+	case caps&mysql.CLIENT_SECURE_CONNECTION != 0:
 		return append(append(b, byte(len(auth))), auth...)
 	default:
 		return append(append(b, auth...), 0)
 	}
 }
 
-// AuthSwitchPayload builds an AuthSwitchRequest. The native plugin's data is
-// the nonce followed by a NUL, as MariaDB sends it.
+// AuthSwitchPayload builds an AuthSwitchRequest, whose first byte is 0xfe
+// (go-mysql's EOF_HEADER). The native plugin's data is the nonce followed by
+// a NUL, as MariaDB sends it.
 func AuthSwitchPayload(plugin string, data []byte) []byte {
 	b := make([]byte, 0, 3+len(plugin)+len(data))
-	b = append(b, AuthSwitchHeader)
+	b = append(b, mysql.EOF_HEADER)
 	b = append(b, plugin...)
 	b = append(b, 0)
 	b = append(b, data...)
@@ -299,8 +302,9 @@ func AuthSwitchPayload(plugin string, data []byte) []byte {
 }
 
 // ParseAuthSwitch decodes an AuthSwitchRequest, dropping the data's NUL.
+// Ours, like AuthSwitchPayload: go-mysql handles auth switches inside its Conns.
 func ParseAuthSwitch(p []byte) (plugin string, data []byte, err error) {
-	if len(p) < 2 || p[0] != AuthSwitchHeader {
+	if len(p) < 2 || p[0] != mysql.EOF_HEADER {
 		return "", nil, malformed("not an auth switch request")
 	}
 	r := &reader{b: p, pos: 1}
@@ -314,7 +318,8 @@ func ParseAuthSwitch(p []byte) (plugin string, data []byte, err error) {
 	return plugin, data, nil
 }
 
-// ChangeUser is a COM_CHANGE_USER command.
+// ChangeUser is a COM_CHANGE_USER command. Ours: go-mysql neither sends nor
+// parses COM_CHANGE_USER.
 type ChangeUser struct {
 	User         string
 	AuthResponse []byte
@@ -330,7 +335,7 @@ type ChangeUser struct {
 // ParseChangeUser decodes a COM_CHANGE_USER payload (command byte
 // included) sent on a connection that negotiated caps.
 func ParseChangeUser(p []byte, caps uint32) (*ChangeUser, error) {
-	if len(p) == 0 || p[0] != ComChangeUser {
+	if len(p) == 0 || p[0] != mysql.COM_CHANGE_USER {
 		return nil, malformed("not COM_CHANGE_USER")
 	}
 	r := &reader{b: p, pos: 1}
@@ -340,7 +345,7 @@ func ParseChangeUser(p []byte, caps uint32) (*ChangeUser, error) {
 		return nil, err
 	}
 	// COM_CHANGE_USER uses a 1-byte length even with the lenenc capability.
-	if c.AuthResponse, err = readAuthResponse(r, caps&^ClientPluginAuthLenencData); err != nil {
+	if c.AuthResponse, err = readAuthResponse(r, caps&^mysql.CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA); err != nil {
 		return nil, err
 	}
 	if r.remaining() > 0 {
@@ -357,11 +362,11 @@ func (c *ChangeUser) parseTail(r *reader, caps uint32) error {
 		}
 		c.HasCharset = true
 	}
-	if caps&ClientPluginAuth != 0 && r.remaining() > 0 {
+	if caps&mysql.CLIENT_PLUGIN_AUTH != 0 && r.remaining() > 0 {
 		c.AuthPlugin = r.nulStringOrEOF()
 		c.HasPlugin = true
 	}
-	if caps&ClientConnectAttrs != 0 && r.remaining() > 0 {
+	if caps&mysql.CLIENT_CONNECT_ATTRS != 0 && r.remaining() > 0 {
 		if c.Attrs, err = readAttrs(r); err != nil {
 			return err
 		}
@@ -373,22 +378,22 @@ func (c *ChangeUser) parseTail(r *reader, caps uint32) error {
 // Marshal encodes the command for a connection that negotiated caps.
 func (c *ChangeUser) Marshal(caps uint32) []byte {
 	b := make([]byte, 0, 64+len(c.User)+len(c.Database)+len(c.Attrs))
-	b = append(b, ComChangeUser)
+	b = append(b, mysql.COM_CHANGE_USER)
 	b = append(b, c.User...)
 	b = append(b, 0)
-	b = appendAuthResponse(b, caps&^ClientPluginAuthLenencData, c.AuthResponse)
+	b = appendAuthResponse(b, caps&^mysql.CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA, c.AuthResponse)
 	b = append(b, c.Database...)
 	b = append(b, 0)
 	if !c.HasCharset {
 		return b
 	}
 	b = binary.LittleEndian.AppendUint16(b, c.Charset)
-	if caps&ClientPluginAuth != 0 {
+	if caps&mysql.CLIENT_PLUGIN_AUTH != 0 {
 		b = append(b, c.AuthPlugin...)
 		b = append(b, 0)
 	}
-	if caps&ClientConnectAttrs != 0 && c.HasAttrs {
-		b = AppendLenencInt(b, uint64(len(c.Attrs)))
+	if caps&mysql.CLIENT_CONNECT_ATTRS != 0 && c.HasAttrs {
+		b = mysql.AppendLengthEncodedInteger(b, uint64(len(c.Attrs)))
 		b = append(b, c.Attrs...)
 	}
 	return b

@@ -6,19 +6,23 @@ import (
 	"crypto/rsa"
 	"errors"
 	"io"
+	"net"
 	"reflect"
+	"slices"
 	"testing"
+
+	"github.com/go-mysql-org/go-mysql/mysql"
 )
 
 func TestPacketFraming(t *testing.T) {
-	for _, n := range []int{0, 1, 250, MaxPayload - 1, MaxPayload, MaxPayload + 10} {
+	for _, n := range []int{0, 1, 250, mysql.MaxPayloadLen - 1, mysql.MaxPayloadLen, mysql.MaxPayloadLen + 10} {
 		payload := bytes.Repeat([]byte{0xab}, n)
 		var buf bytes.Buffer
 		next, err := WritePacket(&buf, 3, payload)
 		if err != nil {
 			t.Fatal(err)
 		}
-		frames := n/MaxPayload + 1
+		frames := n/mysql.MaxPayloadLen + 1
 		if int(next) != 3+frames {
 			t.Fatalf("n=%d: next seq %d, want %d", n, next, 3+frames)
 		}
@@ -55,8 +59,12 @@ func TestNativeAuth(t *testing.T) {
 	}
 	pw := []byte("secret")
 	stage1 := Stage1(pw)
-	stage2 := Stage2(stage1)
+	stage2 := mysql.NativePasswordHash(pw)
 	reply := NativeScramble(nonce, stage1)
+	// From stage1 we compute what go-mysql computes from the cleartext.
+	if !bytes.Equal(reply, mysql.CalcNativePassword(nonce, pw)) || !mysql.CompareNativePassword(reply, stage2, nonce) {
+		t.Fatal("NativeScramble differs from go-mysql's")
+	}
 	got := RecoverStage1(nonce, reply, stage2)
 	if !bytes.Equal(got, stage1) || !VerifyStage1(got, stage2) {
 		t.Fatal("stage1 not recovered")
@@ -69,10 +77,10 @@ func TestNativeAuth(t *testing.T) {
 		t.Fatal("short reply verified")
 	}
 	// MariaDB's PASSWORD('secret').
-	if h := NativeHash("secret"); h != "*14E65567ABDB5135D0CFD9A70B3032C179A49EE7" {
+	if h := mysql.EncodePasswordHex(stage2); h != "*14E65567ABDB5135D0CFD9A70B3032C179A49EE7" {
 		t.Fatalf("hash %s", h)
 	}
-	if s2, err := ParseNativeHash(NativeHash("secret")); err != nil || !bytes.Equal(s2, stage2) {
+	if s2, err := ParseNativeHash(mysql.EncodePasswordHex(stage2)); err != nil || !bytes.Equal(s2, stage2) {
 		t.Fatal("ParseNativeHash")
 	}
 	for _, bad := range []string{"", "*", "14E65567ABDB5135D0CFD9A70B3032C179A49EE7", "*14E65567ABDB5135D0CFD9A70B3032C179A49EEZ"} {
@@ -88,7 +96,7 @@ func TestSha2RSA(t *testing.T) {
 		t.Fatal(err)
 	}
 	nonce := NewNonce()
-	enc, err := EncryptSha2Password(&key.PublicKey, nonce, []byte("a long password, longer than the nonce"))
+	enc, err := mysql.EncryptPassword("a long password, longer than the nonce", nonce, &key.PublicKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,27 +108,27 @@ func TestSha2RSA(t *testing.T) {
 
 func TestGreetingRoundTrip(t *testing.T) {
 	g := &Greeting{ServerVersion: "5.5.5-10.11.19-MariaDB", ConnID: 1_000_000_001, Nonce: NewNonce(),
-		Caps: 0x81fff7fe, ExtCaps: MariaDBCacheMetadata, Charset: 45, Status: 2, AuthPlugin: PluginNative}
+		Caps: 0x81fff7fe, ExtCaps: MariaDBCacheMetadata, Charset: 45, Status: 2, AuthPlugin: mysql.AUTH_NATIVE_PASSWORD}
 	got, err := ParseGreeting(g.Marshal())
 	if err != nil || !reflect.DeepEqual(got, g) {
 		t.Fatalf("got %+v, %v", got, err)
 	}
-	if _, err := ParseGreeting(ErrPayload(1040, "08004", "Too many connections")); err == nil {
+	if _, err := ParseGreeting(ErrPayload(mysql.NewError(mysql.ER_CON_COUNT_ERROR, "Too many connections"))); err == nil {
 		t.Fatal("ERR greeting accepted")
-	} else if se := (*ServerError)(nil); !errors.As(err, &se) || se.Code != 1040 {
+	} else if se := (*mysql.MyError)(nil); !errors.As(err, &se) || se.Code != 1040 || se.State != "08004" {
 		t.Fatalf("ERR greeting: %v", err)
 	}
 }
 
 func TestHandshakeResponseRoundTrip(t *testing.T) {
 	for _, h := range []*HandshakeResponse{
-		{Caps: ClientProtocol41 | ClientSecureConnection | ClientPluginAuth | ClientConnectWithDB | ClientConnectAttrs,
+		{Caps: mysql.CLIENT_PROTOCOL_41 | mysql.CLIENT_SECURE_CONNECTION | mysql.CLIENT_PLUGIN_AUTH | mysql.CLIENT_CONNECT_WITH_DB | mysql.CLIENT_CONNECT_ATTRS,
 			MaxPacket: 1 << 24, Charset: 45, User: "shop.u", AuthResponse: bytes.Repeat([]byte{7}, 20),
-			Database: "app", AuthPlugin: PluginNative, Attrs: []byte("\x03_os\x05Linux"), HasAttrs: true},
-		{Caps: ClientMySQL | ClientProtocol41 | ClientPluginAuthLenencData | ClientPluginAuth,
-			User: "x", AuthResponse: bytes.Repeat([]byte{1}, 300), AuthPlugin: PluginCachingSha2},
-		{Caps: ClientProtocol41 | ClientSSL, ExtCaps: MariaDBProgress, Charset: 8, SSLRequest: true},
-		{Caps: ClientProtocol41, User: "old", AuthResponse: []byte("abc")},
+			Database: "app", AuthPlugin: mysql.AUTH_NATIVE_PASSWORD, Attrs: []byte("\x03_os\x05Linux"), HasAttrs: true},
+		{Caps: ClientMySQL | mysql.CLIENT_PROTOCOL_41 | mysql.CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA | mysql.CLIENT_PLUGIN_AUTH,
+			User: "x", AuthResponse: bytes.Repeat([]byte{1}, 300), AuthPlugin: mysql.AUTH_CACHING_SHA2_PASSWORD},
+		{Caps: mysql.CLIENT_PROTOCOL_41 | mysql.CLIENT_SSL, ExtCaps: MariaDBProgress, Charset: 8, SSLRequest: true},
+		{Caps: mysql.CLIENT_PROTOCOL_41, User: "old", AuthResponse: []byte("abc")},
 	} {
 		got, err := ParseHandshakeResponse(h.Marshal())
 		if err != nil || !reflect.DeepEqual(got, h) {
@@ -130,9 +138,9 @@ func TestHandshakeResponseRoundTrip(t *testing.T) {
 }
 
 func TestChangeUserRoundTrip(t *testing.T) {
-	caps := ClientProtocol41 | ClientSecureConnection | ClientPluginAuth | ClientConnectAttrs | ClientPluginAuthLenencData
+	caps := mysql.CLIENT_PROTOCOL_41 | mysql.CLIENT_SECURE_CONNECTION | mysql.CLIENT_PLUGIN_AUTH | mysql.CLIENT_CONNECT_ATTRS | mysql.CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
 	c := &ChangeUser{User: "shop.v", AuthResponse: bytes.Repeat([]byte{9}, 20), Database: "app",
-		Charset: 45, HasCharset: true, AuthPlugin: PluginNative, HasPlugin: true, Attrs: []byte("\x01a\x01b"), HasAttrs: true}
+		Charset: 45, HasCharset: true, AuthPlugin: mysql.AUTH_NATIVE_PASSWORD, HasPlugin: true, Attrs: []byte("\x01a\x01b"), HasAttrs: true}
 	got, err := ParseChangeUser(c.Marshal(caps), caps)
 	if err != nil || !reflect.DeepEqual(got, c) {
 		t.Fatalf("got %+v, %v", got, err)
@@ -141,24 +149,89 @@ func TestChangeUserRoundTrip(t *testing.T) {
 
 func TestAuthSwitch(t *testing.T) {
 	nonce := NewNonce()
-	plugin, data, err := ParseAuthSwitch(AuthSwitchPayload(PluginNative, nonce))
-	if err != nil || plugin != PluginNative || !bytes.Equal(data, nonce) {
+	plugin, data, err := ParseAuthSwitch(AuthSwitchPayload(mysql.AUTH_NATIVE_PASSWORD, nonce))
+	if err != nil || plugin != mysql.AUTH_NATIVE_PASSWORD || !bytes.Equal(data, nonce) {
 		t.Fatalf("%q %q %v", plugin, data, err)
 	}
 }
 
 func TestErrPacket(t *testing.T) {
-	e, err := ParseErr(ErrPayload(1045, "28000", "Access denied"))
+	e, err := ParseErr(ErrPayload(mysql.NewError(mysql.ER_ACCESS_DENIED_ERROR, "Access denied")))
 	if err != nil || e.Code != 1045 || e.State != "28000" || e.Message != "Access denied" {
 		t.Fatalf("%+v %v", e, err)
 	}
 }
 
 func TestCapNames(t *testing.T) {
-	if got := CapNames(ClientSSL | ClientQueryAttributes); !reflect.DeepEqual(got, []string{"CLIENT_SSL", "CLIENT_QUERY_ATTRIBUTES"}) {
+	all := CapNames(1<<32 - 1)
+	if len(all) != 32 || all[0] != "CLIENT_MYSQL" || all[31] != "CLIENT_REMEMBER_OPTIONS" || slices.Contains(all, "") {
+		t.Fatal(all)
+	}
+	if got := CapNames(mysql.CLIENT_SSL | mysql.CLIENT_QUERY_ATTRIBUTES); !reflect.DeepEqual(got, []string{"CLIENT_SSL", "CLIENT_QUERY_ATTRIBUTES"}) {
 		t.Fatal(got)
 	}
 	if got := ExtCapNames(MariaDBCacheMetadata | 1<<10); !reflect.DeepEqual(got, []string{"MARIADB_CLIENT_CACHE_METADATA", "MARIADB_CLIENT_BIT_42"}) {
 		t.Fatal(got)
 	}
+}
+
+// TestConn: the backend side's packet.Conn framing reads no byte past a
+// packet, bounds packets, follows sequence ids and keeps the I/O cause.
+func TestConn(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	big := bytes.Repeat([]byte{7}, mysql.MaxPayloadLen+5)
+	go func() {
+		for _, f := range [][]byte{frame(0, []byte("greeting")), frame(2, big), []byte("raw")} {
+			if _, err := b.Write(f); err != nil {
+				return
+			}
+		}
+	}()
+	c := NewConn(a, 1<<25)
+	if p, err := c.ReadPacket(); err != nil || string(p) != "greeting" {
+		t.Fatalf("%q %v", p, err)
+	}
+	go io.ReadFull(b, make([]byte, 4+3)) // our packet, seq 1
+	if err := c.WritePacket([]byte("hi!")); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := c.ReadPacket(); err != nil || !bytes.Equal(p, big) {
+		t.Fatalf("continued packet: %d bytes, %v", len(p), err)
+	}
+	// Nothing was read ahead: the next bytes are still the connection's.
+	rest := make([]byte, 3)
+	if _, err := io.ReadFull(a, rest); err != nil || string(rest) != "raw" {
+		t.Fatalf("%q %v", rest, err)
+	}
+
+	for _, tc := range []struct {
+		name  string
+		in    []byte
+		limit int
+		want  error
+	}{
+		{"too-large", frame(0, make([]byte, 100)), 10, ErrPacketTooLarge},
+		{"eof", nil, 10, io.EOF},
+		{"half-header", []byte{5, 0}, 10, io.ErrUnexpectedEOF},
+		{"half-body", []byte{5, 0, 0, 0, 1}, 10, io.ErrUnexpectedEOF},
+	} {
+		a, b := net.Pipe()
+		go func() { b.Write(tc.in); b.Close() }()
+		if _, err := NewConn(a, tc.limit).ReadPacket(); !errors.Is(err, tc.want) {
+			t.Errorf("%s: got %v, want %v", tc.name, err, tc.want)
+		}
+		a.Close()
+	}
+	a2, b2 := net.Pipe()
+	defer a2.Close()
+	go b2.Write(frame(3, []byte("x")))
+	if _, err := NewConn(a2, 10).ReadPacket(); err == nil {
+		t.Error("wrong sequence id accepted")
+	}
+}
+
+func frame(seq byte, p []byte) []byte {
+	b, _ := AppendPacket(nil, seq, p)
+	return b
 }
