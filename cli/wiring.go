@@ -108,4 +108,3 @@ func versionOf(drv compute.Driver) string {
 	}
 	return ""
 }
-
