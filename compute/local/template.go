@@ -89,9 +89,17 @@ func (d *Driver) installDatadir(ctx context.Context, datadir string) error {
 		return err
 	}
 	defer os.Remove(sqlFile)
+	// A private tmpdir: bootstraps running at once (several daemons or
+	// test processes) otherwise collide on temporary table names in /tmp.
+	tmpdir := datadir + ".tmp"
+	if err := os.MkdirAll(tmpdir, 0o700); err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmpdir)
 	args := []string{
 		"--no-defaults", // --no-defaults must come first
 		"--datadir=" + datadir,
+		"--tmpdir=" + tmpdir,
 		"--skip-test-db",
 		"--skip-name-resolve",
 		"--auth-root-authentication-method=socket",
@@ -105,7 +113,7 @@ func (d *Driver) installDatadir(ctx context.Context, datadir string) error {
 	}
 	out, err := exec.CommandContext(ctx, d.installDB, args...).CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("%s: %w: %s", d.installDB, err, lastLines(out, 60))
+		return fmt.Errorf("%s: %w: %s", d.installDB, err, errorLines(out))
 	}
 	// The bootstrap's buffer pool dump is of no use to a compute.
 	_ = os.Remove(filepath.Join(datadir, "ib_buffer_pool"))
@@ -113,6 +121,21 @@ func (d *Driver) installDatadir(ctx context.Context, datadir string) error {
 }
 
 // lastLines returns the last n lines of b, trimmed, for error messages.
+// errorLines keeps the lines of mariadb-install-db's output that say what
+// went wrong, not its generic advice.
+func errorLines(b []byte) string {
+	var keep [][]byte
+	for _, l := range bytes.Split(bytes.TrimSpace(b), []byte("\n")) {
+		if bytes.Contains(l, []byte("ERROR")) || bytes.Contains(l, []byte("Warning")) {
+			keep = append(keep, l)
+		}
+	}
+	if len(keep) == 0 || len(keep) > 20 {
+		return lastLines(b, 20)
+	}
+	return string(bytes.Join(keep, []byte("; ")))
+}
+
 func lastLines(b []byte, n int) string {
 	lines := bytes.Split(bytes.TrimSpace(b), []byte("\n"))
 	if len(lines) > n {
