@@ -124,14 +124,28 @@ func (m *Manager) Suspend(ctx context.Context, computeID, reason string) (*store
 	return m.suspendLocked(ctx, c, reason)
 }
 
-func (m *Manager) suspendLocked(ctx context.Context, c *store.Compute, reason string) (*store.Compute, *store.Operation, error) {
-	if c.State == store.StateActive && m.isWarm(c) {
-		// Users created or dropped in SQL since the last pull must be in
-		// the store before the compute goes away.
-		if err := m.pullRoles(ctx, c); err != nil {
-			m.log.Warn("could not copy SQL roles before suspending", "compute", c.ID, "project", c.ProjectID, "err", err)
-		}
+// SuspendIfIdle suspends an active compute for the idle scheduler, unless
+// there was activity after idleSince (the scheduler's last look). It checks
+// again after new wakes have been turned to the slow path, so that a login
+// that got the address a moment before cannot be cut by the suspend.
+func (m *Manager) SuspendIfIdle(ctx context.Context, computeID string, idleSince time.Time) (bool, error) {
+	unlock := m.lock(computeID)
+	defer unlock()
+	c, err := m.st.GetCompute(ctx, computeID)
+	if err != nil || c.State != store.StateActive || !m.isWarm(c) {
+		return false, err
 	}
+	m.dropWarm(c)
+	if m.Activity(c.ID).LastActive().After(idleSince) {
+		m.setWarm(c)
+		return false, nil
+	}
+	_, _, err = m.suspendLocked(ctx, c, ReasonIdle)
+	return err == nil, err
+}
+
+func (m *Manager) suspendLocked(ctx context.Context, c *store.Compute, reason string) (*store.Compute, *store.Operation, error) {
+	wasRunning := c.State == store.StateActive && m.isWarm(c)
 	from := c.State
 	c.State = store.StateSuspending
 	if err := m.st.UpdateCompute(ctx, c, from); err != nil {
@@ -139,6 +153,13 @@ func (m *Manager) suspendLocked(ctx context.Context, c *store.Compute, reason st
 	}
 	// New wakes now take the slow path and queue on the compute's lock.
 	m.dropWarm(c)
+	if wasRunning {
+		// Users created or dropped in SQL since the last pull must be in
+		// the store before the compute goes away.
+		if err := m.pullRoles(ctx, c); err != nil {
+			m.log.Warn("could not copy SQL roles before suspending", "compute", c.ID, "project", c.ProjectID, "err", err)
+		}
+	}
 	op, err := m.runOp(ctx, c, store.ActionSuspend, reason, func() error { return m.drv.Stop(ctx, c) })
 	if err != nil {
 		m.markFailed(ctx, c, err)

@@ -91,6 +91,13 @@ func (m *Manager) Wake(ctx context.Context, projectID string) (WakeResult, error
 	t0 := time.Now()
 	m.mu.Lock()
 	res, ok := m.warm[projectID]
+	if ok {
+		// A login is on its way to the backend: that is activity, so an
+		// idle suspend deciding right now backs off (SuspendIfIdle).
+		if a := m.activity[res.ComputeID]; a != nil {
+			a.Touch()
+		}
+	}
 	m.mu.Unlock()
 	if ok {
 		m.met.ObserveWake(projectID, false, time.Since(t0))

@@ -198,3 +198,5 @@ func mariadbdPIDs(t testing.TB, dir string) []int {
 	}
 	return pids
 }
+
+func netDial(addr string) (net.Conn, error) { return net.DialTimeout("tcp", addr, 5*time.Second) }

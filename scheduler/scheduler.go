@@ -42,33 +42,56 @@ func New(opts Options) *Scheduler {
 	}
 }
 
-// Run ticks every interval until ctx ends.
+// Run ticks every interval until ctx ends. When a compute's idle deadline
+// falls before the next tick, it also wakes at that deadline, so computes
+// suspend close to idle_timeout rather than up to an interval later.
 func (s *Scheduler) Run(ctx context.Context) error {
 	s.log.Info("idle scheduler running", "interval", s.interval.String())
-	t := time.NewTicker(s.interval)
-	defer t.Stop()
+	timer := time.NewTimer(s.interval)
+	defer timer.Stop()
+	nextTick := time.Now().Add(s.interval)
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case now := <-t.C:
-			s.Tick(ctx, now)
+		case now := <-timer.C:
+			deadline := s.suspendIdle(ctx, now)
+			if !now.Before(nextTick) {
+				s.meter(ctx, now)
+				nextTick = now.Add(s.interval)
+			}
+			wake := nextTick
+			if !deadline.IsZero() && deadline.Before(wake) {
+				wake = deadline
+			}
+			timer.Reset(max(time.Until(wake), 5*time.Millisecond))
 		}
 	}
 }
 
-// Tick runs one pass. It looks only at the computes this daemon runs (from
-// memory): suspended projects cost nothing.
+// Tick runs one full pass: idle suspends, then metering.
 func (s *Scheduler) Tick(ctx context.Context, now time.Time) {
+	s.suspendIdle(ctx, now)
+	s.meter(ctx, now)
+}
+
+// suspendIdle suspends the idle computes and returns the earliest idle
+// deadline among the others (zero if none). It looks only at the computes
+// this daemon runs (from memory): suspended projects cost nothing.
+func (s *Scheduler) suspendIdle(ctx context.Context, now time.Time) time.Time {
+	var earliest time.Time
 	for _, w := range s.mgr.ActiveComputes() {
 		if ctx.Err() != nil {
-			return
+			return time.Time{}
 		}
-		if s.idle(ctx, w, now) {
-			s.suspend(ctx, w)
+		since, deadline, ok := s.idle(ctx, w, now)
+		if ok {
+			s.suspend(ctx, w, since)
+		} else if !deadline.IsZero() && (earliest.IsZero() || deadline.Before(earliest)) {
+			earliest = deadline
 		}
 	}
-	s.meter(ctx, now)
+	return earliest
 }
 
 // meter advances the usage heartbeat, samples every active compute's
@@ -92,27 +115,30 @@ func (s *Scheduler) meter(ctx context.Context, now time.Time) {
 
 // idle reports whether a compute has gone without traffic for its
 // project's idle timeout, and may be suspended with its open connections.
-func (s *Scheduler) idle(ctx context.Context, w compute.WakeResult, now time.Time) bool {
+// It returns the last activity it saw (for SuspendIfIdle to check against)
+// and, when not idle yet, the time it will be.
+func (s *Scheduler) idle(ctx context.Context, w compute.WakeResult, now time.Time) (last, deadline time.Time, ok bool) {
 	p, err := s.st.GetProject(ctx, w.ProjectID)
 	if err != nil {
 		s.log.Warn("cannot read project config; not suspending", "project", w.ProjectID, "err", err)
-		return false
+		return
 	}
 	timeout := time.Duration(p.Config.IdleTimeout) * time.Second
 	if timeout == 0 {
-		return false // 0 means never suspend
+		return // 0 means never suspend
 	}
 	a := s.mgr.Activity(w.ComputeID)
-	if now.Sub(a.LastActive()) < timeout {
-		return false
+	last = a.LastActive()
+	if now.Sub(last) < timeout {
+		return last, last.Add(timeout), false
 	}
 	withOpen := p.Config.SuspendWithOpenConnections == nil || *p.Config.SuspendWithOpenConnections
-	return withOpen || a.Conns() == 0
+	return last, time.Time{}, withOpen || a.Conns() == 0
 }
 
 // suspend suspends an idle compute unless client work is in progress, in
 // which case it is postponed to the next tick.
-func (s *Scheduler) suspend(ctx context.Context, w compute.WakeResult) {
+func (s *Scheduler) suspend(ctx context.Context, w compute.WakeResult, idleSince time.Time) {
 	log := s.log.With("compute", w.ComputeID, "project", w.ProjectID)
 	busy, err := s.mgr.Busy(ctx, w.ComputeID)
 	if err != nil {
@@ -129,7 +155,7 @@ func (s *Scheduler) suspend(ctx context.Context, w compute.WakeResult) {
 		return
 	}
 	delete(s.postponed, w.ComputeID)
-	if _, _, err := s.mgr.Suspend(ctx, w.ComputeID, compute.ReasonIdle); err != nil {
+	if _, err := s.mgr.SuspendIfIdle(ctx, w.ComputeID, idleSince); err != nil {
 		log.Error("idle suspend failed", "err", err)
 	}
 }

@@ -466,3 +466,40 @@ func TestUsersCreatedInSQL(t *testing.T) {
 		t.Fatalf("user created before a suspend cannot log in after it: %v", err)
 	}
 }
+
+// TestLoginsRacingIdleSuspends: logins that land right around the idle
+// timeout, when the scheduler is deciding to suspend, never fail: they
+// either keep the compute up or wait for the suspend and wake it.
+func TestLoginsRacingIdleSuspends(t *testing.T) {
+	e := newEnv(t)
+	pid, _, pw := e.project(t, "racy", store.ProjectConfig{IdleTimeout: 1})
+	var failures int
+	for i := range 12 {
+		// Around the 1 s idle timeout, give or take a scheduler interval.
+		time.Sleep(time.Second - interval + time.Duration(i%5)*interval/2)
+		db := e.db(t, "racy", pw)
+		var one int
+		if err := db.QueryRow("SELECT 1").Scan(&one); err != nil {
+			failures++
+			t.Logf("login %d: %v", i, err)
+		}
+		db.Close()
+	}
+	if failures > 0 {
+		t.Fatalf("%d of 12 logins racing idle suspends failed", failures)
+	}
+	ops, err := e.st.ListOperations(context.Background(), pid, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	suspends := 0
+	for _, op := range ops {
+		if op.Action == store.ActionSuspend && op.Reason == compute.ReasonIdle {
+			suspends++
+		}
+	}
+	t.Logf("%d idle suspends raced the logins", suspends)
+	if suspends == 0 {
+		t.Fatal("no idle suspend happened: the test did not race anything")
+	}
+}

@@ -36,7 +36,9 @@ type memSettings struct {
 // slow the start-up down (those caches are initialised eagerly).
 func sizeMemory(mem int64) memSettings {
 	mem = max(mem, minMemory)
-	conns := clamp(mem/(2*mib), 50, 1000)
+	// Connections are cheap until used: at least MariaDB's default 151, so
+	// that a burst of logins to a small compute is not refused with 1040.
+	conns := clamp(mem/(512<<10), 151, 1000)
 	return memSettings{
 		bufferPool:     roundMiB(mem / 2),
 		logFile:        roundMiB(clamp(mem/8, templateLogFileSize, 1024*mib)),
@@ -44,7 +46,7 @@ func sizeMemory(mem int64) memSettings {
 		maxConnections: conns,
 		threadCache:    clamp(conns/4, 8, 100),
 		tmpTable:       roundMiB(clamp(mem/32, 2*mib, 64*mib)),
-		sortBuffer:     clamp(mem/256, 256<<10, 2*mib),
+		sortBuffer:     clamp(mem/1024, 256<<10, 2*mib),
 		keyBuffer:      roundMiB(clamp(mem/128, 1*mib, 64*mib)),
 		ariaPagecache:  roundMiB(clamp(mem/32, 8*mib, 256*mib)),
 		tableOpenCache: clamp(mem/(512<<10), 200, 4000),
