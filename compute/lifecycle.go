@@ -208,7 +208,11 @@ func (m *Manager) Destroy(ctx context.Context, computeID, reason string) (*store
 		return op, fmt.Errorf("delete compute %s: %w", c.ID, err)
 	}
 	m.mu.Lock()
-	delete(m.activity, c.ID)
+	if a, ok := m.activity[c.ID]; ok {
+		in, out := a.Bytes()
+		m.retiredIn, m.retiredOut = m.retiredIn+in, m.retiredOut+out
+		delete(m.activity, c.ID)
+	}
 	m.mu.Unlock()
 	return op, nil
 }

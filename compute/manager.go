@@ -62,6 +62,8 @@ type Manager struct {
 	locks    map[string]*sync.Mutex // per compute: one lifecycle action at a time
 	warm     map[string]WakeResult  // project id -> running backend, the wake fast path
 	activity map[string]*Activity   // compute id -> live usage
+	// Bytes of destroyed computes, so that TotalBytes never goes down.
+	retiredIn, retiredOut int64
 }
 
 // New returns a Manager and registers its crash handler with the driver.
@@ -228,6 +230,7 @@ func (m *Manager) lock(computeID string) func() {
 func (m *Manager) TotalBytes() (in, out int64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	in, out = m.retiredIn, m.retiredOut
 	for _, a := range m.activity {
 		i, o := a.Bytes()
 		in, out = in+i, out+o
