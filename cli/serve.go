@@ -145,7 +145,7 @@ func open(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemon, er
 		st.Close()
 		return nil, err
 	}
-	px, err := proxy.New(proxyConfig(cfg, versionOf(drv)), directory{st}, mgr, log)
+	px, err := proxy.New(proxyConfig(cfg, versionOf(drv)), proxy.StoreDirectory{Store: st}, mgr, log)
 	if err != nil {
 		st.Close()
 		return nil, fmt.Errorf("set up the MySQL proxy: %w", err)

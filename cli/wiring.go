@@ -11,21 +11,6 @@ import (
 	"github.com/serverlessd/serverlessd/store"
 )
 
-// directory answers the proxy's login lookups from the (cached) store.
-type directory struct{ st store.Store }
-
-func (d directory) LookupRole(ctx context.Context, project, user string) (string, string, error) {
-	p, err := d.st.GetProject(ctx, project)
-	if err != nil {
-		return "", "", err
-	}
-	r, err := d.st.GetRole(ctx, p.ID, user)
-	if err != nil {
-		return "", "", err
-	}
-	return p.ID, r.PasswordHash, nil
-}
-
 // proxyConfig maps the daemon's config onto the proxy's.
 func proxyConfig(cfg config.Config, version string) proxy.Config {
 	p := cfg.Proxy

@@ -46,20 +46,6 @@ type env struct {
 	api   *httptest.Server
 }
 
-type directory struct{ st store.Store }
-
-func (d directory) LookupRole(ctx context.Context, project, user string) (string, string, error) {
-	p, err := d.st.GetProject(ctx, project)
-	if err != nil {
-		return "", "", err
-	}
-	r, err := d.st.GetRole(ctx, p.ID, user)
-	if err != nil {
-		return "", "", err
-	}
-	return p.ID, r.PasswordHash, nil
-}
-
 func logger() *slog.Logger {
 	if os.Getenv("TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -82,7 +68,7 @@ func newEnv(t *testing.T) *env {
 	}
 	met := metrics.New(false)
 	mgr := compute.New(compute.Options{Store: st, Driver: drv, Node: "test", Logger: logger(), Metrics: met})
-	px, err := proxy.New(proxy.Config{}, directory{st}, mgr, logger())
+	px, err := proxy.New(proxy.Config{}, proxy.StoreDirectory{Store: st}, mgr, logger())
 	if err != nil {
 		t.Fatal(err)
 	}

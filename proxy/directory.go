@@ -1,0 +1,24 @@
+package proxy
+
+import (
+	"context"
+
+	"github.com/serverlessd/serverlessd/store"
+)
+
+// StoreDirectory answers login lookups from a store. Give it the daemon's
+// caching store, so that a warm login does not touch the database.
+type StoreDirectory struct{ Store store.Store }
+
+// LookupRole resolves a project (name or id) and one of its roles.
+func (d StoreDirectory) LookupRole(ctx context.Context, project, user string) (string, string, error) {
+	p, err := d.Store.GetProject(ctx, project)
+	if err != nil {
+		return "", "", err
+	}
+	r, err := d.Store.GetRole(ctx, p.ID, user)
+	if err != nil {
+		return "", "", err
+	}
+	return p.ID, r.PasswordHash, nil
+}
