@@ -26,7 +26,18 @@ func openKubernetes(cfg config.Config, log *slog.Logger) (compute.Driver, error)
 		return nil, err
 	}
 	rc.UserAgent = "serverlessd/" + Version
+	// client-go's default limit (5 requests/s, bursts of 10) would queue a
+	// wake behind the previous suspend's calls: a resume costs about five
+	// requests, and clients wait on it. The API server's priority and
+	// fairness protects it from us instead.
+	rc.QPS, rc.Burst = 50, 100
 	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	// Events get their own client, so that recording them never takes a
+	// lifecycle call's turn.
+	events, err := kubernetes.NewForConfig(rest.CopyConfig(rc))
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
@@ -39,6 +50,7 @@ func openKubernetes(cfg config.Config, log *slog.Logger) (compute.Driver, error)
 	}
 	return kubedriver.New(kubedriver.Options{
 		Client:       cs,
+		EventClient:  events,
 		Namespace:    k.Namespace,
 		Image:        k.Image,
 		StorageClass: k.StorageClass,

@@ -140,7 +140,7 @@ func open(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemon, er
 	}
 	met := metrics.New(cfg.Metrics.PerProjectLabels)
 	mgr := compute.New(compute.Options{Store: st, Driver: drv, Node: cfg.NodeName, Logger: log, Metrics: met,
-		DefaultSpec: store.ComputeSpec{Resources: store.Resources{Memory: cfg.Compute.DefaultMemory}}})
+		DefaultSpec: defaultSpec(cfg)})
 	if err := mgr.Reconcile(ctx); err != nil {
 		st.Close()
 		return nil, err
@@ -195,9 +195,20 @@ func openDriver(cfg config.Config, log *slog.Logger) (compute.Driver, error) {
 			StopTimeout: cfg.Compute.StopTimeout,
 			Logger:      log,
 		})
+	case "kubernetes":
+		return openKubernetes(cfg, log)
 	default:
 		return nil, fmt.Errorf("compute.driver %q is not available in this build", cfg.Compute.Driver)
 	}
+}
+
+// defaultSpec is what a new compute runs with when its request names none.
+func defaultSpec(cfg config.Config) store.ComputeSpec {
+	if cfg.Compute.Driver == "kubernetes" {
+		k := cfg.Kubernetes
+		return store.ComputeSpec{Image: k.Image, Storage: k.StorageSize, Resources: store.Resources{CPU: k.CPU, Memory: k.Memory}}
+	}
+	return store.ComputeSpec{Resources: store.Resources{Memory: cfg.Compute.DefaultMemory}}
 }
 
 // shutdown stops the subsystems in order. Each step gets its own deadline so

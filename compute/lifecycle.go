@@ -31,6 +31,9 @@ func (m *Manager) Create(ctx context.Context, projectID string, spec store.Compu
 	if spec.Resources.CPU == "" {
 		spec.Resources.CPU = m.defs.Resources.CPU
 	}
+	if spec.Storage == "" {
+		spec.Storage = m.defs.Storage
+	}
 	now := store.Now()
 	c := &store.Compute{
 		ID: store.NewID("cmp"), ProjectID: projectID, State: store.StateCreating,

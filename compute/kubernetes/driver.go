@@ -14,6 +14,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"regexp"
+	"strings"
 	"sync"
 	"time"
 
@@ -46,7 +48,10 @@ const (
 // Options configure a Driver.
 type Options struct {
 	// Client talks to the API server.
-	Client       kubernetes.Interface
+	Client kubernetes.Interface
+	// EventClient records Events; nil uses Client. A separate client keeps
+	// Events out of the lifecycle calls' rate limit.
+	EventClient  kubernetes.Interface
 	Namespace    string
 	Image        string
 	StorageClass string // empty: the cluster's default StorageClass
@@ -98,8 +103,12 @@ func New(opts Options) (*Driver, error) {
 		done:   make(chan struct{}),
 	}
 	if d.rec == nil {
+		ec := opts.EventClient
+		if ec == nil {
+			ec = opts.Client
+		}
 		d.broadcast = record.NewBroadcaster()
-		d.broadcast.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: d.cli.CoreV1().Events(opts.Namespace)})
+		d.broadcast.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: ec.CoreV1().Events(opts.Namespace)})
 		d.rec = d.broadcast.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "serverlessd"})
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -211,3 +220,29 @@ func (d *Driver) clearActive(computeID string) {
 	delete(d.active, computeID)
 	d.mu.Unlock()
 }
+
+// Version is the MariaDB version of the default image, from its tag
+// ("mariadb:10.11.10" gives "10.11.10-MariaDB"), for the proxy's greeting
+// before any compute runs. It is empty when the tag does not say (a digest,
+// or a name like "latest").
+func (d *Driver) Version() string {
+	return imageVersion(d.opts.Image)
+}
+
+func imageVersion(image string) string {
+	if i := strings.Index(image, "@"); i >= 0 {
+		image = image[:i]
+	}
+	i := strings.LastIndex(image, ":")
+	if i < 0 || strings.Contains(image[i:], "/") {
+		return ""
+	}
+	tag, _, _ := strings.Cut(image[i+1:], "-")
+	if !versionTag.MatchString(tag) {
+		return ""
+	}
+	return tag + "-MariaDB"
+}
+
+// versionTag matches a full major.minor.patch tag.
+var versionTag = regexp.MustCompile(`^\d+\.\d+\.\d+$`)

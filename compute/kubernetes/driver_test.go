@@ -243,3 +243,20 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+func TestImageVersion(t *testing.T) {
+	for image, want := range map[string]string{
+		"mariadb:10.11.10":                    "10.11.10-MariaDB",
+		"registry.local:5000/mariadb:11.4.5":  "11.4.5-MariaDB",
+		"mariadb:10.11.10-jammy":              "10.11.10-MariaDB",
+		"mariadb:10.11":                       "",
+		"mariadb:latest":                      "",
+		"registry.local:5000/mariadb":         "",
+		"mariadb@sha256:0123":                 "",
+		"mariadb:11.4.5@sha256:0123456789abc": "11.4.5-MariaDB",
+	} {
+		if got := imageVersion(image); got != want {
+			t.Errorf("imageVersion(%q) = %q, want %q", image, got, want)
+		}
+	}
+}

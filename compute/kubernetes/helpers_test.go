@@ -124,6 +124,9 @@ func (k *kubelet) run() {
 }
 
 func (k *kubelet) update(pod *corev1.Pod) {
+	if terminal(pod) {
+		return // a kubelet never revives a terminated Pod
+	}
 	k.mu.Lock()
 	fn := k.status
 	k.mu.Unlock()

@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/serverlessd/serverlessd/compute"
 	"github.com/serverlessd/serverlessd/store"
@@ -79,13 +80,15 @@ func (d *Driver) Start(ctx context.Context, c *store.Compute) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("start compute %s: %w", c.ID, err)
 	}
-	created := time.Since(t0)
+	created, uid := time.Since(t0), pod.UID
 	if pod, err = d.waitReady(ctx, name); err != nil {
+		d.abandon(c, name, uid, err)
 		return "", fmt.Errorf("start compute %s: %w", c.ID, err)
 	}
 	ready := time.Since(t0)
 	addr := net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(MySQLPort))
 	if err := d.dialMySQL(ctx, addr); err != nil {
+		d.abandon(c, name, uid, err)
 		return "", fmt.Errorf("start compute %s: pod %s is Ready but %w", c.ID, name, err)
 	}
 	d.setActive(c.ID, pod.UID)
@@ -96,24 +99,26 @@ func (d *Driver) Start(ctx context.Context, c *store.Compute) (string, error) {
 }
 
 // ensurePod returns the compute's live Pod, creating it if there is none.
+// It tries the create first: on a resume the Pod is almost always gone, and
+// each request to the API server is on the client's wait.
 func (d *Driver) ensurePod(ctx context.Context, c *store.Compute, name string) (*corev1.Pod, error) {
+	want, err := d.podFor(c, name)
+	if err != nil {
+		return nil, err
+	}
 	pods := d.cli.CoreV1().Pods(d.opts.Namespace)
 	for {
-		pod, err := pods.Get(ctx, name, getOpts)
+		pod, err := pods.Create(ctx, want, createOpts)
+		if err == nil {
+			return pod, nil
+		}
+		if !apierrors.IsAlreadyExists(err) {
+			return nil, fmt.Errorf("create pod: %w", err)
+		}
+		pod, err = pods.Get(ctx, name, getOpts)
 		switch {
 		case apierrors.IsNotFound(err):
-			want, err := d.podFor(c, name)
-			if err != nil {
-				return nil, err
-			}
-			pod, err = pods.Create(ctx, want, createOpts)
-			if apierrors.IsAlreadyExists(err) {
-				continue // created concurrently: take that one
-			}
-			if err != nil {
-				return nil, fmt.Errorf("create pod: %w", err)
-			}
-			return pod, nil
+			continue // deleted in between: create it again
 		case err != nil:
 			return nil, fmt.Errorf("get pod: %w", err)
 		case pod.DeletionTimestamp != nil:
@@ -131,6 +136,24 @@ func (d *Driver) ensurePod(ctx context.Context, c *store.Compute, name string) (
 			return pod, nil
 		}
 	}
+}
+
+// abandon deletes, in the background, the Pod of a start that failed: a
+// failed compute runs nothing (as with the local driver), and the next wake
+// starts from a new Pod rather than from one stuck in a crash loop. The UID
+// precondition keeps a late delete from hitting the next start's Pod.
+func (d *Driver) abandon(c *store.Compute, name string, uid types.UID, cause error) {
+	d.log.Warn("deleting the pod of a failed start", "compute", c.ID, "pod", name, "err", cause)
+	d.event(name, corev1.EventTypeWarning, "StartFailed", "Pod %s did not start: %v", name, cause)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		opts := metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}}
+		err := d.cli.CoreV1().Pods(d.opts.Namespace).Delete(ctx, name, opts)
+		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+			d.log.Error("could not delete the pod of a failed start", "compute", c.ID, "pod", name, "err", err)
+		}
+	}()
 }
 
 // Stop deletes the compute's Pod and waits until it is gone, so that

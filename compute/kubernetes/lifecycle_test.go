@@ -215,3 +215,35 @@ func TestCrashReportedOnceAndNotAfterStop(t *testing.T) {
 		t.Error("no BackendLost event")
 	}
 }
+
+func TestFailedStartLeavesNoPod(t *testing.T) {
+	d, cs, rec := newTestDriver(t)
+	ctx := ctxT(t)
+	k := startKubelet(t, cs, "")
+	k.setStatus(func(p *corev1.Pod) {
+		p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "mariadb", State: corev1.ContainerState{
+			Waiting: &corev1.ContainerStateWaiting{Reason: "CreateContainerConfigError", Message: "secret not found"}}}}
+	})
+	c := testCompute()
+	if err := d.Provision(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Start(ctx, c); err == nil {
+		t.Fatal("Start succeeded")
+	}
+	name, _ := objectName(c.ID)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, err := cs.CoreV1().Pods(testNS).Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the pod of a failed start is still there")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !strings.Contains(events(rec), "StartFailed") {
+		t.Error("no StartFailed event")
+	}
+}

@@ -1,0 +1,329 @@
+package kube
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// daemon is one `serverlessd serve` with compute.driver kubernetes, the
+// kubeconfig of its ServiceAccount and a SQLite store in dataDir.
+type daemon struct {
+	t       *testing.T
+	dataDir string
+	api     string
+	proxy   string
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	log     *bytes.Buffer
+}
+
+func startDaemon(t *testing.T, dataDir, api, proxy string) *daemon {
+	t.Helper()
+	d := &daemon{t: t, dataDir: dataDir, api: api, proxy: proxy, log: &bytes.Buffer{}}
+	cfg := fmt.Sprintf(`data_dir: %s
+api:
+  listen: %s
+proxy:
+  listen: %s
+store:
+  driver: sqlite
+compute:
+  driver: kubernetes
+  stop_timeout: 30s
+  default_memory: 256Mi
+kubernetes:
+  kubeconfig: %s
+  namespace: %s
+  image: mariadb:10.11.10
+  storage_size: 1Gi
+  cpu: 250m
+  memory: 256Mi
+log:
+  level: debug
+`, dataDir, api, proxy, kubeconfig, namespace)
+	path := filepath.Join(dataDir, "config.yaml")
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.cmd = exec.Command(daemonBinary(t), "--config", path, "serve")
+	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d.exited = make(chan struct{})
+	go func() { _ = d.cmd.Wait(); close(d.exited) }()
+	t.Cleanup(d.stop)
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) && !d.hasExited() {
+		if resp, err := http.Get("http://" + api + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return d
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("serverlessd did not become ready; its log:\n%s", d.log)
+	return nil
+}
+
+func (d *daemon) hasExited() bool {
+	select {
+	case <-d.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop sends SIGTERM and waits: computes on Kubernetes outlive the daemon.
+func (d *daemon) stop() {
+	if d.hasExited() {
+		return
+	}
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.exited:
+	case <-time.After(60 * time.Second):
+		_ = d.cmd.Process.Kill()
+		<-d.exited
+		d.t.Errorf("serverlessd did not exit on SIGTERM; its log:\n%s", d.log)
+	}
+}
+
+// call makes an API call and decodes the JSON answer into out.
+func (d *daemon) call(method, path, body string, want int, out any) {
+	d.t.Helper()
+	req, _ := http.NewRequest(method, "http://"+d.api+path, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var raw json.RawMessage
+	_ = json.NewDecoder(resp.Body).Decode(&raw)
+	if resp.StatusCode != want {
+		d.t.Fatalf("%s %s: %d %s, want %d; daemon log:\n%s", method, path, resp.StatusCode, raw, want, tail(d.log.String(), 6000))
+	}
+	if out != nil {
+		if err := json.Unmarshal(raw, out); err != nil {
+			d.t.Fatalf("%s %s: %v: %s", method, path, err, raw)
+		}
+	}
+}
+
+type computeOut struct {
+	Compute struct {
+		ID      string `json:"id"`
+		State   string `json:"state"`
+		Address string `json:"address"`
+	} `json:"compute"`
+}
+
+func (d *daemon) compute(project string) computeOut {
+	var c computeOut
+	d.call("GET", "/api/v1/projects/"+project+"/compute", "", 200, &c)
+	return c
+}
+
+// open returns a MySQL client of the proxy for user@project.
+func (d *daemon) open(project, user, password string) *sql.DB {
+	d.t.Helper()
+	cfg := mysql.NewConfig()
+	cfg.User, cfg.Passwd, cfg.Net, cfg.Addr = project+"."+user, password, "tcp", d.proxy
+	cfg.Timeout = 2 * time.Minute
+	db, err := sql.Open("mysql", cfg.FormatDSN())
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	d.t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// TestDaemonFullPath drives the real daemon binary on the harness: create a
+// project and its compute through the API, write rows through the proxy,
+// suspend (Pod gone, PVC kept), wake by logging in (a new Pod, the rows
+// still there), restarts that adopt a live Pod and reconcile one deleted
+// behind the daemon's back, and destroy (nothing left).
+func TestDaemonFullPath(t *testing.T) {
+	ctx := ctxFor(t, 8*time.Minute)
+	dataDir := t.TempDir()
+	api, proxy := freeAddr(t), freeAddr(t)
+	d := startDaemon(t, dataDir, api, proxy)
+
+	var created struct {
+		Role struct {
+			Password string `json:"password"`
+		} `json:"role"`
+	}
+	d.call("POST", "/api/v1/projects", `{"name":"shop"}`, 201, &created)
+	pw := created.Role.Password
+	var c computeOut
+	d.call("POST", "/api/v1/projects/shop/compute", `{}`, 201, &c)
+	cid := c.Compute.ID
+	name := "serverlessd-" + strings.ReplaceAll(cid, "_", "-")
+	if c.Compute.State != "active" {
+		t.Fatalf("new compute is %s, want active", c.Compute.State)
+	}
+	db := d.open("shop", "root", pw)
+	mustExec(t, db, "CREATE DATABASE app", "CREATE TABLE app.orders (id INT PRIMARY KEY, item TEXT)",
+		"INSERT INTO app.orders VALUES (1, 'tea'), (2, 'cake')")
+	db.Close()
+
+	uid := podUID(t, ctx, name)
+	d.call("POST", "/api/v1/projects/shop/compute/"+cid+"/suspend", "", 200, nil)
+	checkSuspended(t, ctx, name)
+
+	// A login wakes it on a new Pod, and the rows are there.
+	db = d.open("shop", "root", pw)
+	if n := count(t, db, "SELECT COUNT(*) FROM app.orders"); n != 2 {
+		t.Errorf("%d rows after suspend and wake, want 2", n)
+	}
+	db.Close()
+	if podUID(t, ctx, name) == uid {
+		t.Error("the wake reused the old pod")
+	}
+	measureResumes(t, d, cid, name, pw, 5)
+
+	d = checkRestarts(t, ctx, d, dataDir, cid, name, pw)
+
+	d.call("DELETE", "/api/v1/projects/shop/compute/"+cid, "", 200, nil)
+	waitNothingLeft(t, ctx, name)
+	checkEvents(t, ctx, name, "Provisioned", "Resumed", "Suspended")
+}
+
+// checkSuspended checks that the Pod is gone and the PVC and Secret stay.
+func checkSuspended(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	cs := kube.client.CoreV1()
+	if _, err := cs.Pods(namespace).Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("pod after suspend: %v, want not found", err)
+	}
+	if _, err := cs.PersistentVolumeClaims(namespace).Get(ctx, name, metav1.GetOptions{}); err != nil {
+		t.Fatalf("pvc after suspend: %v", err)
+	}
+	if _, err := cs.Secrets(namespace).Get(ctx, name, metav1.GetOptions{}); err != nil {
+		t.Fatalf("secret after suspend: %v", err)
+	}
+}
+
+// checkRestarts restarts the daemon twice: first with the Pod alive (it is
+// adopted: same Pod, no start), then after deleting the Pod while the
+// daemon was down (reconciled: the compute is no longer active, and the
+// next login starts a new Pod with the data). It returns the last daemon.
+func checkRestarts(t *testing.T, ctx context.Context, d *daemon, dataDir, cid, name, pw string) *daemon {
+	t.Helper()
+	uid := podUID(t, ctx, name)
+	d.stop()
+	if podUID(t, ctx, name) != uid {
+		t.Fatal("stopping the daemon touched the compute's pod")
+	}
+	d = startDaemon(t, dataDir, d.api, d.proxy)
+	if c := d.compute("shop"); c.Compute.State != "active" || podUID(t, ctx, name) != uid {
+		t.Fatalf("after a restart: %s, pod changed: %v; want the live pod adopted", c.Compute.State, podUID(t, ctx, name) != uid)
+	}
+	db := d.open("shop", "root", pw)
+	mustExec(t, db, "INSERT INTO app.orders VALUES (3, 'scone')")
+	db.Close()
+
+	d.stop()
+	if err := kube.client.CoreV1().Pods(namespace).Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	checkGone(t, ctx, name)
+	d = startDaemon(t, dataDir, d.api, d.proxy)
+	if c := d.compute("shop"); !slices.Contains([]string{"failed", "suspended"}, c.Compute.State) {
+		t.Fatalf("after a restart with the pod deleted: state %s, want failed or suspended", c.Compute.State)
+	}
+	db = d.open("shop", "root", pw)
+	if n := count(t, db, "SELECT COUNT(*) FROM app.orders"); n != 3 {
+		t.Errorf("%d rows after the reconciled restart, want 3", n)
+	}
+	db.Close()
+	if c := d.compute("shop"); c.Compute.State != "active" {
+		t.Errorf("after the wake: state %s, want active", c.Compute.State)
+	}
+	return d
+}
+
+func checkGone(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		_, err := kube.client.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pod %s still there: %v", name, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// measureResumes suspends and wakes the compute n times and reports, for
+// each, the time from the login that wakes it to the first SELECT 1, split
+// into the database's start (mariadbd exec to its first greeting, measured
+// by the node) and the rest: API server round trips and watch deliveries,
+// the proxy's login and the role sync.
+func measureResumes(t *testing.T, d *daemon, cid, name, pw string, n int) {
+	t.Helper()
+	var totals, dbs []time.Duration
+	for i := range n {
+		d.call("POST", "/api/v1/projects/shop/compute/"+cid+"/suspend", "", 200, nil)
+		db := d.open("shop", "root", pw)
+		t0 := time.Now()
+		var one int
+		if err := db.QueryRow("SELECT 1").Scan(&one); err != nil {
+			t.Fatalf("resume %d: %v", i, err)
+		}
+		total := time.Since(t0)
+		db.Close()
+		tm, ok := kubeNode.lastTiming(name)
+		if !ok || tm.Seen.Before(t0) {
+			t.Fatalf("resume %d: the node did not start a new pod", i)
+		}
+		dbStart := tm.DBUp.Sub(tm.DBStart)
+		totals, dbs = append(totals, total), append(dbs, dbStart)
+		t.Logf("resume %d: wake to SELECT 1 %s = database start %s + API server and daemon %s "+
+			"(login to pod seen by node %s, pod seen to mariadbd exec %s, mariadbd up to Ready written %s, Ready to SELECT 1 %s)",
+			i, ms(total), ms(dbStart), ms(total-dbStart),
+			ms(tm.Seen.Sub(t0)), ms(tm.DBStart.Sub(tm.Seen)), ms(tm.ReadySet.Sub(tm.DBUp)), ms(t0.Add(total).Sub(tm.ReadySet)))
+	}
+	slices.Sort(totals)
+	slices.Sort(dbs)
+	t.Logf("resume over %d runs: median wake to SELECT 1 %s, median database start %s", n, ms(totals[n/2]), ms(dbs[n/2]))
+}
+
+func ms(d time.Duration) string { return d.Round(100 * time.Microsecond).String() }
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
