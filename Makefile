@@ -12,7 +12,7 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RUN_PKGS  := mariadb-server mariadb-client
 TEST_PKGS := $(RUN_PKGS) postgresql sysbench haproxy
 
-.PHONY: all build run test test-unit test-kube e2e bench deps-run deps-test fmt vet clean
+.PHONY: all build run test test-unit test-kube e2e bench bench-proxy deps-run deps-test fmt vet clean
 
 all: build
 
@@ -69,8 +69,15 @@ test-kube: deps-test
 e2e: deps-test
 	$(GO) test -count=1 -timeout 20m -v ./e2e
 
+# bench runs the whole performance suite side by side (cold and warm logins,
+# sysbench direct / serverlessd / haproxy, wake storm, churn, scale, the Go
+# benchmarks, a CPU profile of the proxy) and writes BENCHMARKS.md.
 bench: deps-test build
-	$(GO) test -run '^$$' -bench . -benchtime 30x -timeout 30m ./...
+	$(GO) run ./bench/cmd/benchsuite -binary $(BIN) -out BENCHMARKS.md
+
+# bench-proxy runs only the sysbench matrix (direct, serverlessd, haproxy).
+bench-proxy: deps-test build
+	$(GO) run ./bench/cmd/benchsuite -binary $(BIN) -only throughput
 
 clean:
 	rm -rf bin

@@ -1,0 +1,352 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// daemon is one running `serverlessd serve` driven over its API, as the
+// e2e suite does (the helper is copied, not imported: it lives in a _test
+// file there).
+type daemon struct {
+	bin     string
+	dataDir string
+	api     string // host:port
+	proxy   string // host:port
+	env     []string
+	cmd     *exec.Cmd
+	logPath string
+	exited  chan struct{}
+	http    *http.Client
+	// unregister drops the interrupt handler once the daemon has stopped.
+	unregister func()
+}
+
+// freePort returns a loopback address that was free a moment ago.
+func freePort() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// startDaemon runs serve on dataDir with the scheduler interval given (0:
+// the default, 30s) and waits until /readyz answers. Logs go to <dataDir>.log at warn level: at
+// info, 500 logins a second would be measured writing log lines.
+func startDaemon(bin, dataDir string, interval time.Duration) (*daemon, error) {
+	api, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	px, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	d := &daemon{bin: bin, dataDir: dataDir, api: api, proxy: px, logPath: dataDir + ".log",
+		exited: make(chan struct{}),
+		http:   &http.Client{Timeout: 5 * time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}}
+	logf, err := os.OpenFile(d.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	d.cmd = exec.Command(bin, "serve", "--data-dir", dataDir, "--api-listen", api, "--proxy-listen", px)
+	d.cmd.Env = append(os.Environ(), "SERVERLESSD_LOG_LEVEL=warn")
+	if interval > 0 {
+		d.cmd.Env = append(d.cmd.Env, "SERVERLESSD_SCHEDULER_INTERVAL="+interval.String())
+	}
+	d.cmd.Stdout, d.cmd.Stderr = logf, logf
+	if err := d.cmd.Start(); err != nil {
+		return nil, err
+	}
+	go func() { _ = d.cmd.Wait(); close(d.exited) }()
+	d.unregister = onInterrupt(d.stop)
+	deadline := time.Now().Add(90 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get("http://" + api + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return d, nil
+			}
+		}
+		select {
+		case <-d.exited:
+			return nil, fmt.Errorf("serverlessd exited during start-up; see %s", d.logPath)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	d.stop()
+	return nil, fmt.Errorf("serverlessd did not become ready; see %s", d.logPath)
+}
+
+// stop sends SIGTERM (the daemon suspends its computes cleanly) and waits.
+func (d *daemon) stop() {
+	defer d.unregister()
+	select {
+	case <-d.exited:
+		return
+	default:
+	}
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.exited:
+	case <-time.After(2 * time.Minute):
+		_ = d.cmd.Process.Kill()
+		<-d.exited
+	}
+}
+
+func (d *daemon) pid() int { return d.cmd.Process.Pid }
+
+// apiError is a non-2xx answer from the API.
+type apiError struct {
+	status int
+	body   string
+}
+
+func (e *apiError) Error() string {
+	return fmt.Sprintf("HTTP %d: %s", e.status, strings.TrimSpace(e.body))
+}
+
+// call sends a JSON request and decodes a JSON answer into out (if not nil).
+func (d *daemon) call(method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, "http://"+d.api+path, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := d.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode/100 != 2 {
+		return &apiError{resp.StatusCode, string(raw)}
+	}
+	if out != nil {
+		return json.Unmarshal(raw, out)
+	}
+	return nil
+}
+
+// get times one GET and drains the answer (for API latency figures).
+func (d *daemon) get(path string) (time.Duration, error) {
+	t0 := time.Now()
+	resp, err := d.http.Get("http://" + d.api + path)
+	if err != nil {
+		return 0, err
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	el := time.Since(t0)
+	if err == nil && resp.StatusCode != 200 {
+		err = fmt.Errorf("GET %s: HTTP %d", path, resp.StatusCode)
+	}
+	return el, err
+}
+
+type project struct {
+	ID       string
+	Name     string
+	Password string
+	Compute  string // compute id, once created
+	Socket   string // the compute's unix socket, once created
+}
+
+// createProject creates a project (idle timeout in seconds) and returns it
+// with its root password.
+func (d *daemon) createProject(name string, idle int) (*project, error) {
+	var out struct {
+		Project struct{ ID, Name string }
+		Role    struct{ Password string }
+	}
+	err := d.call("POST", "/api/v1/projects", map[string]any{"name": name, "config": map[string]any{"idle_timeout": idle}}, &out)
+	if err != nil {
+		return nil, fmt.Errorf("create project %s: %w", name, err)
+	}
+	return &project{ID: out.Project.ID, Name: name, Password: out.Role.Password}, nil
+}
+
+type computeJSON struct {
+	ID      string `json:"id"`
+	State   string `json:"state"`
+	Address string `json:"address"`
+}
+
+// createCompute creates the project's compute (memory "" = the default)
+// and records its id and socket.
+func (d *daemon) createCompute(p *project, memory string) error {
+	cfg := map[string]any{}
+	if memory != "" {
+		cfg["resources"] = map[string]any{"memory": memory}
+	}
+	var out struct{ Compute computeJSON }
+	if err := d.call("POST", "/api/v1/projects/"+p.Name+"/compute", map[string]any{"config": cfg}, &out); err != nil {
+		return fmt.Errorf("create compute of %s: %w", p.Name, err)
+	}
+	p.Compute = out.Compute.ID
+	p.Socket = strings.TrimPrefix(out.Compute.Address, "unix:")
+	return nil
+}
+
+func (d *daemon) compute(p *project) (computeJSON, error) {
+	var out struct{ Compute computeJSON }
+	err := d.call("GET", "/api/v1/projects/"+p.Name+"/compute", nil, &out)
+	return out.Compute, err
+}
+
+// suspend suspends the compute; it returns once mariadbd has exited.
+func (d *daemon) suspend(p *project) error {
+	return d.call("POST", "/api/v1/projects/"+p.Name+"/compute/"+p.Compute+"/suspend", nil, nil)
+}
+
+func (d *daemon) resume(p *project) error {
+	var out struct{ Compute computeJSON }
+	if err := d.call("POST", "/api/v1/projects/"+p.Name+"/compute/"+p.Compute+"/resume", nil, &out); err != nil {
+		return err
+	}
+	p.Socket = strings.TrimPrefix(out.Compute.Address, "unix:")
+	return nil
+}
+
+type operation struct {
+	Action     string    `json:"action"`
+	Status     string    `json:"status"`
+	Reason     string    `json:"reason"`
+	StartedAt  time.Time `json:"started_at"`
+	DurationMS float64   `json:"duration_ms"`
+}
+
+// operations lists the project's operations that started at or after since.
+func (d *daemon) operations(p *project, since time.Time) ([]operation, error) {
+	var out struct{ Operations []operation }
+	if err := d.call("GET", "/api/v1/projects/"+p.Name+"/operations?limit=1000", nil, &out); err != nil {
+		return nil, err
+	}
+	var ops []operation
+	for _, op := range out.Operations {
+		if !op.StartedAt.Before(since) {
+			ops = append(ops, op)
+		}
+	}
+	return ops, nil
+}
+
+// countOps counts operations by action and reason ("" matches any reason).
+func countOps(ops []operation, action, reason string) int {
+	n := 0
+	for _, op := range ops {
+		if op.Action == action && (reason == "" || op.Reason == reason) {
+			n++
+		}
+	}
+	return n
+}
+
+// waitState polls until the compute is in state, or timeout.
+func (d *daemon) waitState(p *project, state string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		c, err := d.compute(p)
+		if err == nil && c.State == state {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("compute of %s is %q, not %q, after %s", p.Name, c.State, state, timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// computeDir is the compute's folder under the data dir (local driver).
+func (d *daemon) computeDir(p *project) string {
+	return filepath.Join(d.dataDir, "computes", p.Compute)
+}
+
+// proxyDSN is a go-sql-driver DSN for a login through the daemon.
+func (d *daemon) proxyDSN(p *project, db string) string {
+	return fmt.Sprintf("%s.root:%s@tcp(%s)/%s?timeout=60s&readTimeout=60s", p.Name, p.Password, d.proxy, db)
+}
+
+// directDSN is a DSN straight to the compute's unix socket, as the same
+// role (root@'%' holds the same hash inside the compute).
+func directDSN(p *project, db string) string {
+	return fmt.Sprintf("root:%s@unix(%s)/%s?timeout=60s", p.Password, p.Socket, db)
+}
+
+// procCPU returns a process's user+system CPU time from /proc/<pid>/stat.
+func procCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) may hold spaces; fields after ")" are fixed.
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	// f[0] is field 3 (state): utime and stime are fields 14 and 15.
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
+	}
+	return time.Duration(ut+st) * time.Second / clockTicks, nil
+}
+
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat times: 100 on every
+// Linux architecture Go supports.
+const clockTicks = 100
+
+// procStatusKB reads a "VmRSS"-style field of /proc/<pid>/status, in kB.
+func procStatusKB(pid int, field string) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			return strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
+}
+
+// mariadbdPID reads the compute's pid file.
+func mariadbdPID(dir string) (int, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "run", "mariadbd.pid"))
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(strings.TrimSpace(string(b)))
+}
+
+// withTimeout is context.WithTimeout on Background, for one operation.
+func withTimeout(d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d)
+}
