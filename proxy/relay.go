@@ -81,11 +81,17 @@ func copySplice(dst, src net.Conn, lease *compute.Lease) (int64, error) {
 // relayBufs are the large buffers of copyPlain, shared by all sessions.
 var relayBufs = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
 
-// copyPlain waits for each response with a small per-session buffer, so an
-// idle connection holds 4 KiB, and drains larger bursts through a pooled
-// 64 KiB buffer until a short read shows the socket is empty.
+// firstReadSize is the per-session buffer each response is first read
+// into. At 4 KiB, a mid-sized result (sysbench read_only's ranges) went
+// out in two writes and woke the client twice; 16 KiB, haproxy's own
+// buffer size, sends it in one.
+const firstReadSize = 16 << 10
+
+// copyPlain waits for each response with a per-session buffer of
+// firstReadSize, and drains larger bursts through a pooled 64 KiB buffer
+// until a short read shows the socket is empty.
 func copyPlain(dst, src net.Conn, lease *compute.Lease) (int64, error) {
-	small := make([]byte, 4<<10)
+	small := make([]byte, firstReadSize)
 	var total int64
 	for {
 		n, err := src.Read(small)
