@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -74,20 +75,56 @@ func benchTime(pkg string) string {
 	return "1s"
 }
 
-// goBench runs the Go benchmarks of every package that has some (found by
-// `go test -list`, so benchmarks added later join the suite by themselves).
-func (s *suite) goBench() error {
-	pkgs, err := benchPackages()
-	if err != nil {
-		return err
+// compileTests builds, at the start of the run, the test binaries of every
+// package with benchmarks (found by `go test -list`, so benchmarks added
+// later join the suite by themselves) and of this package. Running those
+// binaries later, rather than `go test` in each phase, measures one state of
+// the tree: others may be editing it while the suite runs for minutes.
+func (s *suite) compileTests() error {
+	var pkgs []string
+	if s.want("gobench") {
+		var err error
+		if pkgs, err = benchPackages(); err != nil {
+			return err
+		}
+		s.benchPkgs = pkgs
 	}
-	res := &GoBenchResult{}
+	if s.want("profile") {
+		pkgs = append(pkgs, "./bench")
+	}
+	s.testBins = map[string]string{}
 	for _, pkg := range pkgs {
-		bt := benchTime(pkg)
-		log.Printf("go test -bench . -benchtime %s %s", bt, pkg)
-		cmd := exec.Command("go", "test", "-run", "^$", "-bench", ".", "-benchtime", bt, "-timeout", "20m", pkg)
+		bin := filepath.Join(s.opts.workDir, "tests", strings.ReplaceAll(strings.Trim(pkg, "./"), "/", "_")+".test")
+		cmd := exec.Command("go", "test", "-c", "-o", bin, pkg)
 		cmd.Dir = moduleRoot()
-		out, err := cmd.CombinedOutput()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			log.Printf("%s: test binary does not build: %v: %s", pkg, err, lastLines(out, 5))
+			continue
+		}
+		s.testBins[pkg] = bin
+	}
+	return nil
+}
+
+// runTestBin runs a package's compiled test binary in the package's
+// folder, as `go test` would.
+func (s *suite) runTestBin(pkg string, args ...string) ([]byte, error) {
+	bin, ok := s.testBins[pkg]
+	if !ok {
+		return nil, fmt.Errorf("%s: no test binary (it did not build at the start of the run)", pkg)
+	}
+	cmd := exec.Command(bin, append([]string{"-test.run=^$"}, args...)...)
+	cmd.Dir = filepath.Join(moduleRoot(), pkg)
+	return cmd.CombinedOutput()
+}
+
+// goBench runs the Go benchmarks of every package that has some.
+func (s *suite) goBench() error {
+	res := &GoBenchResult{}
+	for _, pkg := range s.benchPkgs {
+		bt := benchTime(pkg)
+		log.Printf("%s: benchmarks, -benchtime %s", pkg, bt)
+		out, err := s.runTestBin(pkg, "-test.bench=.", "-test.benchtime="+bt, "-test.timeout=20m")
 		gp := GoBenchPackage{Package: pkg, BenchTime: bt, Benches: parseBench(pkg, out)}
 		if err != nil {
 			gp.Error = fmt.Sprintf("%v: %s", err, lastLines(out, 8))

@@ -213,9 +213,11 @@ func (s *suite) want(phase string) bool { return len(s.opts.only) == 0 || s.opts
 
 // suite holds one run's options and results.
 type suite struct {
-	opts options
-	res  *Results
-	bin  string
+	opts      options
+	res       *Results
+	bin       string
+	benchPkgs []string          // packages with Go benchmarks
+	testBins  map[string]string // package -> its test binary, built at the start
 }
 
 func (s *suite) run() int {
@@ -227,6 +229,12 @@ func (s *suite) run() int {
 	if err := s.build(); err != nil {
 		log.Printf("build: %v", err)
 		return 1
+	}
+	if s.want("gobench") || s.want("profile") {
+		log.Printf("building the test binaries")
+		if err := s.compileTests(); err != nil {
+			s.fail("test binaries", err)
+		}
 	}
 
 	// Daemon 1 serves the latency and throughput phases. Its projects never

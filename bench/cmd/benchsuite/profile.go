@@ -62,11 +62,9 @@ var breakdown = []struct{ name, frame string }{
 func (s *suite) profile() error {
 	path := filepath.Join(s.opts.workDir, "proxy-cpu.pprof")
 	const workload, threads = "oltp_point_select", 4
-	cmd := exec.Command("go", "test", "-run", "^$", "-bench", "ProxySysbench", "-benchtime", "1x", "-timeout", "10m", "./bench",
-		"-args", "-proxyprofile="+path, "-proxyworkload="+workload, fmt.Sprintf("-proxythreads=%d", threads),
+	out, err := s.runTestBin("./bench", "-test.bench=ProxySysbench", "-test.benchtime=1x", "-test.timeout=10m",
+		"-proxyprofile="+path, "-proxyworkload="+workload, fmt.Sprintf("-proxythreads=%d", threads),
 		"-proxytime="+s.opts.profileFor.String())
-	cmd.Dir = moduleRoot()
-	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("BenchmarkProxySysbench: %v: %s", err, lastLines(out, 10))
 	}
