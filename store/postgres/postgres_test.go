@@ -38,26 +38,6 @@ func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.Store { return openFresh(t) })
 }
 
-// migrationRows maps applied versions to their applied_at.
-func migrationRows(t *testing.T, db *sql.DB) map[int]int64 {
-	t.Helper()
-	rows, err := db.QueryContext(t.Context(), `SELECT version, applied_at FROM schema_migrations`)
-	if err != nil {
-		t.Fatalf("read schema_migrations: %v", err)
-	}
-	defer rows.Close()
-	out := map[int]int64{}
-	for rows.Next() {
-		var v int
-		var at int64
-		if err := rows.Scan(&v, &at); err != nil {
-			t.Fatal(err)
-		}
-		out[v] = at
-	}
-	return out
-}
-
 // TestMigrateTwice opens one database twice, and migrates it again in place:
 // nothing is re-applied and the data stays.
 func TestMigrateTwice(t *testing.T) {
@@ -68,7 +48,7 @@ func TestMigrateTwice(t *testing.T) {
 	if err := s.CreateProject(ctx, p); err != nil {
 		t.Fatalf("CreateProject: %v", err)
 	}
-	before := migrationRows(t, s.DB())
+	before := storetest.AppliedMigrations(t, s.DB())
 	s.Close()
 
 	s = openDSN(t, dsn)
@@ -78,7 +58,7 @@ func TestMigrateTwice(t *testing.T) {
 	if got, err := s.GetProject(ctx, "shop"); err != nil || got.ID != p.ID {
 		t.Fatalf("GetProject after reopening = %v, %v; want %s", got, err, p.ID)
 	}
-	after := migrationRows(t, s.DB())
+	after := storetest.AppliedMigrations(t, s.DB())
 	all, err := sqldb.Migrations(Dialect)
 	if err != nil {
 		t.Fatal(err)
@@ -117,7 +97,7 @@ func TestConcurrentOpen(t *testing.T) {
 		}
 	}
 	all, _ := sqldb.Migrations(Dialect)
-	if got := migrationRows(t, openDSN(t, dsn).DB()); len(got) != len(all) {
+	if got := storetest.AppliedMigrations(t, openDSN(t, dsn).DB()); len(got) != len(all) {
 		t.Errorf("schema_migrations %v, want %d rows", got, len(all))
 	}
 }

@@ -44,7 +44,7 @@ func TestReopen(t *testing.T) {
 	if err := s.CreateProject(ctx, p); err != nil {
 		t.Fatalf("CreateProject: %v", err)
 	}
-	before := migrationRows(t, s)
+	before := storetest.AppliedMigrations(t, s.DB())
 	if err := s.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
@@ -57,7 +57,7 @@ func TestReopen(t *testing.T) {
 	if got, err := s.GetProject(ctx, "shop"); err != nil || got.ID != p.ID {
 		t.Fatalf("GetProject after reopening = %v, %v; want %s", got, err, p.ID)
 	}
-	after := migrationRows(t, s)
+	after := storetest.AppliedMigrations(t, s.DB())
 	if len(after) == 0 || len(after) != len(before) {
 		t.Fatalf("schema_migrations: %v before, %v after reopening", before, after)
 	}
@@ -75,34 +75,14 @@ func TestReopen(t *testing.T) {
 	}
 }
 
-// migrationRows maps applied versions to their applied_at.
-func migrationRows(t *testing.T, s *Store) map[int]int64 {
-	t.Helper()
-	rows, err := s.DB().QueryContext(t.Context(), `SELECT version, applied_at FROM schema_migrations`)
-	if err != nil {
-		t.Fatalf("read schema_migrations: %v", err)
-	}
-	defer rows.Close()
-	out := map[int]int64{}
-	for rows.Next() {
-		var v int
-		var at int64
-		if err := rows.Scan(&v, &at); err != nil {
-			t.Fatal(err)
-		}
-		out[v] = at
-	}
-	return out
-}
-
 // TestMigrateTwiceInPlace runs Migrate again on an open database.
 func TestMigrateTwiceInPlace(t *testing.T) {
 	s := openTemp(t)
-	before := migrationRows(t, s)
+	before := storetest.AppliedMigrations(t, s.DB())
 	if err := sqldb.Migrate(t.Context(), s.DB(), Dialect); err != nil {
 		t.Fatalf("Migrate again: %v", err)
 	}
-	same := migrationRows(t, s)
+	same := storetest.AppliedMigrations(t, s.DB())
 	if len(same) != len(before) {
 		t.Errorf("schema_migrations %v, then %v", before, same)
 	}
@@ -217,7 +197,7 @@ func TestConcurrentOpen(t *testing.T) {
 	}
 	defer s.Close()
 	all, _ := sqldb.Migrations(Dialect)
-	if got := migrationRows(t, s); len(got) != len(all) {
+	if got := storetest.AppliedMigrations(t, s.DB()); len(got) != len(all) {
 		t.Errorf("schema_migrations %v, want %d rows", got, len(all))
 	}
 }

@@ -48,12 +48,12 @@ func RunUpgrade(t *testing.T, db *sql.DB, d sqldb.Dialect) {
 			t.Fatalf("write version-1 data: %v\n%s", err, stmt)
 		}
 	}
-	v1Applied := appliedAt(t, db)[1]
+	v1Applied := AppliedMigrations(t, db)[1]
 
 	if err := sqldb.Migrate(ctx, db, d); err != nil {
 		t.Fatalf("Migrate from version 1: %v", err)
 	}
-	applied := appliedAt(t, db)
+	applied := AppliedMigrations(t, db)
 	if applied[1] != v1Applied {
 		t.Errorf("migration 1 re-applied: applied_at %d then %d", v1Applied, applied[1])
 	}
@@ -115,8 +115,8 @@ func RunUpgrade(t *testing.T, db *sql.DB, d sqldb.Dialect) {
 	}
 }
 
-// appliedAt maps the applied migration versions to their applied_at.
-func appliedAt(t *testing.T, db *sql.DB) map[int]int64 {
+// AppliedMigrations maps the applied migration versions to their applied_at.
+func AppliedMigrations(t *testing.T, db *sql.DB) map[int]int64 {
 	t.Helper()
 	rows, err := db.QueryContext(t.Context(), `SELECT version, applied_at FROM schema_migrations`)
 	if err != nil {
