@@ -78,45 +78,10 @@ func startCompute(b *testing.B, dir string) (*local.Driver, *store.Compute, comp
 //	go test -run '^$' -bench ProxySysbench -benchtime 1x ./bench -args -proxyprofile=cpu.pprof
 //	go tool pprof -top cpu.pprof
 func BenchmarkProxySysbench(b *testing.B) {
-	mysql.SetLogger(mysql.Logger(nopLogger{}))
 	dir := b.TempDir()
-	_, _, admin, sock := startCompute(b, dir)
-	db, err := sql.Open("mysql", fmt.Sprintf("%s:%s@unix(%s)/", admin.User, admin.Password, sock))
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, q := range []string{
-		"CREATE DATABASE IF NOT EXISTS " + SysbenchDB,
-		"CREATE USER IF NOT EXISTS 'sb'@'%' IDENTIFIED BY 'pw'",
-		"GRANT ALL ON *.* TO 'sb'@'%'",
-	} {
-		if _, err := db.Exec(q); err != nil {
-			b.Fatalf("%s: %v", q, err)
-		}
-	}
-	db.Close()
+	sock := prepareSysbench(b, dir)
 	ctx := context.Background()
-	if err := SysbenchPrepare(ctx, Target{Name: "direct", Socket: sock, User: "sb", Pass: "pw"}); err != nil {
-		b.Fatal(err)
-	}
-
-	w := &fixedWaker{addr: "unix:" + sock}
-	srv, err := proxy.New(proxy.Config{DataDir: filepath.Join(dir, "proxy"), RateLimitBurst: -1}, fixedDir{}, w, quiet())
-	if err != nil {
-		b.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	go srv.Serve(ln)
-	b.Cleanup(func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-	})
-	port := ln.Addr().(*net.TCPAddr).Port
-	tgt := Target{Name: "serverlessd", Host: "127.0.0.1", Port: port, User: "bench.sb", Pass: "pw"}
+	tgt := startProxy(b, dir, sock, "")
 
 	if *proxyProfile != "" {
 		f, err := os.Create(*proxyProfile)
@@ -133,6 +98,7 @@ func BenchmarkProxySysbench(b *testing.B) {
 	var cpu time.Duration
 	for b.Loop() {
 		c0 := cpuTime(b)
+		var err error
 		res, err = SysbenchRun(ctx, tgt, *proxyWorkload, *proxyThreads, *proxyTime)
 		if err != nil {
 			b.Fatal(err)
@@ -146,6 +112,52 @@ func BenchmarkProxySysbench(b *testing.B) {
 	queries := res.QPS * proxyTime.Seconds() * float64(b.N)
 	b.ReportMetric(float64(cpu.Microseconds())/queries, "proxy-cpu-µs/query")
 	b.ReportMetric(0, "ns/op")
+}
+
+// prepareSysbench starts a compute with sysbench's tables and user sb.
+func prepareSysbench(b *testing.B, dir string) (sock string) {
+	mysql.SetLogger(mysql.Logger(nopLogger{}))
+	_, _, admin, sock := startCompute(b, dir)
+	db, err := sql.Open("mysql", fmt.Sprintf("%s:%s@unix(%s)/", admin.User, admin.Password, sock))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	for _, q := range []string{
+		"CREATE DATABASE IF NOT EXISTS " + SysbenchDB,
+		"CREATE USER IF NOT EXISTS 'sb'@'%' IDENTIFIED BY 'pw'",
+		"GRANT ALL ON *.* TO 'sb'@'%'",
+	} {
+		if _, err := db.Exec(q); err != nil {
+			b.Fatalf("%s: %v", q, err)
+		}
+	}
+	if err := SysbenchPrepare(context.Background(), Target{Name: "direct", Socket: sock, User: "sb", Pass: "pw"}); err != nil {
+		b.Fatal(err)
+	}
+	return sock
+}
+
+// startProxy runs an in-process proxy with the given relay in front of the
+// compute's socket, and returns it as a sysbench target.
+func startProxy(b *testing.B, dir, sock, relay string) Target {
+	w := &fixedWaker{addr: "unix:" + sock}
+	srv, err := proxy.New(proxy.Config{DataDir: filepath.Join(dir, "proxy"), RateLimitBurst: -1, Relay: relay}, fixedDir{}, w, quiet())
+	if err != nil {
+		b.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go srv.Serve(ln)
+	b.Cleanup(func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	})
+	port := ln.Addr().(*net.TCPAddr).Port
+	return Target{Name: "serverlessd", Host: "127.0.0.1", Port: port, User: "bench.sb", Pass: "pw"}
 }
 
 type fixedDir struct{}

@@ -83,6 +83,9 @@ type Proxy struct {
 	// is allowed every RateLimitInterval. A negative burst turns it off.
 	RateLimitBurst    int           `mapstructure:"rate_limit_burst"`
 	RateLimitInterval time.Duration `mapstructure:"rate_limit_interval"`
+	// Relay moves established plain sessions' bytes: event-loop (epoll,
+	// the fastest) or goroutines (one per direction, Go's net package).
+	Relay string `mapstructure:"relay"`
 }
 
 // Store selects the state store backend.
@@ -132,6 +135,7 @@ func Default() Config {
 			WakeTimeout:        2 * time.Minute,
 			RateLimitBurst:     10,
 			RateLimitInterval:  time.Second,
+			Relay:              "event-loop",
 		},
 		Store: Store{Driver: "sqlite"},
 		Compute: Compute{
@@ -202,6 +206,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Proxy.RateLimitInterval <= 0 {
 		bad("proxy.rate_limit_interval", "must be positive, got %s", c.Proxy.RateLimitInterval)
+	}
+	if c.Proxy.Relay != "event-loop" && c.Proxy.Relay != "goroutines" {
+		bad("proxy.relay", "must be event-loop or goroutines, got %q", c.Proxy.Relay)
 	}
 	switch c.Store.Driver {
 	case "sqlite":

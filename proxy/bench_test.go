@@ -69,34 +69,44 @@ func BenchmarkConnectSelect1(b *testing.B) {
 }
 
 // BenchmarkSelect1 measures a query on an open connection: the relay's
-// per-round-trip cost, spliced and copied in user space.
+// per-round-trip cost, in each relay mode.
 func BenchmarkSelect1(b *testing.B) {
 	_, targets := benchTargets(b)
-	for _, tg := range append(targets, struct{ name, dsn string }{"proxy-to-unix-splice", targets[2].dsn},
-		struct{ name, dsn string }{"proxy-to-tcp-splice", targets[3].dsn}) {
-		b.Run(tg.name, func(b *testing.B) {
-			defer setRelayMode(relayPlain)
-			if strings.HasSuffix(tg.name, "-splice") {
-				setRelayMode(relaySplice)
+	for _, tg := range targets {
+		modes := []int{relayLoop}
+		if strings.HasPrefix(tg.name, "proxy-") && !strings.Contains(tg.name, "tls") {
+			modes = []int{relayLoop, relayPlain, relaySplice}
+		}
+		for _, mode := range modes {
+			name := tg.name
+			if strings.HasPrefix(tg.name, "proxy-") {
+				name += "-" + relayModeNames[mode]
 			}
-			db, err := sql.Open("mysql", tg.dsn)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer db.Close()
-			db.SetMaxOpenConns(1)
-			var v int
-			var lat []time.Duration
-			for b.Loop() {
-				t0 := time.Now()
-				if err := db.QueryRow("SELECT 1").Scan(&v); err != nil {
-					b.Fatal(err)
-				}
-				lat = append(lat, time.Since(t0))
-			}
-			reportPercentiles(b, lat)
-		})
+			b.Run(name, func(b *testing.B) {
+				defer setRelayMode(setRelayMode(mode))
+				benchSelect1(b, tg.dsn)
+			})
+		}
 	}
+}
+
+func benchSelect1(b *testing.B, dsn string) {
+	db, err := sql.Open("mysql", dsn)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	var v int
+	var lat []time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		if err := db.QueryRow("SELECT 1").Scan(&v); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	reportPercentiles(b, lat)
 }
 
 // BenchmarkBulkRead streams 64 MiB of result rows, comparing the spliced
@@ -129,7 +139,7 @@ func BenchmarkBulkRead(b *testing.B) {
 	}
 	b.Run("direct-unix", func(b *testing.B) { run(b, targets[0].dsn) })
 	b.Run("direct-tcp", func(b *testing.B) { run(b, targets[1].dsn) })
-	for _, mode := range []int{relayPlain, relaySplice} {
+	for _, mode := range []int{relayLoop, relayPlain, relaySplice} {
 		name := relayModeNames[mode]
 		b.Run("proxy-to-unix-"+name, func(b *testing.B) {
 			defer setRelayMode(setRelayMode(mode))
@@ -188,7 +198,7 @@ func benchRelay(b *testing.B, backendNet string) {
 
 type readerOnly struct{ io.Reader }
 
-var relayModeNames = map[int]string{relayPlain: "plain-copy", relaySplice: "splice"}
+var relayModeNames = map[int]string{relayLoop: "event-loop", relayPlain: "plain-copy", relaySplice: "splice"}
 
 // setRelayMode switches the relay and returns the previous mode. Only
 // connections opened afterwards use the new mode.

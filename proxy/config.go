@@ -57,7 +57,16 @@ type Config struct {
 	// rate limiting.
 	RateLimitBurst    int
 	RateLimitInterval time.Duration
+	// Relay is how established plain sessions move bytes: RelayEventLoop
+	// (the default) or RelayGoroutines. TLS sessions always use goroutines.
+	Relay string
 }
+
+// The relays of Config.Relay.
+const (
+	RelayEventLoop  = "event-loop"
+	RelayGoroutines = "goroutines"
+)
 
 func (c *Config) setDefaults() {
 	if c.Listen == "" {
@@ -84,6 +93,9 @@ func (c *Config) setDefaults() {
 	if c.RateLimitInterval == 0 {
 		c.RateLimitInterval = time.Second
 	}
+	if c.Relay == "" {
+		c.Relay = RelayEventLoop
+	}
 }
 
 // Validate reports the first invalid setting. It applies defaults first, as
@@ -107,6 +119,9 @@ func (c Config) Validate() error {
 	}
 	if strings.HasPrefix(c.Domain, ".") || strings.HasSuffix(c.Domain, ".") {
 		errs = append(errs, fmt.Errorf("proxy: domain %q must not start or end with a dot", c.Domain))
+	}
+	if c.Relay != RelayEventLoop && c.Relay != RelayGoroutines {
+		errs = append(errs, fmt.Errorf("proxy: relay must be %q or %q (got %q)", RelayEventLoop, RelayGoroutines, c.Relay))
 	}
 	if strings.ContainsRune(c.ServerVersion, 0) {
 		errs = append(errs, errors.New("proxy: server_version must not contain NUL"))

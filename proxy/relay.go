@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"io"
 	"net"
@@ -21,26 +22,136 @@ const relayChunk = 1 << 20
 var errQuit = errors.New("client quit")
 
 // relay copies bytes both ways until either side closes, then closes both.
-// The server->client direction (the bulk: result sets) is a plain byte
-// copy; the client->server direction reads packet headers to be
-// command-aware.
+// Plain sessions go to an event loop (eventloop.go); TLS sessions, and
+// sessions the loop hands back at COM_CHANGE_USER, use a goroutine per
+// direction.
 func (ss *session) relay(lease *compute.Lease) {
+	var h handOff
+	if ss.s.cfg.Relay == RelayEventLoop && relayMode == relayLoop && !ss.tls {
+		var done bool
+		if h, done = ss.relayInLoop(lease); done {
+			return
+		}
+	}
+	ss.relayGoroutines(lease, h)
+}
+
+// handOff is what the event loop leaves for the goroutine relay.
+type handOff struct {
+	st                 cmdState
+	carry              []byte // client bytes not yet forwarded, from a COM_CHANGE_USER on
+	toServer, toClient []byte // bytes a peer had not taken yet
+	in, out            int64
+}
+
+// relayGoroutines runs each direction in its own goroutine. The
+// server->client direction (the bulk: result sets) is a plain byte copy;
+// the client->server direction reads packet headers to be command-aware.
+func (ss *session) relayGoroutines(lease *compute.Lease, h handOff) {
 	type result struct {
 		n   int64
 		err error
 	}
 	done := make(chan result, 1)
 	go func() {
-		n, err := copyOut(ss.conn, ss.backend, lease)
+		n, err := writeAll(ss.conn, h.toClient)
+		if err == nil {
+			n, err = copyOut(ss.conn, ss.backend, lease)
+		}
 		ss.close()
 		done <- result{n, err}
 	}()
-	in, inErr := ss.forwardCommands(lease)
+	in, inErr := ss.forwardCommands(lease, h)
 	ss.close()
 	out := <-done
+	ss.logClosed(h.in+in, h.out+out.n, inErr, out.err)
+}
+
+func (ss *session) logClosed(in, out int64, clientErr, backendErr error) {
 	ss.log.Debug("session closed", "project", ss.project, "user", ss.user,
-		"bytes_in", in, "bytes_out", out.n, "client_err", inErr, "backend_err", out.err,
+		"bytes_in", in, "bytes_out", out, "client_err", clientErr, "backend_err", backendErr,
 		"duration", time.Since(ss.start))
+}
+
+func writeAll(w io.Writer, p []byte) (int64, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	n, err := w.Write(p)
+	return int64(n), err
+}
+
+// relayInLoop hands the session to an event loop and waits for it to end
+// there (done), or to come back at a COM_CHANGE_USER. It is not done
+// either when the loop cannot take the session; the goroutines take it.
+func (ss *session) relayInLoop(lease *compute.Lease) (h handOff, done bool) {
+	l, err := pickLoop()
+	if err != nil {
+		ss.log.Warn("relay event loop unavailable; using goroutines", "err", err)
+		return h, false
+	}
+	c := &loopConn{loop: l, ss: ss, lease: lease, cfd: -1, sfd: -1, done: make(chan *loopConn, 1)}
+	if !ss.enterLoop(c) {
+		return h, false
+	}
+	if err := l.add(c); err != nil {
+		ss.log.Warn("relay event loop refused the session; closing it", "err", err)
+		c.closeFDs()
+		ss.leaveLoop(nil)
+		return h, true
+	}
+	<-c.done
+	if c.handOff == nil {
+		ss.leaveLoop(nil)
+		ss.logClosed(c.in, c.out, c.clientErr, c.serverErr)
+		return h, true
+	}
+	if !ss.leaveLoop(c.handOff) {
+		return h, true // closed meanwhile
+	}
+	return handOff{st: c.scan.st, carry: c.carry, toServer: c.toServer, toClient: c.toClient, in: c.in, out: c.out}, false
+}
+
+// enterLoop swaps the session's sockets for duplicates the loop owns, and
+// closes the originals so Go's poller stops watching them. It reports
+// false, with the session as it was, if that fails.
+func (ss *session) enterLoop(c *loopConn) bool {
+	ss.cmu.Lock()
+	defer ss.cmu.Unlock()
+	if ss.closed {
+		return false
+	}
+	var err error
+	if c.cfd, err = dupFD(ss.conn); err == nil {
+		c.sfd, err = dupFD(ss.backend)
+	}
+	if err != nil {
+		c.closeFDs()
+		ss.log.Warn("relay event loop cannot take the session; using goroutines", "err", err)
+		return false
+	}
+	ss.conn.Close()
+	ss.backend.Close()
+	ss.lc = c
+	return true
+}
+
+// leaveLoop gives the session back its net.Conns (nil: the loop closed
+// them). It reports false if the session was closed meanwhile.
+func (ss *session) leaveLoop(conns []net.Conn) bool {
+	ss.cmu.Lock()
+	defer ss.cmu.Unlock()
+	ss.lc = nil
+	if conns == nil {
+		return false
+	}
+	ss.conn, ss.raw, ss.backend = conns[0], conns[0], conns[1]
+	if ss.closed {
+		conns[0].Close()
+		conns[1].Close()
+		return false
+	}
+	return true
 }
 
 // copyOut is the server->client direction: spliced, or copied in user
@@ -139,10 +250,14 @@ func drain(dst, src net.Conn) (int64, error) {
 // splice, and 1.3-1.37 against 1.1-1.25 GB/s from a TCP backend; per-query
 // latency (BenchmarkSelect1) is the same. So the plain copy is the default,
 // and splice is kept for comparison.
-var relayMode = relayPlain
+//
+// relayLoop, the default, moves both directions of plain sessions in an
+// event loop instead.
+var relayMode = relayLoop
 
 const (
-	relayPlain = iota
+	relayLoop = iota
+	relayPlain
 	relaySplice
 )
 
@@ -187,9 +302,16 @@ type clientReader struct {
 // proxy must understand (KILL, COM_CHANGE_USER, COM_QUIT) are read whole;
 // everything else streams through. Writes are flushed whenever the client
 // has nothing more buffered, so pipelined commands share a syscall.
-func (ss *session) forwardCommands(lease *compute.Lease) (int64, error) {
-	cr := &clientReader{br: bufio.NewReaderSize(ss.conn, clientBufSize), bw: bufio.NewWriterSize(ss.backend, clientBufSize)}
-	var st cmdState
+// h carries what the event loop left: its state and unsent bytes.
+func (ss *session) forwardCommands(lease *compute.Lease, h handOff) (int64, error) {
+	var src io.Reader = ss.conn
+	if len(h.carry) > 0 {
+		src = io.MultiReader(bytes.NewReader(h.carry), ss.conn)
+	}
+	cr := &clientReader{br: bufio.NewReaderSize(src, clientBufSize), bw: bufio.NewWriterSize(ss.backend, clientBufSize)}
+	cr.bw.Write(h.toServer)
+	cr.pending = int64(len(h.toServer))
+	st := h.st
 	var hdr [4]byte
 	var total int64
 	for {
@@ -257,13 +379,14 @@ func (ss *session) command(cr *clientReader, st *cmdState, hdr [4]byte, n int) e
 	}
 	cmd := first[0]
 	st.infileOK = cmd == mysql.COM_QUERY
+	act := classifyCommand(cmd, n)
 	switch {
-	case cmd == mysql.COM_QUIT:
+	case act == actQuit:
 		if err := cr.copyPacket(hdr, n); err != nil {
 			return err
 		}
 		return errQuit
-	case cmd == mysql.COM_QUERY && n <= maxInspectQuery, cmd == mysql.COM_PROCESS_KILL && n == 5:
+	case act == actInspect:
 		// Peek, not read: almost every small query is not a KILL and is
 		// copied from the buffer as is.
 		p, err := cr.br.Peek(n)
@@ -275,13 +398,13 @@ func (ss *session) command(cr *clientReader, st *cmdState, hdr [4]byte, n int) e
 			cr.writePacket(0, out)
 			return nil
 		}
-	case cmd == mysql.COM_CHANGE_USER && n <= ss.s.cfg.MaxHandshakePacket:
+	case act == actChangeUser && n <= ss.s.cfg.MaxHandshakePacket:
 		p, err := readPayload(cr.br, n)
 		if err != nil {
 			return err
 		}
 		return ss.changeUser(cr, p)
-	case cmd == mysql.COM_CHANGE_USER:
+	case act == actChangeUser:
 		return ss.replyClient(cr, mysql.NewError(mysql.ER_NET_PACKET_TOO_LARGE,
 			"serverlessd: COM_CHANGE_USER packet too large"), true)
 	}

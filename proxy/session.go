@@ -51,10 +51,10 @@ type session struct {
 	backendNonce  []byte
 	backendCaps   uint32
 
-	cmu       sync.Mutex
-	backend   net.Conn
-	closed    bool
-	closeOnce sync.Once
+	cmu     sync.Mutex
+	backend net.Conn
+	lc      *loopConn // set while an event loop relays the session
+	closed  bool
 }
 
 // refusal ends a session with a counted, logged reason and (usually) an
@@ -180,19 +180,22 @@ func classify(err error) *refusal {
 	}
 }
 
-// close closes both sides once; it is safe from any goroutine.
+// close closes both sides; it is safe from any goroutine, any number of
+// times. A session in an event loop is shut down instead, and the loop
+// closes it.
 func (ss *session) close() {
-	ss.closeOnce.Do(func() {
-		ss.cmu.Lock()
-		ss.closed = true
-		b := ss.backend
-		ss.cmu.Unlock()
-		ss.conn.Close()
-		ss.raw.Close()
-		if b != nil {
-			b.Close()
-		}
-	})
+	ss.cmu.Lock()
+	defer ss.cmu.Unlock()
+	ss.closed = true
+	if ss.lc != nil {
+		ss.lc.shutdown()
+		return
+	}
+	ss.conn.Close()
+	ss.raw.Close()
+	if ss.backend != nil {
+		ss.backend.Close()
+	}
 }
 
 // setBackend records the backend connection, or closes it if the session

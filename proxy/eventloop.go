@@ -1,0 +1,158 @@
+package proxy
+
+import (
+	"errors"
+	"log/slog"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The relay's event loops move the bytes of plain (non-TLS) sessions the
+// way haproxy does: one epoll_wait, then one read and one write per ready
+// socket. A goroutine per direction costs more per round trip: after
+// each message Go's net.Conn reads again to find the socket empty
+// (EAGAIN), parks the goroutine, and the runtime wakes it through its
+// poller and scheduler. On a 2-core machine running the database too,
+// those extra reads and wake-ups made the relay slower than haproxy; see
+// BENCHMARKS.md.
+//
+// The loops are shared by every Server and started on first use, like
+// Go's own network poller; they hold no resources of their own once
+// their sessions end.
+var (
+	loopsOnce sync.Once
+	loops     []*eventLoop
+	loopsErr  error
+	loopNext  atomic.Uint32
+)
+
+// pickLoop returns an event loop for a new session, round robin.
+func pickLoop() (*eventLoop, error) {
+	loopsOnce.Do(func() {
+		for range loopCount() {
+			l, err := newEventLoop()
+			if err != nil {
+				loopsErr = err
+				return
+			}
+			loops = append(loops, l)
+			go l.run()
+		}
+	})
+	if loopsErr != nil {
+		return nil, loopsErr
+	}
+	return loops[loopNext.Add(1)%uint32(len(loops))], nil
+}
+
+// loopCount is one loop per CPU Go may use, as haproxy runs one thread per
+// core.
+func loopCount() int { return runtime.GOMAXPROCS(0) }
+
+// eventLoop owns one epoll instance and the sessions registered on it.
+// Only its own goroutine reads, writes or closes those sessions' sockets.
+type eventLoop struct {
+	epfd    int
+	scratch []byte // each read lands here; only bytes a peer cannot take yet are copied out
+
+	mu     sync.Mutex
+	conns  map[uint64]*loopConn
+	nextID uint64
+}
+
+// scratchSize is the most one read takes in. 64 KiB keeps bulk transfers
+// (results, LOAD DATA) at a few syscalls per 64 KiB.
+const scratchSize = 64 << 10
+
+func newEventLoop() (*eventLoop, error) {
+	fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	return &eventLoop{epfd: fd, scratch: make([]byte, scratchSize), conns: map[uint64]*loopConn{}}, nil
+}
+
+// Each socket's epoll data is its session's id shifted left by one, with
+// the low bit telling which side it is.
+const (
+	sideClient = 0
+	sideServer = 1
+)
+
+func (l *eventLoop) run() {
+	events := make([]unix.EpollEvent, 128)
+	lastYield := time.Now()
+	for {
+		// A goroutine that only makes system calls never passes through
+		// the scheduler, and after 10ms of that Go's sysmon takes its P
+		// at every one of its 20µs rounds: measured, 6,000 wake-ups a
+		// second of a thread that competes for the same two cores.
+		// Yielding every 5ms keeps sysmon asleep.
+		if time.Since(lastYield) > 5*time.Millisecond {
+			runtime.Gosched()
+			lastYield = time.Now()
+		}
+		n, err := unix.EpollWait(l.epfd, events, -1)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			// Only a bug can get here (a bad epfd or buffer): say so
+			// and keep going rather than stop every session.
+			slog.Error("relay event loop: epoll_wait failed", "component", "proxy", "err", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		for _, ev := range events[:n] {
+			key := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
+			if c := l.lookup(key >> 1); c != nil {
+				c.handle(int(key&1), ev.Events)
+			}
+		}
+	}
+}
+
+func (l *eventLoop) lookup(id uint64) *loopConn {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.conns[id]
+}
+
+// add registers both sockets of c for reading. It holds l.mu throughout,
+// so the loop cannot handle (and maybe close) c before both are in.
+func (l *eventLoop) add(c *loopConn) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.nextID++
+	c.id = l.nextID
+	c.cev, c.sev = unix.EPOLLIN, unix.EPOLLIN
+	err := l.ctl(unix.EPOLL_CTL_ADD, c.cfd, c.id, sideClient, c.cev)
+	if err == nil {
+		if err = l.ctl(unix.EPOLL_CTL_ADD, c.sfd, c.id, sideServer, c.sev); err != nil {
+			unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, c.cfd, nil)
+		}
+	}
+	if err == nil {
+		l.conns[c.id] = c
+	}
+	return err
+}
+
+// remove unregisters c; its sockets stay open.
+func (l *eventLoop) remove(c *loopConn) {
+	unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, c.cfd, nil)
+	unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, c.sfd, nil)
+	l.mu.Lock()
+	delete(l.conns, c.id)
+	l.mu.Unlock()
+}
+
+func (l *eventLoop) ctl(op, fd int, id uint64, side int, events uint32) error {
+	key := id<<1 | uint64(side)
+	ev := unix.EpollEvent{Events: events, Fd: int32(uint32(key)), Pad: int32(uint32(key >> 32))}
+	return unix.EpollCtl(l.epfd, op, fd, &ev)
+}
