@@ -32,7 +32,28 @@ type ProfileResult struct {
 	TopCum     []ProfileNode
 	Categories []Category
 	Path       string // the profile file (kept with -keep)
+	Relays     []RelayCell
 }
+
+// RelayCell is one BenchmarkRelays run: the proxy's two relays and haproxy,
+// in one process against one mariadbd, interleaved.
+type RelayCell struct {
+	Workload string
+	Threads  int
+	Rows     []RelayRow
+}
+
+// RelayRow is one relay's figures in a RelayCell.
+type RelayRow struct {
+	Name    string
+	TPS     float64
+	CPU     float64 // µs per transaction
+	VsHA    float64 // TPS over haproxy's (1 for haproxy)
+	Default bool
+}
+
+// relayNames are BenchmarkRelays' relays, the default first.
+var relayNames = []string{"event-loop", "goroutines", "haproxy"}
 
 // Category is one part of the profile: the cumulative share of the
 // samples under a frame (shares overlap where frames nest).
@@ -44,16 +65,21 @@ type Category struct {
 // breakdown names the frames that answer the questions a relay's profile
 // asks: which direction costs more, how much is the kernel's read(2) and
 // write(2), and how much is the Go runtime parking and waking goroutines.
-var breakdown = []struct{ name, frame string }{
-	{"server → client relay (copyOut)", "github.com/serverlessd/serverlessd/proxy.copyOut"},
-	{"client → server relay (forwardCommands)", "github.com/serverlessd/serverlessd/proxy.(*session).forwardCommands"},
-	{"write(2) on sockets", "syscall.write"},
-	{"read(2) on sockets", "syscall.read"},
-	{"netpoller (epoll_wait)", "runtime.netpoll"},
-	{"scheduler looking for work (findRunnable)", "runtime.findRunnable"},
-	{"futex (OS threads sleeping and waking)", "runtime.futex"},
-	{"allocation (mallocgc)", "runtime.mallocgc"},
-	{"garbage collection (gcBgMarkWorker)", "runtime.gcBgMarkWorker"},
+// Each category adds the cumulative time of its frames, which never nest:
+// the event loop's frames and the goroutine relay's.
+var breakdown = []struct {
+	name   string
+	frames []string
+}{
+	{"server → client relay", []string{"github.com/serverlessd/serverlessd/proxy.(*loopConn).readServer", "github.com/serverlessd/serverlessd/proxy.copyOut"}},
+	{"client → server relay", []string{"github.com/serverlessd/serverlessd/proxy.(*loopConn).readClient", "github.com/serverlessd/serverlessd/proxy.(*session).forwardCommands"}},
+	{"write(2) on sockets", []string{"golang.org/x/sys/unix.write", "syscall.write"}},
+	{"read(2) on sockets", []string{"golang.org/x/sys/unix.read", "syscall.read"}},
+	{"epoll_wait (event loop and netpoller)", []string{"golang.org/x/sys/unix.EpollWait", "runtime.netpoll"}},
+	{"scheduler looking for work (findRunnable)", []string{"runtime.findRunnable"}},
+	{"futex (OS threads sleeping and waking)", []string{"runtime.futex"}},
+	{"allocation (mallocgc)", []string{"runtime.mallocgc"}},
+	{"garbage collection (gcBgMarkWorker)", []string{"runtime.gcBgMarkWorker"}},
 }
 
 // profile runs BenchmarkProxySysbench (the proxy in-process, in front of a
@@ -102,12 +128,49 @@ func (s *suite) profile() error {
 		}
 	}
 	for _, b := range breakdown {
-		res.Categories = append(res.Categories, Category{b.name, cum[b.frame]})
+		var pct float64
+		for _, f := range b.frames {
+			pct += cum[f]
+		}
+		res.Categories = append(res.Categories, Category{b.name, pct})
 	}
 	res.Categories = append(res.Categories, Category{"the proxy's own code (flat)", own})
 	s.res.Profile = res
 	log.Printf("profile: %.0f tps through the in-process proxy, %.1f µs of proxy CPU per query", res.TPS, res.CPUPerQ)
+	for _, th := range []int{1, 4} {
+		cell, err := s.relays(workload, th)
+		if err != nil {
+			return err
+		}
+		res.Relays = append(res.Relays, cell)
+	}
 	return nil
+}
+
+// relays runs BenchmarkRelays: the relay choice, measured side by side.
+func (s *suite) relays(workload string, threads int) (RelayCell, error) {
+	cell := RelayCell{Workload: workload, Threads: threads}
+	out, err := s.runTestBin("./bench", "-test.bench=Relays", "-test.benchtime=3x", "-test.timeout=10m",
+		"-proxyworkload="+workload, fmt.Sprintf("-proxythreads=%d", threads), "-proxytime="+s.opts.sbTime.String())
+	if err != nil {
+		return cell, fmt.Errorf("BenchmarkRelays: %v: %s", err, lastLines(out, 10))
+	}
+	for _, b := range parseBench("./bench", out) {
+		for i, name := range relayNames {
+			row := RelayRow{Name: name, VsHA: 1, Default: i == 0}
+			row.TPS, _ = b.Get(name + "-tps")
+			row.CPU, _ = b.Get(name + "-cpu-µs/txn")
+			if name != "haproxy" {
+				row.VsHA, _ = b.Get(name + "/haproxy")
+			}
+			cell.Rows = append(cell.Rows, row)
+		}
+	}
+	if len(cell.Rows) == 0 {
+		return cell, fmt.Errorf("BenchmarkRelays printed no figures: %s", lastLines(out, 5))
+	}
+	log.Printf("relays, %s at %d threads: %+v", workload, threads, cell.Rows)
+	return cell, nil
 }
 
 var pprofTotal = regexp.MustCompile(`of ([0-9.]+[a-zµ]+) total`)

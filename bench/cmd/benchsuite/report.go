@@ -125,8 +125,13 @@ func targets(r *Results) []Target {
 				tp.MetCells, len(tp.Cells), i3met, i3, worst.Workload, worst.Threads, worst.SDvsHA),
 			Status: status(tp.MetCells == len(tp.Cells))}
 		if t.Status != met {
-			t.Limit = fmt.Sprintf("cells below haproxy (serverlessd/haproxy): %s. In the worst cell the daemon spends %.1f µs of CPU per transaction against haproxy's %.1f µs, on 2 cores shared with mariadbd and sysbench. The profile and system call counts below show why: more read(2)/write(2) calls and goroutine wake-ups per query, not proxy code",
-				strings.Join(cellsMissed, ", "), worst.SDCPU, worst.HACPU)
+			t.Limit = fmt.Sprintf("cells below haproxy (serverlessd/haproxy): %s. In the worst cell the daemon spends %.1f µs of CPU per transaction against haproxy's %.1f µs, on 2 cores shared with mariadbd and sysbench, and serverlessd/haproxy ranged %.2f-%.2f over its repetitions. ",
+				strings.Join(cellsMissed, ", "), worst.SDCPU, worst.HACPU, worst.SDvsHAMin, worst.SDvsHAMax)
+			if worst.SDCPU <= worst.HACPU && worst.SDvsHAMax >= 1 {
+				t.Limit += "The relay uses less CPU per transaction than haproxy there, and some repetitions are above it: the cell is within this machine's noise, not behind by design"
+			} else {
+				t.Limit += "The profile and system call counts below show where the relay's time goes"
+			}
 		}
 		add(t)
 	} else {
@@ -348,10 +353,10 @@ func advice(r *Results) string {
 	gc := get("allocation") + get("garbage")
 	var b strings.Builder
 	// findRunnable includes the netpoller's epoll_wait and most futex
-	// sleeps, so it stands for the runtime's parking and waking alone;
-	// adding the nested frames would count them twice.
-	fmt.Fprintf(&b, "Socket system calls are %.0f%% of the proxy's CPU (write(2) %.0f%%, read(2) %.0f%%); the Go scheduler looking for runnable goroutines (findRunnable, which includes epoll_wait) %.0f%%; allocation and GC %.0f%%; the proxy's own code %.1f%%. ",
-		w+rd, w, rd, get("scheduler"), gc, get("the proxy's own"))
+	// sleeps, so it stands for the runtime's parking and waking; the event
+	// loop's own epoll_wait is counted apart.
+	fmt.Fprintf(&b, "Socket system calls are %.0f%% of the proxy's CPU (write(2) %.0f%%, read(2) %.0f%%); epoll_wait %.0f%%; the Go scheduler looking for runnable goroutines (findRunnable) %.0f%%; allocation and GC %.0f%%; the proxy's own code %.1f%%. ",
+		w+rd, w, rd, get("epoll_wait"), get("scheduler"), gc, get("the proxy's own"))
 	fmt.Fprintf(&b, "The server → client direction takes %.0f%% against %.0f%% for client → server. ", get("server → client"), get("client → server"))
 	if w+rd < 50 {
 		b.WriteString("No single cost dominates; the top entries below are the places to look first.")
@@ -382,8 +387,9 @@ func advice(r *Results) string {
 		}
 		if failedReads {
 			b.WriteString(" The failed reads are Go's netpoller model: a read is tried first and, when nothing is there, the goroutine parks until epoll reports the socket readable and is woken to read again. For a request/response relay that is one extra read(2) and one goroutine park and wake-up per message and direction; haproxy waits on epoll first and reads only what is ready.")
+		} else {
+			b.WriteString(" No read finds the socket empty: the event loop waits on epoll first and reads only what is ready, as haproxy does, so both relays make the same calls per message and what is left between them is the cost of each call.")
 		}
-		b.WriteString(" So the per-query cost is fixed by the relay's structure (a goroutine per direction, read then park per message), and trimming the copy code cannot close the gap to haproxy. What could is a hot path that waits for readiness before it reads, as haproxy does (careful: Go's netpoller is edge-triggered, so waiting while data is already buffered can hang a session), measured with `make bench-proxy`.")
 	}
 	return b.String()
 }
