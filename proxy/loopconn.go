@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime/debug"
 	"sync"
 	"syscall"
 
@@ -36,6 +37,7 @@ type loopConn struct {
 	toClient  []byte // read from the backend, not yet taken by the client
 	in, out   int64
 	handOff   []net.Conn // client and backend, after errHandOff
+	finished  bool
 	clientErr error
 	serverErr error
 	done      chan *loopConn
@@ -43,6 +45,15 @@ type loopConn struct {
 
 // handle runs one epoll event of one side.
 func (c *loopConn) handle(side int, ev uint32) {
+	defer func() {
+		// A bug in one session must not take the daemon and every other
+		// session down: end that session, and say so loudly.
+		if v := recover(); v != nil && !c.finished {
+			c.ss.log.Error("relay panic; closing the session", "panic", v, "stack", string(debug.Stack()))
+			c.clientErr = fmt.Errorf("relay panic: %v", v)
+			c.finish(c.clientErr)
+		}
+	}()
 	var err error
 	if side == sideClient {
 		err = c.clientEvent(ev)
@@ -241,6 +252,7 @@ func (c *loopConn) watch() error {
 // finish takes c off the loop. On errHandOff its sockets become
 // net.Conns again for the goroutine relay; otherwise they are closed.
 func (c *loopConn) finish(err error) {
+	c.finished = true
 	c.loop.remove(c)
 	if err == errHandOff {
 		err = c.reopen()

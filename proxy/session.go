@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -80,6 +81,13 @@ func refuse(kind Counter, code uint16, msg string, cause error) *refusal {
 
 func (s *Server) handle(c net.Conn) {
 	defer s.wg.Done()
+	defer func() {
+		// A bug in one session must not take the daemon down with every
+		// other session; the deferred close below still runs.
+		if v := recover(); v != nil {
+			s.log.Error("session panic; closing it", "panic", v, "stack", string(debug.Stack()))
+		}
+	}()
 	n := s.active.Add(1)
 	defer s.active.Add(-1)
 	ss := &session{s: s, raw: c, conn: c, key: limiterKey(c.RemoteAddr()), start: time.Now()}
