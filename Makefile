@@ -11,8 +11,10 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Packages the daemon needs to run, and the extra ones the tests need.
 RUN_PKGS  := mariadb-server mariadb-client
 TEST_PKGS := $(RUN_PKGS) postgresql sysbench haproxy
+# The benchmarks also count each relay's system calls with strace.
+BENCH_PKGS := $(TEST_PKGS) strace
 
-.PHONY: all build run test test-unit test-kube e2e bench bench-proxy deps-run deps-test fmt vet clean
+.PHONY: all build run test test-unit test-kube e2e bench bench-proxy deps-run deps-test deps-bench fmt vet clean
 
 all: build
 
@@ -38,6 +40,9 @@ deps-run:
 
 deps-test:
 	$(call install-pkgs,$(TEST_PKGS))
+
+deps-bench:
+	$(call install-pkgs,$(BENCH_PKGS))
 
 run: deps-run build
 	./$(BIN) serve
@@ -72,11 +77,11 @@ e2e: deps-test
 # bench runs the whole performance suite side by side (cold and warm logins,
 # sysbench direct / serverlessd / haproxy, wake storm, churn, scale, the Go
 # benchmarks, a CPU profile of the proxy) and writes BENCHMARKS.md.
-bench: deps-test build
+bench: deps-bench build
 	$(GO) run ./bench/cmd/benchsuite -binary $(BIN) -out BENCHMARKS.md
 
 # bench-proxy runs only the sysbench matrix (direct, serverlessd, haproxy).
-bench-proxy: deps-test build
+bench-proxy: deps-bench build
 	$(GO) run ./bench/cmd/benchsuite -binary $(BIN) -only throughput
 
 clean:
