@@ -209,7 +209,7 @@ func setRelayMode(m int) int {
 }
 
 // socketPair returns two connected sockets of network "unix" or "tcp".
-func socketPair(b *testing.B, network string) (net.Conn, net.Conn) {
+func socketPair(b testing.TB, network string) (net.Conn, net.Conn) {
 	addr := "127.0.0.1:0"
 	if network == "unix" {
 		addr = filepath.Join(b.TempDir(), "s")

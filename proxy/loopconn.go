@@ -29,7 +29,8 @@ type loopConn struct {
 
 	mu       sync.Mutex // guards cfd and sfd against shutdown racing close
 	cfd, sfd int        // client and server (backend) sockets; -1 once closed
-	cev, sev uint32     // the epoll events each is registered for
+	cev, sev uint32     // the epoll events each is registered for, or unwatched
+	sParked  bool       // the backend hung up while the client was still taking bytes
 
 	scan      clientScanner
 	carry     []byte // client bytes held back: a partial frame still to inspect
@@ -70,6 +71,13 @@ func (c *loopConn) handle(side int, ev uint32) {
 
 const hangup = unix.EPOLLHUP | unix.EPOLLERR
 
+// errClientGone: the client reset or closed both ways while the backend
+// was still taking its bytes; they are for nobody now.
+var errClientGone = errors.New("client hung up")
+
+// unwatched is the registered-events value of a socket taken off epoll.
+const unwatched = ^uint32(0)
+
 func (c *loopConn) clientEvent(ev uint32) error {
 	if ev&unix.EPOLLOUT != 0 && len(c.toClient) > 0 {
 		if err := flushTo(c.cfd, &c.toClient); err != nil {
@@ -80,7 +88,10 @@ func (c *loopConn) clientEvent(ev uint32) error {
 	switch {
 	case ev&(unix.EPOLLIN|hangup) == 0:
 		return nil
-	case len(c.toServer) > 0 && ev&hangup == 0:
+	case len(c.toServer) > 0 && ev&hangup != 0:
+		c.clientErr = errClientGone
+		return errClientGone
+	case len(c.toServer) > 0:
 		return nil // the backend is still taking the last request
 	}
 	return c.readClient()
@@ -96,7 +107,14 @@ func (c *loopConn) serverEvent(ev uint32) error {
 	switch {
 	case ev&(unix.EPOLLIN|hangup) == 0:
 		return nil
-	case len(c.toClient) > 0 && ev&hangup == 0:
+	case len(c.toClient) > 0:
+		// The client is still taking the last response. A backend that
+		// closed after writing more (a unix socket reports that at once,
+		// unread bytes or not) is parked until then: reading now would
+		// overtake the pending bytes, and leaving it on epoll would spin.
+		if ev&hangup != 0 {
+			c.sParked = true
+		}
 		return nil
 	}
 	return c.readServer()
@@ -231,22 +249,31 @@ func (c *loopConn) watch() error {
 	}
 	if len(c.toClient) == 0 {
 		sw |= unix.EPOLLIN
+		c.sParked = false
 	} else {
 		cw |= unix.EPOLLOUT
 	}
-	if cw != c.cev {
-		if err := c.loop.ctl(unix.EPOLL_CTL_MOD, c.cfd, c.id, sideClient, cw); err != nil {
-			return err
-		}
-		c.cev = cw
+	if err := c.register(c.cfd, sideClient, cw, false, &c.cev); err != nil {
+		return err
 	}
-	if sw != c.sev {
-		if err := c.loop.ctl(unix.EPOLL_CTL_MOD, c.sfd, c.id, sideServer, sw); err != nil {
-			return err
-		}
-		c.sev = sw
+	return c.register(c.sfd, sideServer, sw, c.sParked, &c.sev)
+}
+
+// register changes what fd is registered for (*cur) to events, or takes it
+// off epoll while it is parked.
+func (c *loopConn) register(fd, side int, events uint32, parked bool, cur *uint32) error {
+	switch {
+	case parked && *cur == unwatched, !parked && *cur == events:
+		return nil
+	case parked:
+		*cur = unwatched
+		return unix.EpollCtl(c.loop.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+	case *cur == unwatched:
+		*cur = events
+		return c.loop.ctl(unix.EPOLL_CTL_ADD, fd, c.id, side, events)
 	}
-	return nil
+	*cur = events
+	return c.loop.ctl(unix.EPOLL_CTL_MOD, fd, c.id, side, events)
 }
 
 // finish takes c off the loop. On errHandOff its sockets become

@@ -1,0 +1,103 @@
+package proxy
+
+import (
+	"bytes"
+	"io"
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/serverlessd/serverlessd/compute"
+)
+
+// loopPair puts a client socket pair and a backend socket pair on an event
+// loop, as relayInLoop does, and returns the test's ends: the client and
+// the backend (here a unix socket, as the local driver's).
+func loopPair(t *testing.T) (client, backend io.ReadWriteCloser, c *loopConn) {
+	t.Helper()
+	client, proxySide := socketPair(t, "tcp")
+	backend, proxyBackend := socketPair(t, "unix")
+	// Small client-side buffers, so the loop meets a full client socket
+	// after a few KiB.
+	client.(*net.TCPConn).SetReadBuffer(16384)
+	proxySide.(*net.TCPConn).SetWriteBuffer(16384)
+	l, err := pickLoop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss := &session{s: &Server{}, log: slog.New(slog.DiscardHandler)}
+	c = &loopConn{loop: l, ss: ss, lease: (&compute.Activity{}).Acquire(), done: make(chan *loopConn, 1)}
+	if c.cfd, err = dupFD(proxySide); err == nil {
+		c.sfd, err = dupFD(proxyBackend)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxySide.Close()
+	proxyBackend.Close()
+	if err := l.add(c); err != nil {
+		t.Fatal(err)
+	}
+	return client, backend, c
+}
+
+// TestLoopBackendClosesWhileClientIsSlow: a backend that writes a result
+// and closes at once must have all of it reach a client that reads slowly,
+// in order. The result fits in the backend's socket buffer, so the close
+// follows at once, while the loop still holds bytes the client has not
+// taken: a unix socket reports that close right away, unread bytes or not,
+// and the loop must neither drop nor reorder them.
+func TestLoopBackendClosesWhileClientIsSlow(t *testing.T) {
+	client, backend, c := loopPair(t)
+	want := make([]byte, 128<<10)
+	for i := range want {
+		want[i] = byte(i * 7 / 5)
+	}
+	go func() {
+		backend.Write(want)
+		backend.Close()
+	}()
+	time.Sleep(200 * time.Millisecond) // let the loop fill the client's socket and park
+	got, err := io.ReadAll(client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("client got %d bytes, want %d (equal prefix %d)", len(got), len(want), commonPrefix(got, want))
+	}
+	select {
+	case <-c.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the loop did not end the session")
+	}
+	if c.out != int64(len(want)) {
+		t.Fatalf("bytes out %d, want %d", c.out, len(want))
+	}
+}
+
+// TestLoopShutdown: shutdown from another goroutine ends a session the
+// loop relays, and the loop closes it.
+func TestLoopShutdown(t *testing.T) {
+	client, _, c := loopPair(t)
+	c.shutdown()
+	select {
+	case <-c.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the loop did not end the session")
+	}
+	if n, err := client.Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Fatalf("client read %d, %v after shutdown", n, err)
+	}
+	if c.cfd != -1 || c.sfd != -1 {
+		t.Fatalf("descriptors left open: %d %d", c.cfd, c.sfd)
+	}
+}
+
+func commonPrefix(a, b []byte) int {
+	n := 0
+	for n < len(a) && n < len(b) && a[n] == b[n] {
+		n++
+	}
+	return n
+}
