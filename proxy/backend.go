@@ -1,9 +1,11 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
+	"syscall"
 	"time"
 
 	"github.com/go-mysql-org/go-mysql/mysql"
@@ -22,8 +24,7 @@ const maxBackendPacket = 1 << 20
 func (ss *session) backendLogin(res compute.WakeResult) ([]byte, error) {
 	deadline := time.Now().Add(ss.s.cfg.BackendTimeout)
 	network, addr := dialNetwork(res.Address)
-	d := net.Dialer{Deadline: deadline}
-	c, err := d.DialContext(ss.s.baseCtx, network, addr)
+	c, err := dialBackend(ss.s.baseCtx, network, addr, deadline)
 	if err != nil {
 		return nil, ss.unreachable(err)
 	}
@@ -40,6 +41,27 @@ func (ss *session) backendLogin(res compute.WakeResult) ([]byte, error) {
 	ss.ready, ss.computeID, ss.backendAddr = true, res.ComputeID, res.Address
 	ss.s.mu.Unlock()
 	return ok, nil
+}
+
+// dialBackend dials a compute. A unix socket whose listen backlog is full
+// refuses at once with EAGAIN, where TCP would make the client wait: a
+// wake storm of hundreds of logins meets that while mariadbd is still
+// accepting the first ones. Such dials are retried until the deadline.
+func dialBackend(ctx context.Context, network, addr string, deadline time.Time) (net.Conn, error) {
+	d := net.Dialer{Deadline: deadline}
+	wait := time.Millisecond
+	for {
+		c, err := d.DialContext(ctx, network, addr)
+		if err == nil || !errors.Is(err, syscall.EAGAIN) || time.Now().Add(wait).After(deadline) {
+			return c, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 50*time.Millisecond)
+	}
 }
 
 func (ss *session) unreachable(err error) error {
