@@ -3,9 +3,7 @@ package bench
 import (
 	"context"
 	"flag"
-	"fmt"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -31,7 +29,11 @@ func BenchmarkRelays(b *testing.B) {
 		targets[relay] = startProxy(b, dir, sock, relay)
 		cpu[relay] = func() time.Duration { return cpuTime(b) }
 	}
-	h, err := StartHAProxy(dir, "127.0.0.1:"+freePort(b), sock)
+	addr, err := FreeAddr()
+	if err != nil {
+		b.Fatal(err)
+	}
+	h, err := StartHAProxy(dir, addr, sock)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -39,7 +41,13 @@ func BenchmarkRelays(b *testing.B) {
 	host, port, _ := net.SplitHostPort(h.Addr)
 	p, _ := strconv.Atoi(port)
 	targets["haproxy"] = Target{Name: "haproxy", Host: host, Port: p, User: "sb", Pass: "pw"}
-	cpu["haproxy"] = func() time.Duration { return pidCPU(b, h.PID()) }
+	cpu["haproxy"] = func() time.Duration {
+		d, err := ProcCPU(h.PID())
+		if err != nil {
+			b.Fatal(err)
+		}
+		return d
+	}
 
 	names := []string{proxy.RelayEventLoop, proxy.RelayGoroutines, "haproxy"}
 	if *relays != "" {
@@ -73,25 +81,4 @@ func BenchmarkRelays(b *testing.B) {
 		}
 	}
 	b.ReportMetric(0, "ns/op")
-}
-
-// pidCPU is another process's user+system CPU time, from /proc.
-func pidCPU(tb testing.TB, pid int) time.Duration {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+2:]))
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * (time.Second / 100)
-}
-
-func freePort(tb testing.TB) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer ln.Close()
-	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 }

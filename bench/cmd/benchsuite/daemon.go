@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/serverlessd/serverlessd/bench"
 )
 
 // daemon is one running `serverlessd serve` driven over its API, as the
@@ -34,25 +35,15 @@ type daemon struct {
 	unregister func()
 }
 
-// freePort returns a loopback address that was free a moment ago.
-func freePort() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
 // startDaemon runs serve on dataDir with the scheduler interval given (0:
 // the default, 30s) and waits until /readyz answers. Logs go to <dataDir>.log at warn level: at
 // info, 500 logins a second would be measured writing log lines.
 func startDaemon(bin, dataDir string, interval time.Duration) (*daemon, error) {
-	api, err := freePort()
+	api, err := bench.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
-	px, err := freePort()
+	px, err := bench.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
@@ -300,28 +291,6 @@ func (d *daemon) proxyDSN(p *project, db string) string {
 func directDSN(p *project, db string) string {
 	return fmt.Sprintf("root:%s@unix(%s)/%s?timeout=60s", p.Password, p.Socket, db)
 }
-
-// procCPU returns a process's user+system CPU time from /proc/<pid>/stat.
-func procCPU(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// The command name (field 2) may hold spaces; fields after ")" are fixed.
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	// f[0] is field 3 (state): utime and stime are fields 14 and 15.
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
-	}
-	return time.Duration(ut+st) * time.Second / clockTicks, nil
-}
-
-// clockTicks is USER_HZ, the unit of /proc/<pid>/stat times: 100 on every
-// Linux architecture Go supports.
-const clockTicks = 100
 
 // procStatusKB reads a "VmRSS"-style field of /proc/<pid>/status, in kB.
 func procStatusKB(pid int, field string) (int64, error) {

@@ -81,13 +81,13 @@ func (s *suite) scale(d *daemon, projects []*project, dir string) error {
 	}
 	log.Printf("scale: %d projects, %d active; RSS %d MiB; measuring the scheduler over %s idle",
 		s.opts.scaleN, len(active), res.RSSStartKB>>10, s.opts.scaleIdle)
-	c0, err := procCPU(d3.pid())
+	c0, err := bench.ProcCPU(d3.pid())
 	if err != nil {
 		return err
 	}
 	t0 := time.Now()
 	time.Sleep(s.opts.scaleIdle)
-	c1, err := procCPU(d3.pid())
+	c1, err := bench.ProcCPU(d3.pid())
 	if err != nil {
 		return err
 	}

@@ -83,7 +83,7 @@ func (s *suite) throughput(d *daemon) error {
 	if err := bench.SysbenchPrepare(ctx, direct); err != nil {
 		return err
 	}
-	haAddr, err := freePort()
+	haAddr, err := bench.FreeAddr()
 	if err != nil {
 		return err
 	}
@@ -190,7 +190,7 @@ func cpuOf(pid int) time.Duration {
 	if pid == 0 {
 		return 0
 	}
-	d, _ := procCPU(pid)
+	d, _ := bench.ProcCPU(pid)
 	return d
 }
 
