@@ -27,7 +27,7 @@ var errQuit = errors.New("client quit")
 // direction.
 func (ss *session) relay(lease *compute.Lease) {
 	var h handOff
-	if ss.s.cfg.Relay == RelayEventLoop && relayMode == relayLoop && !ss.tls {
+	if ss.s.cfg.Relay == RelayEventLoop && !ss.tls {
 		var done bool
 		if h, done = ss.relayInLoop(lease); done {
 			return
@@ -244,20 +244,17 @@ func drain(dst, src net.Conn) (int64, error) {
 	}
 }
 
-// relayMode selects the server->client copy; benchmarks switch it.
+// relayMode selects the goroutine relay's server->client copy; benchmarks
+// switch it.
 // BenchmarkRelayCopy measured (2 cores, loopback, 1 MiB bursts) the
 // user-space copy at 2.3 GB/s from a unix backend against 1.3-1.6 GB/s for
 // splice, and 1.3-1.37 against 1.1-1.25 GB/s from a TCP backend; per-query
 // latency (BenchmarkSelect1) is the same. So the plain copy is the default,
 // and splice is kept for comparison.
-//
-// relayLoop, the default, moves both directions of plain sessions in an
-// event loop instead.
-var relayMode = relayLoop
+var relayMode = relayPlain
 
 const (
-	relayLoop = iota
-	relayPlain
+	relayPlain = iota
 	relaySplice
 )
 
