@@ -40,3 +40,38 @@ func FreeAddr() (string, error) {
 	defer ln.Close()
 	return ln.Addr().String(), nil
 }
+
+// ProcMigrations returns how many times a process's threads have moved
+// between CPUs, summed from /proc/<pid>/task/*/sched (se.nr_migrations).
+// That file needs a kernel with CONFIG_SCHED_DEBUG; without it the error
+// says so. Threads that exit between the listing and the read are skipped.
+func ProcMigrations(pid int) (int64, error) {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	found := false
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/sched", pid, t.Name()))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			name, val, ok := strings.Cut(line, ":")
+			if !ok || strings.TrimSpace(name) != "se.nr_migrations" {
+				continue
+			}
+			n, err := strconv.ParseInt(strings.TrimSpace(val), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("parse se.nr_migrations of /proc/%d/task/%s/sched: %w", pid, t.Name(), err)
+			}
+			total += n
+			found = true
+		}
+	}
+	if !found {
+		return 0, fmt.Errorf("no se.nr_migrations under /proc/%d/task (kernel without CONFIG_SCHED_DEBUG?)", pid)
+	}
+	return total, nil
+}

@@ -33,6 +33,9 @@ type Cell struct {
 	// Relay CPU per transaction (µs): the daemon's and haproxy's own
 	// processes, from /proc, over their runs.
 	SDCPU, HACPU float64
+	// CPU migrations per second of the relay's threads (0 where the
+	// kernel does not report them).
+	SDMigr, HAMigr float64
 	// mariadbd's CPU per transaction on each path.
 	DBCPUDirect, DBCPUSD, DBCPUHA float64
 	// Ignored errors per second (deadlocks, read_write only), on serverlessd.
@@ -150,6 +153,7 @@ func (s *suite) cell(ctx context.Context, paths []pathRun, dbPID int, wl string,
 	tps := make([][]float64, len(paths))
 	var sdRatio, haRatio, sdVsHA []float64
 	relayCPU := make([]time.Duration, len(paths))
+	relayMigr := make([]int64, len(paths))
 	dbCPU := make([]time.Duration, len(paths))
 	txns := make([]float64, len(paths))
 	var errs []float64
@@ -158,12 +162,13 @@ func (s *suite) cell(ctx context.Context, paths []pathRun, dbPID int, wl string,
 		for k := range paths {
 			i := (k + rep) % len(paths)
 			pr := paths[i]
-			r0, d0 := cpuOf(pr.relay), cpuOf(dbPID)
+			r0, d0, m0 := cpuOf(pr.relay), cpuOf(dbPID), migrationsOf(pr.relay)
 			r, err := bench.SysbenchRun(ctx, pr.target, wl, th, s.opts.sbTime)
 			if err != nil {
 				return c, err
 			}
 			relayCPU[i] += cpuOf(pr.relay) - r0
+			relayMigr[i] += migrationsOf(pr.relay) - m0
 			dbCPU[i] += cpuOf(dbPID) - d0
 			txns[i] += r.TPS * s.opts.sbTime.Seconds()
 			got[i] = r.TPS
@@ -181,6 +186,8 @@ func (s *suite) cell(ctx context.Context, paths []pathRun, dbPID int, wl string,
 	c.SDvsHAMin, c.SDvsHAMax = minMax(sdVsHA)
 	per := func(d time.Duration, n float64) float64 { return float64(d.Microseconds()) / n }
 	c.SDCPU, c.HACPU = per(relayCPU[1], txns[1]), per(relayCPU[2], txns[2])
+	secs := s.opts.sbTime.Seconds() * float64(s.opts.sbReps)
+	c.SDMigr, c.HAMigr = float64(relayMigr[1])/secs, float64(relayMigr[2])/secs
 	c.DBCPUDirect, c.DBCPUSD, c.DBCPUHA = per(dbCPU[0], txns[0]), per(dbCPU[1], txns[1]), per(dbCPU[2], txns[2])
 	c.Errors = bench.Median(errs)
 	return c, nil
@@ -192,6 +199,14 @@ func cpuOf(pid int) time.Duration {
 	}
 	d, _ := bench.ProcCPU(pid)
 	return d
+}
+
+func migrationsOf(pid int) int64 {
+	if pid == 0 {
+		return 0
+	}
+	n, _ := bench.ProcMigrations(pid)
+	return n
 }
 
 func minMax(xs []float64) (float64, float64) {
