@@ -30,7 +30,10 @@ var (
 	loopNext  atomic.Uint32
 )
 
-// pickLoop returns an event loop for a new session, round robin.
+// pickLoop returns the event loop with the fewest sessions for a new one,
+// so that long-lived sessions piling up on one loop do not leave the next
+// busy session sharing its thread while another loop idles (haproxy also
+// hands a connection to its least loaded thread). Ties go round robin.
 func pickLoop() (*eventLoop, error) {
 	loopsOnce.Do(func() {
 		for range loopCount() {
@@ -46,7 +49,19 @@ func pickLoop() (*eventLoop, error) {
 	if loopsErr != nil {
 		return nil, loopsErr
 	}
-	return loops[loopNext.Add(1)%uint32(len(loops))], nil
+	return leastLoaded(loops, int(loopNext.Add(1)%uint32(len(loops)))), nil
+}
+
+// leastLoaded returns the loop with the fewest sessions, looking from
+// start on, so that ties go to the first one found from there.
+func leastLoaded(loops []*eventLoop, start int) *eventLoop {
+	best := loops[start]
+	for i := 1; i < len(loops); i++ {
+		if l := loops[(start+i)%len(loops)]; l.sessions.Load() < best.sessions.Load() {
+			best = l
+		}
+	}
+	return best
 }
 
 // loopCount is one loop per CPU Go may use, as haproxy runs one thread per
@@ -58,6 +73,8 @@ func loopCount() int { return runtime.GOMAXPROCS(0) }
 type eventLoop struct {
 	epfd    int
 	scratch []byte // each read lands here; only bytes a peer cannot take yet are copied out
+
+	sessions atomic.Int32 // len(conns), read without the lock by pickLoop
 
 	mu     sync.Mutex
 	conns  map[uint64]*loopConn
@@ -146,6 +163,7 @@ func (l *eventLoop) add(c *loopConn) error {
 	}
 	if err == nil {
 		l.conns[c.id] = c
+		l.sessions.Add(1)
 	}
 	return err
 }
@@ -155,7 +173,10 @@ func (l *eventLoop) remove(c *loopConn) {
 	unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, c.cfd, nil)
 	unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, c.sfd, nil)
 	l.mu.Lock()
-	delete(l.conns, c.id)
+	if _, ok := l.conns[c.id]; ok {
+		delete(l.conns, c.id)
+		l.sessions.Add(-1)
+	}
 	l.mu.Unlock()
 }
 

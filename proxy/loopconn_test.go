@@ -92,6 +92,14 @@ func TestLoopShutdown(t *testing.T) {
 	if c.cfd != -1 || c.sfd != -1 {
 		t.Fatalf("descriptors left open: %d %d", c.cfd, c.sfd)
 	}
+	c.finish(nil) // a second finish must not count the session out twice
+	<-c.done
+	l := c.loop
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if n := l.sessions.Load(); int(n) != len(l.conns) {
+		t.Fatalf("the loop counts %d sessions but holds %d", n, len(l.conns))
+	}
 }
 
 func commonPrefix(a, b []byte) int {
@@ -100,4 +108,22 @@ func commonPrefix(a, b []byte) int {
 		n++
 	}
 	return n
+}
+
+// TestLeastLoaded: a new session goes to the loop with the fewest
+// sessions, whatever the round-robin start, and ties follow the start.
+func TestLeastLoaded(t *testing.T) {
+	loops := []*eventLoop{{}, {}, {}}
+	loops[0].sessions.Store(3)
+	loops[1].sessions.Store(1)
+	loops[2].sessions.Store(2)
+	for start := range loops {
+		if got := leastLoaded(loops, start); got != loops[1] {
+			t.Errorf("start %d: picked the loop with %d sessions, want the one with 1", start, got.sessions.Load())
+		}
+	}
+	loops[2].sessions.Store(1)
+	if leastLoaded(loops, 2) != loops[2] || leastLoaded(loops, 0) != loops[1] {
+		t.Error("a tie did not go to the first least-loaded loop from the start")
+	}
 }
