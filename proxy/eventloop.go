@@ -72,7 +72,8 @@ func loopCount() int { return runtime.GOMAXPROCS(0) }
 // Only its own goroutine reads, writes or closes those sessions' sockets.
 type eventLoop struct {
 	epfd    int
-	scratch []byte // each read lands here; only bytes a peer cannot take yet are copied out
+	tid     atomic.Int32 // the loop's thread, once run has started
+	scratch []byte       // each read lands here; only bytes a peer cannot take yet are copied out
 
 	sessions atomic.Int32 // len(conns), read without the lock by pickLoop
 
@@ -109,6 +110,8 @@ func (l *eventLoop) run() {
 	// kernel keeps the loop where it ran: 630 a second, and that cell
 	// went from 0.98 of haproxy to 1.05 (BenchmarkRelays).
 	runtime.LockOSThread()
+	l.tid.Store(int32(unix.Gettid()))
+	batchPolicy()
 	events := make([]unix.EpollEvent, 128)
 	lastYield := time.Now()
 	for {
@@ -138,6 +141,28 @@ func (l *eventLoop) run() {
 				c.handle(int(key&1), ev.Events)
 			}
 		}
+	}
+}
+
+// batchPolicy puts the calling thread under SCHED_BATCH, which differs
+// from the default policy in one way: a waking batch thread does not
+// preempt the one running. Without it, each reply mariadbd wrote woke the
+// loop onto the CPU at once, to forward that one message and block again;
+// as batch, the loop runs when mariadbd blocks and finds more sessions
+// ready per wake-up. Measured against the default policy in one run
+// (BenchmarkRelays, sysbench):
+//   - relay CPU per read_write transaction 16% lower at 4 threads and
+//     23% lower at 16;
+//   - serverlessd/haproxy read_write/4 1.03 against 0.94, point_select/16
+//     0.93 against 0.88; the 1-thread cells level;
+//   - with two CPU-bound processes beside it, point_select/1 ran 2.5
+//     times faster and its p95 latency fell from 0.07 to 0.04 ms.
+//
+// Setting it needs no privilege. Where it is refused (a seccomp profile),
+// the loop runs under the default policy, only slower.
+func batchPolicy() {
+	if err := unix.SchedSetAttr(0, &unix.SchedAttr{Policy: unix.SCHED_BATCH}, 0); err != nil {
+		slog.Warn("relay event loop: cannot set SCHED_BATCH; running under the default policy", "component", "proxy", "err", err)
 	}
 }
 

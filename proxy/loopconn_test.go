@@ -5,10 +5,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"testing"
 	"time"
 
 	"github.com/serverlessd/serverlessd/compute"
+	"golang.org/x/sys/unix"
 )
 
 // loopPair puts a client socket pair and a backend socket pair on an event
@@ -125,5 +127,36 @@ func TestLeastLoaded(t *testing.T) {
 	loops[2].sessions.Store(1)
 	if leastLoaded(loops, 2) != loops[2] || leastLoaded(loops, 0) != loops[1] {
 		t.Error("a tie did not go to the first least-loaded loop from the start")
+	}
+}
+
+// TestLoopSchedBatch: a running loop's thread is under SCHED_BATCH, and
+// only that thread: the test's own thread keeps the default policy.
+func TestLoopSchedBatch(t *testing.T) {
+	client, backend, c := loopPair(t)
+	// A byte relayed (backend to client: that side is not parsed) proves
+	// the loop is past its setup.
+	if _, err := backend.Write([]byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	client.(net.Conn).SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(client, make([]byte, 1)); err != nil {
+		t.Fatalf("the loop did not relay a byte: %v", err)
+	}
+	tid := int(c.loop.tid.Load())
+	if tid == 0 {
+		t.Fatal("the loop has not recorded its thread")
+	}
+	attr, err := unix.SchedGetAttr(tid, 0)
+	if err != nil {
+		t.Fatalf("sched_getattr of the loop's thread %d: %v", tid, err)
+	}
+	if attr.Policy != unix.SCHED_BATCH {
+		t.Fatalf("the loop's thread runs under policy %d, want SCHED_BATCH (%d)", attr.Policy, unix.SCHED_BATCH)
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if own, err := unix.SchedGetAttr(0, 0); err != nil || own.Policy != unix.SCHED_NORMAL {
+		t.Fatalf("the test's thread: policy %v, %v; want SCHED_NORMAL", own, err)
 	}
 }
