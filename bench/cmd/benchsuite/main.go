@@ -69,7 +69,7 @@ func main() {
 	flag.IntVar(&o.coldCycles, "cold-cycles", 60, "cold login cycles (each also starts the bare mariadbd floor once)")
 	flag.IntVar(&o.warmLogins, "warm-logins", 500, "warm logins per path (proxy and direct, interleaved)")
 	flag.DurationVar(&o.sbTime, "sysbench-time", 5*time.Second, "length of one sysbench run (runs of 3s put the serverlessd/haproxy ratio anywhere in 0.8-1.3)")
-	flag.IntVar(&o.sbReps, "sysbench-reps", 5, "interleaved repetitions of each sysbench cell (the median is quoted)")
+	flag.IntVar(&o.sbReps, "sysbench-reps", 7, "interleaved repetitions of each sysbench cell (the median is quoted)")
 	flag.StringVar(&threads, "sysbench-threads", "1,4,16", "sysbench thread counts")
 	flag.StringVar(&workloads, "sysbench-workloads", "oltp_point_select,oltp_read_only,oltp_read_write", "sysbench workloads")
 	flag.IntVar(&o.stormClients, "storm-clients", 500, "concurrent logins in the wake storm")
