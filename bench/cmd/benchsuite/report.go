@@ -104,25 +104,30 @@ func targets(r *Results) []Target {
 	if tp := r.Throughput; tp != nil && len(tp.Cells) > 0 {
 		var worst Cell
 		worst.SDvsHA = math.Inf(1)
-		var i3, i3met int
+		var i3 []string
+		i3met := true
 		var cellsMissed []string
 		for _, c := range tp.Cells {
 			if c.SDvsHA < worst.SDvsHA {
 				worst = c
 			}
 			if (c.Workload == "oltp_point_select" || c.Workload == "oltp_read_write") && (c.Threads == 1 || c.Threads == 4) {
-				i3++
-				if c.SDvsHA >= 1 {
-					i3met++
-				}
+				i3 = append(i3, fmt.Sprintf("%s/%d %.2f", short(c.Workload), c.Threads, c.SDvsHA))
+				i3met = i3met && c.SDvsHA >= 1
 			}
 			if c.SDvsHA < 1 {
 				cellsMissed = append(cellsMissed, fmt.Sprintf("%s/%d %.2f", short(c.Workload), c.Threads, c.SDvsHA))
 			}
 		}
-		t := Target{Issue: "3, 7", Goal: "throughput through serverlessd ≥ haproxy in every sysbench cell",
-			Measured: fmt.Sprintf("%d of %d cells (issue 3's four cells: %d of %d); worst %s at %d thread(s): %.2f× haproxy",
-				tp.MetCells, len(tp.Cells), i3met, i3, worst.Workload, worst.Threads, worst.SDvsHA),
+		// Issue 3 names four cells; issue 7 runs all nine. One row each, so
+		// a miss outside issue 3's cells does not read as a miss of issue 3.
+		if len(i3) > 0 {
+			add(Target{Issue: "3", Goal: "throughput through serverlessd ≥ haproxy in issue 3's cells (point_select and read_write, 1 and 4 threads)",
+				Measured: "serverlessd/haproxy " + strings.Join(i3, ", "), Status: status(i3met)})
+		}
+		t := Target{Issue: "7", Goal: "throughput through serverlessd ≥ haproxy in every sysbench cell",
+			Measured: fmt.Sprintf("%d of %d cells; worst %s at %d thread(s): %.2f× haproxy",
+				tp.MetCells, len(tp.Cells), worst.Workload, worst.Threads, worst.SDvsHA),
 			Status: status(tp.MetCells == len(tp.Cells))}
 		if t.Status != met {
 			t.Limit = fmt.Sprintf("cells below haproxy (serverlessd/haproxy): %s. In the worst cell the daemon spends %.1f µs of CPU per transaction against haproxy's %.1f µs, on 2 cores shared with mariadbd and sysbench, and serverlessd/haproxy ranged %.2f-%.2f over its repetitions. ",
