@@ -20,6 +20,7 @@ import (
 
 	"github.com/serverlessd/serverlessd/compute"
 	"github.com/serverlessd/serverlessd/compute/local"
+	"github.com/serverlessd/serverlessd/compute/local/localtest"
 	"github.com/serverlessd/serverlessd/proxy"
 	"github.com/serverlessd/serverlessd/store"
 )
@@ -78,7 +79,7 @@ func startCompute(b *testing.B, dir string) (*local.Driver, *store.Compute, comp
 //	go test -run '^$' -bench ProxySysbench -benchtime 1x ./bench -args -proxyprofile=cpu.pprof
 //	go tool pprof -top cpu.pprof
 func BenchmarkProxySysbench(b *testing.B) {
-	dir := b.TempDir()
+	dir := localtest.Dir(b)
 	sock := prepareSysbench(b, dir)
 	ctx := context.Background()
 	tgt := startProxy(b, dir, sock, "")

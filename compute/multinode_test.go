@@ -12,6 +12,7 @@ import (
 
 	"github.com/serverlessd/serverlessd/compute"
 	"github.com/serverlessd/serverlessd/compute/local"
+	"github.com/serverlessd/serverlessd/compute/local/localtest"
 	"github.com/serverlessd/serverlessd/store"
 	"github.com/serverlessd/serverlessd/store/cache"
 	"github.com/serverlessd/serverlessd/store/postgres"
@@ -27,6 +28,10 @@ type sharedDriver struct {
 
 func (d *sharedDriver) Name() string { return "shared" }
 
+// NodeLocal is false: the point of this driver is that every daemon reaches
+// its computes (the embedded local driver would say true).
+func (d *sharedDriver) NodeLocal() bool { return false }
+
 func (d *sharedDriver) Start(ctx context.Context, c *store.Compute) (string, error) {
 	d.starts.Add(1)
 	return d.Driver.Start(ctx, c)
@@ -38,7 +43,7 @@ func (d *sharedDriver) Start(ctx context.Context, c *store.Compute) (string, err
 func TestTwoDaemonsOneStart(t *testing.T) {
 	dsn := pgtest.Start(t)
 	ctx := context.Background()
-	drvLocal, err := local.New(local.Options{Dir: filepath.Join(t.TempDir(), "computes"), Logger: testLogger(t)})
+	drvLocal, err := local.New(local.Options{Dir: filepath.Join(localtest.Dir(t), "computes"), Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,5 +124,44 @@ func TestOtherNodesComputeIsRefused(t *testing.T) {
 	_, err = e.mgr.Wake(ctx, p.ID)
 	if !errors.Is(err, compute.ErrOtherNode) || !strings.Contains(err.Error(), "node-7") {
 		t.Fatalf("wake of another node's compute: %v", err)
+	}
+}
+
+// renamedDriver is the local driver under another name: a node-local driver
+// that is not called "local", which the manager must treat as local by what
+// it says it is, not by its name.
+type renamedDriver struct{ *local.Driver }
+
+func (d *renamedDriver) Name() string { return "local-renamed" }
+
+// TestNodeLocalDriverOwnsItsComputes: a node-local driver's compute records
+// its node, is refused to another node's daemon and is suspended when its
+// own daemon stops.
+func TestNodeLocalDriverOwnsItsComputes(t *testing.T) {
+	e := newEnv(t, "")
+	ctx := context.Background()
+	drv := &renamedDriver{Driver: e.drv}
+	mgr := compute.New(compute.Options{Store: e.st, Driver: drv, Node: "test", Logger: testLogger(t)})
+	p := &store.Project{ID: store.NewID("prj"), Name: "renamed"}
+	if err := e.st.CreateProject(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	c, _, err := mgr.Create(ctx, p.ID, store.ComputeSpec{Resources: store.Resources{Memory: "128Mi"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = drv.Stop(context.Background(), c) })
+	if c.Node != "test" || c.Driver != "local-renamed" {
+		t.Fatalf("compute recorded driver %q node %q, want local-renamed on test", c.Driver, c.Node)
+	}
+	other := compute.New(compute.Options{Store: e.st, Driver: drv, Node: "node-7", Logger: testLogger(t)})
+	if _, err := other.Wake(ctx, p.ID); !errors.Is(err, compute.ErrOtherNode) {
+		t.Fatalf("wake from another node: %v, want ErrOtherNode", err)
+	}
+	if err := mgr.SuspendAll(ctx, compute.ReasonShutdown); err != nil {
+		t.Fatal(err)
+	}
+	if cur, err := e.st.GetCompute(ctx, c.ID); err != nil || cur.State != store.StateSuspended {
+		t.Fatalf("after SuspendAll the compute is %v (%v), want suspended", cur, err)
 	}
 }

@@ -13,11 +13,12 @@ import (
 
 	"github.com/go-mysql-org/go-mysql/client"
 
+	"github.com/serverlessd/serverlessd/compute/mariadb"
 	"github.com/serverlessd/serverlessd/store"
 )
 
 // OwnerRole is the role every project gets at creation.
-const OwnerRole = "root"
+const OwnerRole = mariadb.OwnerRole
 
 // ErrInvalidRole means a role name is not allowed.
 var ErrInvalidRole = errors.New("invalid role name")
@@ -131,11 +132,9 @@ func (m *Manager) withActive(ctx context.Context, projectID string, change func(
 	return nil
 }
 
-// backendUser is a role as the backend's mysql.user has it.
-type backendUser struct{ name, hash string }
-
 // syncRoles makes the compute's users at host '%' exactly the store's roles,
-// with the same hashes. It runs on every start before the compute is marked
+// with the same hashes, after bringing every account back inside the tenant
+// privilege set. It runs on every start before the compute is marked
 // active, and after every role change while it is active.
 func (m *Manager) syncRoles(ctx context.Context, c *store.Compute, addr string) error {
 	t0 := time.Now()
@@ -148,11 +147,18 @@ func (m *Manager) syncRoles(ctx context.Context, c *store.Compute, addr string) 
 		return err
 	}
 	defer conn.Close()
-	have, err := listBackendUsers(conn)
-	if err != nil {
+	if err := m.audit(c, conn); err != nil {
 		return err
 	}
-	stmts := roleStatements(roles, have)
+	have, err := mariadb.Users(conn)
+	if err != nil {
+		return fmt.Errorf("compute %s: %w", c.ID, err)
+	}
+	want := make([]mariadb.Role, len(roles))
+	for i, r := range roles {
+		want[i] = mariadb.Role{Name: r.Name, Hash: r.PasswordHash}
+	}
+	stmts := mariadb.SyncStatements(want, have, func(name string) bool { return ValidateRoleName(name) == nil })
 	for _, q := range stmts {
 		if _, err := conn.Execute(q); err != nil {
 			return fmt.Errorf("apply roles to compute %s: %w", c.ID, err)
@@ -161,6 +167,20 @@ func (m *Manager) syncRoles(ctx context.Context, c *store.Compute, addr string) 
 	if len(stmts) > 0 {
 		m.log.Info("roles applied", "compute", c.ID, "project", c.ProjectID, "statements", len(stmts),
 			"duration_ms", float64(time.Since(t0).Microseconds())/1000)
+	}
+	return nil
+}
+
+// audit brings the compute's accounts back inside the tenant privilege set
+// and logs what it had to change: outside a first start after an upgrade,
+// a change means a tenant tried to reach past its privileges.
+func (m *Manager) audit(c *store.Compute, conn mariadb.Execer) error {
+	fixed, err := mariadb.Audit(conn)
+	if err != nil {
+		return fmt.Errorf("compute %s: %w", c.ID, err)
+	}
+	if len(fixed) > 0 {
+		m.log.Warn("privileges outside the tenant set restored", "compute", c.ID, "project", c.ProjectID, "statements", fixed)
 	}
 	return nil
 }
@@ -238,29 +258,12 @@ func (m *Manager) Busy(ctx context.Context, computeID string) (string, error) {
 		return "", err
 	}
 	defer conn.Close()
-	cred, err := m.drv.Admin(ctx, c)
+	busy, err := mariadb.Busy(conn)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("compute %s: %w", computeID, err)
 	}
-	res, err := conn.Execute(`SELECT
-  (SELECT COUNT(*) FROM information_schema.PROCESSLIST
-    WHERE ID <> CONNECTION_ID() AND COMMAND NOT IN ('Sleep', 'Daemon', 'Killed', 'Binlog Dump')
-      AND USER NOT IN ('system user', 'event_scheduler', ?)),
-  (SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id <> CONNECTION_ID())`, cred.User)
-	if err != nil {
-		return "", fmt.Errorf("check compute %s for running work: %w", computeID, err)
-	}
-	defer res.Close()
-	running, _ := res.GetInt(0, 0)
-	trx, _ := res.GetInt(0, 1)
-	if running == 0 && trx == 0 {
-		return "", nil
-	}
-	return fmt.Sprintf("%d statements running, %d transactions open", running, trx), nil
+	return busy, nil
 }
-
-// nativeHash matches a mysql_native_password hash as mysql.user stores it.
-var nativeHash = regexp.MustCompile(`^\*[0-9A-F]{40}$`)
 
 // PullRoles copies into the store the users that SQL created, changed or
 // dropped in the compute ('name'@'%' with a native password), so that they
@@ -286,10 +289,16 @@ func (m *Manager) pullRoles(ctx context.Context, c *store.Compute) error {
 	if err != nil {
 		return err
 	}
-	have, err := listBackendUsers(conn)
-	conn.Close()
-	if err != nil {
+	defer conn.Close()
+	// Audit first: a user that holds more than the tenant set (say, the
+	// daemon's account renamed) must never reach the store, where the
+	// proxy would let it log in.
+	if err := m.audit(c, conn); err != nil {
 		return err
+	}
+	have, err := mariadb.Users(conn)
+	if err != nil {
+		return fmt.Errorf("compute %s: %w", c.ID, err)
 	}
 	roles, err := m.st.ListRoles(ctx, c.ProjectID)
 	if err != nil {
@@ -302,7 +311,7 @@ func (m *Manager) pullRoles(ctx context.Context, c *store.Compute) error {
 	var changes []string
 	for name, hash := range have {
 		hash = strings.ToUpper(hash)
-		if ValidateRoleName(name) != nil || !nativeHash.MatchString(hash) {
+		if ValidateRoleName(name) != nil || !mariadb.NativeHash.MatchString(hash) {
 			continue // a reserved name, or a plugin the proxy cannot verify
 		}
 		r, ok := stored[name]

@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/serverlessd/serverlessd/compute/local/localtest"
 )
 
 // binary is the serverlessd built once for the whole package.
@@ -85,7 +87,7 @@ func freePort(t testing.TB) string {
 func startDaemon(t testing.TB, dataDir string, extraEnv ...string) *daemon {
 	t.Helper()
 	if dataDir == "" {
-		dataDir = t.TempDir()
+		dataDir = localtest.Dir(t)
 	}
 	d := &daemon{t: t, dataDir: dataDir, api: freePort(t), proxy: freePort(t), log: &syncBuffer{}, exited: make(chan struct{})}
 	d.cmd = exec.Command(binary, "serve", "--data-dir", dataDir, "--api-listen", d.api, "--proxy-listen", d.proxy)

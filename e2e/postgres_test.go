@@ -10,6 +10,7 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
+	"github.com/serverlessd/serverlessd/compute/local/localtest"
 	"github.com/serverlessd/serverlessd/store/postgres/pgtest"
 )
 
@@ -74,7 +75,7 @@ func TestPostgresOutage(t *testing.T) {
 // TestBadDSNIsOneLine: serve with an unreachable PostgreSQL stops at
 // start-up with one clear line, not a stack trace, and no password.
 func TestBadDSNIsOneLine(t *testing.T) {
-	cmd := exec.Command(binary, "serve", "--data-dir", t.TempDir(), "--api-listen", freePort(t), "--proxy-listen", freePort(t))
+	cmd := exec.Command(binary, "serve", "--data-dir", localtest.Dir(t), "--api-listen", freePort(t), "--proxy-listen", freePort(t))
 	cmd.Env = append(cmd.Environ(), "SERVERLESSD_STORE_DRIVER=postgres",
 		"SERVERLESSD_STORE_DSN=postgres://app:s3cret-pw@"+freePort(t)+"/state?connect_timeout=2")
 	out, err := cmd.CombinedOutput()

@@ -10,6 +10,7 @@ import (
 
 	"github.com/serverlessd/serverlessd/compute"
 	"github.com/serverlessd/serverlessd/compute/local"
+	"github.com/serverlessd/serverlessd/compute/local/localtest"
 	"github.com/serverlessd/serverlessd/scheduler"
 	"github.com/serverlessd/serverlessd/store"
 	"github.com/serverlessd/serverlessd/store/cache"
@@ -37,7 +38,7 @@ func cpuTime() time.Duration {
 // heartbeat, and 50 storage and traffic samples. Reports CPU per tick.
 func BenchmarkTick(b *testing.B) {
 	ctx := context.Background()
-	dir := b.TempDir()
+	dir := localtest.Dir(b)
 	raw, err := sqlite.Open(filepath.Join(dir, "state.db"))
 	if err != nil {
 		b.Fatal(err)

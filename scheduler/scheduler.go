@@ -137,14 +137,16 @@ func (s *Scheduler) idle(ctx context.Context, w compute.WakeResult, now time.Tim
 }
 
 // suspend suspends an idle compute unless client work is in progress, in
-// which case it is postponed to the next tick.
+// which case it is postponed to the next tick. A compute whose idle check
+// fails (a tenant may lock the daemon's account out) is suspended on its
+// traffic alone: otherwise a tenant could keep it up forever. The next
+// start re-creates the daemon's account.
 func (s *Scheduler) suspend(ctx context.Context, w compute.WakeResult, idleSince time.Time) {
 	log := s.log.With("compute", w.ComputeID, "project", w.ProjectID)
 	busy, err := s.mgr.Busy(ctx, w.ComputeID)
 	if err != nil {
-		log.Warn("cannot check the compute for running work; suspend postponed", "err", err)
-		s.met.Postponed()
-		return
+		log.Warn("cannot check the compute for running work; suspending on its idle traffic alone", "err", err)
+		busy = ""
 	}
 	if busy != "" {
 		if !s.postponed[w.ComputeID] {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/serverlessd/serverlessd/compute"
 	"github.com/serverlessd/serverlessd/compute/local"
+	"github.com/serverlessd/serverlessd/compute/local/localtest"
 	"github.com/serverlessd/serverlessd/metrics"
 	"github.com/serverlessd/serverlessd/proxy"
 	"github.com/serverlessd/serverlessd/scheduler"
@@ -55,7 +56,7 @@ func logger() *slog.Logger {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	dir := t.TempDir()
+	dir := localtest.Dir(t)
 	raw, err := sqlite.Open(filepath.Join(dir, "state.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -487,5 +488,38 @@ func TestLoginsRacingIdleSuspends(t *testing.T) {
 	t.Logf("%d idle suspends raced the logins", suspends)
 	if suspends == 0 {
 		t.Fatal("no idle suspend happened: the test did not race anything")
+	}
+}
+
+// A tenant that locks the daemon's account out (its role holds CREATE
+// USER, which covers ALTER USER and DROP USER on any account) cannot keep
+// its compute up: the idle suspend goes ahead on traffic alone, and the
+// next start gives the daemon its account back.
+func TestLockedOutAdminStillSuspends(t *testing.T) {
+	for _, attack := range []string{
+		"ALTER USER serverlessd_admin@localhost IDENTIFIED BY 'tenant-knows-this'",
+		"DROP USER serverlessd_admin@localhost",
+		"RENAME USER serverlessd_admin@localhost TO mine@'%'",
+	} {
+		t.Run(strings.Fields(attack)[0], func(t *testing.T) {
+			e := newEnv(t)
+			_, cid, pw := e.project(t, "lock", store.ProjectConfig{IdleTimeout: 1})
+			db := e.db(t, "lock", pw)
+			if _, err := db.Exec(attack); err != nil {
+				t.Fatalf("%s: %v", attack, err)
+			}
+			if _, err := e.mgr.Busy(context.Background(), cid); err == nil {
+				t.Fatal("the idle check still logs in: the attack did nothing")
+			}
+			db.Close()
+			e.waitSuspended(t, cid, 1*time.Second+interval+3*slack)
+			// The next login wakes it, and the daemon's account works again.
+			if _, err := e.db(t, "lock", pw).Exec("SELECT 1"); err != nil {
+				t.Fatalf("login after the suspend: %v", err)
+			}
+			if _, err := e.mgr.Busy(context.Background(), cid); err != nil {
+				t.Fatalf("the daemon's account is still locked out after a restart: %v", err)
+			}
+		})
 	}
 }

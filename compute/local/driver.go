@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/serverlessd/serverlessd/compute"
+	"github.com/serverlessd/serverlessd/compute/mariadb"
 	"github.com/serverlessd/serverlessd/store"
 )
 
@@ -34,7 +35,7 @@ const (
 	// 'serverlessd_admin'@'localhost'. Role names starting with "serverlessd"
 	// are reserved (compute.ValidateRoleName), so no user can be created
 	// with this name, and a 'name'@'localhost' never shadows a 'name'@'%'.
-	AdminUser = "serverlessd_admin"
+	AdminUser = mariadb.AdminUser
 	// DefaultStopTimeout is how long a graceful stop may take before SIGKILL.
 	DefaultStopTimeout = 60 * time.Second
 	// DefaultMemory sizes a compute whose spec gives no memory.
@@ -58,6 +59,10 @@ type Options struct {
 	TemplatesDir string
 	// StopTimeout is the graceful stop timeout before SIGKILL (default 60s).
 	StopTimeout time.Duration
+	// UIDs is the range of uids computes run as when the daemon is root
+	// (default DefaultUIDRange). It is ignored otherwise: computes then run
+	// as the daemon's own user, which New logs.
+	UIDs UIDRange
 	// Logger receives the driver's logs (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -71,6 +76,9 @@ type Driver struct {
 	installDB string
 	version   string
 	user      string // mariadbd --user; empty when the user has no name
+	owners    owners // per-compute uids; owners.r is nil unless root
+
+	uidMu sync.Mutex // one uid allocation at a time
 
 	templateMu sync.Mutex // one template build at a time
 
@@ -105,16 +113,44 @@ func New(opts Options) (*Driver, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
+	// Searchable by others (not listable) when root: computes run as their
+	// own uids and walk through these folders to their own.
+	if err := os.MkdirAll(opts.Dir, dirMode()); err != nil {
 		return nil, fmt.Errorf("local driver: %w", err)
 	}
 	d := &Driver{
 		opts: opts, log: opts.Logger.With("component", "local-driver"),
 		mariadbd: mariadbd, installDB: installDB, version: version, user: processUser(),
-		procs: map[string]*instance{}, locks: map[string]chan struct{}{}, sysSizes: map[string]int64{},
+		owners: owners{dir: opts.Dir},
+		procs:  map[string]*instance{}, locks: map[string]chan struct{}{}, sysSizes: map[string]int64{},
+	}
+	if err := d.isolate(); err != nil {
+		return nil, err
 	}
 	d.removeLeftovers()
 	return d, nil
+}
+
+// isolate sets up per-compute uids when the daemon is root: Dir becomes
+// searchable (not listable) by others, so that each compute's mariadbd can
+// reach its own folder. Otherwise it says what is not enforced.
+func (d *Driver) isolate() error {
+	if os.Geteuid() != 0 {
+		d.log.Warn("the daemon is not root: computes run as its own user, so per-compute uids are not enforced " +
+			"(a compute's mariadbd could read another compute's files)")
+		return nil
+	}
+	r := d.opts.UIDs
+	d.owners.r = &r
+	d.user = "" // mariadbd starts as the compute's uid directly
+	if err := os.Chmod(d.opts.Dir, 0o711); err != nil {
+		return fmt.Errorf("local driver: %w", err)
+	}
+	if err := reachable(d.opts.Dir); err != nil {
+		return fmt.Errorf("local driver: %w", err)
+	}
+	d.log.Info("computes run as unprivileged uids", "uid_range", fmt.Sprintf("%d-%d", r.First, r.Last))
+	return nil
 }
 
 // normalize applies defaults and makes the paths absolute: they end up in
@@ -138,6 +174,12 @@ func (o *Options) normalize() error {
 	}
 	if o.StopTimeout <= 0 {
 		o.StopTimeout = DefaultStopTimeout
+	}
+	if o.UIDs == (UIDRange{}) {
+		o.UIDs = DefaultUIDRange
+	}
+	if o.UIDs.First <= 0 || o.UIDs.Last < o.UIDs.First || o.UIDs.Last >= 1<<31 {
+		return fmt.Errorf("local driver: uid range %d-%d: give two ids above 0, the first not above the last", o.UIDs.First, o.UIDs.Last)
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()

@@ -16,6 +16,7 @@ import (
 	_ "github.com/go-sql-driver/mysql"
 
 	"github.com/serverlessd/serverlessd/compute"
+	"github.com/serverlessd/serverlessd/compute/local/localtest"
 	"github.com/serverlessd/serverlessd/store"
 )
 
@@ -58,7 +59,7 @@ func (b *logBuffer) String() string {
 func newDriver(t testing.TB, opts Options) (*Driver, *logBuffer) {
 	t.Helper()
 	if opts.Dir == "" {
-		opts.Dir = filepath.Join(t.TempDir(), "computes")
+		opts.Dir = filepath.Join(localtest.Dir(t), "computes")
 	}
 	if opts.TemplatesDir == "" {
 		opts.TemplatesDir = sharedTemplates

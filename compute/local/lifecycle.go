@@ -102,11 +102,6 @@ func (d *Driver) startNew(ctx context.Context, id string, l layout, mem int64) e
 		<-inst.done
 		return fmt.Errorf("start compute %s: %w", id, inst.exitErr)
 	}
-	// The first start has applied the admin password; drop the init file so
-	// later starts skip it.
-	if err := os.Remove(l.initSQL()); err != nil && !errors.Is(err, os.ErrNotExist) {
-		d.log.Warn("cannot remove init file", "compute", id, "err", err)
-	}
 	d.log.Info("compute started", "compute", id, "pid", inst.pid, "duration", time.Since(t0))
 	return nil
 }

@@ -27,6 +27,9 @@ type memSettings struct {
 	keyBuffer      int64 // MyISAM: only for user MyISAM tables
 	ariaPagecache  int64 // Aria: system tables and on-disk internal temp tables
 	tableOpenCache int64
+	sessionMem     int64 // max_session_mem_used: one session's allocations
+	sessionBuffer  int64 // the most a session may raise its buffers to
+	sortForRepair  int64 // aria_ and myisam_sort_buffer_size (256M and 128M by default)
 }
 
 // sizeMemory splits a compute's memory budget. The buffer pool takes half;
@@ -50,6 +53,9 @@ func sizeMemory(mem int64) memSettings {
 		keyBuffer:      roundMiB(clamp(mem/128, 1*mib, 64*mib)),
 		ariaPagecache:  roundMiB(clamp(mem/32, 8*mib, 256*mib)),
 		tableOpenCache: clamp(mem/(512<<10), 200, 4000),
+		sessionMem:     roundMiB(clamp(mem/4, 32*mib, 1024*mib)),
+		sessionBuffer:  roundMiB(clamp(mem/32, 2*mib, 64*mib)),
+		sortForRepair:  roundMiB(clamp(mem/16, 4*mib, 128*mib)),
 	}
 }
 
@@ -75,7 +81,7 @@ func memoryOf(spec string) (int64, error) {
 
 // renderConfig returns the compute's my.cnf. Each choice is explained
 // inline; the file is regenerated at every start so spec changes apply.
-func renderConfig(l layout, mem int64, withInitFile bool) []byte {
+func renderConfig(l layout, mem int64) []byte {
 	m := sizeMemory(mem)
 	var b bytes.Buffer
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
@@ -86,13 +92,11 @@ func renderConfig(l layout, mem int64, withInitFile bool) []byte {
 	w("pid-file=%s", quote(l.pidFile()))
 	w("log-error=%s", quote(l.logFile()))
 	w("tmpdir=%s", quote(l.tmp()))
-	w("# LOAD DATA INFILE / SELECT INTO OUTFILE stay inside the compute's folder:")
-	w("# mariadbd runs as the daemon's user and must not read other computes' files.")
+	w("# LOAD DATA INFILE / SELECT INTO OUTFILE stay inside the compute's folder")
+	w("# (tenant roles hold no FILE privilege; this holds for the daemon's too).")
 	w("secure-file-priv=%s", quote(l.files()))
-	if withInitFile {
-		w("# Sets this compute's admin password once; removed after the first start.")
-		w("init-file=%s", quote(l.initSQL()))
-	}
+	w("# Re-creates the daemon's account at every start, whatever a tenant did to it.")
+	w("init-file=%s", quote(l.initSQL()))
 	w("")
 	w("# Unix socket only: every client comes through the daemon's proxy.")
 	w("skip-networking")
@@ -133,5 +137,21 @@ func renderConfig(l layout, mem int64, withInitFile bool) []byte {
 	w("table-open-cache=%d", m.tableOpenCache)
 	w("query-cache-type=OFF")
 	w("query-cache-size=0")
+	w("aria-sort-buffer-size=%d", m.sortForRepair)
+	w("myisam-sort-buffer-size=%d", m.sortForRepair)
+	w("")
+	w("# Caps a tenant's session cannot raise (SET SESSION stops at maximum-*):")
+	w("# without them one session's MEMORY table or sort could take the whole")
+	w("# budget. The compute's cgroup is the hard limit behind them.")
+	w("max-session-mem-used=%d", m.sessionMem)
+	w("maximum-max-session-mem-used=%d", m.sessionMem)
+	w("maximum-tmp-table-size=%d", m.tmpTable)
+	w("maximum-max-heap-table-size=%d", m.tmpTable)
+	for _, v := range []string{"sort-buffer-size", "join-buffer-size", "join-buffer-space-limit",
+		"read-buffer-size", "read-rnd-buffer-size"} {
+		w("maximum-%s=%d", v, m.sessionBuffer)
+	}
+	w("maximum-aria-sort-buffer-size=%d", m.sortForRepair)
+	w("maximum-myisam-sort-buffer-size=%d", m.sortForRepair)
 	return b.Bytes()
 }

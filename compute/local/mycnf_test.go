@@ -73,7 +73,7 @@ func TestSizeMemory(t *testing.T) {
 
 func TestRenderConfig(t *testing.T) {
 	l := layout{root: "/var/lib/serverlessd/computes/cmp_1"}
-	cnf := string(renderConfig(l, 1<<30, true))
+	cnf := string(renderConfig(l, 1<<30))
 	for _, want := range []string{
 		"[mariadbd]",
 		`datadir="/var/lib/serverlessd/computes/cmp_1/data"`,
@@ -85,12 +85,12 @@ func TestRenderConfig(t *testing.T) {
 		"innodb-buffer-pool-dump-at-shutdown=ON",
 		"innodb-buffer-pool-load-at-startup=ON",
 		"innodb-buffer-pool-size=536870912",
+		"maximum-max-heap-table-size=33554432",
+		"max-session-mem-used=268435456",
+		"maximum-max-session-mem-used=268435456",
 	} {
 		if !strings.Contains(cnf, want+"\n") {
 			t.Errorf("my.cnf lacks %q:\n%s", want, cnf)
 		}
-	}
-	if strings.Contains(string(renderConfig(l, 1<<30, false)), "init-file") {
-		t.Error("init-file is set without a pending init.sql")
 	}
 }

@@ -37,14 +37,21 @@ type instance struct {
 // launch starts mariadbd for the compute and tracks it. It does not wait
 // for readiness.
 func (d *Driver) launch(l layout, mem int64) (*instance, error) {
-	_, pending := statOK(l.initSQL())
-	if err := writeConfig(l.cnf(), renderConfig(l, mem, pending)); err != nil {
+	uid, err := d.computeUID(l)
+	if err != nil {
+		return nil, err
+	}
+	// my.cnf is the daemon's and only readable by the compute.
+	if err := writeConfig(l.cnf(), renderConfig(l, mem), 0o644); err != nil {
+		return nil, err
+	}
+	if err := writeInitFile(l); err != nil {
 		return nil, err
 	}
 	if err := os.Chmod(l.run(), 0o700); err != nil {
 		return nil, err
 	}
-	cmd, offset, err := d.spawn(l)
+	cmd, offset, err := d.spawn(l, uid)
 	if err != nil {
 		return nil, err
 	}
@@ -61,18 +68,30 @@ func (d *Driver) launch(l layout, mem int64) (*instance, error) {
 	if err := os.WriteFile(l.pidFile(), []byte(strconv.Itoa(inst.pid)+"\n"), 0o600); err != nil {
 		d.log.Warn("cannot write pid file", "compute", inst.id, "err", err)
 	}
+	if uid >= 0 { // mariadbd rewrites the file once it listens
+		_ = os.Lchown(l.pidFile(), uid, uid)
+	}
 	go d.watch(inst, l, pidfd)
 	return inst, nil
 }
 
-// spawn execs mariadbd on the compute's my.cnf, its output appended to the
-// compute's log, and returns the log's size before the start.
-func (d *Driver) spawn(l layout) (*exec.Cmd, int64, error) {
+// spawn execs mariadbd on the compute's my.cnf, as uid when it is not -1,
+// its output appended to the compute's log, and returns the log's size
+// before the start.
+func (d *Driver) spawn(l layout, uid int) (*exec.Cmd, int64, error) {
 	logFile, offset, err := openLog(l.logFile())
 	if err != nil {
 		return nil, 0, err
 	}
 	defer logFile.Close() // the child has its own copy
+	if uid >= 0 {
+		// mariadbd reopens its error log itself; the init file is its to read.
+		for _, p := range []string{l.logFile(), l.initSQL()} {
+			if err := os.Lchown(p, uid, uid); err != nil {
+				return nil, 0, err
+			}
+		}
+	}
 
 	args := []string{"--defaults-file=" + l.cnf()} // must come first
 	if d.user != "" {
@@ -84,6 +103,10 @@ func (d *Driver) spawn(l layout) (*exec.Cmd, int64, error) {
 	// Its own session: a signal to the daemon's process group, or the
 	// daemon's death (even by kill -9), leaves mariadbd running.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if uid >= 0 {
+		// Never root: no supplementary groups, the compute's own uid and gid.
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid), Groups: []uint32{}}
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, 0, fmt.Errorf("start %s: %w", d.mariadbd, err)
 	}
@@ -93,11 +116,11 @@ func (d *Driver) spawn(l layout) (*exec.Cmd, int64, error) {
 // writeConfig writes my.cnf if its content changed. Creating a file is the
 // costliest step of a start on some filesystems (~1 ms here), and resumes
 // almost always render the same file.
-func writeConfig(path string, cnf []byte) error {
+func writeConfig(path string, cnf []byte, perm os.FileMode) error {
 	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, cnf) {
-		return nil
+		return os.Chmod(path, perm)
 	}
-	return writeFileAtomic(path, cnf, 0o600)
+	return writeFileAtomic(path, cnf, perm)
 }
 
 // openLog opens the compute's log for appending, rotating it once it is

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/serverlessd/serverlessd/compute/mariadb"
 	"github.com/serverlessd/serverlessd/store"
 )
 
@@ -73,6 +74,13 @@ func (d *Driver) assemble(l layout, fill func(tmp layout) error) error {
 	if err := writeAdminSecret(tmp); err != nil {
 		return err
 	}
+	// The uid is allocated and the folder renamed into place under one
+	// lock: the allocation scans the placed folders' owners.
+	d.uidMu.Lock()
+	defer d.uidMu.Unlock()
+	if err := d.ownNew(tmp); err != nil {
+		return err
+	}
 	if err := syncDir(dir); err != nil {
 		return err
 	}
@@ -82,26 +90,60 @@ func (d *Driver) assemble(l layout, fill func(tmp layout) error) error {
 	return syncDir(d.opts.Dir)
 }
 
-// writeAdminSecret generates the compute's admin password and the init
-// file that applies it at the first start. Only the hash goes into init.sql.
-//
-// Why at the first start and not at provisioning: setting it at
-// provisioning means a full bootstrap run of mariadbd on the copy (a start
-// and a stop, ~0.3 s), while an init-file statement costs nothing measurable
-// on a start that happens anyway. Why only once, not at every start: it
-// would rewrite the grant tables on every resume for nothing.
+// ownNew gives a new compute folder its own uid. The caller holds uidMu.
+func (d *Driver) ownNew(l layout) error {
+	if d.owners.r == nil {
+		return nil
+	}
+	uid, err := d.owners.allocate()
+	if err != nil {
+		return err
+	}
+	if err := os.Chmod(l.root, 0o711); err != nil {
+		return err
+	}
+	return own(l, uid)
+}
+
+// computeUID returns the uid the compute's mariadbd runs as, or -1 when
+// the daemon is not root. A compute provisioned before per-compute uids
+// (its datadir is root's) gets one now.
+func (d *Driver) computeUID(l layout) (int, error) {
+	if d.owners.r == nil {
+		return -1, nil
+	}
+	uid, err := uidOf(l)
+	if err != nil || uid != 0 {
+		return uid, err
+	}
+	d.uidMu.Lock()
+	defer d.uidMu.Unlock()
+	if err := d.ownNew(l); err != nil {
+		return 0, fmt.Errorf("give compute folder %s its own uid: %w", l.root, err)
+	}
+	return uidOf(l)
+}
+
+// writeAdminSecret generates the compute's admin password. mariadbd never
+// reads it: the init file of every start holds only its hash.
 func writeAdminSecret(l layout) error {
 	raw := make([]byte, 24)
 	if _, err := rand.Read(raw); err != nil {
 		return err
 	}
 	password := base64.RawURLEncoding.EncodeToString(raw)
-	if err := writeSynced(l.password(), []byte(password+"\n")); err != nil {
+	return writeSynced(l.password(), []byte(password+"\n"))
+}
+
+// writeInitFile writes the init file that re-creates the daemon's account
+// at every start (mariadb.InitSQL): a tenant can lock that account while
+// the compute runs, never for longer.
+func writeInitFile(l layout) error {
+	creds, err := l.admin()
+	if err != nil {
 		return err
 	}
-	stmt := fmt.Sprintf("ALTER USER '%s'@'localhost' IDENTIFIED VIA mysql_native_password USING '%s';\n",
-		AdminUser, nativeHash(password))
-	return writeSynced(l.initSQL(), []byte(stmt))
+	return writeConfig(l.initSQL(), mariadb.InitSQL("localhost", nativeHash(creds.Password)), 0o600)
 }
 
 // nativeHash is mysql_native_password's "*" + HEX(SHA1(SHA1(password))).

@@ -9,12 +9,14 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/serverlessd/serverlessd/compute/mariadb"
 )
 
 // templateRecipe names how templates are built. Bump it whenever
 // accountsSQL or the install-db options change, so no compute is copied from
 // a template built the old way.
-const templateRecipe = "t1"
+const templateRecipe = "t2"
 
 // accountsSQL runs once per template, in mariadb-install-db's bootstrap,
 // after MariaDB's own system tables. It leaves exactly two accounts:
@@ -37,6 +39,7 @@ var accountsSQL = strings.Join([]string{
 	"CREATE USER '" + AdminUser + "'@'localhost' IDENTIFIED VIA mysql_native_password USING 'invalid';",
 	"GRANT ALL PRIVILEGES ON *.* TO '" + AdminUser + "'@'localhost' WITH GRANT OPTION;",
 	"DROP DATABASE IF EXISTS test;",
+	mariadb.SchemaGuardSQL + ";",
 	"",
 }, "\n")
 

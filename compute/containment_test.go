@@ -1,0 +1,224 @@
+package compute_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+)
+
+// mysqlCode returns the MariaDB error number of err, or 0.
+func mysqlCode(err error) uint16 {
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		return me.Number
+	}
+	return 0
+}
+
+// TestTenantCannotReachTheHost runs, as a project's owner role, what an
+// attacker tried: writing files of the host through the general log,
+// resizing the compute, and writing the grant tables to give itself more.
+func TestTenantCannotReachTheHost(t *testing.T) {
+	e := newEnv(t, "")
+	_, c, pw := e.project(t, "shop")
+	db := rootDB(t, c.Address, pw)
+	target := filepath.Join(e.dir, "written-by-tenant")
+	refused := []string{
+		"SET GLOBAL general_log_file='" + target + "'",
+		"SET GLOBAL general_log=ON",
+		"SET GLOBAL slow_query_log_file='" + target + "'",
+		"SET GLOBAL innodb_buffer_pool_size=2147483648",
+		"SET GLOBAL max_connections=100000",
+		"SET GLOBAL read_only=OFF",
+		"SELECT 'x' INTO OUTFILE '" + target + "'",
+		"UPDATE mysql.global_priv SET Priv=Priv",
+		"INSERT INTO mysql.proc SELECT * FROM mysql.proc LIMIT 0",
+		"DROP TABLE mysql.db",
+		"SHUTDOWN",
+		"FLUSH PRIVILEGES",
+	}
+	for _, q := range refused {
+		if _, err := db.Exec(q); err == nil {
+			t.Errorf("%s: accepted, want refused", q)
+		} else if code := mysqlCode(err); code != 1227 && code != 1142 && code != 1044 && code != 1045 {
+			t.Errorf("%s: %v, want a privilege error", q, err)
+		}
+	}
+	if _, err := os.Stat(target); !os.IsNotExist(err) {
+		t.Fatalf("the tenant wrote %s: %v", target, err)
+	}
+	var loaded sql.NullString
+	if err := db.QueryRow("SELECT LOAD_FILE('/etc/passwd')").Scan(&loaded); err != nil || loaded.Valid {
+		t.Fatalf("LOAD_FILE: %v, %v", loaded, err)
+	}
+	// A session cannot raise its own memory caps past the compute's.
+	var heap int64
+	db.SetMaxOpenConns(1)
+	if _, err := db.Exec("SET SESSION max_heap_table_size=2147483648"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.QueryRow("SELECT @@max_heap_table_size").Scan(&heap); err != nil || heap >= 1<<30 {
+		t.Fatalf("max_heap_table_size raised to %d (%v)", heap, err)
+	}
+	checkNotRoot(t, backendPID(t, e.drv, c.ID))
+}
+
+// A user the tenant creates in SQL with every privilege it can pass on
+// still cannot write the grant tables, and gets nothing beyond the set.
+func TestUsersCreatedInSQLStayInsideTheSet(t *testing.T) {
+	e := newEnv(t, "")
+	_, c, pw := e.project(t, "shop")
+	db := rootDB(t, c.Address, pw)
+	for _, q := range []string{
+		"CREATE USER bob@'%' IDENTIFIED BY 'bob-pw'",
+		"GRANT ALL PRIVILEGES ON `%`.* TO bob@'%'",
+		"CREATE USER carl@localhost IDENTIFIED BY 'carl-pw'",
+		"GRANT ALL PRIVILEGES ON `%`.* TO carl@localhost",
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	if _, err := db.Exec("GRANT SUPER ON *.* TO bob@'%'"); err == nil {
+		t.Fatal("the owner granted SUPER")
+	}
+	for user, upw := range map[string]string{"bob": "bob-pw", "carl": "carl-pw"} {
+		u := open(t, c.Address, user, upw)
+		if _, err := u.Exec("INSERT INTO t VALUES (1)"); err != nil && !strings.Contains(err.Error(), "doesn't exist") {
+			t.Fatalf("%s cannot use app: %v", user, err)
+		}
+		if _, err := u.Exec("UPDATE mysql.global_priv SET Priv=Priv WHERE User='" + user + "'"); mysqlCode(err) != 1142 {
+			t.Fatalf("%s wrote the grant tables: %v", user, err)
+		}
+	}
+	// A role with `%` privileges would reach the mysql schema: the audit,
+	// which runs whenever the daemon copies users changed in SQL, gives it
+	// the guard row users get from the anonymous rows.
+	for _, q := range []string{"CREATE ROLE r", "GRANT ALL ON `%`.* TO r", "GRANT r TO root@'%'"} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	if err := e.mgr.PullRoles(context.Background(), c.ID); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := db.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(context.Background(), "SET ROLE r"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(context.Background(), "UPDATE mysql.global_priv SET Priv=Priv"); mysqlCode(err) != 1142 {
+		t.Fatalf("role r wrote the grant tables after the audit: %v", err)
+	}
+}
+
+// TestApplicationPrivileges: what an application and its migrations do
+// works with the tenant set.
+func TestApplicationPrivileges(t *testing.T) {
+	e := newEnv(t, "")
+	_, c, pw := e.project(t, "shop")
+	db := rootDB(t, c.Address, pw)
+	for _, q := range []string{
+		"CREATE DATABASE IF NOT EXISTS shop2",
+		"CREATE TABLE t (id INT PRIMARY KEY AUTO_INCREMENT, v VARCHAR(10), KEY (v))",
+		"ALTER TABLE t ADD COLUMN w INT",
+		"CREATE INDEX tw ON t (w)",
+		"CREATE TABLE child (id INT PRIMARY KEY, t_id INT, FOREIGN KEY (t_id) REFERENCES t (id))",
+		"CREATE VIEW v AS SELECT id, v FROM t",
+		"CREATE PROCEDURE p() INSERT INTO t (v) VALUES ('p')",
+		"CALL p()",
+		"CREATE FUNCTION f() RETURNS INT DETERMINISTIC RETURN 42",
+		"CREATE TRIGGER tr BEFORE INSERT ON t FOR EACH ROW SET NEW.w = 1",
+		"CREATE EVENT ev ON SCHEDULE EVERY 1 DAY DO DELETE FROM t WHERE id < 0",
+		"CREATE TEMPORARY TABLE tmp (i INT)",
+		"INSERT INTO t (v) VALUES ('a'), ('b')",
+		"UPDATE t SET v = 'c' WHERE v = 'a'",
+		"DELETE FROM t WHERE v = 'b'",
+		"CREATE TABLE shop2.x (i INT)",
+		"TRUNCATE TABLE shop2.x",
+		"DROP TABLE shop2.x",
+		"CREATE USER app2@'%' IDENTIFIED BY 'app2-pw'",
+		"GRANT SELECT, INSERT ON app.* TO app2@'%'",
+		"SELECT COUNT(*) FROM mysql.user",
+		"SHOW PROCESSLIST",
+		"SHOW ENGINE INNODB STATUS",
+		"DROP DATABASE shop2",
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Errorf("%s: %v", q, err)
+		}
+	}
+	conn, err := db.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for _, q := range []string{"LOCK TABLES t WRITE", "INSERT INTO t (v) VALUES ('l')", "UNLOCK TABLES"} {
+		if _, err := conn.ExecContext(context.Background(), q); err != nil {
+			t.Errorf("%s: %v", q, err)
+		}
+	}
+	killOwnQuery(t, db)
+}
+
+// killOwnQuery runs a long query on one connection and kills it from
+// another, as Ctrl-C in the mariadb client does.
+func killOwnQuery(t *testing.T, db *sql.DB) {
+	t.Helper()
+	ctx := context.Background()
+	victim, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer victim.Close()
+	var id int64
+	if err := victim.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := victim.ExecContext(ctx, "SELECT SLEEP(30)")
+		done <- err
+	}()
+	time.Sleep(200 * time.Millisecond)
+	if _, err := db.Exec("KILL QUERY " + strconv.FormatInt(id, 10)); err != nil {
+		t.Fatalf("KILL QUERY of the role's own query: %v", err)
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the killed query did not end")
+	}
+}
+
+// checkNotRoot fails unless every uid of pid (real, effective, saved,
+// filesystem) is non-zero.
+func checkNotRoot(t *testing.T, pid int) {
+	t.Helper()
+	status, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		for _, field := range []string{"Uid:", "Gid:"} {
+			if rest, ok := strings.CutPrefix(line, field); ok {
+				for _, id := range strings.Fields(rest) {
+					if id == "0" {
+						t.Fatalf("mariadbd (pid %d) runs with id 0: %s", pid, line)
+					}
+				}
+			}
+		}
+	}
+}

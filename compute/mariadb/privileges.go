@@ -1,0 +1,90 @@
+// Package mariadb is the daemon's administration of a compute's MariaDB:
+// the privileges tenant roles get, the daemon's own account, the sync of
+// roles between the store and the compute, and the idle check. Both drivers
+// and the lifecycle use it; no other package builds SQL against a compute.
+package mariadb
+
+import (
+	"fmt"
+	"strings"
+)
+
+// AdminUser is the daemon's own account in every compute. Role names
+// starting with "serverlessd" are reserved, so no tenant role can take it,
+// and the proxy never routes a login to it.
+const AdminUser = "serverlessd_admin"
+
+// A tenant role gets what an application and its migrations need, and
+// nothing that reaches past its own databases:
+//
+//   - every table privilege on every schema (`%`) but the mysql schema,
+//     which is read-only: write access to the grant tables (global_priv,
+//     db, proc) is full control, since the next GRANT or start loads
+//     whatever was written there;
+//   - three harmless global privileges: CREATE USER (its own users), PROCESS
+//     (its own threads and InnoDB status) and SHOW DATABASES.
+//
+// Withheld, and why:
+//   - SUPER, CONNECTION ADMIN, READ_ONLY ADMIN and the other admin
+//     privileges: they allow SET GLOBAL (general_log_file writes files,
+//     innodb_buffer_pool_size and max_connections escape the compute's
+//     sizing, read_only escapes the storage limit) and extra connections
+//     past max_connections, which are the daemon's reserve;
+//   - FILE: reading and writing files of the host;
+//   - SHUTDOWN and RELOAD: the daemon stops and flushes its computes;
+//   - SET USER: creating objects that run as another account;
+//   - REPLICATION, BINLOG and CREATE TABLESPACE: there is no replication,
+//     binlog or shared tablespace for a tenant to manage.
+//
+// KILL needs no privilege for a role's own threads; the proxy maps the
+// connection ids it hands out to backend threads.
+var (
+	tenantGlobal = []string{"CREATE USER", "PROCESS", "SHOW DATABASES"}
+	tenantSchema = []string{
+		"SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "REFERENCES", "INDEX", "ALTER",
+		"CREATE TEMPORARY TABLES", "LOCK TABLES", "EXECUTE", "CREATE VIEW", "SHOW VIEW",
+		"CREATE ROUTINE", "ALTER ROUTINE", "EVENT", "TRIGGER", "DELETE HISTORY",
+	}
+)
+
+// Bits of mysql.global_priv's "access" field (MariaDB's privilege_t).
+const (
+	privSelect     uint64 = 1 << 0
+	privProcess    uint64 = 1 << 8
+	privGrant      uint64 = 1 << 10
+	privShowDB     uint64 = 1 << 14
+	privCreateUser uint64 = 1 << 25
+	// tenantGlobalBits are the global privileges a tenant account may hold.
+	tenantGlobalBits = privCreateUser | privProcess | privShowDB | privGrant
+)
+
+// TenantGrants returns the statements that give user@host the tenant
+// privilege set. The owner role may pass them on (WITH GRANT OPTION):
+// MariaDB lets a grantor give only what it holds, so a user created in SQL
+// never gets more than this set.
+func TenantGrants(user, host string, owner bool) []string {
+	acct := Account(user, host)
+	opt := ""
+	if owner {
+		opt = " WITH GRANT OPTION"
+	}
+	return []string{
+		fmt.Sprintf("GRANT %s ON *.* TO %s%s", strings.Join(tenantGlobal, ", "), acct, opt),
+		fmt.Sprintf("GRANT %s ON `%%`.* TO %s%s", strings.Join(tenantSchema, ", "), acct, opt),
+		// An exact schema row comes before the `%` pattern for this
+		// account: the mysql schema stays read-only to it.
+		fmt.Sprintf("GRANT SELECT ON `mysql`.* TO %s", acct),
+	}
+}
+
+// Account quotes user@host. Names are checked by the callers (role names
+// use a safe alphabet); backquotes and quotes are escaped all the same.
+func Account(user, host string) string {
+	return quoteIdent(user) + "@" + quoteIdent(host)
+}
+
+func quoteIdent(s string) string { return "`" + strings.ReplaceAll(s, "`", "``") + "`" }
+
+func quoteString(s string) string {
+	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
+}
