@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -221,4 +222,88 @@ func checkNotRoot(t *testing.T, pid int) {
 			}
 		}
 	}
+}
+
+// TestMemoryHogStaysInsideItsCompute: a tenant that builds MEMORY tables
+// toward 2 GiB in a 256Mi compute fails inside that compute (MariaDB's
+// per-table cap, then its cgroup), while another compute's point-select
+// loop goes on without a single error.
+func TestMemoryHogStaysInsideItsCompute(t *testing.T) {
+	e := newEnv(t, "")
+	_, hog, hogPW := e.projectMem(t, "hog", "256Mi")
+	_, calm, calmPW := e.projectMem(t, "calm", "256Mi")
+	calmDB := rootDB(t, calm.Address, calmPW)
+	if _, err := calmDB.Exec("CREATE TABLE t (id INT PRIMARY KEY, v INT)"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := calmDB.Exec("INSERT INTO t VALUES (1, 42)"); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	selects, selectErrs := make(chan int, 1), make(chan error, 100)
+	go func() {
+		n := 0
+		defer func() { selects <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			var v int
+			if err := calmDB.QueryRow("SELECT v FROM t WHERE id = 1").Scan(&v); err != nil || v != 42 {
+				selectErrs <- fmt.Errorf("point select: %d, %v", v, err)
+			}
+			n++
+		}
+	}()
+
+	held, err := fillMemoryTables(t, rootDB(t, hog.Address, hogPW), 2<<30)
+	close(stop)
+	n := <-selects
+	t.Logf("the hog held %d MiB in MEMORY tables before: %v; the other compute ran %d point selects meanwhile", held>>20, err, n)
+	if err == nil {
+		t.Fatalf("2 GiB of MEMORY tables fit in a 256Mi compute")
+	}
+	if held > 256<<20 {
+		t.Fatalf("the hog held %d MiB, over its 256 MiB", held>>20)
+	}
+	close(selectErrs)
+	for err := range selectErrs {
+		t.Errorf("the other compute failed: %v", err)
+	}
+	if n == 0 {
+		t.Fatal("the other compute served no point select")
+	}
+}
+
+// fillMemoryTables creates MEMORY tables and fills each until MariaDB
+// says it is full, until want bytes are held or a statement fails for
+// another reason (the connection lost when mariadbd is killed). It
+// returns the bytes held and that failure.
+func fillMemoryTables(t *testing.T, db *sql.DB, want int64) (int64, error) {
+	db.SetMaxOpenConns(1)
+	if _, err := db.Exec("SET SESSION max_heap_table_size = 2147483648"); err != nil {
+		t.Fatal(err)
+	}
+	const row = 8000
+	var held int64
+	for i := 0; held < want; i++ {
+		name := "m" + strconv.Itoa(i)
+		if _, err := db.Exec("CREATE TABLE " + name + " (v VARCHAR(8000)) CHARSET latin1 ENGINE=MEMORY"); err != nil {
+			return held, err
+		}
+		for held < want {
+			res, err := db.Exec("INSERT INTO " + name + " SELECT REPEAT('x', 8000) FROM seq_1_to_512")
+			if mysqlCode(err) == 1114 { // the table is full: the session's cap
+				break
+			}
+			if err != nil {
+				return held, err
+			}
+			n, _ := res.RowsAffected()
+			held += n * row
+		}
+	}
+	return held, nil
 }

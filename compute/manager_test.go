@@ -19,6 +19,7 @@ import (
 
 	"github.com/serverlessd/serverlessd/compute"
 	"github.com/serverlessd/serverlessd/compute/local"
+	"github.com/serverlessd/serverlessd/compute/local/localtest"
 	"github.com/serverlessd/serverlessd/store"
 	"github.com/serverlessd/serverlessd/store/sqlite"
 )
@@ -43,7 +44,7 @@ func testLogger(t testing.TB) *slog.Logger {
 func newEnv(t testing.TB, dir string) *env {
 	t.Helper()
 	if dir == "" {
-		dir = t.TempDir()
+		dir = localtest.Dir(t)
 	}
 	st, err := sqlite.Open(filepath.Join(dir, "state.db"))
 	if err != nil {
@@ -62,6 +63,12 @@ func newEnv(t testing.TB, dir string) *env {
 // stops the compute when the test ends.
 func (e *env) project(t testing.TB, name string) (*store.Project, *store.Compute, string) {
 	t.Helper()
+	return e.projectMem(t, name, "128Mi")
+}
+
+// projectMem is project with a compute of the given memory.
+func (e *env) projectMem(t testing.TB, name, mem string) (*store.Project, *store.Compute, string) {
+	t.Helper()
 	ctx := context.Background()
 	p := &store.Project{ID: store.NewID("prj"), Name: name, CreatedAt: store.Now(), UpdatedAt: store.Now()}
 	if err := e.st.CreateProject(ctx, p); err != nil {
@@ -71,7 +78,7 @@ func (e *env) project(t testing.TB, name string) (*store.Project, *store.Compute
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, _, err := e.mgr.Create(ctx, p.ID, store.ComputeSpec{Resources: store.Resources{Memory: "128Mi"}})
+	c, _, err := e.mgr.Create(ctx, p.ID, store.ComputeSpec{Resources: store.Resources{Memory: mem}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -314,7 +321,7 @@ func backendPID(t testing.TB, drv *local.Driver, computeID string) int {
 // store+driver+manager on the same data dir reconciles, adopts the running
 // mariadbd and serves it, without a second mariadbd on the datadir.
 func TestRestartedDaemonAdopts(t *testing.T) {
-	dir := t.TempDir()
+	dir := localtest.Dir(t)
 	first := newEnv(t, dir)
 	ctx := context.Background()
 	p, c, pw := first.project(t, "adopt")

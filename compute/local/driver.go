@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/serverlessd/serverlessd/compute"
+	"github.com/serverlessd/serverlessd/compute/local/cgroup"
 	"github.com/serverlessd/serverlessd/compute/mariadb"
 	"github.com/serverlessd/serverlessd/store"
 )
@@ -77,6 +78,7 @@ type Driver struct {
 	version   string
 	user      string // mariadbd --user; empty when the user has no name
 	owners    owners // per-compute uids; owners.r is nil unless root
+	cgroups   bool   // computes get a cgroup with their resource limits
 
 	uidMu sync.Mutex // one uid allocation at a time
 
@@ -150,6 +152,11 @@ func (d *Driver) isolate() error {
 		return fmt.Errorf("local driver: %w", err)
 	}
 	d.log.Info("computes run as unprivileged uids", "uid_range", fmt.Sprintf("%d-%d", r.First, r.Last))
+	if ok, reason := cgroup.Available(); ok {
+		d.cgroups = true
+	} else {
+		d.log.Warn("cgroups are not available: computes' memory, CPU and task limits are not enforced", "reason", reason)
+	}
 	return nil
 }
 

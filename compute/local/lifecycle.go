@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/serverlessd/serverlessd/compute"
+	"github.com/serverlessd/serverlessd/compute/local/cgroup"
 	"github.com/serverlessd/serverlessd/store"
 )
 
@@ -25,6 +26,10 @@ func (d *Driver) Start(ctx context.Context, c *store.Compute) (string, error) {
 		return "", err
 	}
 	mem, err := memoryOf(c.Spec.Resources.Memory)
+	if err != nil {
+		return "", err
+	}
+	lim, err := limitsFor(c.Spec, mem)
 	if err != nil {
 		return "", err
 	}
@@ -45,7 +50,7 @@ func (d *Driver) Start(ctx context.Context, c *store.Compute) (string, error) {
 	if !l.provisioned() {
 		return "", fmt.Errorf("compute %s: %w", c.ID, compute.ErrNotProvisioned)
 	}
-	if err := d.startNew(ctx, c.ID, l, mem); err != nil {
+	if err := d.startNew(ctx, c.ID, l, mem, lim); err != nil {
 		return "", err
 	}
 	return l.address(), nil
@@ -84,9 +89,9 @@ func (d *Driver) reuse(ctx context.Context, inst *instance, l layout) (done bool
 
 // startNew launches mariadbd and waits until it serves. On failure or
 // cancellation the half-started process is stopped in the background.
-func (d *Driver) startNew(ctx context.Context, id string, l layout, mem int64) error {
+func (d *Driver) startNew(ctx context.Context, id string, l layout, mem int64, lim cgroup.Limits) error {
 	t0 := time.Now()
-	inst, err := d.launch(l, mem)
+	inst, err := d.launch(l, mem, lim)
 	if err != nil {
 		return fmt.Errorf("start compute %s: %w", id, err)
 	}
@@ -209,6 +214,9 @@ func (d *Driver) adopt(id string, l layout) *instance {
 	if info, ok := statOK(l.logFile()); ok {
 		offset = info.Size()
 	}
+	// An adopted mariadbd stays in the cgroup its start put it in, with
+	// those limits; this driver holds no handle to it, and the next start
+	// of the compute opens the group again with the spec's limits.
 	inst := &instance{
 		id: id, pid: pid, proc: proc, adopted: true, ready: true,
 		started: time.Now(), logOffset: offset, done: make(chan struct{}),

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/serverlessd/serverlessd/compute/local/cgroup"
 )
 
 // instance is one running mariadbd, started by this driver or adopted from
@@ -28,15 +30,16 @@ type instance struct {
 	logOffset int64         // error log size at launch: where this run's lines begin
 	done      chan struct{} // closed once the process has exited
 	exitErr   error         // why it exited; set before done is closed
+	cgroup    *cgroup.Group // nil without cgroups
 
 	ready    bool // Start saw it serve; an exit from now on is a crash
 	stopping bool // a Stop asked it to exit; its exit is no crash
 	exited   bool
 }
 
-// launch starts mariadbd for the compute and tracks it. It does not wait
-// for readiness.
-func (d *Driver) launch(l layout, mem int64) (*instance, error) {
+// launch starts mariadbd for the compute, in its cgroup, and tracks it. It
+// does not wait for readiness.
+func (d *Driver) launch(l layout, mem int64, lim cgroup.Limits) (*instance, error) {
 	uid, err := d.computeUID(l)
 	if err != nil {
 		return nil, err
@@ -61,6 +64,14 @@ func (d *Driver) launch(l layout, mem int64) (*instance, error) {
 	}
 	// The child cannot be reaped before we Wait, so its pid is stable here.
 	pidfd := openPidfd(inst.pid)
+	if inst.cgroup, err = d.confine(inst.id, inst.pid, lim); err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if pidfd != nil {
+			pidfd.Close()
+		}
+		return nil, err
+	}
 	d.track(inst)
 	// Write the pid file at once: mariadbd writes the same one only once it
 	// listens, ~100 ms later, and a daemon killed in between must still find
@@ -187,6 +198,7 @@ func (d *Driver) exited(inst *instance, l layout, waitErr error) {
 	handler := d.onExit
 	d.mu.Unlock()
 	inst.exitErr = fmt.Errorf("mariadbd (pid %d) %v: %s", inst.pid, waitErr, logTail(l.logFile(), inst.logOffset))
+	d.release(inst.id, inst.cgroup)
 	close(inst.done)
 	if !crash {
 		return
