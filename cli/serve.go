@@ -126,7 +126,14 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 
 // open builds the store, the driver and the manager, and reconciles.
 func open(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemon, error) {
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+	// As root, computes run as their own uids and walk through the data
+	// dir to their folders: it is searchable, not listable, by others.
+	// Everything else in it is private (state.db, tls/ are mode 0600/0700).
+	mode := os.FileMode(0o700)
+	if os.Geteuid() == 0 {
+		mode = 0o711
+	}
+	if err := os.MkdirAll(cfg.DataDir, mode); err != nil {
 		return nil, fmt.Errorf("create data dir %s: %w", cfg.DataDir, err)
 	}
 	st, err := openStore(ctx, cfg)
@@ -155,7 +162,8 @@ func open(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemon, er
 		Store: st, Manager: mgr, Tokens: cfg.API.Tokens, ProxyAddr: cfg.Proxy.Listen, Logger: log,
 		Extra: map[string]http.Handler{"GET /metrics": met.Handler()},
 	})
-	sched := scheduler.New(scheduler.Options{Store: st, Manager: mgr, Interval: cfg.Scheduler.Interval, Metrics: met, Logger: log})
+	sched := scheduler.New(scheduler.Options{Store: st, Manager: mgr, Interval: cfg.Scheduler.Interval,
+		StorageInterval: cfg.Scheduler.StorageInterval, Metrics: met, Logger: log})
 	return &daemon{cfg: cfg, log: log, store: st, mgr: mgr, api: api, proxy: px, sched: sched}, nil
 }
 
@@ -188,11 +196,16 @@ func openStore(ctx context.Context, cfg config.Config) (store.Store, error) {
 func openDriver(cfg config.Config, log *slog.Logger) (compute.Driver, error) {
 	switch cfg.Compute.Driver {
 	case "local":
+		first, last, err := cfg.Compute.Local.UIDs()
+		if err != nil {
+			return nil, err
+		}
 		return local.New(local.Options{
 			Dir:         filepath.Join(cfg.DataDir, "computes"),
 			Mariadbd:    cfg.Compute.Local.Mariadbd,
 			InstallDB:   cfg.Compute.Local.InstallDB,
 			StopTimeout: cfg.Compute.StopTimeout,
+			UIDs:        local.UIDRange{First: first, Last: last},
 			Logger:      log,
 		})
 	case "kubernetes":
@@ -208,7 +221,7 @@ func defaultSpec(cfg config.Config) store.ComputeSpec {
 		k := cfg.Kubernetes
 		return store.ComputeSpec{Image: k.Image, Storage: k.StorageSize, Resources: store.Resources{CPU: k.CPU, Memory: k.Memory}}
 	}
-	return store.ComputeSpec{Resources: store.Resources{Memory: cfg.Compute.DefaultMemory}}
+	return store.ComputeSpec{Storage: cfg.Compute.DefaultStorage, Resources: store.Resources{Memory: cfg.Compute.DefaultMemory}}
 }
 
 // shutdown stops the subsystems in order. Each step gets its own deadline so

@@ -24,6 +24,8 @@ func proxyConfig(cfg config.Config, version string) proxy.Config {
 		HandshakeTimeout: p.HandshakeTimeout, WakeTimeout: p.WakeTimeout,
 		MaxHandshakePacket: p.MaxHandshakePacket, MaxConnections: p.MaxConnections,
 		RateLimitBurst: p.RateLimitBurst, RateLimitInterval: p.RateLimitInterval, Relay: p.Relay,
+		MaxConnectionsPerSource: p.MaxConnectionsPerSource, MaxConnectionsPerProject: p.MaxConnectionsPerProject,
+		AuthDelayThreshold: p.AuthDelayThreshold, AuthDelayMax: p.AuthDelayMax, AuthDelayDecay: p.AuthDelayDecay,
 	}
 }
 

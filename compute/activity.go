@@ -25,8 +25,9 @@ type Activity struct {
 	lastActive atomic.Int64 // unix nanoseconds
 	// Totals already reported in a usage sample, for TakeDelta.
 	sampledIn, sampledOut atomic.Int64
-	// bytesIn at the last ClientSentSinceLastCall.
-	pulledIn atomic.Int64
+	// bytesIn at the last ClientSentSinceLastCall and StorageMayHaveGrown.
+	pulledIn, storageIn atomic.Int64
+	storage             storageState
 }
 
 // ClientSentSinceLastCall reports whether clients sent anything since the
@@ -34,6 +35,14 @@ type Activity struct {
 func (a *Activity) ClientSentSinceLastCall() bool {
 	cur := a.bytesIn.Load()
 	return a.pulledIn.Swap(cur) != cur
+}
+
+// StorageMayHaveGrown reports whether clients sent anything since the
+// previous call, or the compute is read-only: only then does its storage
+// need a look.
+func (a *Activity) StorageMayHaveGrown() bool {
+	cur := a.bytesIn.Load()
+	return a.storageIn.Swap(cur) != cur || a.StorageFull()
 }
 
 // TakeDelta returns the bytes moved since the previous call, for usage

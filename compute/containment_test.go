@@ -307,3 +307,120 @@ func fillMemoryTables(t *testing.T, db *sql.DB, want int64) (int64, error) {
 	}
 	return held, nil
 }
+
+// TestStorageLimit: a compute that reaches its storage limit becomes
+// read-only for its tenant with a clear error, keeps its committed rows,
+// and is writable again once a DROP frees the space.
+func TestStorageLimit(t *testing.T) {
+	e := newEnv(t, "")
+	ctx := context.Background()
+	p := e.projectWith(t, "full", storeSpec("128Mi", "100Mi"))
+	db := rootDB(t, p.c.Address, p.pw)
+	base, err := e.mgr.CheckStorage(ctx, p.c.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		"CREATE TABLE keep (id INT PRIMARY KEY)", "INSERT INTO keep VALUES (1), (2), (3)",
+		"CREATE TABLE big (id INT AUTO_INCREMENT PRIMARY KEY, v LONGBLOB)",
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var writeErr error
+	for i := 0; i < 200 && writeErr == nil; i++ {
+		_, writeErr = db.Exec("INSERT INTO big (v) VALUES (REPEAT('x', 1048576))")
+		if _, err := e.mgr.CheckStorage(ctx, p.c.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	used, _ := e.mgr.CheckStorage(ctx, p.c.ID)
+	t.Logf("a fresh compute's folder holds %d MiB; writes stopped at %d MiB with: %v", base>>20, used>>20, writeErr)
+	if mysqlCode(writeErr) != 1290 || !e.mgr.Activity(p.c.ID).StorageFull() {
+		t.Fatalf("writing past 100Mi: %v, want read-only (1290)", writeErr)
+	}
+	if n := countKeep(t, db); n != 3 {
+		t.Fatalf("%d committed rows after the limit, want 3", n)
+	}
+	if _, err := db.Exec("DROP TABLE big"); mysqlCode(err) != 1290 {
+		t.Fatalf("a tenant's DROP while read-only: %v (MariaDB refuses it; the proxy hands it to FreeSpace)", err)
+	}
+	var thread uint32
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&thread); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.mgr.FreeSpace(ctx, p.c.ID, "root", thread, "DROP TABLE big"); err != nil {
+		t.Fatalf("FreeSpace: %v", err)
+	}
+	if e.mgr.Activity(p.c.ID).StorageFull() {
+		t.Fatal("still read-only after the DROP")
+	}
+	if _, err := db.Exec("INSERT INTO keep VALUES (4)"); err != nil {
+		t.Fatalf("write after freeing space: %v", err)
+	}
+	for _, q := range []string{"DROP TABLE mysql.db", "DROP TABLE keep; DROP TABLE x", "DELETE FROM keep", "DROP TABLE /**/ keep"} {
+		if err := e.mgr.FreeSpace(ctx, p.c.ID, "root", thread, q); err == nil {
+			t.Errorf("FreeSpace ran %q", q)
+		}
+	}
+}
+
+func countKeep(t *testing.T, db *sql.DB) int {
+	var n int
+	if err := db.QueryRow("SELECT COUNT(*) FROM keep").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestKillThreadOfAnotherRole: a role may not kill another role's query in
+// MariaDB (that takes CONNECTION ADMIN, withheld); the daemon does it for
+// the proxy, and never kills its own account's threads.
+func TestKillThreadOfAnotherRole(t *testing.T) {
+	e := newEnv(t, "")
+	ctx := context.Background()
+	p, c, pw := e.project(t, "shop")
+	root := rootDB(t, c.Address, pw)
+	_, appPW, err := e.mgr.CreateRole(ctx, p.ID, "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	app, err := open(t, c.Address, "app", appPW).Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	var thread uint32
+	if err := app.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&thread); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := app.ExecContext(ctx, "SELECT SLEEP(30)")
+		done <- err
+	}()
+	time.Sleep(200 * time.Millisecond)
+	if _, err := root.Exec(fmt.Sprintf("KILL QUERY %d", thread)); mysqlCode(err) != 1095 {
+		t.Fatalf("root killing app's query in SQL: %v, want 1095 (not owner)", err)
+	}
+	if err := e.mgr.KillThread(ctx, c.ID, thread, true); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the killed query did not end")
+	}
+	var adminThread uint32
+	if err := root.QueryRow("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = 'system user' LIMIT 1").Scan(&adminThread); err == nil {
+		if err := e.mgr.KillThread(ctx, c.ID, adminThread, false); err == nil {
+			t.Fatal("KillThread killed a system thread")
+		}
+	}
+}

@@ -21,8 +21,16 @@ type Instance struct {
 // Driver runs computes. It knows nothing of the proxy, the API or the store's
 // state machine: the Manager drives it and records every transition.
 type Driver interface {
-	// Name is the driver's config name ("local", "kubernetes").
+	// Name is the driver's config name ("local", "kubernetes"). It is
+	// recorded on each compute and shown to users; the manager decides
+	// nothing by it (see NodeLocal).
 	Name() string
+	// NodeLocal reports whether the driver's computes live on one node's
+	// disk and belong to that node (local): only that node's daemon may
+	// run them, and it must stop them when it stops. A shared driver's
+	// computes (kubernetes) are reachable from every node and outlive one
+	// daemon.
+	NodeLocal() bool
 	// Provision creates the compute's storage (datadir or PVC) and the admin
 	// credentials. It is idempotent.
 	Provision(ctx context.Context, c *store.Compute) error

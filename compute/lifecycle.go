@@ -37,10 +37,12 @@ func (m *Manager) Create(ctx context.Context, projectID string, spec store.Compu
 	now := store.Now()
 	c := &store.Compute{
 		ID: store.NewID("cmp"), ProjectID: projectID, State: store.StateCreating,
-		Driver: m.drv.Name(), Node: m.node, Spec: spec, CreatedAt: now, UpdatedAt: now,
+		Driver: m.drv.Name(), Spec: spec, CreatedAt: now, UpdatedAt: now,
 	}
-	if m.drv.Name() != "local" {
-		c.Node = "" // shared drivers (kubernetes) are reachable from every node
+	if m.drv.NodeLocal() {
+		// Only a node-local driver's computes record a node: checkNode
+		// relies on it. A shared driver's are reachable from every node.
+		c.Node = m.node
 	}
 	if err := m.st.CreateCompute(ctx, c); err != nil {
 		return nil, nil, fmt.Errorf("create compute for project %s: %w", projectID, err)
@@ -103,6 +105,7 @@ func (m *Manager) start(ctx context.Context, c *store.Compute, reason string) (W
 	m.Activity(c.ID).Touch()
 	m.openInterval(ctx, c)
 	m.setWarm(c)
+	m.checkStorageSoon(c.ID)
 	return resultOf(c, true), nil
 }
 
@@ -169,6 +172,7 @@ func (m *Manager) suspendLocked(ctx context.Context, c *store.Compute, reason st
 		return c, op, err
 	}
 	now := store.Now()
+	m.clearStorage(c.ID)
 	m.closeInterval(ctx, c, now)
 	if err := m.Sample(ctx, c); err != nil {
 		m.log.Warn("usage sample at suspend failed", "compute", c.ID, "project", c.ProjectID, "err", err)
@@ -224,6 +228,7 @@ func (m *Manager) Destroy(ctx context.Context, computeID, reason string) (*store
 // next wake retries. It is best effort: the original error is what matters.
 func (m *Manager) markFailed(ctx context.Context, c *store.Compute, cause error) {
 	m.dropWarm(c)
+	m.clearStorage(c.ID)
 	m.closeInterval(ctx, c, store.Now())
 	for range 3 {
 		from := c.State

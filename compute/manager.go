@@ -253,11 +253,22 @@ func (m *Manager) Activity(computeID string) *Activity {
 
 // checkNode refuses computes whose storage is on another node's disk.
 func (m *Manager) checkNode(c *store.Compute) error {
-	if c.Driver == "local" && c.Node != "" && c.Node != m.node {
+	if c.Node != "" && c.Node != m.node && m.nodeBound(c) {
 		return fmt.Errorf("compute %s: %w %q (this node is %q): connect through that node's serverlessd",
 			c.ID, ErrOtherNode, c.Node, m.node)
 	}
 	return nil
+}
+
+// nodeBound reports whether c lives on the disk of the node it records. This
+// daemon's driver answers for the computes it recorded; a compute recorded
+// by another driver (the daemon's driver was changed) is bound when it
+// carries a node, since Create records one only for node-local drivers.
+func (m *Manager) nodeBound(c *store.Compute) bool {
+	if c.Driver == m.drv.Name() {
+		return m.drv.NodeLocal()
+	}
+	return true
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

@@ -69,6 +69,24 @@ func (e *env) project(t testing.TB, name string) (*store.Project, *store.Compute
 // projectMem is project with a compute of the given memory.
 func (e *env) projectMem(t testing.TB, name, mem string) (*store.Project, *store.Compute, string) {
 	t.Helper()
+	p := e.projectWith(t, name, storeSpec(mem, ""))
+	return p.p, p.c, p.pw
+}
+
+// testProject is a project, its compute and its root password.
+type testProject struct {
+	p  *store.Project
+	c  *store.Compute
+	pw string
+}
+
+func storeSpec(mem, storage string) store.ComputeSpec {
+	return store.ComputeSpec{Storage: storage, Resources: store.Resources{Memory: mem}}
+}
+
+// projectWith is project with a compute of the given spec.
+func (e *env) projectWith(t testing.TB, name string, spec store.ComputeSpec) testProject {
+	t.Helper()
 	ctx := context.Background()
 	p := &store.Project{ID: store.NewID("prj"), Name: name, CreatedAt: store.Now(), UpdatedAt: store.Now()}
 	if err := e.st.CreateProject(ctx, p); err != nil {
@@ -78,7 +96,7 @@ func (e *env) projectMem(t testing.TB, name, mem string) (*store.Project, *store
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, _, err := e.mgr.Create(ctx, p.ID, store.ComputeSpec{Resources: store.Resources{Memory: mem}})
+	c, _, err := e.mgr.Create(ctx, p.ID, spec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +104,7 @@ func (e *env) projectMem(t testing.TB, name, mem string) (*store.Project, *store
 		t.Fatalf("new compute is %s, want active", c.State)
 	}
 	t.Cleanup(func() { _ = e.drv.Stop(context.Background(), c) })
-	return p, c, pw
+	return testProject{p, c, pw}
 }
 
 // open connects to a compute's backend directly as user.

@@ -10,12 +10,19 @@ import (
 	"github.com/serverlessd/serverlessd/store"
 )
 
+// stoppedMidOperation is the error of an operation that a daemon left
+// running: it was killed (-9, OOM, power loss) between starting the action
+// and recording its outcome.
+const stoppedMidOperation = "the daemon stopped before the operation finished, so its outcome is unknown; " +
+	"the compute's state shows where it stands"
+
 // Reconcile squares the store with what really runs, once at start-up:
-// backends that still run (left by a daemon that was killed) are adopted when
-// the store says active or resuming and stopped cleanly otherwise; computes
-// the store thinks are running but are not go to suspended or failed.
+// operations a killed daemon left running are finished as failed; backends
+// that still run (left by a daemon that was killed) are adopted when the
+// store says active or resuming and stopped cleanly otherwise; computes the
+// store thinks are running but are not go to suspended or failed.
 func (m *Manager) Reconcile(ctx context.Context) error {
-	t0 := time.Now()
+	t0, now := time.Now(), store.Now()
 	running, err := m.drv.Running(ctx)
 	if err != nil {
 		return fmt.Errorf("reconcile: list running computes: %w", err)
@@ -28,11 +35,19 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("reconcile: list computes: %w", err)
 	}
-	known := map[string]bool{}
+	known := map[string]*store.Compute{}
+	for i := range computes {
+		known[computes[i].ID] = &computes[i]
+	}
+	// Before any action of this daemon records a new operation, so that
+	// every running one found was started by a daemon before this one.
+	failedOps, err := m.failStuckOperations(ctx, known, now)
+	if err != nil {
+		return fmt.Errorf("reconcile: finish operations left running: %w", err)
+	}
 	var adopted, stopped, fixed int
 	for i := range computes {
 		c := &computes[i]
-		known[c.ID] = true
 		if m.checkNode(c) != nil {
 			continue
 		}
@@ -41,7 +56,7 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 		adopted, stopped, fixed = adopted+a, stopped+s, fixed+f
 	}
 	for id, in := range live {
-		if !known[id] {
+		if known[id] == nil {
 			// A backend for a compute the store does not know: stop it
 			// cleanly, but keep its data for a human to look at.
 			m.log.Warn("stopping a running backend that the store does not know", "compute", id, "pid", in.PID)
@@ -55,8 +70,40 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 		return fmt.Errorf("reconcile: close usage intervals: %w", err)
 	}
 	m.log.Info("reconciled computes with running backends", "computes", len(computes), "running", len(running),
-		"adopted", adopted, "stopped", stopped, "fixed", fixed, "duration_ms", time.Since(t0).Milliseconds())
+		"adopted", adopted, "stopped", stopped, "fixed", fixed, "failed_operations", failedOps,
+		"duration_ms", time.Since(t0).Milliseconds())
 	return nil
+}
+
+// failStuckOperations finishes as failed, at now, the running operations of
+// the computes this daemon reconciles (checkNode: with a local driver this
+// node's, with a shared one all) and of computes that no longer exist, which
+// no daemon will ever finish. It returns how many it finished.
+//
+// With a shared driver another daemon may be running one of them right now:
+// its own FinishOperation, which writes unconditionally, then replaces the
+// failure with the real outcome.
+func (m *Manager) failStuckOperations(ctx context.Context, computes map[string]*store.Compute, now time.Time) (int, error) {
+	ops, err := m.st.RunningOperations(ctx)
+	if err != nil {
+		return 0, err
+	}
+	seen, total := map[string]bool{}, 0
+	for _, op := range ops {
+		c := computes[op.ComputeID]
+		if seen[op.ComputeID] || c != nil && m.checkNode(c) != nil {
+			continue
+		}
+		seen[op.ComputeID] = true
+		n, err := m.st.FailRunningOperations(ctx, op.ComputeID, stoppedMidOperation, now)
+		if err != nil {
+			return total, err
+		}
+		total += n
+		m.log.Warn("operations left running by a stopped daemon marked failed",
+			"compute", op.ComputeID, "project", op.ProjectID, "operations", n)
+	}
+	return total, nil
 }
 
 // reconcileOne settles one compute; it returns (adopted, stopped, fixed) counts.
@@ -122,7 +169,7 @@ func (m *Manager) allComputes(ctx context.Context) ([]store.Compute, error) {
 // SuspendAll suspends every active compute of this node, a few at a time.
 // The daemon calls it on SIGTERM so that no mariadbd outlives it uncleanly.
 func (m *Manager) SuspendAll(ctx context.Context, reason string) error {
-	if m.drv.Name() != "local" {
+	if !m.drv.NodeLocal() {
 		// Shared drivers' computes outlive one daemon: a rolling update of
 		// the daemon must not stop every database.
 		return nil

@@ -342,3 +342,20 @@ func (m *Manager) pullRoles(ctx context.Context, c *store.Compute) error {
 	}
 	return nil
 }
+
+// KillThread kills a backend thread of an active compute (its query only,
+// or its connection) as the daemon's account, for a tenant role that may
+// not kill another role's threads itself. The daemon's own threads are
+// never killed this way.
+func (m *Manager) KillThread(ctx context.Context, computeID string, thread uint32, queryOnly bool) error {
+	c, err := m.st.GetCompute(ctx, computeID)
+	if err != nil {
+		return err
+	}
+	conn, err := m.adminConn(ctx, c, c.Address)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return mariadb.Kill(conn, thread, queryOnly)
+}

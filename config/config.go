@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -83,6 +84,18 @@ type Proxy struct {
 	// is allowed every RateLimitInterval. A negative burst turns it off.
 	RateLimitBurst    int           `mapstructure:"rate_limit_burst"`
 	RateLimitInterval time.Duration `mapstructure:"rate_limit_interval"`
+	// MaxConnectionsPerSource caps one source address's connections (IPv4
+	// address or IPv6 /64), from accept to close. Negative: no cap.
+	MaxConnectionsPerSource int `mapstructure:"max_connections_per_source"`
+	// MaxConnectionsPerProject is a project's connection limit when its
+	// config sets none, and the bound of one that does. Negative: none.
+	MaxConnectionsPerProject int `mapstructure:"max_connections_per_project"`
+	// Past AuthDelayThreshold recent failures against one role, answers
+	// about it wait up to AuthDelayMax; one failure is forgotten every
+	// AuthDelayDecay. A negative threshold turns the delay off.
+	AuthDelayThreshold int           `mapstructure:"auth_delay_threshold"`
+	AuthDelayMax       time.Duration `mapstructure:"auth_delay_max"`
+	AuthDelayDecay     time.Duration `mapstructure:"auth_delay_decay"`
 	// Relay moves established plain sessions' bytes: event-loop (epoll,
 	// the fastest) or goroutines (one per direction, Go's net package).
 	Relay string `mapstructure:"relay"`
@@ -100,18 +113,38 @@ type Compute struct {
 	StopTimeout time.Duration `mapstructure:"stop_timeout"`
 	// DefaultMemory is a compute's memory when its spec names none.
 	DefaultMemory string `mapstructure:"default_memory"`
-	Local         Local  `mapstructure:"local"`
+	// DefaultStorage is a local compute's storage limit when its spec
+	// names none.
+	DefaultStorage string `mapstructure:"default_storage"`
+	Local          Local  `mapstructure:"local"`
 }
 
 // Local configures the local mariadbd driver.
 type Local struct {
 	Mariadbd  string `mapstructure:"mariadbd"`
 	InstallDB string `mapstructure:"install_db"`
+	// UIDRange is "first-last": the uids computes run as when the daemon
+	// is root, one per compute.
+	UIDRange string `mapstructure:"uid_range"`
+}
+
+// UIDs parses UIDRange.
+func (l Local) UIDs() (first, last int, err error) {
+	a, b, ok := strings.Cut(l.UIDRange, "-")
+	first, err1 := strconv.Atoi(strings.TrimSpace(a))
+	last, err2 := strconv.Atoi(strings.TrimSpace(b))
+	if !ok || err1 != nil || err2 != nil || first <= 0 || last < first || last >= 1<<31 {
+		return 0, 0, fmt.Errorf("%q is not a uid range: give first-last, e.g. 2100000-2165535", l.UIDRange)
+	}
+	return first, last, nil
 }
 
 // Scheduler configures the idle-suspend loop.
 type Scheduler struct {
 	Interval time.Duration `mapstructure:"interval"`
+	// StorageInterval is how often computes that had writes are measured
+	// against their storage limit.
+	StorageInterval time.Duration `mapstructure:"storage_interval"`
 }
 
 // Log configures log/slog output.
@@ -136,14 +169,22 @@ func Default() Config {
 			RateLimitBurst:     10,
 			RateLimitInterval:  time.Second,
 			Relay:              "event-loop",
+			// These mirror proxy.Config's defaults; its comments say why.
+			MaxConnectionsPerSource:  1000,
+			MaxConnectionsPerProject: 500,
+			AuthDelayThreshold:       5,
+			AuthDelayMax:             2 * time.Second,
+			AuthDelayDecay:           10 * time.Second,
 		},
 		Store: Store{Driver: "sqlite"},
 		Compute: Compute{
-			Driver:        "local",
-			StopTimeout:   60 * time.Second,
-			DefaultMemory: "256Mi",
+			Driver:         "local",
+			StopTimeout:    60 * time.Second,
+			DefaultMemory:  "256Mi",
+			DefaultStorage: "10Gi",
+			Local:          Local{UIDRange: "2100000-2165535"},
 		},
-		Scheduler: Scheduler{Interval: 30 * time.Second},
+		Scheduler: Scheduler{Interval: 30 * time.Second, StorageInterval: 2 * time.Second},
 		Kubernetes: Kubernetes{
 			Namespace:   "serverlessd",
 			Image:       "mariadb:10.11.10",
@@ -156,7 +197,12 @@ func Default() Config {
 }
 
 // defaultDataDir is $XDG_DATA_HOME/serverlessd, else ~/.local/share/serverlessd.
+// As root it is /var/lib/serverlessd: computes then run as their own
+// unprivileged uids, which cannot walk through root's home (mode 0700).
 func defaultDataDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/serverlessd"
+	}
 	if x := os.Getenv("XDG_DATA_HOME"); x != "" {
 		return filepath.Join(x, "serverlessd")
 	}
@@ -207,6 +253,7 @@ func (c *Config) Validate() error {
 	if c.Proxy.RateLimitInterval <= 0 {
 		bad("proxy.rate_limit_interval", "must be positive, got %s", c.Proxy.RateLimitInterval)
 	}
+	validateProxyLimits(bad, c.Proxy)
 	if c.Proxy.Relay != "event-loop" && c.Proxy.Relay != "goroutines" {
 		bad("proxy.relay", "must be event-loop or goroutines, got %q", c.Proxy.Relay)
 	}
@@ -227,8 +274,14 @@ func (c *Config) Validate() error {
 	if c.Compute.StopTimeout <= 0 {
 		bad("compute.stop_timeout", "must be positive, got %s", c.Compute.StopTimeout)
 	}
+	if _, _, err := c.Compute.Local.UIDs(); err != nil {
+		bad("compute.local.uid_range", "%v", err)
+	}
 	if c.Scheduler.Interval < 100*time.Millisecond {
 		bad("scheduler.interval", "must be at least 100ms, got %s", c.Scheduler.Interval)
+	}
+	if c.Scheduler.StorageInterval < 100*time.Millisecond {
+		bad("scheduler.storage_interval", "must be at least 100ms, got %s", c.Scheduler.StorageInterval)
 	}
 	switch strings.ToLower(c.Log.Level) {
 	case "debug", "info", "warn", "error":
@@ -241,6 +294,29 @@ func (c *Config) Validate() error {
 		bad("log.format", "must be text or json, got %q", c.Log.Format)
 	}
 	return errors.Join(errs...)
+}
+
+// validateProxyLimits checks the per-source, per-project and per-role
+// limits. 0 is refused where the proxy would read it as "the default",
+// which here is already filled in: a 0 in the file is a mistake.
+func validateProxyLimits(bad func(string, string, ...any), p Proxy) {
+	if p.MaxConnectionsPerSource == 0 {
+		bad("proxy.max_connections_per_source", "must be positive, or negative for no cap")
+	}
+	if p.MaxConnectionsPerProject == 0 {
+		bad("proxy.max_connections_per_project", "must be positive, or negative for no default and no bound")
+	}
+	if p.AuthDelayThreshold == 0 {
+		bad("proxy.auth_delay_threshold", "must be positive, or negative to turn the delay off")
+	}
+	if p.AuthDelayThreshold > 0 {
+		if p.AuthDelayMax <= 0 || p.AuthDelayMax >= p.HandshakeTimeout {
+			bad("proxy.auth_delay_max", "must be positive and below proxy.handshake_timeout (%s), got %s", p.HandshakeTimeout, p.AuthDelayMax)
+		}
+		if p.AuthDelayDecay <= 0 {
+			bad("proxy.auth_delay_decay", "must be positive, got %s", p.AuthDelayDecay)
+		}
+	}
 }
 
 func checkAddr(bad func(string, string, ...any), key, addr string) {

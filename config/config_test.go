@@ -57,7 +57,11 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.DataDir != "/xdg/serverlessd" || c.API.Listen != "127.0.0.1:8080" || c.Proxy.Listen != "127.0.0.1:3306" ||
+	wantDir := "/xdg/serverlessd"
+	if os.Geteuid() == 0 {
+		wantDir = "/var/lib/serverlessd"
+	}
+	if c.DataDir != wantDir || c.API.Listen != "127.0.0.1:8080" || c.Proxy.Listen != "127.0.0.1:3306" ||
 		c.Store.Driver != "sqlite" || c.Compute.Driver != "local" || c.Scheduler.Interval != 30*time.Second {
 		t.Fatalf("unexpected defaults: %+v", c)
 	}
@@ -92,6 +96,11 @@ func TestValidate(t *testing.T) {
 		{"bad format", func(c *Config) { c.Log.Format = "xml" }, "log.format"},
 		{"tiny interval", func(c *Config) { c.Scheduler.Interval = time.Millisecond }, "scheduler.interval"},
 		{"cert without key", func(c *Config) { c.Proxy.TLSCert = "/x" }, "proxy.tls_cert"},
+		{"zero per-source cap", func(c *Config) { c.Proxy.MaxConnectionsPerSource = 0 }, "proxy.max_connections_per_source"},
+		{"zero per-project cap", func(c *Config) { c.Proxy.MaxConnectionsPerProject = 0 }, "proxy.max_connections_per_project"},
+		{"zero delay threshold", func(c *Config) { c.Proxy.AuthDelayThreshold = 0 }, "proxy.auth_delay_threshold"},
+		{"delay past the handshake", func(c *Config) { c.Proxy.AuthDelayMax = c.Proxy.HandshakeTimeout }, "proxy.auth_delay_max"},
+		{"no decay", func(c *Config) { c.Proxy.AuthDelayDecay = 0 }, "proxy.auth_delay_decay"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

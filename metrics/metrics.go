@@ -26,6 +26,7 @@ type Metrics struct {
 	suspends   *prometheus.CounterVec
 	postponed  prometheus.Counter
 	opFailures *prometheus.CounterVec
+	readOnly   prometheus.Gauge
 	projWakes  *prometheus.CounterVec // only with per-project labels
 }
 
@@ -50,7 +51,11 @@ func New(perProject bool) *Metrics {
 		Namespace: namespace, Name: "operation_failures_total",
 		Help: "Compute operations that failed, by action (create, start, suspend, destroy).",
 	}, []string{"action"})
-	m.reg.MustRegister(m.wake, m.suspends, m.postponed, m.opFailures,
+	m.readOnly = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "computes_storage_full",
+		Help: "Computes read-only because they reached their storage limit.",
+	})
+	m.reg.MustRegister(m.wake, m.suspends, m.postponed, m.opFailures, m.readOnly,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if perProject {
 		m.projWakes = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -93,6 +98,18 @@ func (m *Metrics) ObserveWake(projectID string, cold bool, d time.Duration) {
 func (m *Metrics) Suspended(trigger string) {
 	if m != nil {
 		m.suspends.WithLabelValues(trigger).Inc()
+	}
+}
+
+// StorageFull counts a compute made read-only (on) or writable again.
+func (m *Metrics) StorageFull(on bool) {
+	if m == nil {
+		return
+	}
+	if on {
+		m.readOnly.Inc()
+	} else {
+		m.readOnly.Dec()
 	}
 }
 

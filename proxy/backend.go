@@ -38,7 +38,7 @@ func (ss *session) backendLogin(res compute.WakeResult) ([]byte, error) {
 	}
 	c.SetDeadline(time.Time{})
 	ss.s.mu.Lock()
-	ss.ready, ss.computeID, ss.backendAddr = true, res.ComputeID, res.Address
+	ss.ready, ss.computeID, ss.backendAddr, ss.backendUser = true, res.ComputeID, res.Address, ss.user
 	ss.s.mu.Unlock()
 	return ok, nil
 }
@@ -64,9 +64,11 @@ func dialBackend(ctx context.Context, network, addr string, deadline time.Time) 
 	}
 }
 
+// unreachable hides the cause (it names the backend's socket path or
+// address) behind a reference, like a wake failure.
 func (ss *session) unreachable(err error) error {
-	msg := fmt.Sprintf("serverlessd: cannot reach the compute of project %q: %s", ss.project, clip(err.Error(), 300))
-	return refuse(CountBackendFailed, mysql.ER_UNKNOWN_ERROR, msg, err)
+	msg := fmt.Sprintf("serverlessd: the database of project %q could not be reached; try again in a moment", clip(ss.project, 64))
+	return hidden(CountBackendFailed, msg, err)
 }
 
 // loginExchange runs the backend's connection phase, framed by go-mysql's

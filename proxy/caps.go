@@ -25,9 +25,14 @@ const notCarryable = wire.ClientMySQL | mysql.CLIENT_COMPRESS | mysql.CLIENT_ZST
 	mysql.CLIENT_CAPABILITY_EXTENSION | mysql.CLIENT_SSL_VERIFY_SERVER_CERT | mysql.CLIENT_REMEMBER_OPTIONS |
 	mysql.CLIENT_SSL
 
-// refused are capabilities a client must not ask for: it would start
-// speaking a protocol the relay cannot read.
-const refused = mysql.CLIENT_COMPRESS | mysql.CLIENT_ZSTD_COMPRESSION_ALGORITHM | mysql.CLIENT_QUERY_ATTRIBUTES
+// refused are the capabilities a client is refused for asking although the
+// greeting did not offer them. Any other capability we did not advertise is
+// ignored, as MariaDB does (it keeps the client's capabilities AND its own):
+// go-mysql, for one, always sets CLIENT_QUERY_ATTRIBUTES and only uses it
+// when the server offered it. Compression is the exception, to be safe: a
+// client that compresses anyway would change the framing under the relay,
+// which reads packet headers, and the stream would be misread.
+const refused = mysql.CLIENT_COMPRESS | mysql.CLIENT_ZSTD_COMPRESSION_ALGORITHM
 
 // carryableExtCaps are the MariaDB extended capabilities the proxy passes
 // through. They only change command-phase packets, which the relay copies

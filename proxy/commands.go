@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/serverlessd/serverlessd/proxy/wire"
@@ -85,17 +85,24 @@ func parseKill(b []byte) (words []string, id uint64, ok bool) {
 // mapKill finds the backend thread of our connection id, for a killer on
 // the same project and compute only.
 func (s *Server) mapKill(killer *session, id uint64) (uint32, bool) {
+	thread, _, ok := s.killTarget(killer, id)
+	return thread, ok
+}
+
+// killTarget is mapKill that also returns the role the target session is
+// logged in as.
+func (s *Server) killTarget(killer *session, id uint64) (thread uint32, user string, ok bool) {
 	if id < connIDBase || id > 1<<32-1 {
-		return 0, false
+		return 0, "", false
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	t := s.sessions[uint32(id)]
 	if t == nil || !t.ready || t.projectID != killer.projectID ||
 		t.computeID != killer.computeID || t.backendAddr != killer.backendAddr {
-		return 0, false
+		return 0, "", false
 	}
-	return t.backendThread, true
+	return t.backendThread, t.backendUser, true
 }
 
 // changeUser re-authenticates a COM_CHANGE_USER against the Directory (its
@@ -115,18 +122,15 @@ func (ss *session) changeUser(cr *clientReader, p []byte) error {
 	project, user := ss.route(cu.User)
 	ctx, cancel := context.WithTimeout(ss.s.baseCtx, ss.s.cfg.HandshakeTimeout)
 	defer cancel()
-	stage2, projectID, lookupErr := ss.lookup(ctx, project, user)
-	var stage1 []byte
-	if len(cu.AuthResponse) > 0 {
-		stage1 = wire.RecoverStage1(ss.nonce, cu.AuthResponse, stage2)
-	}
-	if lookupErr != nil || stage1 == nil || !wire.VerifyStage1(stage1, stage2) || projectID != ss.projectID {
-		ss.s.limiter.failed(ss.key, time.Now())
-		ss.s.counters.inc(CountChangeUserRefused)
-		ss.log.Info("change user refused", "user", cu.User, "err", lookupErr, "other_project", lookupErr == nil && projectID != ss.projectID)
-		return ss.replyClient(cr, ss.accessDenied(cu.User, len(cu.AuthResponse) > 0), false)
+	stage1, _, err := ss.checkPassword(ctx, passwordCheck{login: cu.User, project: project, role: user,
+		creds: credentials{scramble: cu.AuthResponse}, sameProject: ss.projectID})
+	if err != nil {
+		return ss.refuseChangeUser(cr, cu.User, err)
 	}
 	ss.stage1, ss.user = stage1, user
+	ss.s.mu.Lock()
+	ss.backendUser = user
+	ss.s.mu.Unlock()
 	cu.User = user
 	cu.AuthResponse = wire.NativeScramble(ss.backendNonce, stage1)
 	cu.AuthPlugin = mysql.AUTH_NATIVE_PASSWORD
@@ -134,6 +138,21 @@ func (ss *session) changeUser(cr *clientReader, p []byte) error {
 	ss.log.Info("change user", "project", ss.project, "user", user)
 	cr.writePacket(0, cu.Marshal(ss.backendCaps))
 	return nil
+}
+
+// refuseChangeUser answers a refused COM_CHANGE_USER (1045, or 1129 while
+// the source's failed-login bucket is empty) and keeps the session.
+func (ss *session) refuseChangeUser(cr *clientReader, login string, err error) error {
+	var r *refusal
+	if !errors.As(err, &r) {
+		return err
+	}
+	ss.s.counters.inc(CountChangeUserRefused)
+	if r.kind == CountRateLimited {
+		ss.s.counters.inc(CountRateLimited)
+	}
+	ss.log.Info("change user refused", "user", clip(login, 64), "reason", r.kind.String(), "err", r.cause)
+	return ss.replyClient(cr, r.reply, false)
 }
 
 // replyClient answers a command directly. The backend is idle (it has not

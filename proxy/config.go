@@ -57,6 +57,40 @@ type Config struct {
 	// rate limiting.
 	RateLimitBurst    int
 	RateLimitInterval time.Duration
+	// MaxConnectionsPerSource caps the connections of one source address
+	// (the rate limiter's key: an IPv4 address or an IPv6 /64), counted from
+	// accept to close, so that one client cannot take every MaxConnections
+	// slot. Default 1000; negative means no cap. An application on the
+	// daemon's own host, or everything behind one NAT, is one source: raise
+	// it for those.
+	MaxConnectionsPerSource int
+	// MaxConnectionsPerProject is the connection limit of a project that
+	// sets none (its config max_connections) and the upper bound of one
+	// that does. Negative means no default and no bound. Default 500:
+	//   - a wake storm of 500 concurrent logins to one project must succeed
+	//     (the daemon's target; its e2e storm sends 200);
+	//   - it stays below the default compute's (256Mi) mariadbd
+	//     max_connections of 512, leaving normal slots for the daemon's
+	//     own admin sessions (role sync, activity checks); smaller computes
+	//     (151 connections at least) refuse the excess themselves, 1040;
+	//   - mariadbd's one connection past max_connections, kept for
+	//     CONNECTION ADMIN, stays the daemon's whatever this is: tenant
+	//     roles never hold that privilege;
+	//   - one project takes at most 5% of the default MaxConnections.
+	// A lower value (say 100, below every compute's 151) protects small
+	// computes' admin slots better, at the cost of refusing such storms.
+	MaxConnectionsPerProject int
+	// AuthDelayThreshold is how many recent failed password checks against
+	// one role (from any address) are answered at once. Past it, every
+	// answer about the role, right or wrong, waits AuthDelayMax/16,
+	// doubling with each further failure up to AuthDelayMax; one failure
+	// is forgotten every AuthDelayDecay. Defaults 5, 2s (at most half of
+	// HandshakeTimeout) and 10s; a negative threshold turns the delay off.
+	// AuthDelayMax must be below HandshakeTimeout, or delayed logins would
+	// time out.
+	AuthDelayThreshold int
+	AuthDelayMax       time.Duration
+	AuthDelayDecay     time.Duration
 	// Relay is how established plain sessions move bytes: RelayEventLoop
 	// (the default) or RelayGoroutines. TLS sessions always use goroutines.
 	Relay string
@@ -96,6 +130,26 @@ func (c *Config) setDefaults() {
 	if c.Relay == "" {
 		c.Relay = RelayEventLoop
 	}
+	c.setLimitDefaults()
+}
+
+func (c *Config) setLimitDefaults() {
+	if c.MaxConnectionsPerSource == 0 {
+		c.MaxConnectionsPerSource = 1000
+	}
+	if c.MaxConnectionsPerProject == 0 {
+		c.MaxConnectionsPerProject = 500
+	}
+	if c.AuthDelayThreshold == 0 {
+		c.AuthDelayThreshold = 5
+	}
+	if c.AuthDelayMax == 0 {
+		// Delayed logins must still finish their handshake in time.
+		c.AuthDelayMax = min(2*time.Second, c.HandshakeTimeout/2)
+	}
+	if c.AuthDelayDecay == 0 {
+		c.AuthDelayDecay = 10 * time.Second
+	}
 }
 
 // Validate reports the first invalid setting. It applies defaults first, as
@@ -109,6 +163,7 @@ func (c Config) Validate() error {
 	for name, d := range map[string]time.Duration{
 		"handshake_timeout": c.HandshakeTimeout, "wake_timeout": c.WakeTimeout,
 		"backend_timeout": c.BackendTimeout, "rate_limit_interval": c.RateLimitInterval,
+		"auth_delay_max": c.AuthDelayMax, "auth_delay_decay": c.AuthDelayDecay,
 	} {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("proxy: %s must not be negative (got %s)", name, d))
@@ -122,6 +177,9 @@ func (c Config) Validate() error {
 	}
 	if c.Relay != RelayEventLoop && c.Relay != RelayGoroutines {
 		errs = append(errs, fmt.Errorf("proxy: relay must be %q or %q (got %q)", RelayEventLoop, RelayGoroutines, c.Relay))
+	}
+	if c.AuthDelayThreshold >= 0 && c.AuthDelayMax >= c.HandshakeTimeout {
+		errs = append(errs, fmt.Errorf("proxy: auth_delay_max (%s) must be below handshake_timeout (%s)", c.AuthDelayMax, c.HandshakeTimeout))
 	}
 	if strings.ContainsRune(c.ServerVersion, 0) {
 		errs = append(errs, errors.New("proxy: server_version must not contain NUL"))

@@ -25,6 +25,11 @@ const (
 	CountKillRewritten                     // KILL mapped from our id to a backend thread id
 	CountChangeUser                        // COM_CHANGE_USER rewritten
 	CountChangeUserRefused                 // COM_CHANGE_USER refused
+	CountPasswordChecks                    // password checks performed (login or COM_CHANGE_USER), right or wrong
+	CountAuthDelayed                       // answers delayed because their role failed repeatedly
+	CountTooManyFromSource                 // refused: MaxConnectionsPerSource reached
+	CountTooManyForProject                 // refused: the project's connection limit reached
+	CountSpaceFreed                        // DROP or TRUNCATE run by the daemon on a read-only compute
 	numCounters
 )
 
@@ -33,6 +38,8 @@ var counterNames = [numCounters]string{
 	"handshake_timeout", "handshake_aborted", "malformed_handshake", "packet_too_large",
 	"tls_required", "tls_failed", "wake_failed", "backend_failed", "backend_refused",
 	"capability_mismatch", "kill_rewritten", "change_user", "change_user_refused",
+	"password_checks", "auth_delayed", "too_many_connections_source", "too_many_connections_project",
+	"space_freed",
 }
 
 func (c Counter) String() string {

@@ -22,3 +22,13 @@ func (d StoreDirectory) LookupRole(ctx context.Context, project, user string) (s
 	}
 	return p.ID, r.PasswordHash, nil
 }
+
+// ProjectMaxConnections returns the project's own connection limit
+// (config max_connections; 0 means the daemon's default).
+func (d StoreDirectory) ProjectMaxConnections(ctx context.Context, projectID string) (int, error) {
+	p, err := d.Store.GetProject(ctx, projectID)
+	if err != nil {
+		return 0, err
+	}
+	return p.Config.MaxConnections, nil
+}

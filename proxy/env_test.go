@@ -71,7 +71,15 @@ type testDir struct {
 	mu       sync.Mutex
 	projects map[string]string            // name or id -> project id
 	roles    map[string]map[string]string // project id -> role -> hash
+	limits   map[string]int               // project id -> max_connections (0: unset)
 	calls    atomic.Int64
+}
+
+// ProjectMaxConnections makes testDir a ProjectLimits.
+func (d *testDir) ProjectMaxConnections(ctx context.Context, projectID string) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.limits[projectID], nil
 }
 
 func (d *testDir) LookupRole(ctx context.Context, project, user string) (string, string, error) {
@@ -115,6 +123,19 @@ type testWaker struct {
 	actMu   sync.Mutex
 	acts    map[string]*compute.Activity
 	started map[string]bool
+	backend *mariadb     // where KillThread kills, as its root
+	kills   atomic.Int64 // KillThread calls
+}
+
+// KillThread kills as the backend's root, as compute.Manager does as the
+// daemon's account.
+func (w *testWaker) KillThread(_ context.Context, _ string, thread uint32, queryOnly bool) error {
+	w.kills.Add(1)
+	what := "CONNECTION"
+	if queryOnly {
+		what = "QUERY"
+	}
+	return w.backend.exec(fmt.Sprintf("KILL %s %d", what, thread))
 }
 
 func (w *testWaker) Wake(ctx context.Context, projectID string) (compute.WakeResult, error) {
@@ -138,7 +159,7 @@ func (w *testWaker) Wake(ctx context.Context, projectID string) (compute.WakeRes
 		return compute.WakeResult{}, err
 	}
 	if !ok {
-		return compute.WakeResult{}, fmt.Errorf("project %s has no compute", projectID)
+		return compute.WakeResult{}, fmt.Errorf("project %s: %w", projectID, compute.ErrNoCompute)
 	}
 	return compute.WakeResult{Address: addr, ComputeID: "c-" + projectID, ProjectID: projectID, ColdStart: cold}, nil
 }
@@ -180,10 +201,16 @@ type env struct {
 //	nocompute (p-none): Wake finds no compute
 func newEnv(t testing.TB, mod func(*Config)) *env {
 	t.Helper()
+	return newEnvLogger(t, mod, testLogger(t))
+}
+
+// newEnvLogger is newEnv with the proxy logging to logger.
+func newEnvLogger(t testing.TB, mod func(*Config), logger *slog.Logger) *env {
+	t.Helper()
 	m := needBackend(t)
 	e := &env{t: t, db: m,
-		dir:   &testDir{projects: map[string]string{}, roles: map[string]map[string]string{}},
-		waker: &testWaker{addrs: map[string]string{}, fail: map[string]error{}, calls: map[string]int{}, acts: map[string]*compute.Activity{}, started: map[string]bool{}},
+		dir:   &testDir{projects: map[string]string{}, roles: map[string]map[string]string{}, limits: map[string]int{}},
+		waker: &testWaker{addrs: map[string]string{}, fail: map[string]error{}, calls: map[string]int{}, acts: map[string]*compute.Activity{}, started: map[string]bool{}, backend: m},
 	}
 	roles := map[string]string{"u": "pw", "v": "pw2", "a.b": "dotted", "nohash": ""}
 	for _, p := range []struct{ name, id, addr string }{
@@ -200,13 +227,13 @@ func newEnv(t testing.TB, mod func(*Config)) *env {
 	if mod != nil {
 		mod(&cfg)
 	}
-	e.start(cfg)
+	e.start(cfg, logger)
 	return e
 }
 
-func (e *env) start(cfg Config) {
+func (e *env) start(cfg Config, logger *slog.Logger) {
 	t := e.t
-	srv, err := New(cfg, e.dir, e.waker, testLogger(t))
+	srv, err := New(cfg, e.dir, e.waker, logger)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -224,6 +251,24 @@ func (e *env) start(cfg Config) {
 			t.Errorf("Serve returned %v, want ErrServerClosed", err)
 		}
 	})
+}
+
+// syncBuffer is a log sink tests can read while the proxy writes to it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // testLogger writes the proxy's logs to the test log (shown on failure or

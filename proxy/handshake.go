@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"strings"
-	"time"
 
 	"github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/serverlessd/serverlessd/proxy/wire"
@@ -28,12 +27,13 @@ func (ss *session) clientHandshake() error {
 	ss.resp = resp
 	if resp.Caps&refused != 0 {
 		return refuse(CountCapabilityMismatch, mysql.ER_NOT_SUPPORTED_YET,
-			"serverlessd does not support "+strings.Join(wire.CapNames(resp.Caps&refused), ", "), nil)
+			"serverlessd does not support "+strings.Join(wire.CapNames(resp.Caps&refused), ", ")+"; connect without compression", nil)
 	}
 	if ss.s.cfg.RequireTLS && !ss.tls {
 		return refuse(CountTLSRequired, wire.ErSecureTransportRequired,
 			"Connections using insecure transport are prohibited: this server requires TLS (connect with --ssl)", nil)
 	}
+	// Like MariaDB, the capabilities we did not advertise are ignored.
 	ss.caps = negotiated(resp.Caps, ss.advCap)
 	ss.extCaps = resp.ExtCaps & ss.advExt
 	return ss.authenticate(ctx, resp)
@@ -121,20 +121,18 @@ func (ss *session) route(user string) (project, role string) {
 	return project, role
 }
 
-// authenticate verifies the client's password against the stored hash and
-// keeps stage1 = SHA1(password) for the backend login. Unknown projects and
-// users are checked against a dummy hash, so every failure does the same
-// work and gets the same answer.
+// authenticate reads the client's proof of its password and checks it
+// against the stored hash, keeping stage1 = SHA1(password) for the backend
+// login.
 func (ss *session) authenticate(ctx context.Context, resp *wire.HandshakeResponse) error {
 	ss.project, ss.user = ss.route(resp.User)
-	stage2, projectID, lookupErr := ss.lookup(ctx, ss.project, ss.user)
-	stage1, usedPassword, err := ss.exchange(resp, stage2)
+	creds, err := ss.exchange(resp)
 	if err != nil {
 		return err
 	}
-	if lookupErr != nil || stage1 == nil || !wire.VerifyStage1(stage1, stage2) {
-		ss.s.limiter.failed(ss.key, time.Now())
-		return &refusal{kind: CountAuthFailed, reply: ss.accessDenied(resp.User, usedPassword), cause: lookupErr}
+	stage1, projectID, err := ss.checkPassword(ctx, passwordCheck{login: resp.User, project: ss.project, role: ss.user, creds: creds})
+	if err != nil {
+		return err
 	}
 	ss.projectID, ss.stage1 = projectID, stage1
 	return nil
@@ -170,9 +168,10 @@ func (ss *session) accessDenied(user string, usedPassword bool) *mysql.MyError {
 		fmt.Sprintf("Access denied for user '%s'@'%s' (using password: %s)", clip(user, 64), host, yes))
 }
 
-// exchange runs the client's auth plugin and returns the candidate stage1
-// (nil when there is none, e.g. an empty password).
-func (ss *session) exchange(resp *wire.HandshakeResponse, stage2 []byte) (stage1 []byte, usedPassword bool, err error) {
+// exchange runs the client's auth plugin up to its proof of the password.
+// It only talks to the client: the check itself (checkPassword) comes
+// after, so that no rate-limit token is held across client round trips.
+func (ss *session) exchange(resp *wire.HandshakeResponse) (credentials, error) {
 	reply := resp.AuthResponse
 	switch {
 	case resp.Caps&mysql.CLIENT_PLUGIN_AUTH == 0, resp.AuthPlugin == mysql.AUTH_NATIVE_PASSWORD, resp.AuthPlugin == "":
@@ -181,50 +180,39 @@ func (ss *session) exchange(resp *wire.HandshakeResponse, stage2 []byte) (stage1
 	default:
 		// Any other plugin: ask for mysql_native_password with the same nonce.
 		if err := ss.writePacket(wire.AuthSwitchPayload(mysql.AUTH_NATIVE_PASSWORD, ss.nonce)); err != nil {
-			return nil, false, err
+			return credentials{}, err
 		}
+		var err error
 		if reply, err = ss.readPacket(); err != nil {
-			return nil, false, err
+			return credentials{}, err
 		}
 	}
-	if len(reply) == 0 {
-		return nil, false, nil
-	}
-	return wire.RecoverStage1(ss.nonce, reply, stage2), true, nil
+	return credentials{scramble: reply}, nil
 }
 
 // sha2FullAuth answers a caching_sha2_password client with "perform full
 // authentication": over TLS it sends the cleartext, otherwise it encrypts
 // it with our RSA key (asking for the key first unless it has it pinned).
 // The proxy has no SHA-256 cache to offer, so there is no fast path.
-func (ss *session) sha2FullAuth() (stage1 []byte, usedPassword bool, err error) {
+func (ss *session) sha2FullAuth() (credentials, error) {
 	// MORE_DATE_HEADER is go-mysql's name for the AuthMoreData byte (0x01).
 	if err := ss.writePacket([]byte{mysql.MORE_DATE_HEADER, mysql.CACHE_SHA2_FULL_AUTH}); err != nil {
-		return nil, false, err
+		return credentials{}, err
 	}
 	p, err := ss.readPacket()
 	if err != nil {
-		return nil, false, err
+		return credentials{}, err
 	}
-	var pw []byte
-	switch {
-	case ss.tls:
-		pw = wire.TrimNUL(p)
-	default:
-		if len(p) == 1 && p[0] == wire.CachingSha2RequestPubKey {
-			if err := ss.writePacket(append([]byte{mysql.MORE_DATE_HEADER}, ss.s.rsaPub...)); err != nil {
-				return nil, false, err
-			}
-			if p, err = ss.readPacket(); err != nil {
-				return nil, false, err
-			}
+	if ss.tls {
+		return credentials{sha2: p}, nil
+	}
+	if len(p) == 1 && p[0] == wire.CachingSha2RequestPubKey {
+		if err := ss.writePacket(append([]byte{mysql.MORE_DATE_HEADER}, ss.s.rsaPub...)); err != nil {
+			return credentials{}, err
 		}
-		if pw, err = wire.DecryptSha2Password(ss.s.rsaKey, ss.nonce, p); err != nil {
-			return nil, true, nil // undecryptable: a failed login, not a protocol error
+		if p, err = ss.readPacket(); err != nil {
+			return credentials{}, err
 		}
 	}
-	if len(pw) == 0 {
-		return nil, false, nil
-	}
-	return wire.Stage1(pw), true, nil
+	return credentials{sha2: p, encrypted: true}, nil
 }

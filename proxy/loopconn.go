@@ -1,3 +1,5 @@
+//go:build linux
+
 package proxy
 
 import (
@@ -147,7 +149,7 @@ func (c *loopConn) readClient() error {
 	switch stop {
 	case actQuit:
 		return errQuit
-	case actChangeUser:
+	case actChangeUser, actDaemon:
 		return errHandOff
 	}
 	return nil

@@ -33,7 +33,18 @@ const rawCaps = mysql.CLIENT_PROTOCOL_41 | mysql.CLIENT_SECURE_CONNECTION | mysq
 
 func dialRaw(t testing.TB, addr string) *rawClient {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	return dialRawFrom(t, addr, "")
+}
+
+// dialRawFrom connects from the local address ip ("": any). On Linux every
+// 127.x.y.z is a loopback address, so tests can play several sources.
+func dialRawFrom(t testing.TB, addr, ip string) *rawClient {
+	t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second}
+	if ip != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(ip)}
+	}
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}

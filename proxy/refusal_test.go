@@ -3,8 +3,11 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -112,10 +115,19 @@ func TestRateLimit(t *testing.T) {
 func TestRateLimiterRefill(t *testing.T) {
 	l := newFailLimiter(2, time.Second)
 	now := time.Unix(1000, 0)
-	l.failed("a", now)
-	l.failed("a", now)
+	fail := func(key string) {
+		if ok, _ := l.tryTake(key, now); !ok {
+			t.Fatalf("no token for %s", key)
+		}
+		l.settle(key, false, now)
+	}
+	fail("a")
+	fail("a")
 	if l.allowed("a", now) || !l.allowed("b", now) {
 		t.Fatal("bucket of a should be empty, b untouched")
+	}
+	if ok, wait := l.tryTake("a", now); ok || wait != nil {
+		t.Fatal("a spent by failures: refused at once, no waiting")
 	}
 	if !l.allowed("a", now.Add(time.Second)) {
 		t.Fatal("a should regain one attempt per interval")
@@ -130,6 +142,42 @@ func TestRateLimiterRefill(t *testing.T) {
 	v6 := &net.TCPAddr{IP: net.ParseIP("2001:db8:1:2:3:4:5:6"), Port: 1}
 	if k := limiterKey(v6); k != "2001:db8:1:2::/64" {
 		t.Fatalf("IPv6 key %q", k)
+	}
+}
+
+// TestRateLimiterInFlight: tokens held by checks in flight make the next
+// check wait instead of failing; a success gives its token back, so a
+// burst of good logins never throttles itself.
+func TestRateLimiterInFlight(t *testing.T) {
+	l := newFailLimiter(1, time.Hour)
+	now := time.Unix(1000, 0)
+	if ok, _ := l.tryTake("a", now); !ok {
+		t.Fatal("first take")
+	}
+	ok, wait := l.tryTake("a", now)
+	if ok || wait == nil {
+		t.Fatal("second check should wait for the first")
+	}
+	l.settle("a", true, now)
+	<-wait
+	if ok, _ := l.tryTake("a", now); !ok {
+		t.Fatal("the token given back by a success should be free")
+	}
+	l.sweep(now.Add(time.Hour))
+	if len(l.buckets) != 1 {
+		t.Fatal("sweep dropped a bucket with a check in flight")
+	}
+	l.settle("a", false, now)
+	if ok, wait := l.tryTake("a", now); ok || wait != nil {
+		t.Fatal("a failure keeps its token spent")
+	}
+	// Clocks read before the lock may arrive out of order: an older time
+	// must not take part of a token away.
+	b := newFailLimiter(1, time.Hour)
+	b.tryTake("a", now)
+	b.settle("a", true, now.Add(-time.Microsecond))
+	if ok, _ := b.tryTake("a", now.Add(-2*time.Microsecond)); !ok {
+		t.Fatal("an out-of-order clock reading cost a token")
 	}
 }
 
@@ -180,18 +228,30 @@ func TestLimits(t *testing.T) {
 	}
 }
 
-// TestWakeFailure: a compute that cannot start gives a clear error naming
-// the project and the cause.
+// TestWakeFailure: a compute that cannot start gives the client a generic
+// message with a reference, never the cause (compute ids, the daemon's
+// admin user, socket paths), which goes to the log under that reference.
 func TestWakeFailure(t *testing.T) {
-	e := newEnv(t, nil)
-	for _, tc := range []struct{ project, want string }{
-		{"broken", `cannot start the compute of project "broken": mariadbd exited during start-up`},
-		{"nocompute", `project "nocompute": project p-none has no compute`},
-	} {
-		err := openDB(t, e.dsn(tc.project+".u", "pw", "", "")).Ping()
-		if err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Fatalf("want %q, got %v", tc.want, err)
+	logs := &syncBuffer{}
+	e := newEnvLogger(t, nil, slog.New(slog.NewTextHandler(logs, nil)))
+	e.waker.fail["p-broken"] = errors.New("compute c-p-broken: connect as serverlessd_admin@unix:/data/computes/c-p-broken/mysqld.sock: mariadbd exited during start-up: status 1")
+	err := openDB(t, e.dsn("broken.u", "pw", "", "")).Ping()
+	msg := fmt.Sprint(err)
+	if !strings.Contains(msg, `the database of project "broken" could not be started; try again in a moment (reference `) {
+		t.Fatalf("got %v", err)
+	}
+	for _, secret := range []string{"c-p-broken", "serverlessd_admin", "/data/computes", "mariadbd"} {
+		if strings.Contains(msg, secret) {
+			t.Errorf("client message names %q: %s", secret, msg)
 		}
+	}
+	ref := regexp.MustCompile(`reference ([0-9a-f]{8})`).FindStringSubmatch(msg)
+	if ref == nil || !strings.Contains(logs.String(), "ref="+ref[1]) || !strings.Contains(logs.String(), "serverlessd_admin") {
+		t.Fatalf("the log lacks the cause under reference %v:\n%s", ref, logs.String())
+	}
+	err = openDB(t, e.dsn("nocompute.u", "pw", "", "")).Ping()
+	if err == nil || !strings.Contains(err.Error(), `project "nocompute" has no compute; create one through the API`) {
+		t.Fatalf("no compute: %v", err)
 	}
 	if e.srv.Count(CountWakeFailed) != 2 {
 		t.Fatalf("wake_failed = %d", e.srv.Count(CountWakeFailed))

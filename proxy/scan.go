@@ -13,6 +13,7 @@ const (
 	actInspect                     // read it whole: it may be a KILL to map
 	actQuit                        // forward it, then close
 	actChangeUser                  // re-authenticate (goroutine relay only)
+	actDaemon                      // a command the daemon answers itself (goroutine relay only)
 )
 
 // classifyCommand decides from a command's first byte and length.
@@ -33,6 +34,10 @@ func classifyCommand(cmd byte, n int) cmdAction {
 type clientScanner struct {
 	st   cmdState
 	body int // bytes of the current frame still to pass through
+	// handOff reports whether an inspected command must go to the
+	// goroutine relay, because the daemon answers it itself (a DROP while
+	// the compute is read-only, a KILL of another role); nil: never.
+	handOff func(p []byte) bool
 }
 
 // scan walks data from the client. It returns the bytes to send to the
@@ -86,6 +91,9 @@ func (sc *clientScanner) scan(data []byte, rewrite func([]byte) []byte) (out []b
 			i += 4 + min(n, len(data)-i-4)
 			return emit(), i, actQuit
 		case actInspect:
+			if sc.handOff != nil && sc.handOff(data[i+4:i+4+n]) {
+				return emit(), i, actDaemon // seen again from its header
+			}
 			if r := rewrite(data[i+4 : i+4+n]); r != nil {
 				rewritten = append(rewritten, data[from:i]...)
 				rewritten, _ = wire.AppendPacket(rewritten, 0, r)

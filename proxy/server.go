@@ -58,6 +58,11 @@ type Server struct {
 	rsaKey  *rsa.PrivateKey
 	rsaPub  []byte
 	limiter *failLimiter
+	delays  *roleDelays
+	// Open connections by source address (from accept) and by project
+	// (from authentication), for their caps.
+	sources  connCounts
+	projects connCounts
 	// dummyStage2 stands in for the hash of an unknown project or user, so
 	// they cost the same work as a wrong password.
 	dummyStage2 []byte
@@ -107,6 +112,7 @@ func New(cfg Config, dir Directory, waker Waker, logger *slog.Logger) (*Server, 
 		cfg: cfg, dir: dir, waker: waker, log: logger.With("component", "proxy"),
 		tlsConf: tlsConf, rsaKey: key, rsaPub: pub,
 		limiter:     newFailLimiter(cfg.RateLimitBurst, cfg.RateLimitInterval),
+		delays:      newRoleDelays(cfg.AuthDelayThreshold, cfg.AuthDelayMax, cfg.AuthDelayDecay),
 		dummyStage2: randomBytes(20),
 		baseCtx:     ctx, cancel: cancel,
 		listeners: map[net.Listener]struct{}{},

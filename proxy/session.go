@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -49,6 +50,8 @@ type session struct {
 	computeID     string
 	backendAddr   string
 	backendThread uint32
+	backendUser   string            // the role logged in to the backend (after COM_CHANGE_USER too)
+	activity      *compute.Activity // set by acquire
 	backendNonce  []byte
 	backendCaps   uint32
 
@@ -64,6 +67,7 @@ type refusal struct {
 	kind  Counter
 	reply *mysql.MyError // nil: just close
 	cause error
+	ref   string // set when reply hides cause: both carry it
 }
 
 func (r *refusal) Error() string {
@@ -92,18 +96,12 @@ func (s *Server) handle(c net.Conn) {
 	defer s.active.Add(-1)
 	ss := &session{s: s, raw: c, conn: c, key: limiterKey(c.RemoteAddr()), start: time.Now()}
 	defer ss.close()
-	if s.cfg.MaxConnections > 0 && n > int64(s.cfg.MaxConnections) {
+	if r := s.admit(ss, n); r != nil {
 		ss.log = s.log.With("remote", c.RemoteAddr().String())
-		ss.fail(refuse(CountTooManyConns, mysql.ER_CON_COUNT_ERROR, "Too many connections",
-			fmt.Errorf("limit is %d", s.cfg.MaxConnections)))
+		ss.fail(r)
 		return
 	}
-	if !s.limiter.allowed(ss.key, ss.start) {
-		ss.log = s.log.With("remote", c.RemoteAddr().String())
-		ss.fail(refuse(CountRateLimited, mysql.ER_HOST_IS_BLOCKED,
-			fmt.Sprintf("Host '%s' is blocked because of too many failed logins; try again later", ss.key), nil))
-		return
-	}
+	defer s.sources.release(ss.key)
 	ss.id = s.allocID()
 	ss.nonce = wire.NewNonce()
 	ss.log = s.log.With("conn", ss.id, "remote", c.RemoteAddr().String())
@@ -119,6 +117,10 @@ func (ss *session) run() error {
 	if err := ss.clientHandshake(); err != nil {
 		return err
 	}
+	if err := ss.admitProject(); err != nil {
+		return err
+	}
+	defer ss.s.projects.release(ss.projectID)
 	res, okPayload, err := ss.connect()
 	if err != nil {
 		return err
@@ -151,8 +153,11 @@ func (ss *session) fail(err error) {
 	case CountHandshakeAborted:
 		level = slog.LevelDebug // health checks and port scans: not a refusal
 	}
-	ss.log.Log(context.Background(), level, "connection refused", "reason", r.kind.String(),
-		"user", ss.userForLog(), "err", r.cause)
+	attrs := []any{"reason", r.kind.String(), "user", ss.userForLog(), "err", r.cause}
+	if r.ref != "" {
+		attrs = append(attrs, "ref", r.ref)
+	}
+	ss.log.Log(context.Background(), level, "connection refused", attrs...)
 	if r.reply != nil {
 		ss.conn.SetWriteDeadline(time.Now().Add(time.Second))
 		wire.WritePacket(ss.conn, ss.seq, wire.ErrPayload(r.reply))
@@ -226,6 +231,7 @@ func (ss *session) acquire(computeID string) *compute.Lease {
 	if a == nil {
 		a = &compute.Activity{}
 	}
+	ss.activity = a
 	return a.Acquire()
 }
 
@@ -238,13 +244,31 @@ func (ss *session) wake() (compute.WakeResult, error) {
 	t0 := time.Now()
 	res, err := ss.s.waker.Wake(ctx, ss.projectID)
 	if err != nil {
-		msg := fmt.Sprintf("serverlessd: cannot start the compute of project %q: %s", ss.project, clip(err.Error(), 300))
-		return res, refuse(CountWakeFailed, mysql.ER_UNKNOWN_ERROR, msg, err)
+		return res, hidden(CountWakeFailed, wakeMessage(ss.project, err), err)
 	}
 	if res.ColdStart {
 		ss.log.Info("woke compute", "project", ss.project, "compute", res.ComputeID, "duration", time.Since(t0))
 	}
 	return res, nil
+}
+
+// wakeMessage tells the client why its database did not start without
+// naming internals (compute ids, socket paths, the daemon's admin user):
+// only causes the client can act on get their own words.
+func wakeMessage(project string, err error) string {
+	if errors.Is(err, compute.ErrNoCompute) {
+		return fmt.Sprintf("serverlessd: project %q has no compute; create one through the API", clip(project, 64))
+	}
+	return fmt.Sprintf("serverlessd: the database of project %q could not be started; try again in a moment", clip(project, 64))
+}
+
+// hidden answers a failure whose cause names internals with msg and a
+// reference; fail logs the cause under the same reference.
+func hidden(kind Counter, msg string, cause error) *refusal {
+	ref := hex.EncodeToString(randomBytes(4))
+	r := refuse(kind, mysql.ER_UNKNOWN_ERROR, msg+" (reference "+ref+")", cause)
+	r.ref = ref
+	return r
 }
 
 func clip(s string, n int) string {

@@ -126,6 +126,15 @@ func TestConfigValidate(t *testing.T) {
 			t.Errorf("missing %q in %v", want, err)
 		}
 	}
+	err = Config{AuthDelayMax: 20 * time.Second, AuthDelayDecay: -time.Second}.Validate()
+	for _, want := range []string{"auth_delay_max (20s) must be below handshake_timeout", "auth_delay_decay"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in %v", want, err)
+		}
+	}
+	if err := (Config{AuthDelayThreshold: -1, AuthDelayMax: time.Minute}).Validate(); err != nil {
+		t.Errorf("a disabled delay needs no bound: %v", err)
+	}
 	if v := normalizeVersion("10.11.19-MariaDB"); v != "5.5.5-10.11.19-MariaDB" {
 		t.Error(v)
 	}

@@ -18,8 +18,11 @@ type Options struct {
 	Store    store.Store
 	Manager  *compute.Manager
 	Interval time.Duration
-	Metrics  *metrics.Metrics
-	Logger   *slog.Logger
+	// StorageInterval is how often computes that had writes are measured
+	// against their storage limit (default 2s).
+	StorageInterval time.Duration
+	Metrics         *metrics.Metrics
+	Logger          *slog.Logger
 }
 
 // Scheduler suspends idle computes.
@@ -27,6 +30,7 @@ type Scheduler struct {
 	st       store.Store
 	mgr      *compute.Manager
 	interval time.Duration
+	storage  time.Duration
 	met      *metrics.Metrics
 	log      *slog.Logger
 	// postponedAt remembers which computes were found busy, so the log
@@ -37,15 +41,54 @@ type Scheduler struct {
 // New returns a scheduler; Run starts it.
 func New(opts Options) *Scheduler {
 	return &Scheduler{
-		st: opts.Store, mgr: opts.Manager, interval: opts.Interval, met: opts.Metrics,
+		st: opts.Store, mgr: opts.Manager, interval: opts.Interval, storage: opts.StorageInterval, met: opts.Metrics,
 		log: opts.Logger.With("component", "scheduler"), postponed: map[string]bool{},
 	}
 }
 
-// Run ticks every interval until ctx ends. When a compute's idle deadline
+// Run runs the idle loop and the storage loop until ctx ends.
+func (s *Scheduler) Run(ctx context.Context) error {
+	go s.watchStorage(ctx)
+	return s.runIdle(ctx)
+}
+
+// watchStorage measures, every storage interval, the computes that got
+// client traffic (or are read-only) against their storage limits. It is
+// a loop of its own: a slow idle suspend must not let a compute write
+// past its limit meanwhile.
+func (s *Scheduler) watchStorage(ctx context.Context) {
+	every := s.storage
+	if every <= 0 {
+		every = 2 * time.Second
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.CheckStorage(ctx)
+		}
+	}
+}
+
+// CheckStorage runs one pass of the storage loop.
+func (s *Scheduler) CheckStorage(ctx context.Context) {
+	for _, w := range s.mgr.ActiveComputes() {
+		if ctx.Err() != nil || !s.mgr.Activity(w.ComputeID).StorageMayHaveGrown() {
+			continue
+		}
+		if _, err := s.mgr.CheckStorage(ctx, w.ComputeID); err != nil {
+			s.log.Warn("storage check failed", "compute", w.ComputeID, "project", w.ProjectID, "err", err)
+		}
+	}
+}
+
+// runIdle ticks every interval until ctx ends. When a compute's idle deadline
 // falls before the next tick, it also wakes at that deadline, so computes
 // suspend close to idle_timeout rather than up to an interval later.
-func (s *Scheduler) Run(ctx context.Context) error {
+func (s *Scheduler) runIdle(ctx context.Context) error {
 	s.log.Info("idle scheduler running", "interval", s.interval.String())
 	timer := time.NewTimer(s.interval)
 	defer timer.Stop()

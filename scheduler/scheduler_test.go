@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -79,7 +80,8 @@ func newEnv(t *testing.T) *env {
 	}
 	go px.Serve(ln)
 	ctx, cancel := context.WithCancel(context.Background())
-	sched := scheduler.New(scheduler.Options{Store: st, Manager: mgr, Interval: interval, Metrics: met, Logger: logger()})
+	sched := scheduler.New(scheduler.Options{Store: st, Manager: mgr, Interval: interval,
+		StorageInterval: 100 * time.Millisecond, Metrics: met, Logger: logger()})
 	done := make(chan struct{})
 	go func() { sched.Run(ctx); close(done) }()
 	api := httptest.NewServer(server.New(server.Options{Store: st, Manager: mgr, Logger: logger(),
@@ -100,6 +102,12 @@ func newEnv(t *testing.T) *env {
 // compute id and the root password.
 func (e *env) project(t *testing.T, name string, cfg store.ProjectConfig) (string, string, string) {
 	t.Helper()
+	return e.projectSpec(t, name, cfg, store.ComputeSpec{Resources: store.Resources{Memory: "128Mi"}})
+}
+
+// projectSpec is project with a compute of the given spec.
+func (e *env) projectSpec(t *testing.T, name string, cfg store.ProjectConfig, spec store.ComputeSpec) (string, string, string) {
+	t.Helper()
 	ctx := context.Background()
 	p := &store.Project{ID: store.NewID("prj"), Name: name, Config: cfg}
 	if err := e.st.CreateProject(ctx, p); err != nil {
@@ -109,7 +117,7 @@ func (e *env) project(t *testing.T, name string, cfg store.ProjectConfig) (strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, _, err := e.mgr.Create(ctx, p.ID, store.ComputeSpec{Resources: store.Resources{Memory: "128Mi"}})
+	c, _, err := e.mgr.Create(ctx, p.ID, spec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -521,5 +529,48 @@ func TestLockedOutAdminStillSuspends(t *testing.T) {
 				t.Fatalf("the daemon's account is still locked out after a restart: %v", err)
 			}
 		})
+	}
+}
+
+// TestStorageLimitThroughTheProxy: a tenant writing past its compute's
+// 100Mi storage limit through the proxy gets a clear error, keeps its
+// committed rows, and its own DROP TABLE makes the compute writable again.
+func TestStorageLimitThroughTheProxy(t *testing.T) {
+	e := newEnv(t)
+	_, cid, pw := e.projectSpec(t, "full", store.ProjectConfig{},
+		store.ComputeSpec{Storage: "100Mi", Resources: store.Resources{Memory: "128Mi"}})
+	db := e.db(t, "full", pw)
+	db.SetMaxOpenConns(1)
+	for _, q := range []string{
+		"CREATE DATABASE app", "USE app",
+		"CREATE TABLE keep (id INT PRIMARY KEY)", "INSERT INTO keep VALUES (1), (2), (3)",
+		"CREATE TABLE big (id INT AUTO_INCREMENT PRIMARY KEY, v LONGBLOB)",
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	var writeErr error
+	for i := 0; i < 300 && writeErr == nil; i++ {
+		_, writeErr = db.Exec("INSERT INTO big (v) VALUES (REPEAT('x', 1048576))")
+		time.Sleep(20 * time.Millisecond)
+	}
+	var me *mysql.MySQLError
+	if !errors.As(writeErr, &me) || me.Number != 1290 {
+		t.Fatalf("writing past 100Mi: %v, want 1290 (read-only)", writeErr)
+	}
+	t.Logf("writes stopped with: %v", writeErr)
+	var n int
+	if err := db.QueryRow("SELECT COUNT(*) FROM keep").Scan(&n); err != nil || n != 3 {
+		t.Fatalf("committed rows after the limit: %d, %v", n, err)
+	}
+	if _, err := db.Exec("DROP TABLE big"); err != nil {
+		t.Fatalf("DROP TABLE while read-only: %v", err)
+	}
+	if _, err := db.Exec("INSERT INTO keep VALUES (4)"); err != nil {
+		t.Fatalf("write after the DROP: %v", err)
+	}
+	if e.mgr.Activity(cid).StorageFull() {
+		t.Fatal("the compute is still marked full")
 	}
 }

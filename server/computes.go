@@ -4,15 +4,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"regexp"
 	"strconv"
 
 	"github.com/serverlessd/serverlessd/compute"
+	"github.com/serverlessd/serverlessd/quantity"
 	"github.com/serverlessd/serverlessd/store"
 )
-
-// quantity is a Kubernetes resource quantity such as 500m, 1Gi or 2.
-var quantity = regexp.MustCompile(`^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$`)
 
 type computeInput struct {
 	Config *struct {
@@ -22,21 +19,42 @@ type computeInput struct {
 	} `json:"config"`
 }
 
-func (in computeInput) spec() (store.ComputeSpec, error) {
+// spec checks the input against the API's limits before anything is
+// created: a compute that could never start must be a 400, not a failed
+// compute. Empty fields take the manager's defaults.
+func (in computeInput) spec(l resourceLimits) (store.ComputeSpec, error) {
 	var spec store.ComputeSpec
 	if in.Config == nil {
 		return spec, nil
 	}
-	for name, v := range map[string]string{"cpu": in.Config.Resources.CPU, "memory": in.Config.Resources.Memory, "storage": in.Config.Storage} {
-		if v != "" && !quantity.MatchString(v) {
-			return spec, invalid("%s must be a quantity like 500m, 1Gi or 2, got %q", name, v)
-		}
+	if err := checkLen("image", in.Config.Image, maxImageLen); err != nil {
+		return spec, err
 	}
-	if len(in.Config.Image) > 255 {
-		return spec, invalid("image must be at most 255 characters")
+	for _, f := range []struct {
+		name, v string
+		r       quantity.Range
+	}{
+		{"cpu", in.Config.Resources.CPU, l.cpu},
+		{"memory", in.Config.Resources.Memory, l.memory},
+		{"storage", in.Config.Storage, l.storage},
+	} {
+		if err := checkQuantity(f.name, f.v, f.r); err != nil {
+			return spec, err
+		}
 	}
 	spec.Image, spec.Resources, spec.Storage = in.Config.Image, in.Config.Resources, in.Config.Storage
 	return spec, nil
+}
+
+// checkQuantity checks an optional quantity field against its range.
+func checkQuantity(field, v string, r quantity.Range) error {
+	if v == "" {
+		return nil
+	}
+	if _, err := r.Check(field, v); err != nil {
+		return invalid("%v", err)
+	}
+	return nil
 }
 
 func (s *Server) createCompute(w http.ResponseWriter, r *http.Request) {
@@ -45,7 +63,7 @@ func (s *Server) createCompute(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	spec, err := in.spec()
+	spec, err := in.spec(s.limits)
 	if err != nil {
 		s.fail(w, r, err)
 		return

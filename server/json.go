@@ -91,7 +91,7 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 		case errors.Is(err, io.EOF):
 			return invalid("the request body is empty; send a JSON object")
 		case strings.HasPrefix(err.Error(), "json: unknown field"):
-			return invalid("%s", strings.TrimPrefix(err.Error(), "json: "))
+			return invalid("%s", clip(strings.TrimPrefix(err.Error(), "json: ")))
 		default:
 			return invalid("invalid JSON: %v", err)
 		}
@@ -100,6 +100,16 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 		return invalid("invalid JSON: unexpected data after the object")
 	}
 	return nil
+}
+
+// clip shortens a message that quotes client input, which may be up to
+// maxBody long, to what a reader needs.
+func clip(msg string) string {
+	const limit = 200
+	if len(msg) <= limit {
+		return msg
+	}
+	return strings.ToValidUTF8(msg[:limit], "") + "..."
 }
 
 // jsonStatus rewrites the mux's own plain-text errors (404 for an unknown

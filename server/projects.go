@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"github.com/serverlessd/serverlessd/compute"
+	"github.com/serverlessd/serverlessd/quantity"
 	"github.com/serverlessd/serverlessd/store"
 )
 
@@ -17,6 +18,9 @@ var projectName = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$`)
 const maxIdleTimeout = 30 * 24 * 3600
 
 func validateName(name string) error {
+	if len(name) > 40 {
+		return invalid("name must be at most 40 characters (1-40 from a-z, 0-9 and '-'), got %d", len(name))
+	}
 	if !projectName.MatchString(name) {
 		return invalid("invalid project name %q: use 1-40 characters from a-z, 0-9 and '-', starting and ending with a letter or digit", name)
 	}
@@ -31,30 +35,56 @@ type projectConfigInput struct {
 	StorageSize                *string `json:"storage_size"`
 	PageServerURL              *string `json:"page_server_url"`
 	SafekeeperURL              *string `json:"safekeeper_url"`
+	MaxConnections             *int    `json:"max_connections"`
 }
 
-func (in *projectConfigInput) apply(c *store.ProjectConfig) error {
+// apply checks every given field, then sets them on c: a refused input
+// changes nothing.
+func (in *projectConfigInput) apply(c *store.ProjectConfig, storage quantity.Range) error {
 	if in == nil {
 		return nil
 	}
-	if in.IdleTimeout != nil {
-		if *in.IdleTimeout < 0 || *in.IdleTimeout > maxIdleTimeout {
-			return invalid("idle_timeout must be between 0 (never suspend) and %d seconds, got %d", maxIdleTimeout, *in.IdleTimeout)
-		}
-		c.IdleTimeout = *in.IdleTimeout
+	if err := in.check(storage); err != nil {
+		return err
 	}
+	setInt(&c.IdleTimeout, in.IdleTimeout)
 	if in.SuspendWithOpenConnections != nil {
 		c.SuspendWithOpenConnections = in.SuspendWithOpenConnections
 	}
-	if in.StorageSize != nil {
-		if *in.StorageSize != "" && !quantity.MatchString(*in.StorageSize) {
-			return invalid("storage_size must be a quantity like 10Gi, got %q", *in.StorageSize)
-		}
-		c.StorageSize = *in.StorageSize
-	}
+	setString(&c.StorageSize, in.StorageSize)
 	setString(&c.PageServerURL, in.PageServerURL)
 	setString(&c.SafekeeperURL, in.SafekeeperURL)
+	setInt(&c.MaxConnections, in.MaxConnections)
 	return nil
+}
+
+func (in *projectConfigInput) check(storage quantity.Range) error {
+	if v := in.IdleTimeout; v != nil && (*v < 0 || *v > maxIdleTimeout) {
+		return invalid("idle_timeout must be between 0 (never suspend) and %d seconds, got %d", maxIdleTimeout, *v)
+	}
+	if v := in.MaxConnections; v != nil && (*v < 0 || *v > maxProjectConnections) {
+		return invalid("max_connections must be between 0 (the daemon's default) and %d, got %d", maxProjectConnections, *v)
+	}
+	for _, f := range []struct {
+		name string
+		v    *string
+	}{{"page_server_url", in.PageServerURL}, {"safekeeper_url", in.SafekeeperURL}} {
+		if f.v != nil {
+			if err := checkLen(f.name, *f.v, maxURLLen); err != nil {
+				return err
+			}
+		}
+	}
+	if in.StorageSize != nil {
+		return checkQuantity("storage_size", *in.StorageSize, storage)
+	}
+	return nil
+}
+
+func setInt(dst *int, src *int) {
+	if src != nil {
+		*dst = *src
+	}
 }
 
 func setString(dst *string, src *string) {
@@ -100,7 +130,7 @@ func (s *Server) createProject(w http.ResponseWriter, r *http.Request) {
 	now := store.Now()
 	p := &store.Project{ID: store.NewID("prj"), Name: in.Name, CreatedAt: now, UpdatedAt: now}
 	p.Config.IdleTimeout = store.DefaultIdleTimeout
-	if err := in.Config.apply(&p.Config); err != nil {
+	if err := in.Config.apply(&p.Config, s.limits.storage); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -185,7 +215,7 @@ func (s *Server) patchProject(w http.ResponseWriter, r *http.Request) {
 		}
 		p.Name = *in.Name
 	}
-	if err := in.Config.apply(&p.Config); err != nil {
+	if err := in.Config.apply(&p.Config, s.limits.storage); err != nil {
 		s.fail(w, r, err)
 		return
 	}

@@ -16,6 +16,10 @@ func (s *Server) createRole(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	if len(in.Name) > maxRoleNameLen {
+		s.fail(w, r, invalid("name must be at most %d characters (from a-z, A-Z, 0-9, _ and -), got %d", maxRoleNameLen, len(in.Name)))
+		return
+	}
 	p, err := s.project(r)
 	if err != nil {
 		s.fail(w, r, err)

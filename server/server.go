@@ -27,6 +27,9 @@ type Options struct {
 	// Extra handlers mounted without auth (e.g. "/metrics"), may be nil.
 	Extra  map[string]http.Handler
 	Logger *slog.Logger
+	// Limits bound the resources a compute may ask for; zero fields take
+	// defaults (see Limits).
+	Limits Limits
 }
 
 // Server is the HTTP API.
@@ -36,6 +39,7 @@ type Server struct {
 	tokens    [][]byte
 	proxyAddr string
 	log       *slog.Logger
+	limits    resourceLimits
 	handler   http.Handler
 	http      *http.Server
 }
@@ -46,6 +50,8 @@ const maxBody = 1 << 20
 // New builds the API server and its routes.
 func New(opts Options) *Server {
 	s := &Server{st: opts.Store, mgr: opts.Manager, proxyAddr: opts.ProxyAddr, log: opts.Logger.With("component", "api")}
+	// Without a manager (tests of the HTTP plumbing) the stricter, local bounds apply.
+	s.limits = opts.Limits.resolve(opts.Manager == nil || opts.Manager.Driver().NodeLocal())
 	for _, t := range opts.Tokens {
 		s.tokens = append(s.tokens, []byte(t))
 	}
@@ -59,6 +65,17 @@ func New(opts Options) *Server {
 	}
 	root.Handle("/", s.auth(api))
 	s.handler = s.recoverer(jsonStatus(root))
+	// Built here, not in Serve, so that Shutdown, called from another
+	// goroutine, always sees it: a Shutdown that comes first makes a later
+	// Serve close its listener and return at once.
+	s.http = &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
 	return s
 }
 
@@ -90,16 +107,9 @@ func (s *Server) routes(mux *http.ServeMux) {
 // Handler returns the API's http.Handler (for tests and embedding).
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// Serve serves the API on ln until Shutdown.
+// Serve serves the API on ln until Shutdown, and closes ln. After Shutdown
+// it closes ln and returns nil at once.
 func (s *Server) Serve(ln net.Listener) error {
-	s.http = &http.Server{
-		Handler:           s.handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       time.Minute,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-	}
 	s.log.Info("API listening", "addr", ln.Addr().String())
 	if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
@@ -107,11 +117,9 @@ func (s *Server) Serve(ln net.Listener) error {
 	return nil
 }
 
-// Shutdown stops accepting requests and waits for those in flight.
+// Shutdown stops accepting requests and waits for those in flight. It may
+// run before or during Serve, from any goroutine.
 func (s *Server) Shutdown(ctx context.Context) error {
-	if s.http == nil {
-		return nil
-	}
 	return s.http.Shutdown(ctx)
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/serverlessd/serverlessd/compute"
 	"github.com/serverlessd/serverlessd/compute/local"
+	"github.com/serverlessd/serverlessd/compute/local/localtest"
 	"github.com/serverlessd/serverlessd/server"
 	"github.com/serverlessd/serverlessd/store/sqlite"
 )
@@ -25,7 +26,7 @@ const token = "test-token-0123456789"
 // the real local driver.
 func newAPI(t *testing.T, tokens ...string) (*httptest.Server, string) {
 	t.Helper()
-	dir := t.TempDir()
+	dir := localtest.Dir(t)
 	st, err := sqlite.Open(filepath.Join(dir, "state.db"))
 	if err != nil {
 		t.Fatal(err)

@@ -56,6 +56,10 @@ type ProjectConfig struct {
 	// PageServerURL and SafekeeperURL are accepted and stored as given.
 	PageServerURL string `json:"page_server_url,omitempty"`
 	SafekeeperURL string `json:"safekeeper_url,omitempty"`
+	// MaxConnections caps the project's client connections through the
+	// proxy. 0 means the daemon's proxy.max_connections_per_project, which
+	// also bounds larger values.
+	MaxConnections int `json:"max_connections,omitempty"`
 }
 
 // Project is a tenant: one database, reached as <project>.<user>.
@@ -219,6 +223,16 @@ type Store interface {
 	FinishOperation(ctx context.Context, op *Operation) error
 	// ListOperations lists a project's operations, newest first.
 	ListOperations(ctx context.Context, projectID string, limit int) ([]Operation, error)
+	// RunningOperations lists every operation still running, of every
+	// project, oldest first. At start-up it is what a killed daemon left
+	// unfinished; a partial index keeps it as cheap as the few it returns.
+	RunningOperations(ctx context.Context) ([]Operation, error)
+	// FailRunningOperations finishes as failed, with error msg and
+	// finished_at at, the compute's operations that are still running and
+	// started at or before at, and returns how many it finished. Operations
+	// that finished meanwhile keep their outcome, and ones started after at
+	// (by a daemon that runs now) are left alone.
+	FailRunningOperations(ctx context.Context, computeID, msg string, at time.Time) (int, error)
 
 	// StartInterval records that a compute became active. An empty ID gets a
 	// new "usg_" id, a zero Start is now and a zero LastSeen is Start; iv is

@@ -163,6 +163,10 @@ func (d *Driver) Close() {
 // Name is the driver's config name.
 func (d *Driver) Name() string { return "kubernetes" }
 
+// NodeLocal is false: a compute's Pod and PVC are reachable from every
+// daemon of the cluster and outlive any one of them.
+func (d *Driver) NodeLocal() bool { return false }
+
 // SetExitHandler registers fn, called on its own goroutine when the Pod of an
 // active compute fails or is deleted by someone else than this driver.
 func (d *Driver) SetExitHandler(fn func(computeID string, err error)) {

@@ -260,3 +260,13 @@ func TestImageVersion(t *testing.T) {
 		}
 	}
 }
+
+// TestSharedNotNodeLocal: Pods are reachable from every daemon and outlive
+// each, so the manager must neither pin them to a node nor stop them when a
+// daemon stops.
+func TestSharedNotNodeLocal(t *testing.T) {
+	d, _, _ := newTestDriver(t)
+	if d.NodeLocal() {
+		t.Fatal("the kubernetes driver says its computes belong to one node")
+	}
+}

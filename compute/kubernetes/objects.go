@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/serverlessd/serverlessd/compute/mariadb"
 	"github.com/serverlessd/serverlessd/store"
 )
 
@@ -38,7 +39,7 @@ const (
 	// host. Role names starting with "serverlessd" are reserved
 	// (compute.ValidateRoleName), so no user can create or log in as it, and
 	// the manager's role sync never drops it.
-	AdminUser = "serverlessd_admin"
+	AdminUser = mariadb.AdminUser
 	// MySQLPort is where mariadbd listens in the Pod.
 	MySQLPort     = 3306
 	containerName = "mariadb"

@@ -71,7 +71,7 @@ func copyFile(dst, src string, info fs.FileInfo) error {
 	if size == 0 {
 		return out.Close()
 	}
-	if err := unix.Fallocate(int(out.Fd()), 0, 0, size); err != nil && !errors.Is(err, unix.EOPNOTSUPP) {
+	if err := reserve(out, size); err != nil {
 		return err
 	}
 	if err := copyData(out, in, size); err != nil {

@@ -247,17 +247,6 @@ func logTail(path string, offset int64) string {
 	return "log tail:\n" + lastLines(b, 20)
 }
 
-// openPidfd returns a pidfd for pid, or nil where pidfds are unavailable
-// (Linux < 5.3, some sandboxes). It is non-blocking, so os.NewFile registers
-// it with Go's netpoller.
-func openPidfd(pid int) *os.File {
-	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
-	if err != nil {
-		return nil
-	}
-	return os.NewFile(uintptr(fd), "pidfd")
-}
-
 // waitExit blocks until the process has exited (for a child: until it is a
 // zombie, ready to be reaped). Waiting on a pidfd parks the goroutine on the
 // netpoller instead of holding an OS thread per compute, and works for

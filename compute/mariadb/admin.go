@@ -3,6 +3,8 @@ package mariadb
 import (
 	"fmt"
 	"strings"
+
+	"github.com/go-mysql-org/go-mysql/mysql"
 )
 
 // InitSQL is the init file a compute's mariadbd runs at every start, with
@@ -34,3 +36,44 @@ func InitSQL(host, hash string) []byte {
 // They take effect at the next FLUSH PRIVILEGES or start.
 const SchemaGuardSQL = "INSERT IGNORE INTO mysql.db (Host, Db, User, Select_priv) " +
 	"VALUES ('localhost', 'mysql', '', 'Y'), ('%', 'mysql', '', 'Y')"
+
+// SetReadOnly turns MariaDB's read_only on or off: on, every account
+// without READ_ONLY ADMIN (every tenant account) gets error 1290 for any
+// write, including DROP and TRUNCATE, which the daemon runs on a tenant's
+// behalf while the compute is over its storage limit.
+func SetReadOnly(db Execer, on bool) error {
+	v := "OFF"
+	if on {
+		v = "ON"
+	}
+	if _, err := db.Execute("SET GLOBAL read_only = " + v); err != nil {
+		return fmt.Errorf("set read_only %s: %w", v, err)
+	}
+	return nil
+}
+
+// Kill kills a tenant's thread (its query only, or its connection). The
+// threads of the daemon's account are refused, as MariaDB refuses a
+// tenant's KILL of a thread it does not own.
+func Kill(db Execer, thread uint32, queryOnly bool) error {
+	res, err := db.Execute("SELECT USER FROM information_schema.PROCESSLIST WHERE ID = ?", thread)
+	if err != nil {
+		return fmt.Errorf("look up thread %d: %w", thread, err)
+	}
+	user := ""
+	if res.RowNumber() > 0 {
+		user, _ = res.GetString(0, 0)
+	}
+	res.Close()
+	// Only a tenant's: not the daemon's, nor MariaDB's own ("system user",
+	// "event_scheduler", "unauthenticated user").
+	if user == "" || user == AdminUser || user == "event_scheduler" || strings.Contains(user, " ") {
+		return mysql.NewError(mysql.ER_NO_SUCH_THREAD, fmt.Sprintf("Unknown thread id: %d", thread))
+	}
+	what := "CONNECTION"
+	if queryOnly {
+		what = "QUERY"
+	}
+	_, err = db.Execute(fmt.Sprintf("KILL %s %d", what, thread))
+	return err
+}

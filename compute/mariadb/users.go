@@ -82,15 +82,20 @@ type account struct {
 	guarded    bool // has its own exact mysql schema row
 }
 
-// accountsSQL reads every account but the daemon's and MariaDB's own, with
-// its global privileges and whether it is a role, and whether it has the
-// exact mysql schema row that keeps that schema read-only to it.
+// accountsSQL reads every account but the daemon's (the one running it)
+// and MariaDB's own, with its global privileges, whether it is a role, and
+// whether it has the exact mysql schema row that keeps that schema
+// read-only to it. Where the daemon's account is '%' (a compute in a Pod,
+// made by the image's entrypoint), the image's root@localhost is the
+// image's own too: its entrypoint upgrades the datadir with it.
 const accountsSQL = `SELECT g.User, g.Host,
   CAST(IFNULL(JSON_VALUE(g.Priv, '$.access'), 0) AS UNSIGNED),
   IFNULL(JSON_VALUE(g.Priv, '$.is_role'), '') IN ('1', 'true'),
   EXISTS (SELECT 1 FROM mysql.db d WHERE d.User = g.User AND d.Host = g.Host AND d.Db = 'mysql')
 FROM mysql.global_priv g
-WHERE NOT (g.Host = 'localhost' AND g.User IN ('mariadb.sys', ?))`
+WHERE CONCAT(g.User, '@', g.Host) <> CURRENT_USER()
+  AND NOT (g.Host = 'localhost' AND g.User = 'mariadb.sys')
+  AND NOT (g.Host = 'localhost' AND g.User = 'root' AND CURRENT_USER() LIKE '%@\%')`
 
 // Audit brings every account of the compute back inside the tenant
 // privilege set and returns what it changed, for the log:
@@ -128,7 +133,7 @@ func Audit(db Execer) ([]string, error) {
 }
 
 func accounts(db Execer) ([]account, error) {
-	res, err := db.Execute(accountsSQL, AdminUser)
+	res, err := db.Execute(accountsSQL)
 	if err != nil {
 		return nil, fmt.Errorf("read the compute's accounts: %w", err)
 	}

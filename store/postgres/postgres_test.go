@@ -181,7 +181,9 @@ func withMigration(t *testing.T, name, sql string) fstest.MapFS {
 }
 
 // TestSchemaMatchesShared keeps PostgreSQL's copy of each shared migration
-// equal to it but for the collations it adds.
+// equal to it but for the collations it adds. A migration that creates no
+// table (an index) has no id column to collate, so PostgreSQL runs the
+// shared file itself.
 func TestSchemaMatchesShared(t *testing.T) {
 	pg, err := sqldb.Migrations(Dialect)
 	if err != nil {
@@ -198,6 +200,9 @@ func TestSchemaMatchesShared(t *testing.T) {
 		p := pg[i]
 		if p.Version != sh.Version {
 			t.Fatalf("migration %d: postgres has version %d", sh.Version, p.Version)
+		}
+		if p.SQL == sh.SQL && !strings.Contains(sh.SQL, "CREATE TABLE") {
+			continue
 		}
 		if p.SQL == sh.SQL {
 			t.Errorf("%s is the shared file: give PostgreSQL a copy with COLLATE \"C\" ids, "+

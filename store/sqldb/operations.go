@@ -73,6 +73,32 @@ func (s *Store) ListOperations(ctx context.Context, projectID string, limit int)
 	return out, nil
 }
 
+// RunningOperations lists every operation still running, oldest first.
+func (s *Store) RunningOperations(ctx context.Context) ([]store.Operation, error) {
+	out, err := queryAll(ctx, s.q.runningOperations, scanOperation)
+	if err != nil {
+		return nil, fmt.Errorf("list running operations: %w", err)
+	}
+	return out, nil
+}
+
+// FailRunningOperations finishes the compute's operations that are still
+// running and started at or before at as failed with msg, finished at at.
+// The status test in the UPDATE makes it a compare-and-set per row: an
+// operation another daemon finished meanwhile keeps its outcome.
+func (s *Store) FailRunningOperations(ctx context.Context, computeID, msg string, at time.Time) (int, error) {
+	at = orNow(at, store.Now())
+	res, err := s.q.failRunningOperations.ExecContext(ctx, store.OpFailed, msg, micros(at), computeID, micros(at))
+	if err != nil {
+		return 0, fmt.Errorf("fail running operations of compute %s: %w", computeID, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("fail running operations of compute %s: %w", computeID, err)
+	}
+	return int(n), nil
+}
+
 // durationMS is derived rather than stored, so it can never disagree with
 // the two times.
 func durationMS(started, finished time.Time) float64 {

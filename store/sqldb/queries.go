@@ -30,6 +30,7 @@ type queries struct {
 	insertRole, getRole, listRoles, updateRole, deleteRole *sql.Stmt
 
 	insertOperation, finishOperation, listOperations *sql.Stmt
+	runningOperations, failRunningOperations         *sql.Stmt
 
 	insertInterval, endInterval, openIntervals *sql.Stmt
 	listIntervals, listAllIntervals            *sql.Stmt
@@ -112,6 +113,12 @@ func newQueries(r func(string) *sql.Stmt) *queries {
 		// so the order is stable.
 		listOperations: r(`SELECT ` + operationCols + ` FROM operations WHERE project_id = ?
 			ORDER BY started_at DESC, id DESC LIMIT ?`),
+		// "status = 'running'" is spelled out, not a parameter, so that the
+		// planners of both databases pick the partial index operations_running.
+		runningOperations: r(`SELECT ` + operationCols + ` FROM operations WHERE status = 'running'
+			ORDER BY started_at, id`),
+		failRunningOperations: r(`UPDATE operations SET status = ?, error = ?, finished_at = ?
+			WHERE compute_id = ? AND status = 'running' AND started_at <= ?`),
 
 		insertInterval: r(`INSERT INTO usage_intervals (` + intervalCols + `) VALUES (?, ?, ?, ?, ?, ?)`),
 		// The CASE keeps an interval from ending before it started (a clock

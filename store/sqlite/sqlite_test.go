@@ -256,3 +256,31 @@ func TestUpgradeKeepsData(t *testing.T) {
 		t.Errorf("Migrate by an older binary = %v, want a refusal naming 9001", err)
 	}
 }
+
+// TestRunningOperationsUseIndex: the start-up scan for operations a killed
+// daemon left running reads the partial index, not the whole audit trail.
+func TestRunningOperationsUseIndex(t *testing.T) {
+	s := openTemp(t)
+	for _, q := range []string{
+		`SELECT id FROM operations WHERE status = 'running' ORDER BY started_at, id`,
+		`UPDATE operations SET status = 'failed' WHERE compute_id = 'cmp_x' AND status = 'running' AND started_at <= 1`,
+	} {
+		rows, err := s.DB().QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+q)
+		if err != nil {
+			t.Fatalf("explain %q: %v", q, err)
+		}
+		var plan []string
+		for rows.Next() {
+			var id, parent, unused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, detail)
+		}
+		rows.Close()
+		if !strings.Contains(strings.Join(plan, "; "), "operations_running") {
+			t.Errorf("%q does not use operations_running: %v", q, plan)
+		}
+	}
+}

@@ -128,3 +128,73 @@ func testOperationsNewestFirst(t *testing.T, s store.Store) {
 		same(t, "ListOperations limit", ids(got, operationID), ids(ops[:tc.want], operationID))
 	}
 }
+
+// testRunningOperations: what a killed daemon left running is listed, and
+// failing it touches only the named compute's operations that were running
+// at the given time.
+func testRunningOperations(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	if list, err := s.RunningOperations(ctx); err != nil || list == nil || len(list) != 0 {
+		t.Fatalf("RunningOperations(empty store) = %v, %v; want an empty non-nil list", list, err)
+	}
+	c := newCompute(t, s, newProject(t, s, "shop").ID)
+	other := newCompute(t, s, newProject(t, s, "other").ID)
+	base := time.Date(2030, 5, 6, 7, 0, 0, 0, time.UTC)
+	at := base.Add(time.Hour)
+	op := func(cmp *store.Compute, minutes int, status string) *store.Operation {
+		t.Helper()
+		o := &store.Operation{ProjectID: cmp.ProjectID, ComputeID: cmp.ID, Action: store.ActionStart,
+			Status: status, Reason: "wake", StartedAt: base.Add(time.Duration(minutes) * time.Minute)}
+		if err := s.CreateOperation(ctx, o); err != nil {
+			t.Fatalf("CreateOperation: %v", err)
+		}
+		return o
+	}
+	stuck := op(c, 10, store.OpRunning)
+	done := op(c, 5, store.OpRunning)
+	if err := s.FinishOperation(ctx, &store.Operation{ID: done.ID, FinishedAt: base.Add(6 * time.Minute)}); err != nil {
+		t.Fatalf("FinishOperation: %v", err)
+	}
+	later := op(c, 61, store.OpRunning) // started after at: a live daemon's
+	elsewhere := op(other, 1, store.OpRunning)
+
+	running, err := s.RunningOperations(ctx)
+	if err != nil {
+		t.Fatalf("RunningOperations: %v", err)
+	}
+	same(t, "RunningOperations (oldest first)", ids(running, operationID), []string{elsewhere.ID, stuck.ID, later.ID})
+
+	const msg = "the daemon stopped before the operation finished"
+	n, err := s.FailRunningOperations(ctx, c.ID, msg, at)
+	if err != nil || n != 1 {
+		t.Fatalf("FailRunningOperations = %d, %v; want 1 (the one started before at)", n, err)
+	}
+	list, err := s.ListOperations(ctx, c.ProjectID, 0)
+	if err != nil {
+		t.Fatalf("ListOperations: %v", err)
+	}
+	failed := *stuck
+	failed.Status, failed.Error, failed.FinishedAt, failed.DurationMS = store.OpFailed, msg, at, 50*60*1000
+	byID := map[string]store.Operation{}
+	for _, o := range list {
+		byID[o.ID] = o
+	}
+	same(t, "the failed operation", byID[stuck.ID], failed)
+	if got := byID[done.ID]; got.Status != store.OpSucceeded || got.Error != "" {
+		t.Errorf("a finished operation changed: %+v", got)
+	}
+	if got := byID[later.ID]; got.Status != store.OpRunning || !got.FinishedAt.IsZero() {
+		t.Errorf("an operation started after at was failed: %+v", got)
+	}
+	if n, err := s.FailRunningOperations(ctx, c.ID, msg, at); err != nil || n != 0 {
+		t.Errorf("FailRunningOperations again = %d, %v; want 0", n, err)
+	}
+	if n, err := s.FailRunningOperations(ctx, "cmp_missing", msg, at); err != nil || n != 0 {
+		t.Errorf("FailRunningOperations(unknown compute) = %d, %v; want 0", n, err)
+	}
+	running, err = s.RunningOperations(ctx)
+	if err != nil {
+		t.Fatalf("RunningOperations: %v", err)
+	}
+	same(t, "RunningOperations after the fail", ids(running, operationID), []string{elsewhere.ID, later.ID})
+}

@@ -38,6 +38,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"RoleUniqueness", testRoleUniqueness},
 		{"OperationCRUD", testOperationCRUD},
 		{"OperationsNewestFirst", testOperationsNewestFirst},
+		{"RunningOperations", testRunningOperations},
 		{"Pagination", testPagination},
 		{"DeleteProjectCascades", testDeleteProjectCascades},
 		{"Times", testTimes},

@@ -43,6 +43,9 @@ func RunUpgrade(t *testing.T, db *sql.DB, d sqldb.Dialect) {
 		 VALUES ('prj_old', 'root', '` + hashA + `', 1717200000000000, 1717200000000000)`,
 		`INSERT INTO operations (id, project_id, compute_id, action, status, reason, error, started_at, finished_at)
 		 VALUES ('op_old', 'prj_old', 'cmp_old', 'suspend', 'succeeded', 'idle', '', 1717200002000000, 1717200002500000)`,
+		// Left running by a daemon that was killed.
+		`INSERT INTO operations (id, project_id, compute_id, action, status, reason, error, started_at, finished_at)
+		 VALUES ('op_stuck', 'prj_old', 'cmp_old', 'start', 'running', 'wake', '', 1717200004000000, NULL)`,
 	} {
 		if _, err := db.ExecContext(ctx, stmt); err != nil {
 			t.Fatalf("write version-1 data: %v\n%s", err, stmt)
@@ -57,8 +60,10 @@ func RunUpgrade(t *testing.T, db *sql.DB, d sqldb.Dialect) {
 	if applied[1] != v1Applied {
 		t.Errorf("migration 1 re-applied: applied_at %d then %d", v1Applied, applied[1])
 	}
-	if _, ok := applied[2]; !ok {
-		t.Fatalf("migration 2 not applied: %v", applied)
+	for _, v := range []int{2, 3} {
+		if _, ok := applied[v]; !ok {
+			t.Fatalf("migration %d not applied: %v", v, applied)
+		}
 	}
 
 	s, err := sqldb.New(ctx, db, d)
@@ -92,9 +97,16 @@ func RunUpgrade(t *testing.T, db *sql.DB, d sqldb.Dialect) {
 	if err != nil {
 		t.Fatalf("ListOperations after the upgrade: %v", err)
 	}
-	same(t, "the version-1 operations", ops, []store.Operation{{ID: "op_old", ProjectID: "prj_old",
+	stuck := store.Operation{ID: "op_stuck", ProjectID: "prj_old", ComputeID: "cmp_old",
+		Action: store.ActionStart, Status: store.OpRunning, Reason: "wake", StartedAt: us(4)}
+	same(t, "the version-1 operations", ops, []store.Operation{stuck, {ID: "op_old", ProjectID: "prj_old",
 		ComputeID: "cmp_old", Action: store.ActionSuspend, Status: store.OpSucceeded, Reason: "idle",
 		StartedAt: us(2), FinishedAt: us(2).Add(500 * time.Millisecond), DurationMS: 500}})
+	if running, err := s.RunningOperations(ctx); err != nil {
+		t.Errorf("RunningOperations after the upgrade: %v", err)
+	} else {
+		same(t, "the version-1 running operations", running, []store.Operation{stuck})
+	}
 
 	// The old compute meters on the new schema, and its usage outlives it.
 	c.State = store.StateActive

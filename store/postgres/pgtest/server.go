@@ -282,9 +282,7 @@ func (s *Server) run() error {
 	cmd := s.command("postgres", "-D", s.path("data"), "-k", s.path("sock"),
 		"-h", "127.0.0.1", "-p", strconv.Itoa(s.port))
 	cmd.Stdout, cmd.Stderr = logf, logf
-	// Die with the test binary, even one killed by a timeout. SIGQUIT is
-	// PostgreSQL's immediate shutdown: it takes its backends with it.
-	cmd.SysProcAttr.Pdeathsig = syscall.SIGQUIT
+	dieWithParent(cmd.SysProcAttr)
 	cmd.SysProcAttr.Setpgid = true // a ^C on the terminal is for the test binary
 	if err := spawn(cmd); err != nil {
 		return fmt.Errorf("start postgres: %w", err)

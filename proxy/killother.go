@@ -1,0 +1,88 @@
+package proxy
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"strings"
+
+	"github.com/go-mysql-org/go-mysql/mysql"
+
+	"github.com/serverlessd/serverlessd/proxy/wire"
+)
+
+// threadKiller kills a backend thread as the daemon's account
+// (compute.Manager does). Tenant roles hold no CONNECTION ADMIN, which
+// would also let them past max_connections and SET GLOBAL connection
+// settings; MariaDB then lets a role kill only its own threads. A KILL of
+// another role's session of the same project, by the connection id the
+// proxy gave it (Ctrl-C in a client does this), is run by the daemon.
+type threadKiller interface {
+	KillThread(ctx context.Context, computeID string, thread uint32, queryOnly bool) error
+}
+
+// killOrder is a KILL of another role's session of the same project.
+type killOrder struct {
+	thread    uint32
+	queryOnly bool
+}
+
+// killsOtherRole recognizes in a small command a KILL, by one of our
+// connection ids, of a session logged in as another role of this project.
+func (ss *session) killsOtherRole(p []byte) (killOrder, bool) {
+	if _, ok := ss.s.waker.(threadKiller); !ok || len(p) < 2 {
+		return killOrder{}, false
+	}
+	var id uint64
+	var queryOnly bool
+	switch p[0] {
+	case mysql.COM_PROCESS_KILL:
+		if len(p) != 5 {
+			return killOrder{}, false
+		}
+		id = uint64(binary.LittleEndian.Uint32(p[1:]))
+	case mysql.COM_QUERY:
+		words, n, ok := parseKill(p[1:])
+		if !ok {
+			return killOrder{}, false
+		}
+		id, queryOnly = n, strings.EqualFold(words[len(words)-1], "QUERY")
+	default:
+		return killOrder{}, false
+	}
+	thread, user, ok := ss.s.killTarget(ss, id)
+	if !ok || user == ss.user {
+		return killOrder{}, false // the backend does it, or says it cannot
+	}
+	return killOrder{thread: thread, queryOnly: queryOnly}, true
+}
+
+// answersItself reports whether a small command is one the daemon answers
+// in place of the backend: the event loop then hands the session to the
+// goroutine relay, which may wait on it.
+func (ss *session) answersItself(p []byte) bool {
+	if _, ok := ss.killsOtherRole(p); ok {
+		return true
+	}
+	return ss.freesSpace(p)
+}
+
+// killOther runs k for the client and answers OK or the error.
+func (ss *session) killOther(cr *clientReader, k killOrder) error {
+	ctx, cancel := context.WithTimeout(ss.s.baseCtx, ss.s.cfg.BackendTimeout)
+	defer cancel()
+	err := ss.s.waker.(threadKiller).KillThread(ctx, ss.computeID, k.thread, k.queryOnly)
+	if err != nil {
+		var me *mysql.MyError
+		if !errors.As(err, &me) {
+			me = mysql.NewError(mysql.ER_UNKNOWN_ERROR, "serverlessd: the KILL could not be run: "+clip(err.Error(), 200))
+		}
+		return ss.replyClient(cr, me, false)
+	}
+	ss.s.counters.inc(CountKillRewritten)
+	ss.log.Info("kill of another role's session run by the daemon", "project", ss.project, "user", ss.user,
+		"backend_thread", k.thread, "query_only", k.queryOnly)
+	ok := []byte{mysql.OK_HEADER, 0, 0, byte(mysql.SERVER_STATUS_AUTOCOMMIT), 0, 0, 0}
+	_, err = wire.WritePacket(ss.conn, 1, ok)
+	return err
+}
