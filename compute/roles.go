@@ -198,50 +198,6 @@ func (m *Manager) adminConn(ctx context.Context, c *store.Compute, addr string) 
 	return conn, nil
 }
 
-func listBackendUsers(conn *client.Conn) (map[string]string, error) {
-	res, err := conn.Execute("SELECT User, Password FROM mysql.user WHERE Host = '%'")
-	if err != nil {
-		return nil, fmt.Errorf("list backend users: %w", err)
-	}
-	defer res.Close()
-	have := map[string]string{}
-	for i := range res.RowNumber() {
-		name, _ := res.GetString(i, 0)
-		hash, _ := res.GetString(i, 1)
-		have[name] = hash
-	}
-	return have, nil
-}
-
-// roleStatements returns the SQL that turns the backend's '%' users (have:
-// name -> hash) into the store's roles. The owner role gets every privilege
-// with grant option; other roles get every privilege on every database.
-func roleStatements(roles []store.Role, have map[string]string) []string {
-	var stmts []string
-	want := map[string]bool{}
-	for _, r := range roles {
-		want[r.Name] = true
-		user := fmt.Sprintf("`%s`@`%%`", r.Name)
-		hash, ok := have[r.Name]
-		switch {
-		case !ok:
-			grant := fmt.Sprintf("GRANT ALL PRIVILEGES ON *.* TO %s", user)
-			if r.Name == OwnerRole {
-				grant += " WITH GRANT OPTION"
-			}
-			stmts = append(stmts, fmt.Sprintf("CREATE USER %s IDENTIFIED BY PASSWORD '%s'", user, r.PasswordHash), grant)
-		case !strings.EqualFold(hash, r.PasswordHash):
-			stmts = append(stmts, fmt.Sprintf("ALTER USER %s IDENTIFIED BY PASSWORD '%s'", user, r.PasswordHash))
-		}
-	}
-	for name := range have {
-		if !want[name] && ValidateRoleName(name) == nil {
-			stmts = append(stmts, fmt.Sprintf("DROP USER `%s`@`%%`", name))
-		}
-	}
-	return stmts
-}
-
 // Busy reports client work in progress on an active compute: a statement
 // running, or a transaction open (an idle-in-transaction session is work
 // too). It returns a description for the log, or "" when the compute is idle.
@@ -348,6 +304,14 @@ func (m *Manager) pullRoles(ctx context.Context, c *store.Compute) error {
 // not kill another role's threads itself. The daemon's own threads are
 // never killed this way.
 func (m *Manager) KillThread(ctx context.Context, computeID string, thread uint32, queryOnly bool) error {
+	return m.withAdmin(ctx, computeID, func(_ *store.Compute, conn *client.Conn) error {
+		return mariadb.Kill(conn, thread, queryOnly)
+	})
+}
+
+// withAdmin runs fn with the compute as stored and a connection of the
+// daemon's account to it.
+func (m *Manager) withAdmin(ctx context.Context, computeID string, fn func(*store.Compute, *client.Conn) error) error {
 	c, err := m.st.GetCompute(ctx, computeID)
 	if err != nil {
 		return err
@@ -357,5 +321,5 @@ func (m *Manager) KillThread(ctx context.Context, computeID string, thread uint3
 		return err
 	}
 	defer conn.Close()
-	return mariadb.Kill(conn, thread, queryOnly)
+	return fn(c, conn)
 }

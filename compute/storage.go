@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -29,10 +30,23 @@ const (
 // storage limit.
 var ErrStorageFull = errors.New("storage limit reached")
 
+// How AllowFreeing lifts read_only for a DROP: for liftFor, at most once
+// per liftEvery, and not past liftCeiling of the limit.
+const (
+	liftFor     = 500 * time.Millisecond
+	liftEvery   = 2 * time.Second
+	liftCeiling = 1.10
+)
+
 // storageState is a compute's storage lock, kept with its Activity so
 // that the proxy reads it without a lookup.
 type storageState struct {
 	full atomic.Bool
+	// mu orders checks and lifts; lifted means read_only is off for a
+	// DROP while the compute is still full.
+	mu       sync.Mutex
+	lifted   bool
+	liftedAt time.Time
 }
 
 // StorageFull reports whether the compute is read-only for its storage.
@@ -55,13 +69,33 @@ func (m *Manager) CheckStorage(ctx context.Context, computeID string) (int64, er
 		return 0, fmt.Errorf("measure storage of compute %s: %w", c.ID, err)
 	}
 	a := m.Activity(c.ID)
+	a.storage.mu.Lock()
+	defer a.storage.mu.Unlock()
 	switch full := a.StorageFull(); {
 	case !full && float64(used) >= lockAt*float64(limit):
 		return used, m.setReadOnly(ctx, c, true, used, limit)
 	case full && float64(used) < unlockAt*float64(limit):
 		return used, m.setReadOnly(ctx, c, false, used, limit)
+	case full && a.storage.lifted:
+		m.log.Info("the DROP did not free enough: read-only again", "compute", c.ID, "project", c.ProjectID,
+			"used_bytes", used, "limit_bytes", limit)
+		return used, m.relock(ctx, c)
 	}
 	return used, nil
+}
+
+// relock turns read_only back on after a lift that freed too little.
+func (m *Manager) relock(ctx context.Context, c *store.Compute) error {
+	conn, err := m.adminConn(ctx, c, c.Address)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := mariadb.SetReadOnly(conn, true); err != nil {
+		return fmt.Errorf("compute %s: %w", c.ID, err)
+	}
+	m.Activity(c.ID).storage.lifted = false
+	return nil
 }
 
 // clearStorage forgets a stopped compute's read-only state: read_only is
@@ -108,7 +142,9 @@ func (m *Manager) setReadOnly(ctx context.Context, c *store.Compute, on bool, us
 	if err := mariadb.SetReadOnly(conn, on); err != nil {
 		return fmt.Errorf("compute %s: %w", c.ID, err)
 	}
-	m.Activity(c.ID).storage.full.Store(on)
+	st := &m.Activity(c.ID).storage
+	st.full.Store(on)
+	st.lifted = false
 	log := m.log.With("compute", c.ID, "project", c.ProjectID, "used_bytes", used, "limit_bytes", limit)
 	if on {
 		log.Warn("compute reached its storage limit: read-only until space is freed (DROP or TRUNCATE) or the limit raised")
@@ -119,66 +155,57 @@ func (m *Manager) setReadOnly(ctx context.Context, c *store.Compute, on bool, us
 	return nil
 }
 
-// FreeSpace runs a client's DROP or TRUNCATE statement on a compute that is
-// read-only for its storage, where MariaDB would refuse it: the daemon's
-// account runs it, rebuilt from its parsed names, for a role that holds
-// DROP on each schema it names. thread is the client's backend thread,
-// whose current schema names unqualified tables. It returns
-// mariadb.ErrNotFreeing for any other statement, which the caller then
-// forwards as usual. After a success the storage is checked again, so the
-// compute is writable at once if enough was freed.
-func (m *Manager) FreeSpace(ctx context.Context, computeID, user string, thread uint32, query string) error {
-	f, err := mariadb.ParseFreeing(query)
-	if err != nil {
-		return err
+// AllowFreeing lets one DROP or TRUNCATE through a compute that is
+// read-only for its storage: MariaDB's read_only refuses them to tenants
+// too, and they are the only way to free space (InnoDB files do not shrink
+// on DELETE). It lifts read_only for a moment; the caller then forwards
+// the client's statement, which MariaDB runs with the client's own
+// privileges (and its temporary tables), and the storage is measured
+// again shortly after: the compute is read-only again unless enough was
+// freed. Lifts are spaced by liftEvery, and none is made past liftCeiling
+// of the limit, so a tenant cannot write its way past the limit through
+// them. It is a no-op on a compute that is not read-only.
+func (m *Manager) AllowFreeing(ctx context.Context, computeID string) error {
+	a := m.Activity(computeID)
+	if !a.StorageFull() {
+		return nil
 	}
-	c, err := m.st.GetCompute(ctx, computeID)
-	if err != nil {
-		return err
+	a.storage.mu.Lock()
+	defer a.storage.mu.Unlock()
+	if time.Since(a.storage.liftedAt) < liftEvery {
+		return nil
 	}
-	conn, err := m.adminConn(ctx, c, c.Address)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	if err := authorizeFreeing(conn, f, user, thread); err != nil {
-		return err
-	}
-	t0 := time.Now()
-	if _, err := conn.Execute(f.SQL()); err != nil {
-		return err
-	}
-	m.log.Info("space freed while read-only", "compute", c.ID, "project", c.ProjectID, "user", user,
-		"statement", f.SQL(), "duration", time.Since(t0))
-	_, err = m.CheckStorage(ctx, computeID)
-	return err
-}
-
-// authorizeFreeing resolves f's unqualified names with the client's
-// current schema and checks that user may drop from every schema named.
-func authorizeFreeing(conn *client.Conn, f *mariadb.Freeing, user string, thread uint32) error {
-	res, err := conn.Execute("SELECT IFNULL(DB, '') FROM information_schema.PROCESSLIST WHERE ID = ?", thread)
-	if err != nil {
-		return err
-	}
-	db := ""
-	if res.RowNumber() > 0 {
-		db, _ = res.GetString(0, 0)
-	}
-	res.Close()
-	if err := f.Resolve(db); err != nil {
-		return err
-	}
-	for _, schema := range f.Schemas() {
-		res, err := conn.Execute(mariadb.CanDrop, user, schema, user)
+	err := m.withAdmin(ctx, computeID, func(c *store.Compute, conn *client.Conn) error {
+		limit, err := storageLimit(c)
+		if err != nil || limit == 0 {
+			return err
+		}
+		used, err := m.drv.StorageBytes(ctx, c)
 		if err != nil {
 			return err
 		}
-		ok := res.RowNumber() > 0
-		res.Close()
-		if !ok {
-			return fmt.Errorf("DROP command denied to user '%s' for schema '%s'", user, schema)
+		if float64(used) >= liftCeiling*float64(limit) {
+			m.log.Warn("a DROP was refused: the compute is too far over its storage limit; raise the limit",
+				"compute", c.ID, "project", c.ProjectID, "used_bytes", used, "limit_bytes", limit)
+			return nil
 		}
+		if err := mariadb.SetReadOnly(conn, false); err != nil {
+			return err
+		}
+		a.storage.liftedAt, a.storage.lifted = time.Now(), true
+		return nil
+	})
+	if err == nil && a.storage.lifted {
+		time.AfterFunc(liftFor, func() { m.recheckStorage(computeID) })
 	}
-	return nil
+	return err
+}
+
+// recheckStorage is the measure that follows a lift.
+func (m *Manager) recheckStorage(computeID string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := m.CheckStorage(ctx, computeID); err != nil {
+		m.log.Warn("storage check after a DROP failed", "compute", computeID, "err", err)
+	}
 }

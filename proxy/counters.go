@@ -29,7 +29,7 @@ const (
 	CountAuthDelayed                       // answers delayed because their role failed repeatedly
 	CountTooManyFromSource                 // refused: MaxConnectionsPerSource reached
 	CountTooManyForProject                 // refused: the project's connection limit reached
-	CountSpaceFreed                        // DROP or TRUNCATE run by the daemon on a read-only compute
+	CountSpaceFreed                        // read-only lifted for a DROP or TRUNCATE on a full compute
 	numCounters
 )
 

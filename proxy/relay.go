@@ -327,8 +327,12 @@ func (ss *session) command(cr *clientReader, st *cmdState, hdr [4]byte, n int) e
 			return nil
 		}
 		if ss.freesSpace(p) {
-			cr.br.Discard(n)
-			return ss.freeSpace(cr, p)
+			// Everything before it reaches the backend first, then the
+			// lift, then the statement itself.
+			if err := cr.bw.Flush(); err != nil {
+				return err
+			}
+			ss.allowFreeing()
 		}
 	case act == actChangeUser && n <= ss.s.cfg.MaxHandshakePacket:
 		p, err := readPayload(cr.br, n)

@@ -69,7 +69,7 @@ func TestProvisionCreatesSecretAndPVC(t *testing.T) {
 	if len(pw) < 32 || string(sec.Data[keyRootPassword]) == pw {
 		t.Errorf("weak or shared passwords: admin %q", pw)
 	}
-	if !strings.Contains(string(sec.Data[keyInitSQL]), "GRANT ALL PRIVILEGES ON *.* TO 'serverlessd_admin'@'%' WITH GRANT OPTION") {
+	if !strings.Contains(string(sec.Data[keyInitSQL]), "GRANT ALL PRIVILEGES ON *.* TO `serverlessd_admin`@`%` WITH GRANT OPTION") {
 		t.Errorf("init.sql does not grant the admin: %q", string(sec.Data[keyInitSQL]))
 	}
 	if !strings.Contains(events(rec), "Provisioned") {

@@ -96,8 +96,7 @@ func newPassword() string {
 // grants it nothing outside MARIADB_DATABASE, so the script adds the grant.
 func secretFor(c *store.Compute, name, namespace string) *corev1.Secret {
 	immutable := true
-	initSQL := fmt.Sprintf("-- serverlessd: the daemon's admin account manages roles.\n"+
-		"GRANT ALL PRIVILEGES ON *.* TO '%s'@'%%' WITH GRANT OPTION;\n", AdminUser)
+	initSQL := "-- serverlessd: the daemon's admin account manages roles.\n" + mariadb.AdminGrant("%") + ";\n"
 	return &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: labelsFor(c)},
 		Type:       corev1.SecretTypeOpaque,

@@ -3,6 +3,8 @@ package local
 import (
 	"bytes"
 	"fmt"
+
+	"github.com/serverlessd/serverlessd/quantity"
 )
 
 const (
@@ -72,7 +74,7 @@ func memoryOf(spec string) (int64, error) {
 	if spec == "" {
 		spec = DefaultMemory
 	}
-	n, err := parseQuantity(spec)
+	n, err := quantity.Units(spec)
 	if err != nil {
 		return 0, fmt.Errorf("resources.memory: %w", err)
 	}
@@ -100,6 +102,9 @@ func renderConfig(l layout, mem int64) []byte {
 	w("")
 	w("# Unix socket only: every client comes through the daemon's proxy.")
 	w("skip-networking")
+	w("# No DATA/INDEX DIRECTORY: tables live in the datadir, where the storage")
+	w("# limit counts them, never in a folder of the host's choosing.")
+	w("skip-symbolic-links")
 	w("# Fast start-up: no DNS lookups, no binlog, no performance schema, a 1M")
 	w("# temporary tablespace (the default 12M is written out at every start).")
 	w("skip-name-resolve")

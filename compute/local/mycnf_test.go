@@ -5,46 +5,6 @@ import (
 	"testing"
 )
 
-func TestParseQuantity(t *testing.T) {
-	tests := []struct {
-		in   string
-		want int64
-		ok   bool
-	}{
-		{"512Mi", 512 << 20, true},
-		{"1Gi", 1 << 30, true},
-		{"1.5Gi", 3 << 29, true},
-		{"256M", 256e6, true},
-		{"2G", 2e9, true},
-		{"128974848", 128974848, true},
-		{"1e9", 1e9, true},
-		{"1E3", 1000, true},
-		{"100k", 100e3, true},
-		{"64Ki", 64 << 10, true},
-		{"1Ti", 1 << 40, true},
-		{"+1Mi", 1 << 20, true},
-		{" 1Gi ", 1 << 30, true},
-		{"1500m", 2, true}, // rounded up, as Kubernetes does
-		{"", 0, false},
-		{"Gi", 0, false},
-		{"-1Gi", 0, false},
-		{"1GB", 0, false},
-		{"1gi", 0, false},
-		{"abc", 0, false},
-		{"1.2.3Mi", 0, false},
-		{"99999Ei", 0, false},
-	}
-	for _, tt := range tests {
-		got, err := parseQuantity(tt.in)
-		if tt.ok && (err != nil || got != tt.want) {
-			t.Errorf("parseQuantity(%q) = %d, %v; want %d", tt.in, got, err, tt.want)
-		}
-		if !tt.ok && err == nil {
-			t.Errorf("parseQuantity(%q) = %d, want an error", tt.in, got)
-		}
-	}
-}
-
 func TestSizeMemory(t *testing.T) {
 	def, err := memoryOf("")
 	if err != nil || def != 256<<20 {

@@ -76,7 +76,7 @@ func (d *Driver) launch(l layout, mem int64, lim cgroup.Limits) (*instance, erro
 	// Write the pid file at once: mariadbd writes the same one only once it
 	// listens, ~100 ms later, and a daemon killed in between must still find
 	// this process and never start a second mariadbd on the datadir.
-	if err := os.WriteFile(l.pidFile(), []byte(strconv.Itoa(inst.pid)+"\n"), 0o600); err != nil {
+	if err := writePidFile(l.pidFile(), inst.pid); err != nil {
 		d.log.Warn("cannot write pid file", "compute", inst.id, "err", err)
 	}
 	if uid >= 0 { // mariadbd rewrites the file once it listens
@@ -209,6 +209,21 @@ func (d *Driver) exited(inst *instance, l layout, waitErr error) {
 	}
 }
 
+// writePidFile writes the pid file without following a link: run/ is the
+// compute's uid's, and a link planted there must not make root write
+// elsewhere.
+func writePidFile(path string, pid int) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(strconv.Itoa(pid) + "\n"); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
 // removePidFile removes a pid file that still names pid: mariadbd removes
 // its own only on a clean shutdown.
 func removePidFile(path string, pid int) {
@@ -217,8 +232,18 @@ func removePidFile(path string, pid int) {
 	}
 }
 
+// readPidFile reads a pid file that must be a small regular file: not a
+// link, nor a FIFO that would block the daemon (run/ is the compute's).
 func readPidFile(path string) (int, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	if info, err := f.Stat(); err != nil || !info.Mode().IsRegular() {
+		return 0, fmt.Errorf("pid file %s is not a regular file", path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 64))
 	if err != nil {
 		return 0, err
 	}

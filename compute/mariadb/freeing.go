@@ -2,7 +2,6 @@ package mariadb
 
 import (
 	"errors"
-	"fmt"
 	"strings"
 )
 
@@ -17,13 +16,10 @@ type Freeing struct {
 	Names    [][2]string // schema (may be empty), name; for DROP DATABASE the name only
 }
 
-// systemSchemas are never a tenant's to drop, whoever asks.
-var systemSchemas = map[string]bool{"mysql": true, "information_schema": true, "performance_schema": true, "sys": true}
-
-// ParseFreeing recognizes a freeing statement in a client's query. It is
-// strict: one statement, no comments, names plain or in backquotes. Only
-// what it recognizes is run, rebuilt from the parsed names, so nothing
-// else the query might hold ever reaches the daemon's account.
+// ParseFreeing recognizes a freeing statement in a client's query, so that
+// the daemon lifts read_only for it. It is strict: one statement, no
+// comments, names plain or in backquotes; anything else (a second
+// statement that would write) is not let through.
 func ParseFreeing(query string) (*Freeing, error) {
 	toks, err := tokenize(strings.TrimSuffix(strings.TrimSpace(query), ";"))
 	if err != nil {
@@ -64,62 +60,6 @@ func ParseFreeing(query string) (*Freeing, error) {
 	}
 	return f, nil
 }
-
-// Resolve fills in the session's current schema for unqualified names and
-// refuses the system schemas.
-func (f *Freeing) Resolve(currentDB string) error {
-	for i, n := range f.Names {
-		if f.Verb != "DROP DATABASE" && n[0] == "" {
-			if currentDB == "" {
-				return errors.New("no database selected: name the table as schema.table")
-			}
-			f.Names[i][0] = currentDB
-		}
-		schema := f.Names[i][0]
-		if f.Verb == "DROP DATABASE" {
-			schema = n[1]
-		}
-		if systemSchemas[strings.ToLower(schema)] {
-			return fmt.Errorf("%s is a system schema", schema)
-		}
-	}
-	return nil
-}
-
-// Schemas lists the schemas the statement drops from.
-func (f *Freeing) Schemas() []string {
-	var out []string
-	for _, n := range f.Names {
-		if f.Verb == "DROP DATABASE" {
-			out = append(out, n[1])
-		} else {
-			out = append(out, n[0])
-		}
-	}
-	return out
-}
-
-// SQL rebuilds the statement from its parsed parts.
-func (f *Freeing) SQL() string {
-	names := make([]string, len(f.Names))
-	for i, n := range f.Names {
-		if f.Verb == "DROP DATABASE" {
-			names[i] = quoteIdent(n[1])
-		} else {
-			names[i] = quoteIdent(n[0]) + "." + quoteIdent(n[1])
-		}
-	}
-	ifExists := ""
-	if f.IfExists {
-		ifExists = "IF EXISTS "
-	}
-	return f.Verb + " " + ifExists + strings.Join(names, ", ")
-}
-
-// CanDrop is the query (one row when true) that tells whether user@'%'
-// holds DROP on schema, from its own schema grants or its global ones.
-const CanDrop = `SELECT 1 FROM mysql.db WHERE User = ? AND Host = '%' AND Drop_priv = 'Y' AND ? LIKE Db
-UNION ALL SELECT 1 FROM mysql.user WHERE User = ? AND Host = '%' AND Drop_priv = 'Y'`
 
 func match(toks []string, words ...string) bool {
 	if len(toks) < len(words) {

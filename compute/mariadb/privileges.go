@@ -17,14 +17,22 @@ const AdminUser = "serverlessd_admin"
 // A tenant role gets what an application and its migrations need, and
 // nothing that reaches past its own databases:
 //
-//   - every table privilege on every schema (`%`) but the mysql schema,
-//     which is read-only: write access to the grant tables (global_priv,
-//     db, proc) is full control, since the next GRANT or start loads
-//     whatever was written there;
-//   - three harmless global privileges: CREATE USER (its own users), PROCESS
-//     (its own threads and InnoDB status) and SHOW DATABASES.
+//   - every table privilege on every schema (`%`) but the mysql and sys
+//     schemas, which are read-only to it: write access to the grant tables
+//     (global_priv, db, proc) is full control, since the next GRANT or
+//     start loads whatever was written there, and sys holds routines that
+//     run as mariadb.sys, which may delete from mysql.global_priv;
+//   - two harmless global privileges: PROCESS (its own threads, InnoDB
+//     status) and SHOW DATABASES.
 //
 // Withheld, and why:
+//   - CREATE USER, and GRANT OPTION: CREATE USER covers RENAME, ALTER and
+//     DROP USER of every account, the daemon's included; renamed to a
+//     tenant's name, the daemon's account is every privilege in the
+//     tenant's hands. No MariaDB privilege scopes it to some accounts, so
+//     users are made through the API (a role per user), and GRANT OPTION
+//     would only pass privileges to PUBLIC (which the guard rows do not
+//     cover) and to MariaDB's own accounts;
 //   - SUPER, CONNECTION ADMIN, READ_ONLY ADMIN and the other admin
 //     privileges: they allow SET GLOBAL (general_log_file writes files,
 //     innodb_buffer_pool_size and max_connections escape the compute's
@@ -36,45 +44,42 @@ const AdminUser = "serverlessd_admin"
 //   - REPLICATION, BINLOG and CREATE TABLESPACE: there is no replication,
 //     binlog or shared tablespace for a tenant to manage.
 //
-// KILL needs no privilege for a role's own threads; the proxy maps the
-// connection ids it hands out to backend threads.
+// KILL needs no privilege for a role's own threads; the daemon kills
+// another role's, for the proxy.
 var (
-	tenantGlobal = []string{"CREATE USER", "PROCESS", "SHOW DATABASES"}
+	tenantGlobal = []string{"PROCESS", "SHOW DATABASES"}
 	tenantSchema = []string{
 		"SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "REFERENCES", "INDEX", "ALTER",
 		"CREATE TEMPORARY TABLES", "LOCK TABLES", "EXECUTE", "CREATE VIEW", "SHOW VIEW",
 		"CREATE ROUTINE", "ALTER ROUTINE", "EVENT", "TRIGGER", "DELETE HISTORY",
 	}
+	// guardedSchemas are read-only to tenants.
+	guardedSchemas = []string{"mysql", "sys"}
 )
 
 // Bits of mysql.global_priv's "access" field (MariaDB's privilege_t).
 const (
-	privSelect     uint64 = 1 << 0
-	privProcess    uint64 = 1 << 8
-	privGrant      uint64 = 1 << 10
-	privShowDB     uint64 = 1 << 14
-	privCreateUser uint64 = 1 << 25
+	privSelect  uint64 = 1 << 0
+	privProcess uint64 = 1 << 8
+	privShowDB  uint64 = 1 << 14
 	// tenantGlobalBits are the global privileges a tenant account may hold.
-	tenantGlobalBits = privCreateUser | privProcess | privShowDB | privGrant
+	tenantGlobalBits = privProcess | privShowDB
 )
 
 // TenantGrants returns the statements that give user@host the tenant
-// privilege set. The owner role may pass them on (WITH GRANT OPTION):
-// MariaDB lets a grantor give only what it holds, so a user created in SQL
-// never gets more than this set.
-func TenantGrants(user, host string, owner bool) []string {
+// privilege set.
+func TenantGrants(user, host string) []string {
 	acct := Account(user, host)
-	opt := ""
-	if owner {
-		opt = " WITH GRANT OPTION"
+	stmts := []string{
+		fmt.Sprintf("GRANT %s ON *.* TO %s", strings.Join(tenantGlobal, ", "), acct),
+		fmt.Sprintf("GRANT %s ON `%%`.* TO %s", strings.Join(tenantSchema, ", "), acct),
 	}
-	return []string{
-		fmt.Sprintf("GRANT %s ON *.* TO %s%s", strings.Join(tenantGlobal, ", "), acct, opt),
-		fmt.Sprintf("GRANT %s ON `%%`.* TO %s%s", strings.Join(tenantSchema, ", "), acct, opt),
-		// An exact schema row comes before the `%` pattern for this
-		// account: the mysql schema stays read-only to it.
-		fmt.Sprintf("GRANT SELECT ON `mysql`.* TO %s", acct),
+	// An exact schema row comes before the `%` pattern for this account:
+	// these schemas stay read-only to it.
+	for _, s := range guardedSchemas {
+		stmts = append(stmts, fmt.Sprintf("GRANT SELECT ON %s.* TO %s", quoteIdent(s), acct))
 	}
+	return stmts
 }
 
 // Account quotes user@host. Names are checked by the callers (role names

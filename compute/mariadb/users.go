@@ -22,14 +22,19 @@ type Role struct {
 	Hash string
 }
 
-// OwnerRole is the role every project gets at creation; it may grant the
-// tenant privilege set to users it creates in SQL.
+// OwnerRole is the role every project gets at creation.
 const OwnerRole = "root"
+
+// usersSQL reads the tenant's accounts from mysql.global_priv, not from
+// the mysql.user view, whose definer (mariadb.sys) a tenant must never be
+// able to break the daemon with.
+const usersSQL = `SELECT User, IFNULL(JSON_VALUE(Priv, '$.authentication_string'), '')
+FROM mysql.global_priv WHERE Host = '%'`
 
 // Users lists the compute's accounts at host '%' (the tenant's users) with
 // their password hashes.
 func Users(db Execer) (map[string]string, error) {
-	res, err := db.Execute("SELECT User, Password FROM mysql.user WHERE Host = '%'")
+	res, err := db.Execute(usersSQL)
 	if err != nil {
 		return nil, fmt.Errorf("list the compute's users: %w", err)
 	}
@@ -58,7 +63,7 @@ func SyncStatements(roles []Role, have map[string]string, keep func(name string)
 		switch {
 		case !ok:
 			stmts = append(stmts, fmt.Sprintf("CREATE USER %s IDENTIFIED BY PASSWORD %s", acct, quoteString(r.Hash)))
-			stmts = append(stmts, TenantGrants(r.Name, "%", r.Name == OwnerRole)...)
+			stmts = append(stmts, TenantGrants(r.Name, "%")...)
 		case !strings.EqualFold(hash, r.Hash):
 			stmts = append(stmts, fmt.Sprintf("ALTER USER %s IDENTIFIED BY PASSWORD %s", acct, quoteString(r.Hash)))
 		}
@@ -79,19 +84,19 @@ type account struct {
 	user, host string
 	access     uint64
 	role       bool
-	guarded    bool // has its own exact mysql schema row
+	guarded    int // how many of its own exact guarded-schema rows it has
 }
 
 // accountsSQL reads every account but the daemon's (the one running it)
 // and MariaDB's own, with its global privileges, whether it is a role, and
-// whether it has the exact mysql schema row that keeps that schema
-// read-only to it. Where the daemon's account is '%' (a compute in a Pod,
-// made by the image's entrypoint), the image's root@localhost is the
-// image's own too: its entrypoint upgrades the datadir with it.
+// how many of the exact rows that keep the guarded schemas read-only to it
+// it has. Where the daemon's account is '%' (a compute in a Pod, made by
+// the image's entrypoint), the image's root@localhost is the image's own
+// too: its entrypoint upgrades the datadir with it.
 const accountsSQL = `SELECT g.User, g.Host,
   CAST(IFNULL(JSON_VALUE(g.Priv, '$.access'), 0) AS UNSIGNED),
   IFNULL(JSON_VALUE(g.Priv, '$.is_role'), '') IN ('1', 'true'),
-  EXISTS (SELECT 1 FROM mysql.db d WHERE d.User = g.User AND d.Host = g.Host AND d.Db = 'mysql')
+  (SELECT COUNT(*) FROM mysql.db d WHERE d.User = g.User AND d.Host = g.Host AND d.Db IN ('mysql', 'sys'))
 FROM mysql.global_priv g
 WHERE CONCAT(g.User, '@', g.Host) <> CURRENT_USER()
   AND NOT (g.Host = 'localhost' AND g.User = 'mariadb.sys')
@@ -99,12 +104,14 @@ WHERE CONCAT(g.User, '@', g.Host) <> CURRENT_USER()
 
 // Audit brings every account of the compute back inside the tenant
 // privilege set and returns what it changed, for the log:
-//   - global privileges outside the set are revoked; an account that held
-//     table privileges globally (the grants of older versions) gets the
-//     tenant set on `%` instead;
-//   - roles get the exact mysql schema row that users get from the
-//     anonymous guard rows (MariaDB looks those up for users only);
-//   - the guard rows themselves are restored.
+//   - an account with global privileges outside the set loses every
+//     privilege; one at host '%' (a tenant role) gets the tenant set back;
+//   - accounts without their exact mysql and sys rows get them;
+//   - the anonymous guard rows are restored.
+//
+// Tenants cannot change accounts (they hold no CREATE USER or GRANT
+// OPTION): this upgrades the grants of older versions, and undoes what a
+// tenant did to an account through a hole in that reasoning.
 //
 // It runs before a compute is marked active and whenever the daemon copies
 // users changed in SQL, as the daemon's account.
@@ -121,7 +128,7 @@ func Audit(db Execer) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	if guarded < 2 {
+	if guarded < 4 {
 		stmts = append(stmts, SchemaGuardSQL, "FLUSH PRIVILEGES")
 	}
 	for _, q := range stmts {
@@ -146,7 +153,7 @@ func accounts(db Execer) ([]account, error) {
 		a.access, _ = res.GetUint(i, 2)
 		role, _ := res.GetInt(i, 3)
 		guarded, _ := res.GetInt(i, 4)
-		a.role, a.guarded = role == 1, guarded == 1
+		a.role, a.guarded = role == 1, int(guarded)
 		out = append(out, a)
 	}
 	return out, nil
@@ -155,50 +162,28 @@ func accounts(db Execer) ([]account, error) {
 // fixAccount returns the statements that bring one account inside the set.
 func fixAccount(a account) []string {
 	acct := Account(a.user, a.host)
-	var stmts []string
-	if a.role && !a.guarded {
-		stmts = append(stmts, "GRANT SELECT ON `mysql`.* TO "+quoteIdent(a.user))
-	}
-	extra := a.access &^ tenantGlobalBits
-	if extra == 0 {
-		return stmts
-	}
 	if a.role {
 		acct = quoteIdent(a.user)
 	}
-	stmts = append(stmts, "REVOKE ALL PRIVILEGES, GRANT OPTION FROM "+acct)
-	if a.access&privSelect != 0 && !a.role {
-		// Table privileges held globally: the grants of older versions.
-		return append(stmts, TenantGrants(a.user, a.host, a.access&privGrant != 0)...)
-	}
-	if kept := globalNames(a.access & tenantGlobalBits &^ privGrant); kept != "" {
-		opt := ""
-		if a.access&privGrant != 0 {
-			opt = " WITH GRANT OPTION"
+	var stmts []string
+	if a.access&^tenantGlobalBits != 0 {
+		stmts = append(stmts, "REVOKE ALL PRIVILEGES, GRANT OPTION FROM "+acct)
+		if a.host == "%" && !a.role {
+			return append(stmts, TenantGrants(a.user, a.host)...)
 		}
-		stmts = append(stmts, "GRANT "+kept+" ON *.* TO "+acct+opt)
+	}
+	if a.guarded < len(guardedSchemas) {
+		for _, s := range guardedSchemas {
+			stmts = append(stmts, fmt.Sprintf("GRANT SELECT ON %s.* TO %s", quoteIdent(s), acct))
+		}
 	}
 	return stmts
 }
 
-// globalNames names the tenant global privileges in bits.
-func globalNames(bits uint64) string {
-	var names []string
-	for _, p := range []struct {
-		bit  uint64
-		name string
-	}{{privCreateUser, "CREATE USER"}, {privProcess, "PROCESS"}, {privShowDB, "SHOW DATABASES"}} {
-		if bits&p.bit != 0 {
-			names = append(names, p.name)
-		}
-	}
-	return strings.Join(names, ", ")
-}
-
 func guardRows(db Execer) (int64, error) {
-	res, err := db.Execute("SELECT COUNT(*) FROM mysql.db WHERE User = '' AND Db = 'mysql' AND Host IN ('localhost', '%')")
+	res, err := db.Execute("SELECT COUNT(*) FROM mysql.db WHERE User = '' AND Db IN ('mysql', 'sys') AND Host IN ('localhost', '%')")
 	if err != nil {
-		return 0, fmt.Errorf("read the mysql schema guard: %w", err)
+		return 0, fmt.Errorf("read the schema guard: %w", err)
 	}
 	defer res.Close()
 	return res.GetInt(0, 0)
