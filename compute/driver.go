@@ -52,6 +52,12 @@ type Driver interface {
 	// StorageBytes is the storage the compute uses (local: the datadir's
 	// size; kubernetes: the volume's size), for usage metering.
 	StorageBytes(ctx context.Context, c *store.Compute) (int64, error)
+	// BoundsStorage reports whether the driver itself keeps a compute
+	// within its storage size (a volume of that size: kubernetes), so the
+	// manager does not measure it against the limit. Otherwise (local)
+	// StorageBytes measures use, and the manager makes a compute at its
+	// limit read-only.
+	BoundsStorage() bool
 	// SetExitHandler registers fn, called when a compute's backend exits
 	// without being asked to (a crash).
 	SetExitHandler(fn func(computeID string, err error))

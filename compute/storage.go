@@ -56,6 +56,9 @@ func (a *Activity) StorageFull() bool { return a.storage.full.Load() }
 // (spec.storage; none when empty) and makes it read-only or writable
 // again. It returns the bytes used.
 func (m *Manager) CheckStorage(ctx context.Context, computeID string) (int64, error) {
+	if m.drv.BoundsStorage() {
+		return 0, nil
+	}
 	c, err := m.st.GetCompute(ctx, computeID)
 	if err != nil || c.State != store.StateActive || !m.isWarm(c) {
 		return 0, err

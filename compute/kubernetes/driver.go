@@ -167,6 +167,10 @@ func (d *Driver) Name() string { return "kubernetes" }
 // daemon of the cluster and outlive any one of them.
 func (d *Driver) NodeLocal() bool { return false }
 
+// BoundsStorage is true: a compute's PVC is its storage size, and
+// StorageBytes reports that size, not its use.
+func (d *Driver) BoundsStorage() bool { return true }
+
 // SetExitHandler registers fn, called on its own goroutine when the Pod of an
 // active compute fails or is deleted by someone else than this driver.
 func (d *Driver) SetExitHandler(fn func(computeID string, err error)) {
