@@ -37,13 +37,21 @@ func (a *Activity) ClientSentSinceLastCall() bool {
 	return a.pulledIn.Swap(cur) != cur
 }
 
-// StorageMayHaveGrown reports whether clients sent anything since the
-// previous call, or the compute is read-only: only then does its storage
-// need a look.
+// StorageMayHaveGrown reports whether the compute's storage needs a look:
+// clients sent something since the previous call, a connection is open
+// (one statement can write for long without a byte from its client), or
+// the compute is read-only.
 func (a *Activity) StorageMayHaveGrown() bool {
 	cur := a.bytesIn.Load()
-	return a.storageIn.Swap(cur) != cur || a.StorageFull()
+	return a.storageIn.Swap(cur) != cur || a.Conns() > 0 || a.StorageFull()
 }
+
+// StartStorageCheck claims the compute's storage check; false when one is
+// under way. EndStorageCheck releases it.
+func (a *Activity) StartStorageCheck() bool { return a.storage.checking.CompareAndSwap(false, true) }
+
+// EndStorageCheck ends the check StartStorageCheck claimed.
+func (a *Activity) EndStorageCheck() { a.storage.checking.Store(false) }
 
 // TakeDelta returns the bytes moved since the previous call, for usage
 // samples.

@@ -191,12 +191,29 @@ func (m *Manager) adminConn(ctx context.Context, c *store.Compute, addr string) 
 	if err != nil {
 		return nil, fmt.Errorf("admin credentials for compute %s: %w", c.ID, err)
 	}
-	conn, err := client.ConnectWithContext(ctx, strings.TrimPrefix(addr, "unix:"), cred.User, cred.Password, "", 10*time.Second)
+	// A tenant can hold locks the daemon's statements wait for (LOCK
+	// TABLES, a long write): every read and write of the daemon's session
+	// has a deadline, and so do its lock waits inside MariaDB, so that no
+	// tenant stalls the scheduler that serves every compute.
+	deadlines := func(conn *client.Conn) error {
+		conn.ReadTimeout, conn.WriteTimeout = adminTimeout, adminTimeout
+		return nil
+	}
+	conn, err := client.ConnectWithContext(ctx, strings.TrimPrefix(addr, "unix:"), cred.User, cred.Password, "",
+		10*time.Second, deadlines)
 	if err != nil {
 		return nil, fmt.Errorf("admin login to compute %s at %s: %w", c.ID, addr, err)
 	}
+	if _, err := conn.Execute(mariadb.AdminSession); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("admin session on compute %s: %w", c.ID, err)
+	}
 	return conn, nil
 }
+
+// adminTimeout bounds each read and write of the daemon's sessions; the
+// lock waits inside MariaDB (mariadb.AdminSession) end well before it.
+const adminTimeout = 30 * time.Second
 
 // Busy reports client work in progress on an active compute: a statement
 // running, or a transaction open (an idle-in-transaction session is work

@@ -41,7 +41,8 @@ const (
 // storageState is a compute's storage lock, kept with its Activity so
 // that the proxy reads it without a lookup.
 type storageState struct {
-	full atomic.Bool
+	full     atomic.Bool
+	checking atomic.Bool // a scheduler's check is under way
 	// mu orders checks and lifts; lifted means read_only is off for a
 	// DROP while the compute is still full.
 	mu       sync.Mutex

@@ -73,15 +73,22 @@ func (s *Scheduler) watchStorage(ctx context.Context) {
 	}
 }
 
-// CheckStorage runs one pass of the storage loop.
+// CheckStorage runs one pass of the storage loop. Each compute is
+// measured on a goroutine of its own, one measure at a time per compute,
+// so that one whose tenant holds up the daemon's statements delays no
+// other.
 func (s *Scheduler) CheckStorage(ctx context.Context) {
 	for _, w := range s.mgr.ActiveComputes() {
-		if ctx.Err() != nil || !s.mgr.Activity(w.ComputeID).StorageMayHaveGrown() {
+		a := s.mgr.Activity(w.ComputeID)
+		if ctx.Err() != nil || !a.StorageMayHaveGrown() || !a.StartStorageCheck() {
 			continue
 		}
-		if _, err := s.mgr.CheckStorage(ctx, w.ComputeID); err != nil {
-			s.log.Warn("storage check failed", "compute", w.ComputeID, "project", w.ProjectID, "err", err)
-		}
+		go func() {
+			defer a.EndStorageCheck()
+			if _, err := s.mgr.CheckStorage(ctx, w.ComputeID); err != nil {
+				s.log.Warn("storage check failed", "compute", w.ComputeID, "project", w.ProjectID, "err", err)
+			}
+		}()
 	}
 }
 

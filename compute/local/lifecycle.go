@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/serverlessd/serverlessd/compute"
-	"github.com/serverlessd/serverlessd/compute/local/cgroup"
 	"github.com/serverlessd/serverlessd/store"
 )
 
@@ -25,11 +24,7 @@ func (d *Driver) Start(ctx context.Context, c *store.Compute) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	mem, err := memoryOf(c.Spec.Resources.Memory)
-	if err != nil {
-		return "", err
-	}
-	lim, err := limitsFor(c.Spec, mem)
+	sz, err := sizingFor(c.Spec)
 	if err != nil {
 		return "", err
 	}
@@ -50,7 +45,7 @@ func (d *Driver) Start(ctx context.Context, c *store.Compute) (string, error) {
 	if !l.provisioned() {
 		return "", fmt.Errorf("compute %s: %w", c.ID, compute.ErrNotProvisioned)
 	}
-	if err := d.startNew(ctx, c.ID, l, mem, lim); err != nil {
+	if err := d.startNew(ctx, c.ID, l, sz); err != nil {
 		return "", err
 	}
 	return l.address(), nil
@@ -89,9 +84,9 @@ func (d *Driver) reuse(ctx context.Context, inst *instance, l layout) (done bool
 
 // startNew launches mariadbd and waits until it serves. On failure or
 // cancellation the half-started process is stopped in the background.
-func (d *Driver) startNew(ctx context.Context, id string, l layout, mem int64, lim cgroup.Limits) error {
+func (d *Driver) startNew(ctx context.Context, id string, l layout, sz sizing) error {
 	t0 := time.Now()
-	inst, err := d.launch(l, mem, lim)
+	inst, err := d.launch(l, sz)
 	if err != nil {
 		return fmt.Errorf("start compute %s: %w", id, err)
 	}

@@ -11,6 +11,29 @@ import (
 // cgroupPath is where a compute's cgroup lives in each hierarchy.
 func cgroupPath(id string) string { return "/serverlessd/" + id }
 
+// sizing is what a compute's spec makes of its mariadbd: memory and
+// storage in bytes (storage 0: no limit), and its cgroup's limits.
+type sizing struct {
+	mem, storage int64
+	cgroup       cgroup.Limits
+}
+
+// sizingFor reads a compute's spec.
+func sizingFor(spec store.ComputeSpec) (sizing, error) {
+	mem, err := memoryOf(spec.Resources.Memory)
+	if err != nil {
+		return sizing{}, err
+	}
+	sz := sizing{mem: mem}
+	if spec.Storage != "" {
+		if sz.storage, err = quantity.Units(spec.Storage); err != nil {
+			return sizing{}, fmt.Errorf("storage: %w", err)
+		}
+	}
+	sz.cgroup, err = limitsFor(spec, mem)
+	return sz, err
+}
+
 // limitsFor sizes a compute's cgroup from its spec: memory is the spec's
 // budget (mariadbd's settings are sized to fit inside it, see sizeMemory),
 // CPU the spec's cpu (no limit when empty), and tasks mariadbd's

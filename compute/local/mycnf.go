@@ -61,6 +61,16 @@ func sizeMemory(mem int64) memSettings {
 	}
 }
 
+// tempSpace caps a compute's temporary space (the InnoDB temporary
+// tablespace, and each on-disk internal temporary table) at an eighth of its
+// storage limit, between 16 MiB and 4 GiB; 0 without a limit.
+func tempSpace(storage int64) int64 {
+	if storage <= 0 {
+		return 0
+	}
+	return roundMiB(clamp(storage/8, 16*mib, 4096*mib))
+}
+
 // quote double-quotes a path for my.cnf. New rejects paths holding quotes,
 // backslashes or newlines, so nothing inside needs escaping.
 func quote(p string) string { return `"` + p + `"` }
@@ -83,7 +93,7 @@ func memoryOf(spec string) (int64, error) {
 
 // renderConfig returns the compute's my.cnf. Each choice is explained
 // inline; the file is regenerated at every start so spec changes apply.
-func renderConfig(l layout, mem int64) []byte {
+func renderConfig(l layout, mem, storage int64) []byte {
 	m := sizeMemory(mem)
 	var b bytes.Buffer
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
@@ -110,7 +120,11 @@ func renderConfig(l layout, mem int64) []byte {
 	w("skip-name-resolve")
 	w("skip-log-bin")
 	w("performance-schema=OFF")
-	w("innodb-temp-data-file-path=ibtmp1:1M:autoextend")
+	if t := tempSpace(storage); t > 0 {
+		w("innodb-temp-data-file-path=ibtmp1:1M:autoextend:max:%dM", t/mib)
+	} else {
+		w("innodb-temp-data-file-path=ibtmp1:1M:autoextend")
+	}
 	w("# Shared tablespaces (ibdata1, ibtmp1) grow 8M at a time, not 64M: the")
 	w("# first temporary table would otherwise take 64M of a small storage limit.")
 	w("innodb-autoextend-increment=8")
@@ -160,6 +174,13 @@ func renderConfig(l layout, mem int64) []byte {
 		w("maximum-%s=%d", v, m.sessionBuffer)
 	}
 	w("maximum-aria-sort-buffer-size=%d", m.sortForRepair)
+	if t := tempSpace(storage); t > 0 {
+		w("")
+		w("# Temporary space counts toward the storage limit and read_only does not")
+		w("# stop it: InnoDB temporary tables and on-disk internal ones are capped.")
+		w("tmp-disk-table-size=%d", t)
+		w("maximum-tmp-disk-table-size=%d", t)
+	}
 	w("maximum-myisam-sort-buffer-size=%d", m.sortForRepair)
 	return b.Bytes()
 }

@@ -33,7 +33,7 @@ func TestSizeMemory(t *testing.T) {
 
 func TestRenderConfig(t *testing.T) {
 	l := layout{root: "/var/lib/serverlessd/computes/cmp_1"}
-	cnf := string(renderConfig(l, 1<<30))
+	cnf := string(renderConfig(l, 1<<30, 10<<30))
 	for _, want := range []string{
 		"[mariadbd]",
 		`datadir="/var/lib/serverlessd/computes/cmp_1/data"`,
@@ -48,6 +48,9 @@ func TestRenderConfig(t *testing.T) {
 		"maximum-max-heap-table-size=33554432",
 		"max-session-mem-used=268435456",
 		"maximum-max-session-mem-used=268435456",
+		"innodb-temp-data-file-path=ibtmp1:1M:autoextend:max:1280M",
+		"maximum-tmp-disk-table-size=1342177280",
+		"skip-symbolic-links",
 	} {
 		if !strings.Contains(cnf, want+"\n") {
 			t.Errorf("my.cnf lacks %q:\n%s", want, cnf)

@@ -39,13 +39,13 @@ type instance struct {
 
 // launch starts mariadbd for the compute, in its cgroup, and tracks it. It
 // does not wait for readiness.
-func (d *Driver) launch(l layout, mem int64, lim cgroup.Limits) (*instance, error) {
+func (d *Driver) launch(l layout, sz sizing) (*instance, error) {
 	uid, err := d.computeUID(l)
 	if err != nil {
 		return nil, err
 	}
 	// my.cnf is the daemon's and only readable by the compute.
-	if err := writeConfig(l.cnf(), renderConfig(l, mem), 0o644); err != nil {
+	if err := writeConfig(l.cnf(), renderConfig(l, sz.mem, sz.storage), 0o644); err != nil {
 		return nil, err
 	}
 	if err := writeInitFile(l); err != nil {
@@ -64,7 +64,7 @@ func (d *Driver) launch(l layout, mem int64, lim cgroup.Limits) (*instance, erro
 	}
 	// The child cannot be reaped before we Wait, so its pid is stable here.
 	pidfd := openPidfd(inst.pid)
-	if inst.cgroup, err = d.confine(inst.id, inst.pid, lim); err != nil {
+	if inst.cgroup, err = d.confine(inst.id, inst.pid, sz.cgroup); err != nil {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 		if pidfd != nil {

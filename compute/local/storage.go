@@ -8,16 +8,10 @@ import (
 	"github.com/serverlessd/serverlessd/store"
 )
 
-// systemSchemas are the datadir folders of MariaDB's own schemas: about 150
-// small files that barely change, and that tenants cannot write (mysql is
-// read-only to them; performance_schema is off). StorageBytes measures them
-// once per compute and daemon, which takes its cost per scheduler tick from
-// ~200 stat calls to a few dozen. sys is not among them: it is read-only to
-// tenants too, but small enough to measure every time.
-var systemSchemas = map[string]bool{"mysql": true, "performance_schema": true}
-
 // StorageBytes is the size of the compute's folder: its datadir, config and
-// logs.
+// logs. Every file is measured each time, the system schemas included: a
+// tenant's routines and events are stored in mysql/ (proc, event), so a
+// cached size would let them grow past the storage limit unseen.
 func (d *Driver) StorageBytes(ctx context.Context, c *store.Compute) (int64, error) {
 	l, err := d.layoutFor(c.ID)
 	if err != nil {
@@ -31,38 +25,10 @@ func (d *Driver) StorageBytes(ctx context.Context, c *store.Compute) (int64, err
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if e.IsDir() && filepath.Dir(path) == l.data() && systemSchemas[e.Name()] {
-			total += d.systemSchemaSize(c.ID, path)
-			return filepath.SkipDir
-		}
 		if info, ierr := e.Info(); ierr == nil && info.Mode().IsRegular() {
 			total += info.Size()
 		}
 		return nil
 	})
 	return total, err
-}
-
-// systemSchemaSize returns the cached size of a system schema folder,
-// measuring it on first use.
-func (d *Driver) systemSchemaSize(id, dir string) int64 {
-	key := id + "/" + filepath.Base(dir)
-	d.mu.Lock()
-	n, ok := d.sysSizes[key]
-	d.mu.Unlock()
-	if ok {
-		return n
-	}
-	_ = filepath.WalkDir(dir, func(_ string, e fs.DirEntry, err error) error {
-		if err == nil {
-			if info, ierr := e.Info(); ierr == nil && info.Mode().IsRegular() {
-				n += info.Size()
-			}
-		}
-		return nil
-	})
-	d.mu.Lock()
-	d.sysSizes[key] = n
-	d.mu.Unlock()
-	return n
 }

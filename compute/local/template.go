@@ -16,7 +16,7 @@ import (
 // templateRecipe names how templates are built. Bump it whenever
 // accountsSQL or the install-db options change, so no compute is copied from
 // a template built the old way.
-const templateRecipe = "t3"
+const templateRecipe = "t4"
 
 // accountsSQL runs once per template, in mariadb-install-db's bootstrap,
 // after MariaDB's own system tables. It leaves exactly two accounts:

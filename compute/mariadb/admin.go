@@ -1,6 +1,7 @@
 package mariadb
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -32,8 +33,8 @@ func AdminGrant(host string) string {
 	return fmt.Sprintf("GRANT ALL PRIVILEGES ON *.* TO %s WITH GRANT OPTION", Account(AdminUser, host))
 }
 
-// SchemaGuardSQL adds rows of mysql.db for the anonymous user that make the
-// mysql and sys schemas read-only to every account that matches them (host
+// SchemaGuardSQL adds rows of mysql.db for the anonymous user that keep the
+// mysql and sys schemas out of reach of every account that matches them (host
 // 'localhost', where all clients of a local compute come from, and '%'):
 // MariaDB takes an account's schema privileges from the first matching row
 // in its sort order, and an exact schema name sorts before a pattern such
@@ -41,8 +42,15 @@ func AdminGrant(host string) string {
 // (TenantGrants), for accounts made before them. These rows do not create
 // an anonymous account (that is mysql.global_priv), so nobody can log in
 // with them. They take effect at the next FLUSH PRIVILEGES or start.
-const SchemaGuardSQL = "INSERT IGNORE INTO mysql.db (Host, Db, User, Select_priv) " +
-	"VALUES ('localhost', 'mysql', '', 'Y'), ('%', 'mysql', '', 'Y'), ('localhost', 'sys', '', 'Y'), ('%', 'sys', '', 'Y')"
+var SchemaGuardSQL = GuardRows("", "localhost") + ";\n" + GuardRows("", "%")
+
+// AdminSession is run at the start of every session of the daemon's
+// account: its waits for a tenant's locks end after seconds (MariaDB's
+// default is a day), with an error the daemon can act on.
+const AdminSession = "SET SESSION lock_wait_timeout = 5, innodb_lock_wait_timeout = 5"
+
+// ErLockWaitTimeout is MariaDB's "Lock wait timeout exceeded".
+const ErLockWaitTimeout = 1205
 
 // SetReadOnly turns MariaDB's read_only on or off: on, every account
 // without READ_ONLY ADMIN (every tenant account) gets error 1290 for any
@@ -53,10 +61,46 @@ func SetReadOnly(db Execer, on bool) error {
 	if on {
 		v = "ON"
 	}
-	if _, err := db.Execute("SET GLOBAL read_only = " + v); err != nil {
+	_, err := db.Execute("SET GLOBAL read_only = " + v)
+	if on && isLockWaitTimeout(err) {
+		// A tenant's running write or LOCK TABLES holds the global read
+		// lock read_only needs: its sessions are ended, then it is set.
+		if err = KillSessions(db); err == nil {
+			_, err = db.Execute("SET GLOBAL read_only = " + v)
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("set read_only %s: %w", v, err)
 	}
 	return nil
+}
+
+func isLockWaitTimeout(err error) bool {
+	var me *mysql.MyError
+	return errors.As(err, &me) && me.Code == ErLockWaitTimeout
+}
+
+// KillSessions ends every tenant session of the compute: those of
+// accounts other than the daemon's and MariaDB's own.
+func KillSessions(db Execer) error {
+	res, err := db.Execute(`SELECT ID FROM information_schema.PROCESSLIST
+WHERE ID <> CONNECTION_ID() AND USER NOT IN ('system user', 'event_scheduler', 'unauthenticated user', ?)`, AdminUser)
+	if err != nil {
+		return fmt.Errorf("list tenant sessions: %w", err)
+	}
+	defer res.Close()
+	for i := range res.RowNumber() {
+		id, _ := res.GetInt(i, 0)
+		if _, err := db.Execute(fmt.Sprintf("KILL CONNECTION %d", id)); err != nil && !isNoSuchThread(err) {
+			return fmt.Errorf("end session %d: %w", id, err)
+		}
+	}
+	return nil
+}
+
+func isNoSuchThread(err error) bool {
+	var me *mysql.MyError
+	return errors.As(err, &me) && me.Code == mysql.ER_NO_SUCH_THREAD
 }
 
 // Kill kills a tenant's thread (its query only, or its connection). The

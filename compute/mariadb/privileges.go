@@ -18,10 +18,12 @@ const AdminUser = "serverlessd_admin"
 // nothing that reaches past its own databases:
 //
 //   - every table privilege on every schema (`%`) but the mysql and sys
-//     schemas, which are read-only to it: write access to the grant tables
-//     (global_priv, db, proc) is full control, since the next GRANT or
-//     start loads whatever was written there, and sys holds routines that
-//     run as mariadb.sys, which may delete from mysql.global_priv;
+//     schemas, which it cannot touch at all: write access to the grant
+//     tables (global_priv, db, proc) is full control, since the next GRANT
+//     or start loads whatever was written there; sys holds routines that
+//     run as mariadb.sys, which may delete from mysql.global_priv; and
+//     even a read (SELECT ... FOR UPDATE) of the grant tables makes the
+//     daemon's own statements wait;
 //   - two harmless global privileges: PROCESS (its own threads, InnoDB
 //     status) and SHOW DATABASES.
 //
@@ -67,19 +69,31 @@ const (
 )
 
 // TenantGrants returns the statements that give user@host the tenant
-// privilege set.
+// privilege set. They end with guard rows, which take effect at the next
+// FLUSH PRIVILEGES.
 func TenantGrants(user, host string) []string {
 	acct := Account(user, host)
-	stmts := []string{
+	return []string{
 		fmt.Sprintf("GRANT %s ON *.* TO %s", strings.Join(tenantGlobal, ", "), acct),
 		fmt.Sprintf("GRANT %s ON `%%`.* TO %s", strings.Join(tenantSchema, ", "), acct),
+		GuardRows(user, host),
 	}
-	// An exact schema row comes before the `%` pattern for this account:
-	// these schemas stay read-only to it.
+}
+
+// GuardRows returns the statement that gives user@host (host ” for a
+// role) a row of mysql.db for each guarded schema with no privilege at
+// all. MariaDB takes an account's schema privileges from the first
+// matching row in its sort order, and an exact schema name sorts before a
+// pattern such as `%`: so the `%` grant never reaches these schemas. No
+// GRANT makes a row without privileges; it is written directly and read
+// at the next FLUSH PRIVILEGES (or start).
+func GuardRows(user, host string) string {
+	var rows []string
 	for _, s := range guardedSchemas {
-		stmts = append(stmts, fmt.Sprintf("GRANT SELECT ON %s.* TO %s", quoteIdent(s), acct))
+		rows = append(rows, fmt.Sprintf("(%s, %s, %s)", quoteString(host), quoteString(s), quoteString(user)))
 	}
-	return stmts
+	return "INSERT INTO mysql.db (Host, Db, User) VALUES " + strings.Join(rows, ", ") +
+		" ON DUPLICATE KEY UPDATE Select_priv = 'N'"
 }
 
 // Account quotes user@host. Names are checked by the callers (role names

@@ -56,6 +56,7 @@ func Users(db Execer) (map[string]string, error) {
 func SyncStatements(roles []Role, have map[string]string, keep func(name string) bool) []string {
 	var stmts []string
 	want := map[string]bool{}
+	flush := false
 	for _, r := range roles {
 		want[r.Name] = true
 		acct := Account(r.Name, "%")
@@ -64,6 +65,7 @@ func SyncStatements(roles []Role, have map[string]string, keep func(name string)
 		case !ok:
 			stmts = append(stmts, fmt.Sprintf("CREATE USER %s IDENTIFIED BY PASSWORD %s", acct, quoteString(r.Hash)))
 			stmts = append(stmts, TenantGrants(r.Name, "%")...)
+			flush = true
 		case !strings.EqualFold(hash, r.Hash):
 			stmts = append(stmts, fmt.Sprintf("ALTER USER %s IDENTIFIED BY PASSWORD %s", acct, quoteString(r.Hash)))
 		}
@@ -72,6 +74,9 @@ func SyncStatements(roles []Role, have map[string]string, keep func(name string)
 		if !want[name] && keep(name) {
 			stmts = append(stmts, fmt.Sprintf("DROP USER %s", Account(name, "%")))
 		}
+	}
+	if flush {
+		stmts = append(stmts, "FLUSH PRIVILEGES") // loads the guard rows
 	}
 	return stmts
 }
@@ -96,7 +101,8 @@ type account struct {
 const accountsSQL = `SELECT g.User, g.Host,
   CAST(IFNULL(JSON_VALUE(g.Priv, '$.access'), 0) AS UNSIGNED),
   IFNULL(JSON_VALUE(g.Priv, '$.is_role'), '') IN ('1', 'true'),
-  (SELECT COUNT(*) FROM mysql.db d WHERE d.User = g.User AND d.Host = g.Host AND d.Db IN ('mysql', 'sys'))
+  (SELECT COUNT(*) FROM mysql.db d WHERE d.User = g.User AND d.Host = g.Host AND d.Db IN ('mysql', 'sys')
+    AND d.Select_priv = 'N' AND d.Insert_priv = 'N' AND d.Update_priv = 'N' AND d.Delete_priv = 'N')
 FROM mysql.global_priv g
 WHERE CONCAT(g.User, '@', g.Host) <> CURRENT_USER()
   AND NOT (g.Host = 'localhost' AND g.User = 'mariadb.sys')
@@ -129,7 +135,10 @@ func Audit(db Execer) ([]string, error) {
 		return nil, err
 	}
 	if guarded < 4 {
-		stmts = append(stmts, SchemaGuardSQL, "FLUSH PRIVILEGES")
+		stmts = append(stmts, GuardRows("", "localhost"), GuardRows("", "%"))
+	}
+	if len(stmts) > 0 {
+		stmts = append(stmts, "FLUSH PRIVILEGES") // loads the guard rows
 	}
 	for _, q := range stmts {
 		if _, err := db.Execute(q); err != nil {
@@ -166,22 +175,26 @@ func fixAccount(a account) []string {
 		acct = quoteIdent(a.user)
 	}
 	var stmts []string
+	revoked := false
 	if a.access&^tenantGlobalBits != 0 {
 		stmts = append(stmts, "REVOKE ALL PRIVILEGES, GRANT OPTION FROM "+acct)
 		if a.host == "%" && !a.role {
 			return append(stmts, TenantGrants(a.user, a.host)...)
 		}
+		revoked = true // REVOKE ALL deletes the guard rows too
 	}
-	if a.guarded < len(guardedSchemas) {
-		for _, s := range guardedSchemas {
-			stmts = append(stmts, fmt.Sprintf("GRANT SELECT ON %s.* TO %s", quoteIdent(s), acct))
+	if revoked || a.guarded < len(guardedSchemas) {
+		host := a.host
+		if a.role {
+			host = ""
 		}
+		stmts = append(stmts, GuardRows(a.user, host))
 	}
 	return stmts
 }
 
 func guardRows(db Execer) (int64, error) {
-	res, err := db.Execute("SELECT COUNT(*) FROM mysql.db WHERE User = '' AND Db IN ('mysql', 'sys') AND Host IN ('localhost', '%')")
+	res, err := db.Execute("SELECT COUNT(*) FROM mysql.db WHERE User = '' AND Db IN ('mysql', 'sys') AND Host IN ('localhost', '%') AND Select_priv = 'N'")
 	if err != nil {
 		return 0, fmt.Errorf("read the schema guard: %w", err)
 	}
