@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/serverlessd/serverlessd/compute/local/localtest"
 	"github.com/serverlessd/serverlessd/proxy"
 )
 
@@ -21,7 +22,7 @@ var relays = flag.String("relays", "", "comma-separated relays of BenchmarkRelay
 //
 //	go test -run '^$' -bench Relays -benchtime 1x ./bench -args -proxytime=5s -proxythreads=4
 func BenchmarkRelays(b *testing.B) {
-	dir := b.TempDir()
+	dir := localtest.Dir(b)
 	sock := prepareSysbench(b, dir)
 	targets := map[string]Target{}
 	cpu := map[string]func() time.Duration{}

@@ -88,6 +88,9 @@ type Driver struct {
 	procs  map[string]*instance       // running mariadbd by compute id
 	locks  map[string]chan struct{}   // per-compute operation lock
 	onExit func(id string, err error) // crash handler
+	// sysSizes caches the size of each compute's system schema folders
+	// ("<id>/mysql") but for their growable files, for StorageBytes.
+	sysSizes map[string]int64
 }
 
 var _ compute.Driver = (*Driver)(nil)
@@ -121,7 +124,7 @@ func New(opts Options) (*Driver, error) {
 		opts: opts, log: opts.Logger.With("component", "local-driver"),
 		mariadbd: mariadbd, installDB: installDB, version: version, user: processUser(),
 		owners: owners{dir: opts.Dir},
-		procs:  map[string]*instance{}, locks: map[string]chan struct{}{},
+		procs:  map[string]*instance{}, locks: map[string]chan struct{}{}, sysSizes: map[string]int64{},
 	}
 	if err := d.isolate(); err != nil {
 		return nil, err

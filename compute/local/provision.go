@@ -184,6 +184,11 @@ func (d *Driver) Destroy(ctx context.Context, c *store.Compute) error {
 	if err := d.stopLocked(ctx, c.ID, l); err != nil {
 		return err
 	}
+	d.mu.Lock()
+	for name := range systemSchemas {
+		delete(d.sysSizes, c.ID+"/"+name)
+	}
+	d.mu.Unlock()
 	if _, err := os.Stat(l.root); os.IsNotExist(err) {
 		return nil
 	}

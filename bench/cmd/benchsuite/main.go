@@ -133,6 +133,11 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	// The daemons' computes run as their own uids (the suite runs as
+	// root) and must be able to walk through the work dir to their folders.
+	if err := os.Chmod(work, 0o711); err != nil {
+		log.Fatal(err)
+	}
 	o.workDir = work
 	s := &suite{opts: o, res: &Results{}}
 	code := s.run()
