@@ -163,29 +163,41 @@ func TestApplicationPrivileges(t *testing.T) {
 // another, as Ctrl-C in the mariadb client does.
 func killOwnQuery(t *testing.T, db *sql.DB) {
 	t.Helper()
+	thread, ended := sleepingQuery(t, db)
+	if _, err := db.Exec(fmt.Sprintf("KILL QUERY %d", thread)); err != nil {
+		t.Fatalf("KILL QUERY of the role's own query: %v", err)
+	}
+	ended()
+}
+
+// sleepingQuery starts SELECT SLEEP(30) on a connection of db and returns
+// its thread id, and a function that waits for the query to end (failing
+// after 10 s).
+func sleepingQuery(t *testing.T, db *sql.DB) (uint32, func()) {
+	t.Helper()
 	ctx := context.Background()
-	victim, err := db.Conn(ctx)
+	conn, err := db.Conn(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer victim.Close()
-	var id int64
-	if err := victim.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&id); err != nil {
+	var thread uint32
+	if err := conn.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&thread); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
 	go func() {
-		_, err := victim.ExecContext(ctx, "SELECT SLEEP(30)")
+		_, err := conn.ExecContext(ctx, "SELECT SLEEP(30)")
 		done <- err
 	}()
 	time.Sleep(200 * time.Millisecond)
-	if _, err := db.Exec("KILL QUERY " + strconv.FormatInt(id, 10)); err != nil {
-		t.Fatalf("KILL QUERY of the role's own query: %v", err)
-	}
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the killed query did not end")
+	return thread, func() {
+		t.Helper()
+		defer conn.Close()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the killed query did not end")
+		}
 	}
 }
 
@@ -389,32 +401,14 @@ func TestKillThreadOfAnotherRole(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	app, err := open(t, c.Address, "app", appPW).Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer app.Close()
-	var thread uint32
-	if err := app.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&thread); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() {
-		_, err := app.ExecContext(ctx, "SELECT SLEEP(30)")
-		done <- err
-	}()
-	time.Sleep(200 * time.Millisecond)
+	thread, ended := sleepingQuery(t, open(t, c.Address, "app", appPW))
 	if _, err := root.Exec(fmt.Sprintf("KILL QUERY %d", thread)); mysqlCode(err) != 1095 {
 		t.Fatalf("root killing app's query in SQL: %v, want 1095 (not owner)", err)
 	}
 	if err := e.mgr.KillThread(ctx, c.ID, thread, true); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the killed query did not end")
-	}
+	ended()
 	var adminThread uint32
 	if err := root.QueryRow("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = 'system user' LIMIT 1").Scan(&adminThread); err == nil {
 		if err := e.mgr.KillThread(ctx, c.ID, adminThread, false); err == nil {

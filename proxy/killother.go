@@ -30,7 +30,7 @@ type killOrder struct {
 // killsOtherRole recognizes in a small command a KILL, by one of our
 // connection ids, of a session logged in as another role of this project.
 func (ss *session) killsOtherRole(p []byte) (killOrder, bool) {
-	if _, ok := ss.s.waker.(threadKiller); !ok || len(p) < 2 {
+	if len(p) < 2 {
 		return killOrder{}, false
 	}
 	var id uint64
@@ -48,6 +48,9 @@ func (ss *session) killsOtherRole(p []byte) (killOrder, bool) {
 		}
 		id, queryOnly = n, strings.EqualFold(words[len(words)-1], "QUERY")
 	default:
+		return killOrder{}, false
+	}
+	if _, ok := ss.s.waker.(threadKiller); !ok {
 		return killOrder{}, false
 	}
 	thread, user, ok := ss.s.killTarget(ss, id)
