@@ -12,6 +12,10 @@ type WakeResult struct {
 	ProjectID string `json:"project_id"`
 	// ColdStart is true when this call (or the start it joined) started the compute.
 	ColdStart bool `json:"cold_start"`
+	// MaxClients is how many client connections the compute takes, so
+	// that its own connection limit always leaves the daemon room; 0 when
+	// the driver does not say.
+	MaxClients int `json:"max_clients,omitempty"`
 }
 
 // Activity is a compute's live usage: open proxied connections, bytes

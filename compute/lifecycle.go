@@ -106,7 +106,7 @@ func (m *Manager) start(ctx context.Context, c *store.Compute, reason string) (W
 	m.openInterval(ctx, c)
 	m.setWarm(c)
 	m.checkStorageSoon(c.ID)
-	return resultOf(c, true), nil
+	return m.resultOf(c, true), nil
 }
 
 // Suspend stops an active compute gracefully and marks it suspended.

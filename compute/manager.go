@@ -159,7 +159,7 @@ func (m *Manager) ensureActive(ctx context.Context, computeID, reason string) (W
 			// shared driver). Its address is good; a dead backend is
 			// reported by the driver's exit handler, which marks it failed.
 			m.setWarm(c)
-			return resultOf(c, false), nil
+			return m.resultOf(c, false), nil
 		case store.StateSuspended, store.StateFailed, store.StateCreating:
 			res, err := m.start(ctx, c, reason)
 			if errors.Is(err, errLostRace) {
@@ -187,7 +187,7 @@ func (m *Manager) isWarm(c *store.Compute) bool {
 
 func (m *Manager) setWarm(c *store.Compute) {
 	m.mu.Lock()
-	m.warm[c.ProjectID] = resultOf(c, false)
+	m.warm[c.ProjectID] = m.resultOf(c, false)
 	m.mu.Unlock()
 }
 
@@ -209,8 +209,18 @@ func (m *Manager) dropWarm(c *store.Compute) {
 	m.mu.Unlock()
 }
 
-func resultOf(c *store.Compute, cold bool) WakeResult {
-	return WakeResult{Address: c.Address, ComputeID: c.ID, ProjectID: c.ProjectID, ColdStart: cold}
+func (m *Manager) resultOf(c *store.Compute, cold bool) WakeResult {
+	res := WakeResult{Address: c.Address, ComputeID: c.ID, ProjectID: c.ProjectID, ColdStart: cold}
+	if cl, ok := m.drv.(clientLimiter); ok {
+		res.MaxClients = cl.MaxClients(c.Spec)
+	}
+	return res
+}
+
+// clientLimiter is a driver that knows how many client connections a
+// compute of a spec takes, below its mariadbd's max_connections.
+type clientLimiter interface {
+	MaxClients(spec store.ComputeSpec) int
 }
 
 // lock takes the compute's lifecycle lock and returns its release.

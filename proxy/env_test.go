@@ -124,6 +124,7 @@ type testWaker struct {
 	acts    map[string]*compute.Activity
 	started map[string]bool
 	backend *mariadb     // where KillThread kills, as its root
+	clients int          // WakeResult.MaxClients
 	kills   atomic.Int64 // KillThread calls
 }
 
@@ -161,7 +162,7 @@ func (w *testWaker) Wake(ctx context.Context, projectID string) (compute.WakeRes
 	if !ok {
 		return compute.WakeResult{}, fmt.Errorf("project %s: %w", projectID, compute.ErrNoCompute)
 	}
-	return compute.WakeResult{Address: addr, ComputeID: "c-" + projectID, ProjectID: projectID, ColdStart: cold}, nil
+	return compute.WakeResult{Address: addr, ComputeID: "c-" + projectID, ProjectID: projectID, ColdStart: cold, MaxClients: w.clients}, nil
 }
 
 func (w *testWaker) Activity(computeID string) *compute.Activity {

@@ -6,6 +6,8 @@ import (
 	"sync"
 
 	"github.com/go-mysql-org/go-mysql/mysql"
+
+	"github.com/serverlessd/serverlessd/compute"
 )
 
 // ProjectLimits is implemented by a Directory that knows each project's own
@@ -90,6 +92,18 @@ func (ss *session) admitProject() error {
 	}
 	return refuse(CountTooManyForProject, mysql.ER_CON_COUNT_ERROR, "Too many connections for project "+clip(ss.project, 64),
 		fmt.Errorf("project limit is %d", limit))
+}
+
+// admitCompute refuses a session past the number of client connections
+// the project's compute takes (compute.WakeResult.MaxClients): the compute's
+// own limit must always leave its daemon room to check and control it. The
+// session is already counted in its project (one compute per project).
+func (ss *session) admitCompute(res compute.WakeResult) error {
+	if res.MaxClients <= 0 || ss.s.projects.count(ss.projectID) <= res.MaxClients {
+		return nil
+	}
+	return refuse(CountTooManyForProject, mysql.ER_CON_COUNT_ERROR, "Too many connections for project "+clip(ss.project, 64),
+		fmt.Errorf("its compute takes %d client connections", res.MaxClients))
 }
 
 // projectLimit is the project's own limit, bounded by (and defaulting to)

@@ -21,6 +21,9 @@ func (ss *session) connect() (compute.WakeResult, []byte, error) {
 		if err != nil {
 			return res, nil, err
 		}
+		if err := ss.admitCompute(res); err != nil {
+			return res, nil, err
+		}
 		ok, err := ss.backendLogin(res)
 		var r *refusal
 		if err == nil || attempt == backendAttempts || !errors.As(err, &r) || r.kind != CountBackendFailed || ss.isClosed() {

@@ -79,3 +79,19 @@ func (d *Driver) release(id string, g *cgroup.Group) {
 		d.log.Warn("cannot remove the compute's cgroup", "compute", id, "path", g.Path(), "err", err)
 	}
 }
+
+// daemonReserve is how many of a compute's connections are kept from its
+// clients for the daemon's own sessions (idle and storage checks, role
+// changes, kills), on top of the one extra connection MariaDB keeps for
+// CONNECTION ADMIN: a client still in its handshake takes that one too.
+const daemonReserve = 4
+
+// MaxClients is how many client connections a compute of spec takes: its
+// mariadbd's max_connections less the daemon's reserve.
+func (d *Driver) MaxClients(spec store.ComputeSpec) int {
+	mem, err := memoryOf(spec.Resources.Memory)
+	if err != nil {
+		return 0
+	}
+	return int(sizeMemory(mem).maxConnections) - daemonReserve
+}
