@@ -1,4 +1,4 @@
-// Package bench is serverlessd's performance suite (issue 7).
+// Package bench is serverlessd's performance suite.
 //
 // The suite itself is the program in bench/cmd/benchsuite: it drives a real
 // `serverlessd serve` built from the tree, with real clients (sysbench, the

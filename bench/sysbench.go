@@ -24,7 +24,7 @@ type Target struct {
 // Data set every throughput run uses: small enough to prepare in a few
 // seconds and to sit in any compute's buffer pool, so the figures measure
 // the path to the database, not the disk. The same sizes as the earlier
-// measurements quoted in issue 3.
+// recorded measurements, so figures stay comparable.
 const (
 	SysbenchTables    = 4
 	SysbenchTableSize = 10000

@@ -65,8 +65,8 @@ func (r *GoBenchResult) find(pkg, name string) (GoBench, bool) {
 }
 
 // benchTime is how long each package's benchmarks run. Those that start a
-// mariadbd per iteration run a fixed count (30 cycles, as issue 2 asks for
-// resume); the fast ones run for the default second, which gives store
+// mariadbd per iteration run a fixed count (30 cycles of resume, enough for
+// its p99); the fast ones run for the default second, which gives store
 // operations thousands of iterations and latency percentiles enough samples.
 func benchTime(pkg string) string {
 	if strings.HasPrefix(pkg, "./compute") {

@@ -1,4 +1,4 @@
-// Command benchsuite is serverlessd's benchmark suite (issue 7). From one
+// Command benchsuite is serverlessd's benchmark suite. From one
 // command it builds the daemon, drives it with real clients beside the
 // references it is judged against (a bare mariadbd, direct connections,
 // haproxy), runs the Go benchmarks of every package, profiles the proxy,

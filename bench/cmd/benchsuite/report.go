@@ -39,12 +39,13 @@ func status(ok bool) string {
 	return missed
 }
 
-// targets checks every goal of issues 2, 3, 4, 5 and 7 against this run.
+// targets checks every performance goal against this run; each row names
+// the issue that set it, for the report's readers.
 func targets(r *Results) []Target {
 	var ts []Target
 	add := func(t Target) { ts = append(ts, t) }
 
-	// Issue 2: resume through the manager, creation, RSS.
+	// Resume through the manager, creation, RSS.
 	if b, ok := r.GoBench.find("./compute", "Resume"); ok {
 		p50, _ := b.Get("p50-ms")
 		p99, _ := b.Get("p99-ms")
@@ -119,8 +120,9 @@ func targets(r *Results) []Target {
 				cellsMissed = append(cellsMissed, fmt.Sprintf("%s/%d %.2f", short(c.Workload), c.Threads, c.SDvsHA))
 			}
 		}
-		// Issue 3 names four cells; issue 7 runs all nine. One row each, so
-		// a miss outside issue 3's cells does not read as a miss of issue 3.
+		// One row for the four cells of the first throughput goal (point_select
+		// and read_write at 1 and 4 threads) and one for all nine, so a miss
+		// outside those four does not read as a miss of the first goal.
 		if len(i3) > 0 {
 			add(Target{Issue: "3", Goal: "throughput through serverlessd ≥ haproxy in issue 3's cells (point_select and read_write, 1 and 4 threads)",
 				Measured: "serverlessd/haproxy " + strings.Join(i3, ", "), Status: status(i3met)})
@@ -143,7 +145,7 @@ func targets(r *Results) []Target {
 		add(Target{Issue: "3, 7", Goal: "throughput ≥ haproxy in every cell", Status: notRun})
 	}
 
-	// Issue 4: the scheduler tick.
+	// The scheduler tick.
 	if b, ok := r.GoBench.find("./scheduler", "Tick"); ok {
 		cpu, _ := b.Get("cpu-ms/tick")
 		t := Target{Issue: "4", Goal: "scheduler tick over 10,000 projects with 50 active < 10 ms CPU",
@@ -162,7 +164,7 @@ func targets(r *Results) []Target {
 			Measured: fmt.Sprintf("list (limit=100) p99 %.2f ms; list (limit=1000) p99 %.2f ms; get p99 %.2f ms", sc.List100.P99, sc.List1000.P99, sc.Get.P99), Status: figure})
 	}
 
-	// Issue 5: store operations on PostgreSQL.
+	// Store operations on PostgreSQL.
 	var pg []string
 	pgOK, pgRan := true, false
 	for _, name := range []string{"GetProjectByName", "GetCompute", "UpdateComputeCAS"} {
@@ -186,7 +188,7 @@ func targets(r *Results) []Target {
 	add(Target{Issue: "5", Goal: "login path: at most one store read per login when nothing changed",
 		Measured: "not a benchmark: asserted by the store/cache tests (a counting store under the cache)", Status: figure})
 
-	// Issue 7: storm and churn.
+	// Wake storm and churn.
 	if len(r.Storms) > 0 {
 		st := r.Storms[0]
 		t := Target{Issue: "3, 7", Goal: fmt.Sprintf("wake storm (%d concurrent logins, default compute): 0 errors, 1 start", st.Rounds[0].Clients),
