@@ -140,8 +140,14 @@ func rootDB(t testing.TB, address, pw string) *sql.DB {
 
 func countRows(t testing.TB, db *sql.DB) int {
 	t.Helper()
+	return countTable(t, db, "t")
+}
+
+// countTable counts the rows of table.
+func countTable(t testing.TB, db *sql.DB, table string) int {
+	t.Helper()
 	var n int
-	if err := db.QueryRow("SELECT COUNT(*) FROM t").Scan(&n); err != nil {
+	if err := db.QueryRow("SELECT COUNT(*) FROM " + table).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n

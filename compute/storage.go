@@ -90,15 +90,24 @@ func (m *Manager) CheckStorage(ctx context.Context, computeID string) (int64, er
 
 // relock turns read_only back on after a lift that freed too little.
 func (m *Manager) relock(ctx context.Context, c *store.Compute) error {
+	if err := m.switchReadOnly(ctx, c, true); err != nil {
+		return err
+	}
+	m.Activity(c.ID).storage.lifted = false
+	return nil
+}
+
+// switchReadOnly sets MariaDB's read_only on the compute as the daemon's
+// account.
+func (m *Manager) switchReadOnly(ctx context.Context, c *store.Compute, on bool) error {
 	conn, err := m.adminConn(ctx, c, c.Address)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	if err := mariadb.SetReadOnly(conn, true); err != nil {
+	if err := mariadb.SetReadOnly(conn, on); err != nil {
 		return fmt.Errorf("compute %s: %w", c.ID, err)
 	}
-	m.Activity(c.ID).storage.lifted = false
 	return nil
 }
 
@@ -138,13 +147,8 @@ func storageLimit(c *store.Compute) (int64, error) {
 // setReadOnly switches MariaDB's read_only as the daemon's account and
 // records it where the proxy and the log see it.
 func (m *Manager) setReadOnly(ctx context.Context, c *store.Compute, on bool, used, limit int64) error {
-	conn, err := m.adminConn(ctx, c, c.Address)
-	if err != nil {
+	if err := m.switchReadOnly(ctx, c, on); err != nil {
 		return err
-	}
-	defer conn.Close()
-	if err := mariadb.SetReadOnly(conn, on); err != nil {
-		return fmt.Errorf("compute %s: %w", c.ID, err)
 	}
 	st := &m.Activity(c.ID).storage
 	st.full.Store(on)

@@ -29,7 +29,7 @@ const (
 	CountAuthDelayed                       // answers delayed because their role failed repeatedly
 	CountTooManyFromSource                 // refused: MaxConnectionsPerSource reached
 	CountTooManyForProject                 // refused: the project's connection limit reached
-	CountSpaceFreed                        // read-only lifted for a DROP or TRUNCATE on a full compute
+	CountSpaceFreed                        // DROP or TRUNCATE on a read-only compute, passed to the daemon to lift it
 	numCounters
 )
 
