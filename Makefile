@@ -10,7 +10,10 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Packages the daemon needs to run, and the extra ones the tests need.
 RUN_PKGS  := mariadb-server mariadb-client
-TEST_PKGS := $(RUN_PKGS) postgresql sysbench haproxy
+# Client libraries of other languages prove that pooled sessions survive
+# suspends: PyMySQL, and MariaDB Connector/J run from source by a JDK
+# (installed only when no javac is on the PATH).
+TEST_PKGS := $(RUN_PKGS) postgresql sysbench haproxy python3-pymysql libmariadb-java
 # The benchmarks also count each relay's system calls with strace.
 BENCH_PKGS := $(TEST_PKGS) strace
 
@@ -40,6 +43,7 @@ deps-run:
 
 deps-test:
 	$(call install-pkgs,$(TEST_PKGS))
+	$(if $(shell command -v javac),,$(call install-pkgs,default-jdk-headless))
 
 deps-bench:
 	$(call install-pkgs,$(BENCH_PKGS))

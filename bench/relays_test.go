@@ -10,15 +10,13 @@ import (
 	"time"
 
 	"github.com/serverlessd/serverlessd/compute/local/localtest"
-	"github.com/serverlessd/serverlessd/proxy"
 )
 
-var relays = flag.String("relays", "", "comma-separated relays of BenchmarkRelays (default: event-loop,goroutines,haproxy)")
+var relays = flag.String("relays", "", "comma-separated relays of BenchmarkRelays (default: serverlessd,haproxy)")
 
-// BenchmarkRelays runs sysbench through each of the proxy's relays and
-// through haproxy, interleaved in one run against one mariadbd, and
-// reports each one's transactions/s and CPU per transaction. It is the
-// A/B test behind the proxy's default relay:
+// BenchmarkRelays runs sysbench through the proxy and through haproxy,
+// interleaved in one run against one mariadbd, and reports each one's
+// transactions/s and CPU per transaction:
 //
 //	go test -run '^$' -bench Relays -benchtime 1x ./bench -args -proxytime=5s -proxythreads=4
 func BenchmarkRelays(b *testing.B) {
@@ -26,10 +24,8 @@ func BenchmarkRelays(b *testing.B) {
 	sock := prepareSysbench(b, dir)
 	targets := map[string]Target{}
 	cpu := map[string]func() time.Duration{}
-	for _, relay := range []string{proxy.RelayEventLoop, proxy.RelayGoroutines} {
-		targets[relay] = startProxy(b, dir, sock, relay)
-		cpu[relay] = func() time.Duration { return cpuTime(b) }
-	}
+	targets["serverlessd"] = startProxy(b, dir, sock)
+	cpu["serverlessd"] = func() time.Duration { return cpuTime(b) }
 	addr, err := FreeAddr()
 	if err != nil {
 		b.Fatal(err)
@@ -50,7 +46,7 @@ func BenchmarkRelays(b *testing.B) {
 		return d
 	}
 
-	names := []string{proxy.RelayEventLoop, proxy.RelayGoroutines, "haproxy"}
+	names := []string{"serverlessd", "haproxy"}
 	if *relays != "" {
 		names = strings.Split(*relays, ",")
 	}

@@ -152,11 +152,14 @@ func open(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemon, er
 		st.Close()
 		return nil, err
 	}
-	px, err := proxy.New(proxyConfig(cfg, versionOf(drv)), proxy.StoreDirectory{Store: st}, mgr, log)
+	pcfg := proxyConfig(cfg, versionOf(drv))
+	pcfg.OnReattach = met.ObserveReattach
+	px, err := proxy.New(pcfg, proxy.StoreDirectory{Store: st}, mgr, log)
 	if err != nil {
 		st.Close()
 		return nil, fmt.Errorf("set up the MySQL proxy: %w", err)
 	}
+	mgr.SetDetacher(px.Detach)
 	registerMetrics(met, st, mgr, px)
 	api := server.New(server.Options{
 		Store: st, Manager: mgr, Tokens: cfg.API.Tokens, ProxyAddr: cfg.Proxy.Listen, Logger: log,

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"path/filepath"
+	"time"
 
 	"github.com/serverlessd/serverlessd/compute"
 	"github.com/serverlessd/serverlessd/config"
@@ -23,10 +24,19 @@ func proxyConfig(cfg config.Config, version string) proxy.Config {
 		DataDir: filepath.Join(cfg.DataDir, "tls"), RequireTLS: p.RequireTLS, Domain: p.Domain,
 		HandshakeTimeout: p.HandshakeTimeout, WakeTimeout: p.WakeTimeout,
 		MaxHandshakePacket: p.MaxHandshakePacket, MaxConnections: p.MaxConnections,
-		RateLimitBurst: p.RateLimitBurst, RateLimitInterval: p.RateLimitInterval, Relay: p.Relay,
+		RateLimitBurst: p.RateLimitBurst, RateLimitInterval: p.RateLimitInterval,
 		MaxConnectionsPerSource: p.MaxConnectionsPerSource, MaxConnectionsPerProject: p.MaxConnectionsPerProject,
 		AuthDelayThreshold: p.AuthDelayThreshold, AuthDelayMax: p.AuthDelayMax, AuthDelayDecay: p.AuthDelayDecay,
+		PinnedIdleTimeout: pinnedTimeout(p.PinnedIdleTimeout),
 	}
+}
+
+// pinnedTimeout maps the config's 0 (never) to the proxy's negative.
+func pinnedTimeout(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // registerMetrics adds the gauges and counters read at scrape time: the
@@ -52,11 +62,33 @@ func registerMetrics(m *metrics.Metrics, st store.Store, mgr *compute.Manager, p
 			}
 			return out
 		}),
+		metrics.NewFunc("proxy_sessions", "Client sessions open, attached to a backend connection or detached (their compute suspended).", false, []string{"state"}, func() []metrics.Sample {
+			st := px.SessionStats()
+			return []metrics.Sample{{Labels: []string{"attached"}, Value: float64(st.Attached)}, {Labels: []string{"detached"}, Value: float64(st.Detached)}}
+		}),
+		metrics.NewFunc("proxy_sessions_pinned", "Client sessions holding state that cannot move to another connection, by what they hold.", false, []string{"reason"}, func() []metrics.Sample {
+			return samples(px.SessionStats().Pinned)
+		}),
+		metrics.NewFunc("proxy_session_events_total", "Client session events: detached for a suspend, re-attached warm or cold, closed at the pinned idle timeout, ended by a lost compute, statements prepared again.", true, []string{"event"}, func() []metrics.Sample {
+			return samples(px.SessionStats().Events)
+		}),
+		metrics.NewFunc("proxy_reattach_failures_total", "Re-attaches that failed, by reason (wake, backend, login_refused, restore).", true, []string{"reason"}, func() []metrics.Sample {
+			return samples(px.SessionStats().ReattachFailures)
+		}),
 		metrics.NewFunc("proxy_bytes_total", "Bytes through the proxy: in is client to database, out is database to client.", true, []string{"direction"}, func() []metrics.Sample {
 			in, out := mgr.TotalBytes()
 			return []metrics.Sample{{Labels: []string{"in"}, Value: float64(in)}, {Labels: []string{"out"}, Value: float64(out)}}
 		}),
 	)
+}
+
+// samples turns a count by label into metric samples.
+func samples(m map[string]int64) []metrics.Sample {
+	out := make([]metrics.Sample, 0, len(m))
+	for k, v := range m {
+		out = append(out, metrics.Sample{Labels: []string{k}, Value: float64(v)})
+	}
+	return out
 }
 
 // computesByState counts computes per state at scrape time, with every

@@ -24,6 +24,7 @@ type WakeResult struct {
 // All fields are atomics, so readers never block the proxy.
 type Activity struct {
 	conns      atomic.Int64
+	pinned     atomic.Int64 // sessions holding state that cannot move (a transaction, locks)
 	bytesIn    atomic.Int64 // client -> backend
 	bytesOut   atomic.Int64 // backend -> client
 	lastActive atomic.Int64 // unix nanoseconds
@@ -80,6 +81,16 @@ func (a *Activity) Acquire() *Lease {
 
 // Touch records traffic now.
 func (a *Activity) Touch() { a.lastActive.Store(time.Now().UnixNano()) }
+
+// Pin adds delta to the sessions pinned to the compute: while any is, the
+// compute is not idle.
+func (a *Activity) Pin(delta int64) {
+	a.pinned.Add(delta)
+	a.Touch()
+}
+
+// Pinned is the number of sessions pinned to the compute.
+func (a *Activity) Pinned() int64 { return a.pinned.Load() }
 
 // Conns is the number of open proxied connections.
 func (a *Activity) Conns() int64 { return a.conns.Load() }

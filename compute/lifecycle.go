@@ -166,6 +166,9 @@ func (m *Manager) suspendLocked(ctx context.Context, c *store.Compute, reason st
 			m.log.Warn("could not copy SQL roles before suspending", "compute", c.ID, "project", c.ProjectID, "err", err)
 		}
 	}
+	if from == store.StateActive {
+		m.detachSessions(ctx, c)
+	}
 	op, err := m.runOp(ctx, c, store.ActionSuspend, reason, func() error { return m.drv.Stop(ctx, c) })
 	if err != nil {
 		m.markFailed(ctx, c, err)

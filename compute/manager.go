@@ -64,7 +64,44 @@ type Manager struct {
 	activity map[string]*Activity   // compute id -> live usage
 	// Bytes of destroyed computes, so that TotalBytes never goes down.
 	retiredIn, retiredOut int64
+
+	detach Detacher // nil until SetDetacher
 }
+
+// Detacher moves the client sessions of a compute about to stop off their
+// backend connections (the proxy), so that they survive the stop, and
+// returns how many it moved.
+type Detacher func(ctx context.Context, computeID string) int
+
+// SetDetacher registers the proxy's Detach, called before every planned
+// stop of a running compute. Set it before serving.
+func (m *Manager) SetDetacher(d Detacher) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.detach = d
+}
+
+// detachSessions runs the Detacher, waiting at most detachWait for
+// sessions in the middle of a command.
+func (m *Manager) detachSessions(ctx context.Context, c *store.Compute) {
+	m.mu.Lock()
+	d := m.detach
+	m.mu.Unlock()
+	if d == nil {
+		return
+	}
+	dctx, cancel := context.WithTimeout(ctx, detachWait)
+	defer cancel()
+	t0 := time.Now()
+	if n := d(dctx, c.ID); n > 0 {
+		m.log.Info("client sessions detached for the suspend", "compute", c.ID, "project", c.ProjectID,
+			"sessions", n, "duration", time.Since(t0))
+	}
+}
+
+// detachWait bounds how long a suspend waits for a session's running
+// command before stopping the compute under it.
+const detachWait = 5 * time.Second
 
 // New returns a Manager and registers its crash handler with the driver.
 func New(opts Options) *Manager {

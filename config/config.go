@@ -96,9 +96,11 @@ type Proxy struct {
 	AuthDelayThreshold int           `mapstructure:"auth_delay_threshold"`
 	AuthDelayMax       time.Duration `mapstructure:"auth_delay_max"`
 	AuthDelayDecay     time.Duration `mapstructure:"auth_delay_decay"`
-	// Relay moves established plain sessions' bytes: event-loop (epoll,
-	// the fastest) or goroutines (one per direction, Go's net package).
-	Relay string `mapstructure:"relay"`
+	// PinnedIdleTimeout ends a client session that stays idle this long
+	// while pinned to its compute (an open transaction, locks), rolling
+	// its transaction back; a project's pinned_idle_timeout overrides it.
+	// 0 means never.
+	PinnedIdleTimeout time.Duration `mapstructure:"pinned_idle_timeout"`
 }
 
 // Store selects the state store backend.
@@ -168,7 +170,7 @@ func Default() Config {
 			WakeTimeout:        2 * time.Minute,
 			RateLimitBurst:     10,
 			RateLimitInterval:  time.Second,
-			Relay:              "event-loop",
+			PinnedIdleTimeout:  15 * time.Minute,
 			// These mirror proxy.Config's defaults; its comments say why.
 			MaxConnectionsPerSource:  1000,
 			MaxConnectionsPerProject: 500,
@@ -254,9 +256,6 @@ func (c *Config) Validate() error {
 		bad("proxy.rate_limit_interval", "must be positive, got %s", c.Proxy.RateLimitInterval)
 	}
 	validateProxyLimits(bad, c.Proxy)
-	if c.Proxy.Relay != "event-loop" && c.Proxy.Relay != "goroutines" {
-		bad("proxy.relay", "must be event-loop or goroutines, got %q", c.Proxy.Relay)
-	}
 	switch c.Store.Driver {
 	case "sqlite":
 	case "postgres":

@@ -28,6 +28,7 @@ type Metrics struct {
 	opFailures *prometheus.CounterVec
 	readOnly   prometheus.Gauge
 	projWakes  *prometheus.CounterVec // only with per-project labels
+	reattach   *prometheus.HistogramVec
 }
 
 // New builds the metric set on a fresh registry, with the Go runtime and
@@ -55,7 +56,12 @@ func New(perProject bool) *Metrics {
 		Namespace: namespace, Name: "computes_storage_full",
 		Help: "Computes read-only because they reached their storage limit.",
 	})
-	m.reg.MustRegister(m.wake, m.suspends, m.postponed, m.opFailures, m.readOnly,
+	m.reattach = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: namespace, Name: "session_reattach_duration_seconds",
+		Help:    "Time for an open client session to get a backend connection again (wake, login, state restored): cold (the compute was started) or warm.",
+		Buckets: []float64{.0005, .001, .005, .01, .025, .05, .1, .15, .2, .3, .4, .5, .75, 1, 2, 5, 10},
+	}, []string{"kind"})
+	m.reg.MustRegister(m.wake, m.suspends, m.reattach, m.postponed, m.opFailures, m.readOnly,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if perProject {
 		m.projWakes = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -92,6 +98,18 @@ func (m *Metrics) ObserveWake(projectID string, cold bool, d time.Duration) {
 	if m.perProject {
 		m.projWakes.WithLabelValues(projectID, kind).Inc()
 	}
+}
+
+// ObserveReattach records one client session's re-attach latency.
+func (m *Metrics) ObserveReattach(cold bool, d time.Duration) {
+	if m == nil {
+		return
+	}
+	kind := "warm"
+	if cold {
+		kind = "cold"
+	}
+	m.reattach.WithLabelValues(kind).Observe(d.Seconds())
 }
 
 // Suspended counts a suspend by its trigger.

@@ -16,31 +16,28 @@ import (
 // maxBackendPacket bounds packets read from a backend during login.
 const maxBackendPacket = 1 << 20
 
-// backendLogin dials the woken compute and logs in as the client's role
-// with the recovered stage1, passing through the client's database,
-// attributes, collation and capabilities. It returns the backend's OK
-// payload for the client; a backend ERR (e.g. an unknown database) is
-// relayed to the client as MariaDB's own error.
-func (ss *session) backendLogin(res compute.WakeResult) ([]byte, error) {
+// backendLogin dials the woken compute and logs in as the session's role
+// with the recovered stage1, passing through the client's attributes,
+// collation and capabilities, with schema as the default database. It
+// returns the new connection and the backend's OK payload; a backend ERR
+// (e.g. an unknown database) is relayed to the client as MariaDB's own
+// error.
+func (ss *session) backendLogin(res compute.WakeResult, schema string) (*link, []byte, error) {
 	deadline := time.Now().Add(ss.s.cfg.BackendTimeout)
 	network, addr := dialNetwork(res.Address)
 	c, err := dialBackend(ss.s.baseCtx, network, addr, deadline)
 	if err != nil {
-		return nil, ss.unreachable(err)
+		return nil, nil, ss.unreachable(err)
 	}
-	if !ss.setBackend(c) {
-		return nil, net.ErrClosed
-	}
+	l := newLink(c, res)
 	c.SetDeadline(deadline)
-	ok, err := ss.loginExchange(c)
+	ok, err := ss.loginExchange(l, schema)
 	if err != nil {
-		return nil, err
+		c.Close()
+		return nil, nil, err
 	}
 	c.SetDeadline(time.Time{})
-	ss.s.mu.Lock()
-	ss.ready, ss.computeID, ss.backendAddr, ss.backendUser = true, res.ComputeID, res.Address, ss.user
-	ss.s.mu.Unlock()
-	return ok, nil
+	return l, ok, nil
 }
 
 // dialBackend dials a compute. A unix socket whose listen backlog is full
@@ -73,9 +70,9 @@ func (ss *session) unreachable(err error) error {
 
 // loginExchange runs the backend's connection phase, framed by go-mysql's
 // packet.Conn (wire.Conn), which reads nothing past the backend's OK: the
-// relay then takes c over as it is.
-func (ss *session) loginExchange(c net.Conn) ([]byte, error) {
-	bc := wire.NewConn(c, maxBackendPacket)
+// relay then takes the connection over as it is.
+func (ss *session) loginExchange(l *link, schema string) ([]byte, error) {
+	bc := wire.NewConn(l.conn, maxBackendPacket)
 	p, err := bc.ReadPacket()
 	if err != nil {
 		return nil, ss.unreachable(err)
@@ -85,26 +82,26 @@ func (ss *session) loginExchange(c net.Conn) ([]byte, error) {
 		return nil, ss.backendError(err)
 	}
 	ss.s.learn(g)
-	plan, err := planBackendCaps(ss.caps, ss.extCaps, ss.resp.Database != "", ss.resp.HasAttrs, g)
+	plan, err := planBackendCaps(ss.caps, ss.extCaps, schema != "", ss.resp.HasAttrs, g)
 	if err != nil {
 		msg := fmt.Sprintf("serverlessd: the compute of project %q cannot serve this client: %v", ss.project, err)
 		return nil, refuse(CountCapabilityMismatch, mysql.ER_NOT_SUPPORTED_YET, msg, err)
 	}
-	ss.backendThread, ss.backendCaps, ss.backendNonce = g.ConnID, plan.caps, g.Nonce
+	l.thread, l.caps, l.nonce = g.ConnID, plan.caps, g.Nonce
 	hr := &wire.HandshakeResponse{
 		Caps: plan.caps, ExtCaps: plan.extCaps, MaxPacket: ss.resp.MaxPacket, Charset: ss.resp.Charset,
-		User: ss.user, AuthResponse: wire.NativeScramble(g.Nonce, ss.stage1), Database: ss.resp.Database,
+		User: ss.user, AuthResponse: wire.NativeScramble(g.Nonce, ss.stage1), Database: schema,
 		AuthPlugin: mysql.AUTH_NATIVE_PASSWORD, Attrs: ss.resp.Attrs,
 	}
 	if err := bc.WritePacket(hr.Marshal()); err != nil {
 		return nil, ss.unreachable(err)
 	}
-	return ss.loginResult(bc)
+	return ss.loginResult(bc, l)
 }
 
 // loginResult reads the backend's answer, following at most one switch to
 // mysql_native_password with a fresh nonce.
-func (ss *session) loginResult(bc *wire.Conn) ([]byte, error) {
+func (ss *session) loginResult(bc *wire.Conn, l *link) ([]byte, error) {
 	for switches := 0; ; switches++ {
 		p, err := bc.ReadPacket()
 		if err != nil {
@@ -127,8 +124,8 @@ func (ss *session) loginResult(bc *wire.Conn) ([]byte, error) {
 			if err != nil || plugin != mysql.AUTH_NATIVE_PASSWORD || len(nonce) < wire.NonceLen || switches > 0 {
 				return nil, ss.unsupportedPlugin(plugin)
 			}
-			ss.backendNonce = nonce[:wire.NonceLen]
-			if err := bc.WritePacket(wire.NativeScramble(ss.backendNonce, ss.stage1)); err != nil {
+			l.nonce = nonce[:wire.NonceLen]
+			if err := bc.WritePacket(wire.NativeScramble(l.nonce, ss.stage1)); err != nil {
 				return nil, ss.unreachable(err)
 			}
 		default:

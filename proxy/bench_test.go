@@ -5,16 +5,14 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"fmt"
-	"io"
+
 	"net"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
-	"github.com/serverlessd/serverlessd/compute"
 )
 
 // benchTargets are the ways to reach the shared backend: directly, and
@@ -69,26 +67,13 @@ func BenchmarkConnectSelect1(b *testing.B) {
 }
 
 // BenchmarkSelect1 measures a query on an open connection: the relay's
-// per-round-trip cost, in each relay mode. The Go client runs in the same
-// process, so its own wake-ups depend on how busy the runtime is: sysbench
-// (bench.BenchmarkRelays) is the fairer comparison of relays.
+// per-round-trip cost. The Go client runs in the same process, so its own
+// wake-ups depend on how busy the runtime is: sysbench
+// (bench.BenchmarkRelays) is the fairer comparison with other relays.
 func BenchmarkSelect1(b *testing.B) {
-	e, targets := benchTargets(b)
+	_, targets := benchTargets(b)
 	for _, tg := range targets {
-		variants := relayVariants[:1]
-		if strings.HasPrefix(tg.name, "proxy-") && !strings.Contains(tg.name, "tls") {
-			variants = relayVariants
-		}
-		for _, v := range variants {
-			name := tg.name
-			if len(variants) > 1 {
-				name += "-" + v.name
-			}
-			b.Run(name, func(b *testing.B) {
-				defer e.useRelay(v)()
-				benchSelect1(b, tg.dsn)
-			})
-		}
+		b.Run(tg.name, func(b *testing.B) { benchSelect1(b, tg.dsn) })
 	}
 }
 
@@ -111,8 +96,8 @@ func benchSelect1(b *testing.B, dsn string) {
 	reportPercentiles(b, lat)
 }
 
-// BenchmarkBulkRead streams 64 MiB of result rows, comparing the spliced
-// relay with a user-space copy.
+// BenchmarkBulkRead streams 64 MiB of result rows, directly and through
+// the relay.
 func BenchmarkBulkRead(b *testing.B) {
 	e, targets := benchTargets(b)
 	const rows, rowSize = 64, 1 << 20
@@ -141,16 +126,8 @@ func BenchmarkBulkRead(b *testing.B) {
 	}
 	b.Run("direct-unix", func(b *testing.B) { run(b, targets[0].dsn) })
 	b.Run("direct-tcp", func(b *testing.B) { run(b, targets[1].dsn) })
-	for _, v := range relayVariants {
-		b.Run("proxy-to-unix-"+v.name, func(b *testing.B) {
-			defer e.useRelay(v)()
-			run(b, e.dsn("shop.u", "pw", "app", ""))
-		})
-		b.Run("proxy-to-tcp-"+v.name, func(b *testing.B) {
-			defer e.useRelay(v)()
-			run(b, e.dsn("tcpshop.u", "pw", "app", ""))
-		})
-	}
+	b.Run("proxy-to-unix", func(b *testing.B) { run(b, e.dsn("shop.u", "pw", "app", "")) })
+	b.Run("proxy-to-tcp", func(b *testing.B) { run(b, e.dsn("tcpshop.u", "pw", "app", "")) })
 	b.Run("proxy-tls", func(b *testing.B) { run(b, e.dsn("shop.u", "pw", "app", "tls=skip-verify")) })
 }
 
@@ -161,74 +138,6 @@ func reportPercentiles(b *testing.B, lat []time.Duration) {
 	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
-}
-
-// BenchmarkRelayCopy isolates the server->client relay: a backend socket
-// (unix or TCP) streams 1 MiB writes, copyOut moves them to a loopback TCP
-// client, which discards them. It compares splice(2) with a user-space copy.
-// The relay goroutine ends when the backend socket closes.
-func BenchmarkRelayCopy(b *testing.B) {
-	for _, backendNet := range []string{"unix", "tcp"} {
-		for _, mode := range []int{relayPlain, relaySplice} {
-			b.Run(backendNet+"-"+relayModeNames[mode], func(b *testing.B) {
-				defer setRelayMode(setRelayMode(mode))
-				benchRelay(b, backendNet)
-			})
-		}
-	}
-}
-
-func benchRelay(b *testing.B, backendNet string) {
-	const chunk = 1 << 20
-	srcW, srcR := socketPair(b, backendNet) // backend writes srcW, relay reads srcR
-	dstW, dstR := socketPair(b, "tcp")      // relay writes dstW, client reads dstR
-	go func() { io.Copy(io.Discard, readerOnly{dstR}) }()
-	lease := (&compute.Activity{}).Acquire()
-	done := make(chan struct{})
-	go func() { copyOut(dstW, srcR, lease); close(done) }()
-	buf := make([]byte, chunk)
-	b.SetBytes(chunk)
-	for b.Loop() {
-		if _, err := srcW.Write(buf); err != nil {
-			b.Fatal(err)
-		}
-	}
-	srcW.Close()
-	<-done
-}
-
-type readerOnly struct{ io.Reader }
-
-var relayModeNames = map[int]string{relayPlain: "plain-copy", relaySplice: "splice"}
-
-// relayVariant is one way to relay established sessions: Config.Relay,
-// and for the goroutine relay its server->client copy.
-type relayVariant struct {
-	name  string
-	relay string
-	copy  int
-}
-
-var relayVariants = []relayVariant{
-	{"event-loop", RelayEventLoop, relayPlain},
-	{"plain-copy", RelayGoroutines, relayPlain},
-	{"splice", RelayGoroutines, relaySplice},
-}
-
-// useRelay switches e's proxy to v for the sessions opened afterwards, and
-// returns what switches it back.
-func (e *env) useRelay(v relayVariant) (restore func()) {
-	oldRelay, oldMode := e.srv.cfg.Relay, relayMode
-	e.srv.cfg.Relay, relayMode = v.relay, v.copy
-	return func() { e.srv.cfg.Relay, relayMode = oldRelay, oldMode }
-}
-
-// setRelayMode switches the relay and returns the previous mode. Only
-// connections opened afterwards use the new mode.
-func setRelayMode(m int) int {
-	old := relayMode
-	relayMode = m
-	return old
 }
 
 // socketPair returns two connected sockets of network "unix" or "tcp".

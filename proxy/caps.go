@@ -69,7 +69,11 @@ type backendLogin struct {
 // capability that shapes the command phase. A mismatch is refused: the
 // client would otherwise misread the backend's replies.
 func planBackendCaps(client, clientExt uint32, hasDB, hasAttrs bool, g *wire.Greeting) (backendLogin, error) {
-	c := client&^authPhaseCaps | mysql.CLIENT_PROTOCOL_41 | mysql.CLIENT_SECURE_CONNECTION | mysql.CLIENT_PLUGIN_AUTH
+	// Session tracking is always on towards the backend: the relay reads
+	// the session's state from OK packets, and strips it again for a
+	// client that did not ask for it.
+	c := client&^authPhaseCaps | mysql.CLIENT_PROTOCOL_41 | mysql.CLIENT_SECURE_CONNECTION | mysql.CLIENT_PLUGIN_AUTH |
+		mysql.CLIENT_SESSION_TRACK
 	if hasDB {
 		c |= mysql.CLIENT_CONNECT_WITH_DB
 	}

@@ -26,6 +26,7 @@ func (ss *session) rewriteKill(p []byte) []byte {
 			out := append([]byte{mysql.COM_PROCESS_KILL}, 0, 0, 0, 0)
 			binary.LittleEndian.PutUint32(out[1:], to)
 			ss.logKill(id, to)
+			ss.killsSession = id
 			return out
 		}
 		return nil
@@ -39,6 +40,9 @@ func (ss *session) rewriteKill(p []byte) []byte {
 		return nil
 	}
 	ss.logKill(uint32(id), to)
+	if !strings.EqualFold(words[len(words)-1], "QUERY") {
+		ss.killsSession = uint32(id)
+	}
 	q := strings.Join(append(words, strconv.FormatUint(uint64(to), 10)), " ")
 	return append([]byte{mysql.COM_QUERY}, q...)
 }
@@ -89,6 +93,18 @@ func (s *Server) mapKill(killer *session, id uint64) (uint32, bool) {
 	return thread, ok
 }
 
+// endKilled closes the client session a successful KILL CONNECTION
+// ended on the backend: without its backend connection it would otherwise
+// attach again at its next command.
+func (s *Server) endKilled(id uint32) {
+	s.mu.Lock()
+	t := s.sessions[id]
+	s.mu.Unlock()
+	if t != nil {
+		t.close()
+	}
+}
+
 // killTarget is mapKill that also returns the role the target session is
 // logged in as.
 func (s *Server) killTarget(killer *session, id uint64) (thread uint32, user string, ok bool) {
@@ -108,16 +124,21 @@ func (s *Server) killTarget(killer *session, id uint64) (thread uint32, user str
 // changeUser re-authenticates a COM_CHANGE_USER against the Directory (its
 // scramble was made with OUR nonce) and forwards it rewritten for the
 // backend's nonce. A failure answers the client and keeps the session as
-// it was, like MariaDB, which restores the previous user.
-func (ss *session) changeUser(cr *clientReader, p []byte) error {
-	cu, err := wire.ParseChangeUser(p, ss.caps)
+// it was, like MariaDB, which restores the previous user. Success resets
+// the session's state on the backend, and so in the proxy.
+func (ss *session) changeUser(c *command) error {
+	if c.payload == nil || c.n > ss.s.cfg.MaxHandshakePacket {
+		return ss.fatal(mysql.NewError(mysql.ER_NET_PACKET_TOO_LARGE, "serverlessd: COM_CHANGE_USER packet too large"))
+	}
+	cu, err := wire.ParseChangeUser(c.payload, ss.caps)
 	if err != nil {
-		return ss.replyClient(cr, mysql.NewError(mysql.ER_HANDSHAKE_ERROR, "Bad handshake"), true)
+		return ss.fatal(mysql.NewError(mysql.ER_HANDSHAKE_ERROR, "Bad handshake"))
 	}
 	if cu.HasPlugin && cu.AuthPlugin != "" && cu.AuthPlugin != mysql.AUTH_NATIVE_PASSWORD {
 		ss.s.counters.inc(CountChangeUserRefused)
-		return ss.replyClient(cr, mysql.NewError(mysql.ER_NOT_SUPPORTED_AUTH_MODE,
-			"serverlessd: COM_CHANGE_USER needs mysql_native_password, not "+cu.AuthPlugin), false)
+		ss.replyErr(mysql.NewError(mysql.ER_NOT_SUPPORTED_AUTH_MODE,
+			"serverlessd: COM_CHANGE_USER needs mysql_native_password, not "+cu.AuthPlugin))
+		return nil
 	}
 	project, user := ss.route(cu.User)
 	ctx, cancel := context.WithTimeout(ss.s.baseCtx, ss.s.cfg.HandshakeTimeout)
@@ -125,24 +146,43 @@ func (ss *session) changeUser(cr *clientReader, p []byte) error {
 	stage1, _, err := ss.checkPassword(ctx, passwordCheck{login: cu.User, project: project, role: user,
 		creds: credentials{scramble: cu.AuthResponse}, sameProject: ss.projectID})
 	if err != nil {
-		return ss.refuseChangeUser(cr, cu.User, err)
+		return ss.refuseChangeUser(cu.User, err)
 	}
+	prevStage1, prevUser := ss.stage1, ss.user
 	ss.stage1, ss.user = stage1, user
 	ss.s.mu.Lock()
 	ss.backendUser = user
 	ss.s.mu.Unlock()
 	cu.User = user
-	cu.AuthResponse = wire.NativeScramble(ss.backendNonce, stage1)
+	cu.AuthResponse = wire.NativeScramble(ss.link.nonce, stage1)
 	cu.AuthPlugin = mysql.AUTH_NATIVE_PASSWORD
 	ss.s.counters.inc(CountChangeUser)
 	ss.log.Info("change user", "project", ss.project, "user", user)
-	cr.writePacket(0, cu.Marshal(ss.backendCaps))
+	c.payload = cu.Marshal(ss.link.caps)
+	c.n = len(c.payload)
+	if err := ss.forward(c, respChangeUser); err != nil {
+		return err
+	}
+	if !c.ok {
+		ss.stage1, ss.user = prevStage1, prevUser
+		ss.s.mu.Lock()
+		ss.backendUser = prevUser
+		ss.s.mu.Unlock()
+		return nil
+	}
+	schema := ss.st.schema
+	ss.st.reset(cu.Database)
+	if cu.Database == "" {
+		ss.st.schema = schema
+	}
+	ss.remapIDs = true
+	ss.link.ids, ss.link.types = map[uint32]uint32{}, map[uint32]bool{}
 	return nil
 }
 
 // refuseChangeUser answers a refused COM_CHANGE_USER (1045, or 1129 while
 // the source's failed-login bucket is empty) and keeps the session.
-func (ss *session) refuseChangeUser(cr *clientReader, login string, err error) error {
+func (ss *session) refuseChangeUser(login string, err error) error {
 	var r *refusal
 	if !errors.As(err, &r) {
 		return err
@@ -152,17 +192,6 @@ func (ss *session) refuseChangeUser(cr *clientReader, login string, err error) e
 		ss.s.counters.inc(CountRateLimited)
 	}
 	ss.log.Info("change user refused", "user", clip(login, 64), "reason", r.kind.String(), "err", r.cause)
-	return ss.replyClient(cr, r.reply, false)
-}
-
-// replyClient answers a command directly. The backend is idle (it has not
-// seen the command), so nothing else writes to the client meanwhile.
-func (ss *session) replyClient(cr *clientReader, e *mysql.MyError, fatal bool) error {
-	if _, err := wire.WritePacket(ss.conn, 1, wire.ErrPayload(e)); err != nil {
-		return err
-	}
-	if fatal {
-		return e
-	}
+	ss.replyErr(r.reply)
 	return nil
 }

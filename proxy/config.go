@@ -91,16 +91,13 @@ type Config struct {
 	AuthDelayThreshold int
 	AuthDelayMax       time.Duration
 	AuthDelayDecay     time.Duration
-	// Relay is how established plain sessions move bytes: RelayEventLoop
-	// (the default) or RelayGoroutines. TLS sessions always use goroutines.
-	Relay string
+	// PinnedIdleTimeout ends a session that stays idle this long while
+	// pinned (an open transaction, locks) when its project sets none;
+	// default 15m, negative: never.
+	PinnedIdleTimeout time.Duration
+	// OnReattach observes each re-attach's latency (metrics); optional.
+	OnReattach ReattachObserver
 }
-
-// The relays of Config.Relay.
-const (
-	RelayEventLoop  = "event-loop"
-	RelayGoroutines = "goroutines"
-)
 
 func (c *Config) setDefaults() {
 	if c.Listen == "" {
@@ -127,8 +124,8 @@ func (c *Config) setDefaults() {
 	if c.RateLimitInterval == 0 {
 		c.RateLimitInterval = time.Second
 	}
-	if c.Relay == "" {
-		c.Relay = RelayEventLoop
+	if c.PinnedIdleTimeout == 0 {
+		c.PinnedIdleTimeout = 15 * time.Minute
 	}
 	c.setLimitDefaults()
 }
@@ -174,9 +171,6 @@ func (c Config) Validate() error {
 	}
 	if strings.HasPrefix(c.Domain, ".") || strings.HasSuffix(c.Domain, ".") {
 		errs = append(errs, fmt.Errorf("proxy: domain %q must not start or end with a dot", c.Domain))
-	}
-	if c.Relay != RelayEventLoop && c.Relay != RelayGoroutines {
-		errs = append(errs, fmt.Errorf("proxy: relay must be %q or %q (got %q)", RelayEventLoop, RelayGoroutines, c.Relay))
 	}
 	if c.AuthDelayThreshold >= 0 && c.AuthDelayMax >= c.HandshakeTimeout {
 		errs = append(errs, fmt.Errorf("proxy: auth_delay_max (%s) must be below handshake_timeout (%s)", c.AuthDelayMax, c.HandshakeTimeout))

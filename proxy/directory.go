@@ -32,3 +32,13 @@ func (d StoreDirectory) ProjectMaxConnections(ctx context.Context, projectID str
 	}
 	return p.Config.MaxConnections, nil
 }
+
+// ProjectPinnedIdleTimeout returns the project's pinned_idle_timeout in
+// seconds (nil: the daemon's default).
+func (d StoreDirectory) ProjectPinnedIdleTimeout(ctx context.Context, projectID string) (*int, error) {
+	p, err := d.Store.GetProject(ctx, projectID)
+	if err != nil {
+		return nil, err
+	}
+	return p.Config.PinnedIdleTimeout, nil
+}

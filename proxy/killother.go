@@ -7,8 +7,6 @@ import (
 	"strings"
 
 	"github.com/go-mysql-org/go-mysql/mysql"
-
-	"github.com/serverlessd/serverlessd/proxy/wire"
 )
 
 // threadKiller kills a backend thread as the daemon's account
@@ -23,6 +21,7 @@ type threadKiller interface {
 
 // killOrder is a KILL of another role's session of the same project.
 type killOrder struct {
+	id        uint32 // ours
 	thread    uint32
 	queryOnly bool
 }
@@ -57,21 +56,11 @@ func (ss *session) killsOtherRole(p []byte) (killOrder, bool) {
 	if !ok || user == ss.user {
 		return killOrder{}, false // the backend does it, or says it cannot
 	}
-	return killOrder{thread: thread, queryOnly: queryOnly}, true
-}
-
-// answersItself reports whether a small command is one the daemon answers
-// in place of the backend: the event loop then hands the session to the
-// goroutine relay, which may wait on it.
-func (ss *session) answersItself(p []byte) bool {
-	if _, ok := ss.killsOtherRole(p); ok {
-		return true
-	}
-	return ss.freesSpace(p)
+	return killOrder{id: uint32(id), thread: thread, queryOnly: queryOnly}, true
 }
 
 // killOther runs k for the client and answers OK or the error.
-func (ss *session) killOther(cr *clientReader, k killOrder) error {
+func (ss *session) killOther(k killOrder) error {
 	ctx, cancel := context.WithTimeout(ss.s.baseCtx, ss.s.cfg.BackendTimeout)
 	defer cancel()
 	err := ss.s.waker.(threadKiller).KillThread(ctx, ss.computeID, k.thread, k.queryOnly)
@@ -80,12 +69,15 @@ func (ss *session) killOther(cr *clientReader, k killOrder) error {
 		if !errors.As(err, &me) {
 			me = mysql.NewError(mysql.ER_UNKNOWN_ERROR, "serverlessd: the KILL could not be run: "+clip(err.Error(), 200))
 		}
-		return ss.replyClient(cr, me, false)
+		ss.replyErr(me)
+		return nil
 	}
 	ss.s.counters.inc(CountKillRewritten)
 	ss.log.Info("kill of another role's session run by the daemon", "project", ss.project, "user", ss.user,
 		"backend_thread", k.thread, "query_only", k.queryOnly)
-	ok := []byte{mysql.OK_HEADER, 0, 0, byte(mysql.SERVER_STATUS_AUTOCOMMIT), 0, 0, 0}
-	_, err = wire.WritePacket(ss.conn, 1, ok)
-	return err
+	if !k.queryOnly {
+		ss.s.endKilled(k.id)
+	}
+	ss.replyOK()
+	return nil
 }

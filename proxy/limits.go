@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/go-mysql-org/go-mysql/mysql"
 
@@ -133,4 +134,26 @@ func effectiveLimit(own, bound int) int {
 	default:
 		return min(own, bound)
 	}
+}
+
+// ProjectPins is an optional Directory method: a project's own pinned idle
+// timeout (config pinned_idle_timeout seconds; nil: the daemon's default,
+// 0: never).
+type ProjectPins interface {
+	ProjectPinnedIdleTimeout(ctx context.Context, projectID string) (*int, error)
+}
+
+// pinnedIdleTimeout is how long the session may sit pinned and idle; 0
+// means forever.
+func (s *Server) pinnedIdleTimeout(ctx context.Context, ss *session) time.Duration {
+	def := max(s.cfg.PinnedIdleTimeout, 0)
+	pp, ok := s.dir.(ProjectPins)
+	if !ok {
+		return def
+	}
+	own, err := pp.ProjectPinnedIdleTimeout(ctx, ss.projectID)
+	if err != nil || own == nil {
+		return def
+	}
+	return time.Duration(*own) * time.Second
 }

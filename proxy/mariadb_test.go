@@ -7,6 +7,7 @@ package proxy
 import (
 	"database/sql"
 	"fmt"
+	mdb "github.com/serverlessd/serverlessd/compute/mariadb"
 	"net"
 	"os"
 	"os/exec"
@@ -45,12 +46,16 @@ func startMariaDB(dir string) (*mariadb, error) {
 	}
 	m := &mariadb{dir: dir, sock: filepath.Join(dir, "mysqld.sock"), port: port, exit: make(chan error, 1)}
 	bin, _ := lookBin("mariadbd")
-	m.cmd = exec.Command(bin, "--no-defaults", "--user=root", "--datadir="+data,
-		"--socket="+m.sock, fmt.Sprintf("--port=%d", port), "--bind-address=127.0.0.1",
+	args := []string{"--no-defaults", "--user=root", "--datadir=" + data,
+		"--socket=" + m.sock, fmt.Sprintf("--port=%d", port), "--bind-address=127.0.0.1",
 		"--skip-name-resolve", "--max-connections=2000", "--max-allowed-packet=64M",
 		"--innodb-buffer-pool-size=64M", "--local-infile=1", "--skip-log-bin",
 		"--character-set-server=utf8mb4", "--collation-server=utf8mb4_general_ci",
-		"--log-error="+filepath.Join(dir, "error.log"), "--pid-file="+filepath.Join(dir, "mysqld.pid"))
+		"--log-error=" + filepath.Join(dir, "error.log"), "--pid-file=" + filepath.Join(dir, "mysqld.pid")}
+	for _, o := range mdb.SessionOptions { // as computes run
+		args = append(args, "--"+o)
+	}
+	m.cmd = exec.Command(bin, args...)
 	m.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := m.cmd.Start(); err != nil {
 		return nil, err

@@ -2,353 +2,460 @@ package proxy
 
 import (
 	"bufio"
-	"bytes"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
-	"net"
-	"sync"
+	"os"
 	"time"
 
 	"github.com/go-mysql-org/go-mysql/mysql"
-	"github.com/serverlessd/serverlessd/compute"
 	"github.com/serverlessd/serverlessd/proxy/wire"
 )
 
-// relayChunk bounds each spliced copy so the lease sees bytes out while a
-// long result streams, at a cost of one extra call per MiB.
-const relayChunk = 1 << 20
+// The relay is one loop per session: read a command from the client,
+// make sure the session has a backend connection (waking the compute and
+// restoring the session's state if it lost its connection), forward the
+// command, and relay the response packet by packet, reading the status
+// and session-state blocks of its OK and EOF packets on the way. Knowing
+// where each response ends is what lets a session outlive its backend
+// connection: between commands the proxy can detach it, and attach it to
+// another one later.
 
-// errQuit ends the client->server loop after forwarding COM_QUIT.
+// errQuit ends the session after COM_QUIT.
 var errQuit = errors.New("client quit")
 
-// relay copies bytes both ways until either side closes, then closes both.
-// Plain sessions go to an event loop (eventloop.go); TLS sessions, and
-// sessions the loop hands back at COM_CHANGE_USER, use a goroutine per
-// direction.
-func (ss *session) relay(lease *compute.Lease) {
-	var h handOff
-	if ss.s.cfg.Relay == RelayEventLoop && !ss.tls {
-		var done bool
-		if h, done = ss.relayInLoop(lease); done {
-			return
-		}
-	}
-	ss.relayGoroutines(lease, h)
-}
-
-// handOff is what the event loop leaves for the goroutine relay.
-type handOff struct {
-	st                 cmdState
-	carry              []byte // client bytes not yet forwarded, from a COM_CHANGE_USER on
-	toServer, toClient []byte // bytes a peer had not taken yet
-	in, out            int64
-}
-
-// relayGoroutines runs each direction in its own goroutine. The
-// server->client direction (the bulk: result sets) is a plain byte copy;
-// the client->server direction reads packet headers to be command-aware.
-func (ss *session) relayGoroutines(lease *compute.Lease, h handOff) {
-	type result struct {
-		n   int64
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		n, err := writeAll(ss.conn, h.toClient)
-		if err == nil {
-			n, err = copyOut(ss.conn, ss.backend, lease)
-		}
-		ss.close()
-		done <- result{n, err}
-	}()
-	in, inErr := ss.forwardCommands(lease, h)
-	ss.close()
-	out := <-done
-	ss.logClosed(h.in+in, h.out+out.n, inErr, out.err)
-}
-
-func (ss *session) logClosed(in, out int64, clientErr, backendErr error) {
-	ss.log.Debug("session closed", "project", ss.project, "user", ss.user,
-		"bytes_in", in, "bytes_out", out, "client_err", clientErr, "backend_err", backendErr,
-		"duration", time.Since(ss.start))
-}
-
-func writeAll(w io.Writer, p []byte) (int64, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	n, err := w.Write(p)
-	return int64(n), err
-}
-
-// copyOut is the server->client direction: spliced, or copied in user
-// space (relayMode).
-func copyOut(dst, src net.Conn, lease *compute.Lease) (int64, error) {
-	var n int64
-	var err error
-	switch relayMode {
-	case relaySplice:
-		n, err = copySplice(dst, src, lease)
-	default:
-		n, err = copyPlain(dst, src, lease)
-	}
-	if errors.Is(err, io.EOF) {
-		err = nil
-	}
-	return n, err
-}
-
-// copySplice uses io.CopyN, which hands a *net.TCPConn destination a
-// LimitedReader over the raw source: TCPConn.ReadFrom turns it into
-// splice(2) from a TCP or unix socket. The 1 MiB steps let the lease see
-// bytes out while a long result streams.
-func copySplice(dst, src net.Conn, lease *compute.Lease) (int64, error) {
-	var total int64
-	for {
-		n, err := io.CopyN(dst, src, relayChunk)
-		total += n
-		if n > 0 {
-			lease.Add(0, n)
-		}
-		if err != nil {
-			return total, err
-		}
-	}
-}
-
-// relayBufs are the large buffers of copyPlain, shared by all sessions.
-var relayBufs = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
-
-// firstReadSize is the per-session buffer each response is first read
-// into. At 4 KiB, a mid-sized result (sysbench read_only's ranges) went
-// out in two writes and woke the client twice; 16 KiB, haproxy's own
-// buffer size, sends it in one.
-const firstReadSize = 16 << 10
-
-// copyPlain waits for each response with a per-session buffer of
-// firstReadSize, and drains larger bursts through a pooled 64 KiB buffer
-// until a short read shows the socket is empty.
-func copyPlain(dst, src net.Conn, lease *compute.Lease) (int64, error) {
-	small := make([]byte, firstReadSize)
-	var total int64
-	for {
-		n, err := src.Read(small)
-		if n > 0 {
-			if _, werr := dst.Write(small[:n]); werr != nil {
-				return total, werr
-			}
-			m := int64(n)
-			if n == len(small) && err == nil {
-				var k int64
-				k, err = drain(dst, src)
-				m += k
-			}
-			total += m
-			lease.Add(0, m)
-		}
-		if err != nil {
-			return total, err
-		}
-	}
-}
-
-func drain(dst, src net.Conn) (int64, error) {
-	bp := relayBufs.Get().(*[]byte)
-	defer relayBufs.Put(bp)
-	buf := *bp
-	var total int64
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return total, werr
-			}
-			total += int64(n)
-		}
-		if err != nil || n < len(buf) {
-			return total, err
-		}
-	}
-}
-
-// relayMode selects the goroutine relay's server->client copy; benchmarks
-// switch it.
-// BenchmarkRelayCopy measured (2 cores, loopback, 1 MiB bursts) the
-// user-space copy at 2.3 GB/s from a unix backend against 1.3-1.6 GB/s for
-// splice, and 1.3-1.37 against 1.1-1.25 GB/s from a TCP backend; per-query
-// latency (BenchmarkSelect1) is the same. So the plain copy is the default,
-// and splice is kept for comparison.
-var relayMode = relayPlain
-
+// Buffer sizes. Commands are small and big packets stream through in
+// pieces of clientBufSize; responses are read and written in pieces of
+// respBufSize, haproxy's own buffer size.
 const (
-	relayPlain = iota
-	relaySplice
+	clientBufSize = 16 << 10
+	respBufSize   = 16 << 10
+	// maxWholeCommand bounds the commands read whole before forwarding
+	// (all but big inserts and blobs, which stream).
+	maxWholeCommand = 1 << 20
+	// maxInspectQuery bounds the queries checked for a KILL or a DROP.
+	maxInspectQuery = 128
 )
 
-// cmdState follows the client->server stream well enough to tell a new
-// command from the other packets a client sends: continuation frames of a
-// packet of 16 MiB or more, and LOCAL INFILE data, whose sequence ids may
-// wrap around to 0.
-type cmdState struct {
-	continued bool // the previous frame was full: this one continues it
-	infileOK  bool // the last command was COM_QUERY: LOCAL INFILE data may follow
-	infile    bool // inside LOCAL INFILE data, which ends with an empty packet
-}
+// ER_CONNECTION_KILLED is MariaDB's "Connection was killed", which
+// go-mysql does not define.
+const erConnectionKilled = 1927
 
-// isCommand classifies the next frame from its sequence id and length.
-func (st *cmdState) isCommand(seq byte, n int) bool {
-	cont := st.continued
-	st.continued = n == mysql.MaxPayloadLen
-	switch {
-	case cont:
-		return false
-	case st.infile:
-		st.infile = n != 0
-		return false
-	case seq == 0:
-		return true
-	case st.infileOK:
-		st.infile = n != 0
-		return false
-	default:
-		return false
+// serve runs the command loop until the client leaves or the session ends.
+func (ss *session) serve() {
+	ss.cr = bufio.NewReaderSize(ss.conn, clientBufSize)
+	ss.cw = bufio.NewWriterSize(ss.conn, respBufSize)
+	var err error
+	for err == nil {
+		err = ss.next()
 	}
-}
-
-// clientReader is the client->server loop's input.
-type clientReader struct {
-	br      *bufio.Reader
-	bw      *bufio.Writer
-	pending int64 // bytes written to bw since the last flush
-}
-
-// forwardCommands is the client->server direction. Small commands the
-// proxy must understand (KILL, COM_CHANGE_USER, COM_QUIT) are read whole;
-// everything else streams through. Writes are flushed whenever the client
-// has nothing more buffered, so pipelined commands share a syscall.
-// h carries what the event loop left: its state and unsent bytes.
-func (ss *session) forwardCommands(lease *compute.Lease, h handOff) (int64, error) {
-	var src io.Reader = ss.conn
-	if len(h.carry) > 0 {
-		src = io.MultiReader(bytes.NewReader(h.carry), ss.conn)
+	if errors.Is(err, errQuit) || errors.Is(err, io.EOF) {
+		err = nil
 	}
-	cr := &clientReader{br: bufio.NewReaderSize(src, clientBufSize), bw: bufio.NewWriterSize(ss.backend, clientBufSize)}
-	cr.bw.Write(h.toServer)
-	cr.pending = int64(len(h.toServer))
-	st := h.st
-	var hdr [4]byte
-	var total int64
-	for {
-		if _, err := io.ReadFull(cr.br, hdr[:]); err != nil {
-			return total, err
-		}
-		n := int(hdr[0]) | int(hdr[1])<<8 | int(hdr[2])<<16
-		var err error
-		if st.isCommand(hdr[3], n) && n > 0 {
-			err = ss.command(cr, &st, hdr, n)
-		} else {
-			err = cr.copyPacket(hdr, n)
-		}
-		if err == nil && cr.br.Buffered() == 0 || err == errQuit {
-			if ferr := cr.bw.Flush(); ferr != nil && err == nil {
-				err = ferr
-			}
-			lease.Add(cr.pending, 0)
-			total += cr.pending
-			cr.pending = 0
-		}
-		if err != nil {
-			return total, err
-		}
-	}
+	ss.log.Debug("session closed", "project", ss.project, "user", ss.user,
+		"bytes_in", ss.bytesIn, "bytes_out", ss.bytesOut, "err", err, "duration", time.Since(ss.start))
 }
 
-// copyPacket forwards one frame through the buffers. Peek and Discard,
-// rather than io.CopyN, keep large packets (LOAD DATA, blobs) free of
-// per-packet allocations.
-func (cr *clientReader) copyPacket(hdr [4]byte, n int) error {
-	cr.bw.Write(hdr[:])
-	cr.pending += int64(4 + n)
-	for n > 0 {
-		k := min(n, cr.br.Size())
-		p, err := cr.br.Peek(k)
+// next handles one command and its response.
+func (ss *session) next() error {
+	hdr, err := ss.awaitCommand()
+	if err != nil {
+		return err
+	}
+	n := int(hdr[0]) | int(hdr[1])<<8 | int(hdr[2])<<16
+	if hdr[3] != 0 || n == 0 {
+		return ss.fatal(mysql.NewError(mysql.ER_NET_PACKETS_OUT_OF_ORDER,
+			"serverlessd: got a packet that is not a command; closing the connection"))
+	}
+	ss.bmu.Lock()
+	defer ss.bmu.Unlock()
+	c := &command{hdr: hdr, n: n}
+	if n <= maxWholeCommand && n < mysql.MaxPayloadLen {
+		c.payload = ss.buf(n)
+		if _, err := io.ReadFull(ss.cr, c.payload); err != nil {
+			return err
+		}
+		c.code = c.payload[0]
+	} else {
+		first, err := ss.cr.Peek(1)
 		if err != nil {
 			return err
 		}
-		cr.bw.Write(p)
-		cr.br.Discard(k)
+		c.code = first[0]
+	}
+	ss.bytesIn += int64(4 + n)
+	err = ss.command(c)
+	ss.afterCommand(c)
+	return err
+}
+
+// buf returns the session's command buffer, grown to n bytes.
+func (ss *session) buf(n int) []byte {
+	if cap(ss.cmdBuf) < n {
+		ss.cmdBuf = make([]byte, n, max(n, 2*cap(ss.cmdBuf)))
+	}
+	return ss.cmdBuf[:n]
+}
+
+// awaitCommand waits for the next command's header. A pinned session
+// waits at most its project's pinned idle timeout.
+func (ss *session) awaitCommand() ([4]byte, error) {
+	var hdr [4]byte
+	if ss.cw.Buffered() > 0 {
+		if err := ss.cw.Flush(); err != nil {
+			return hdr, err
+		}
+	}
+	deadline := ss.pinned != "" && ss.pinTimeout > 0
+	if deadline {
+		ss.conn.SetReadDeadline(time.Now().Add(ss.pinTimeout))
+		ss.deadlineSet = true
+	} else if ss.deadlineSet {
+		ss.conn.SetReadDeadline(time.Time{})
+		ss.deadlineSet = false
+	}
+	_, err := io.ReadFull(ss.cr, hdr[:])
+	if err != nil && deadline && errors.Is(err, os.ErrDeadlineExceeded) {
+		return hdr, ss.endPinned()
+	}
+	return hdr, err
+}
+
+// command is one command from the client: its header, its code and, when
+// it was read whole, its payload (nil: it streams).
+type command struct {
+	hdr     [4]byte
+	n       int
+	code    byte
+	payload []byte
+	flags   sqlFlags // of a COM_QUERY
+	name    string   // of a text PREPARE or DEALLOCATE
+	ok      bool     // the response ended in success
+}
+
+// command dispatches one command.
+func (ss *session) command(c *command) error {
+	ss.st.calcFound = false
+	switch c.code {
+	case mysql.COM_QUIT:
+		if ss.link != nil {
+			ss.link.conn.Write(append(c.hdr[:], c.payload...))
+		}
+		return errQuit
+	case mysql.COM_STMT_CLOSE:
+		return ss.closeStmt(c)
+	}
+	if err := ss.ensureAttached(); err != nil {
+		return err
+	}
+	switch c.code {
+	case mysql.COM_QUERY:
+		return ss.query(c)
+	case mysql.COM_CHANGE_USER:
+		return ss.changeUser(c)
+	case mysql.COM_STMT_PREPARE:
+		return ss.prepare(c)
+	case mysql.COM_STMT_EXECUTE, mysql.COM_STMT_SEND_LONG_DATA, mysql.COM_STMT_RESET, mysql.COM_STMT_FETCH, comStmtBulkExecute:
+		return ss.stmtCommand(c)
+	case mysql.COM_PROCESS_KILL:
+		if c.n == 5 && c.payload != nil {
+			if out := ss.rewriteKill(c.payload); out != nil {
+				c.payload, c.n = out, len(out)
+			}
+		}
+	}
+	return ss.forward(c, responseFor(c.code))
+}
+
+// comStmtBulkExecute is MariaDB's COM_STMT_BULK_EXECUTE.
+const comStmtBulkExecute = 0xfa
+
+// query handles COM_QUERY: KILLs and space-freeing DROPs the daemon maps
+// or runs itself, and the flags of statements that pin the session.
+func (ss *session) query(c *command) error {
+	if c.payload != nil && c.n <= maxInspectQuery {
+		if k, ok := ss.killsOtherRole(c.payload); ok {
+			return ss.killOther(k)
+		}
+		if out := ss.rewriteKill(c.payload); out != nil {
+			c.payload, c.n = out, len(out)
+		}
+		if ss.freesSpace(c.payload) {
+			ss.allowFreeing()
+		}
+	}
+	if c.payload != nil {
+		c.flags, c.name = scanSQL(c.payload[1:])
+	} else if p, err := ss.cr.Peek(min(c.n, maxScanSQL, ss.cr.Size())); err == nil {
+		c.flags, c.name = scanSQL(p[1:])
+	}
+	return ss.forward(c, respResult)
+}
+
+// forward sends c to the backend and relays its response.
+func (ss *session) forward(c *command, kind respKind) error {
+	if err := ss.send(c); err != nil {
+		return ss.backendLost(err, false)
+	}
+	if kind == respNone {
+		c.ok = true
+		return nil
+	}
+	return ss.relayResponse(c, kind)
+}
+
+// send writes c to the backend, streaming it if it was not read whole.
+func (ss *session) send(c *command) error {
+	l := ss.link
+	if c.payload != nil {
+		hdr := [4]byte{byte(c.n), byte(c.n >> 8), byte(c.n >> 16), 0}
+		if _, err := l.bw.Write(hdr[:]); err != nil {
+			return err
+		}
+		if _, err := l.bw.Write(c.payload); err != nil {
+			return err
+		}
+		return l.bw.Flush()
+	}
+	if _, err := copyFrames(l.bw, ss.cr, c.hdr, c.n); err != nil {
+		return err
+	}
+	return l.bw.Flush()
+}
+
+// copyFrames forwards one packet (a frame of n bytes after hdr, and its
+// continuation frames if n is the maximum) from r to w, and returns the
+// bytes it moved.
+func copyFrames(w *bufio.Writer, r *bufio.Reader, hdr [4]byte, n int) (int64, error) {
+	var total int64
+	for {
+		w.Write(hdr[:])
+		if err := copyN(w, r, n); err != nil {
+			return total, err
+		}
+		total += int64(4 + n)
+		if n < mysql.MaxPayloadLen {
+			return total, nil
+		}
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			return total, err
+		}
+		n = int(hdr[0]) | int(hdr[1])<<8 | int(hdr[2])<<16
+	}
+}
+
+// copyN moves n bytes from r to w through r's buffer. Peek and Discard,
+// rather than io.CopyN, keep large packets free of allocations.
+func copyN(w *bufio.Writer, r *bufio.Reader, n int) error {
+	for n > 0 {
+		k := min(n, r.Size())
+		p, err := r.Peek(k)
+		if err != nil {
+			return err
+		}
+		if _, err := w.Write(p); err != nil {
+			return err
+		}
+		r.Discard(k)
 		n -= k
 	}
 	return nil
 }
 
-func (cr *clientReader) writePacket(seq byte, payload []byte) {
-	buf, _ := wire.AppendPacket(make([]byte, 0, 4+len(payload)), seq, payload)
-	cr.bw.Write(buf)
-	cr.pending += int64(len(buf))
+// fatal answers the client with e and ends the session.
+func (ss *session) fatal(e *mysql.MyError) error {
+	ss.replyErr(e)
+	ss.cw.Flush()
+	return e
 }
 
-// clientBufSize sizes the client->server buffers: commands are small, and
-// big packets stream through in pieces of this size.
-const clientBufSize = 8 << 10
+// replyErr answers the current command with e. The backend has not seen
+// the command, so nothing else writes to the client meanwhile.
+func (ss *session) replyErr(e *mysql.MyError) {
+	buf, _ := wire.AppendPacket(nil, 1, wire.ErrPayload(e))
+	ss.cw.Write(buf)
+	ss.bytesOut += int64(len(buf))
+}
 
-// maxInspectQuery bounds the commands read whole to be inspected.
-const maxInspectQuery = 128
+// replyOK answers the current command with an OK packet.
+func (ss *session) replyOK() {
+	status := uint16(0)
+	if ss.autocommit() {
+		status |= mysql.SERVER_STATUS_AUTOCOMMIT
+	}
+	if ss.st.inTrans {
+		status |= wire.StatusInTrans
+	}
+	p := []byte{mysql.OK_HEADER, 0, 0, byte(status), byte(status >> 8), 0, 0}
+	buf, _ := wire.AppendPacket(nil, 1, p)
+	ss.cw.Write(buf)
+	ss.bytesOut += int64(len(buf))
+}
 
-// command handles one command frame of n > 0 bytes.
-func (ss *session) command(cr *clientReader, st *cmdState, hdr [4]byte, n int) error {
-	first, err := cr.br.Peek(1)
-	if err != nil {
+func (ss *session) autocommit() bool {
+	v, ok := ss.st.vars["autocommit"]
+	return !ok || v == "ON" || v == "1"
+}
+
+// afterCommand applies what a finished command did to the session's
+// pins, and records its activity.
+func (ss *session) afterCommand(c *command) {
+	if c.ok && c.flags != 0 {
+		ss.applyFlags(c)
+	}
+	if ss.st.collationStale && ss.link != nil {
+		ss.readCollation()
+	}
+	if c.ok && ss.killsSession != 0 {
+		ss.s.endKilled(ss.killsSession)
+	}
+	ss.killsSession = 0
+	ss.updatePin()
+	if ss.lease != nil {
+		ss.lease.Add(ss.bytesIn-ss.leaseIn, ss.bytesOut-ss.leaseOut)
+		ss.leaseIn, ss.leaseOut = ss.bytesIn, ss.bytesOut
+	}
+	if ss.link != nil {
+		ss.link.lastUsed = time.Now()
+	}
+}
+
+// applyFlags records the pins a successful text query took or released.
+func (ss *session) applyFlags(c *command) {
+	st, f := ss.st, c.flags
+	switch {
+	case f&flagLockTables != 0:
+		st.tableLocks = true
+	case f&(flagUnlockTables|flagBegin) != 0:
+		st.tableLocks = false
+	}
+	if f&flagCreateTemp != 0 {
+		st.tempTables++
+	}
+	if f&flagDropTemp != 0 && st.tempTables > 0 {
+		st.tempTables--
+	}
+	if f&flagXAStart != 0 {
+		st.xa = true
+	}
+	if f&flagXAEnd != 0 {
+		st.xa = false
+	}
+	if f&flagCalcFound != 0 {
+		st.calcFound = true
+	}
+	if f&flagNamedLock != 0 {
+		ss.checkNamedLocks()
+	}
+	if f&flagPrepare != 0 && c.payload != nil {
+		st.textStmts[c.name] = textStmt{query: string(c.payload[1:]), schema: st.schema}
+	} else if f&flagPrepare != 0 {
+		st.lost = "a PREPARE statement too long to record"
+	}
+	if f&flagDeallocate != 0 {
+		delete(st.textStmts, c.name)
+	}
+}
+
+// readCollation records the collation a character set change (SET NAMES
+// ... COLLATE) gave the connection: MariaDB's tracker reports the
+// character sets but not the collation.
+func (ss *session) readCollation() {
+	ss.st.collationStale = false
+	rows, err := ss.link.query("SELECT @@collation_connection")
+	if err != nil || len(rows) != 1 || len(rows[0]) != 1 || rows[0][0] == nil {
+		ss.log.Debug("cannot read the connection's collation", "err", err)
+		return
+	}
+	ss.st.vars["collation_connection"] = *rows[0][0]
+}
+
+// checkNamedLocks asks the backend whether the session holds GET_LOCK
+// locks; where it cannot answer, a GET_LOCK pins the session for good.
+func (ss *session) checkNamedLocks() {
+	rows, err := ss.link.query(heldLocksSQL)
+	if err != nil || len(rows) != 1 || len(rows[0]) != 2 {
+		ss.log.Debug("cannot list the session's locks; keeping it pinned", "err", err)
+		ss.st.userLocks = true
+		return
+	}
+	ss.st.userLocks = rows[0][0] != nil && *rows[0][0] != "0"
+}
+
+// updatePin keeps the pinned gauges and the compute's pinned count in
+// step with the session's state.
+func (ss *session) updatePin() {
+	reason := ss.st.pin()
+	if reason == ss.pinned {
+		return
+	}
+	ss.s.stats.setPinned(ss.pinned, reason)
+	if ss.activity != nil {
+		switch {
+		case ss.pinned == "":
+			ss.activity.Pin(1)
+		case reason == "":
+			ss.activity.Pin(-1)
+		}
+	}
+	ss.pinned = reason
+}
+
+// backendLost handles an I/O failure on the backend connection in the
+// middle of a command. The command may or may not have run, so it is
+// never retried: the client gets one error for it. An unpinned session
+// survives and attaches again at its next command; a pinned one has lost
+// its state and ends. If part of the response already reached the client,
+// no error packet fits in the stream, so the session ends too.
+func (ss *session) backendLost(err error, responseStarted bool) error {
+	pin := ss.pinned
+	ss.dropLink()
+	ss.s.stats.inc(statLostMidCommand)
+	ss.log.Info("backend connection lost during a command", "project", ss.project, "err", err,
+		"pinned", pin, "response_started", responseStarted)
+	if responseStarted {
+		ss.cw.Flush()
 		return err
 	}
-	cmd := first[0]
-	st.infileOK = cmd == mysql.COM_QUERY
-	act := classifyCommand(cmd, n)
-	switch {
-	case act == actQuit:
-		if err := cr.copyPacket(hdr, n); err != nil {
-			return err
-		}
-		return errQuit
-	case act == actInspect:
-		// Peek, not read: almost every small query is not a KILL and is
-		// copied from the buffer as is.
-		p, err := cr.br.Peek(n)
-		if err != nil {
-			return err
-		}
-		if k, ok := ss.killsOtherRole(p); ok {
-			cr.br.Discard(n)
-			return ss.killOther(cr, k)
-		}
-		if out := ss.rewriteKill(p); out != nil {
-			cr.br.Discard(n)
-			cr.writePacket(0, out)
-			return nil
-		}
-		if ss.freesSpace(p) {
-			// Everything before it reaches the backend first, then the
-			// lift, then the statement itself.
-			if err := cr.bw.Flush(); err != nil {
-				return err
-			}
-			ss.allowFreeing()
-		}
-	case act == actChangeUser && n <= ss.s.cfg.MaxHandshakePacket:
-		p, err := readPayload(cr.br, n)
-		if err != nil {
-			return err
-		}
-		return ss.changeUser(cr, p)
-	case act == actChangeUser:
-		return ss.replyClient(cr, mysql.NewError(mysql.ER_NET_PACKET_TOO_LARGE,
-			"serverlessd: COM_CHANGE_USER packet too large"), true)
+	if pin != "" {
+		return ss.fatal(lostStateError(ss.project, pin))
 	}
-	return cr.copyPacket(hdr, n)
+	ss.replyErr(mysql.NewError(erConnectionKilled, fmt.Sprintf(
+		"serverlessd: the database of project %q stopped while this statement ran; it may or may not have taken effect. The connection stays usable.",
+		clip(ss.project, 64))))
+	return nil
 }
 
-func readPayload(r io.Reader, n int) ([]byte, error) {
-	p := make([]byte, n)
-	_, err := io.ReadFull(r, p)
-	return p, err
+// lostStateError is the one error a pinned session gets when its compute
+// was lost.
+func lostStateError(project, pin string) *mysql.MyError {
+	return mysql.NewError(erConnectionKilled, fmt.Sprintf(
+		"serverlessd: the database of project %q restarted while this session held %s, which is lost; reconnect",
+		clip(project, 64), pin))
 }
+
+// endPinned ends a session that stayed pinned and idle past its project's
+// pinned idle timeout: closing the backend connection rolls its
+// transaction back and frees its locks.
+func (ss *session) endPinned() error {
+	pin := ss.pinned
+	ss.bmu.Lock()
+	ss.dropLink()
+	ss.bmu.Unlock()
+	ss.s.stats.inc(statPinTimeout)
+	ss.log.Info("pinned session idle too long; closed", "project", ss.project, "user", ss.user,
+		"pinned", pin, "pinned_idle_timeout", ss.pinTimeout)
+	ss.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	buf, _ := wire.AppendPacket(nil, 1, wire.ErrPayload(mysql.NewError(erConnectionKilled, fmt.Sprintf(
+		"serverlessd: session closed after %s idle holding %s (the project's pinned_idle_timeout); its transaction was rolled back",
+		ss.pinTimeout, pin))))
+	ss.cw.Write(buf)
+	ss.cw.Flush()
+	return errPinTimeout
+}
+
+var errPinTimeout = errors.New("pinned idle timeout")
+
+// stmtID reads the statement id of a COM_STMT_* payload.
+func stmtID(p []byte) uint32 { return binary.LittleEndian.Uint32(p[1:5]) }

@@ -15,23 +15,22 @@ const backendAttempts = 3
 
 // connect wakes the compute and logs in to its backend, retrying when the
 // backend was unreachable.
-func (ss *session) connect() (compute.WakeResult, []byte, error) {
+func (ss *session) connect() (compute.WakeResult, *link, []byte, error) {
 	for attempt := 1; ; attempt++ {
 		res, err := ss.wake()
 		if err != nil {
-			return res, nil, err
+			return res, nil, nil, err
 		}
 		if err := ss.admitCompute(res); err != nil {
-			return res, nil, err
+			return res, nil, nil, err
 		}
-		ok, err := ss.backendLogin(res)
+		l, ok, err := ss.backendLogin(res, ss.resp.Database)
 		var r *refusal
 		if err == nil || attempt == backendAttempts || !errors.As(err, &r) || r.kind != CountBackendFailed || ss.isClosed() {
-			return res, ok, err
+			return res, l, ok, err
 		}
 		ss.log.Info("backend unreachable; waking again", "project", ss.project, "compute", res.ComputeID,
 			"attempt", attempt, "err", err)
-		ss.dropBackend()
 		time.Sleep(time.Duration(attempt) * 20 * time.Millisecond)
 	}
 }
@@ -41,14 +40,4 @@ func (ss *session) isClosed() bool {
 	ss.cmu.Lock()
 	defer ss.cmu.Unlock()
 	return ss.closed
-}
-
-// dropBackend closes a half-open backend connection before a retry.
-func (ss *session) dropBackend() {
-	ss.cmu.Lock()
-	defer ss.cmu.Unlock()
-	if ss.backend != nil {
-		ss.backend.Close()
-		ss.backend = nil
-	}
 }

@@ -80,6 +80,8 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	sessions  map[uint32]*session
 	wg        sync.WaitGroup
+
+	stats sessionStats
 }
 
 // New checks cfg, loads or generates the TLS certificate and RSA key, and
@@ -118,6 +120,7 @@ func New(cfg Config, dir Directory, waker Waker, logger *slog.Logger) (*Server, 
 		listeners: map[net.Listener]struct{}{},
 		sessions:  map[uint32]*session{},
 	}
+	s.stats.observe = cfg.OnReattach
 	s.nextID.Store(connIDBase)
 	s.profile.Store(defaultProfile(cfg.ServerVersion))
 	return s, nil

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"encoding/hex"
@@ -45,20 +46,39 @@ type session struct {
 	projectID string
 	stage1    []byte
 
-	// Set when the backend login succeeds; KILL lookups read them under s.mu.
+	// Set while the session is attached; KILL lookups and Detach read
+	// them under s.mu.
 	ready         bool
 	computeID     string
 	backendAddr   string
 	backendThread uint32
 	backendUser   string            // the role logged in to the backend (after COM_CHANGE_USER too)
 	activity      *compute.Activity // set by acquire
-	backendNonce  []byte
-	backendCaps   uint32
 
-	cmu     sync.Mutex
-	backend net.Conn
-	lc      *loopConn // set while an event loop relays the session
-	closed  bool
+	// The relay's own, used under bmu: the relay holds it for each
+	// command, Detach to take the backend connection away between two.
+	bmu          sync.Mutex
+	link         *link // nil while detached; changes under cmu too
+	st           *sessionState
+	cr           *bufio.Reader // from the client
+	cw           *bufio.Writer // to the client
+	cmdBuf       []byte
+	remapIDs     bool   // statement ids are the proxy's (after a re-attach)
+	lastStmt     uint32 // the client id of the last statement prepared
+	lastStatus   uint16 // of the last response's end
+	pinned       string // why the session is pinned, or ""
+	killsSession uint32 // our id of the session a KILL CONNECTION being run ends
+	pinTimeout   time.Duration
+	deadlineSet  bool
+	lease        *compute.Lease
+	leaseCompute string
+	bytesIn      int64
+	bytesOut     int64
+	leaseIn      int64
+	leaseOut     int64
+
+	cmu    sync.Mutex
+	closed bool
 }
 
 // refusal ends a session with a counted, logged reason and (usually) an
@@ -121,12 +141,24 @@ func (ss *session) run() error {
 		return err
 	}
 	defer ss.s.projects.release(ss.projectID)
-	res, okPayload, err := ss.connect()
+	ss.st = newSessionState(ss.resp.Database)
+	ss.pinTimeout = ss.s.pinnedIdleTimeout(ss.s.baseCtx, ss)
+	res, l, okPayload, err := ss.connect()
 	if err != nil {
 		return err
 	}
-	lease := ss.acquire(res.ComputeID)
-	defer lease.Release()
+	if !ss.setLink(l) {
+		return net.ErrClosed
+	}
+	defer ss.endSession()
+	ok, err := wire.ParseOK(okPayload, true)
+	if err == nil {
+		ss.st.observe(ok)
+		if len(ok.State) > 0 && !ss.clientTracks() {
+			okPayload = wire.StripState(okPayload, ok)
+		}
+	}
+	ss.updatePin()
 	if _, err := wire.WritePacket(ss.conn, ss.seq, okPayload); err != nil {
 		return err
 	}
@@ -134,9 +166,27 @@ func (ss *session) run() error {
 	ss.log.Info("login", "project", ss.project, "project_id", ss.projectID, "user", ss.user,
 		"compute", res.ComputeID, "cold_start", res.ColdStart, "tls", ss.tls,
 		"duration", time.Since(ss.start))
-	ss.relay(lease)
+	ss.serve()
 	return nil
 }
+
+// endSession releases what an established session holds.
+func (ss *session) endSession() {
+	ss.bmu.Lock()
+	ss.dropLink()
+	ss.bmu.Unlock()
+	if ss.lease != nil {
+		ss.lease.Release()
+	}
+}
+
+// clientTracks reports whether the client negotiated session tracking;
+// the backend always does, for the proxy's own use.
+func (ss *session) clientTracks() bool { return ss.caps&mysql.CLIENT_SESSION_TRACK != 0 }
+
+// deprecateEOF reports whether result sets end without EOF packets (the
+// client's choice, passed on to every backend connection).
+func (ss *session) deprecateEOF() bool { return ss.caps&mysql.CLIENT_DEPRECATE_EOF != 0 }
 
 // fail counts, logs and answers a failed session. Plain I/O errors are
 // classified by what they mean during a handshake.
@@ -194,34 +244,16 @@ func classify(err error) *refusal {
 }
 
 // close closes both sides; it is safe from any goroutine, any number of
-// times. A session in an event loop is shut down instead, and the loop
-// closes it.
+// times.
 func (ss *session) close() {
 	ss.cmu.Lock()
 	defer ss.cmu.Unlock()
 	ss.closed = true
-	if ss.lc != nil {
-		ss.lc.shutdown()
-		return
-	}
 	ss.conn.Close()
 	ss.raw.Close()
-	if ss.backend != nil {
-		ss.backend.Close()
+	if ss.link != nil {
+		ss.link.conn.Close()
 	}
-}
-
-// setBackend records the backend connection, or closes it if the session
-// was closed meanwhile (Shutdown), so it never leaks.
-func (ss *session) setBackend(c net.Conn) bool {
-	ss.cmu.Lock()
-	defer ss.cmu.Unlock()
-	if ss.closed {
-		c.Close()
-		return false
-	}
-	ss.backend = c
-	return true
 }
 
 // acquire opens the compute's activity lease. A Waker without counters for

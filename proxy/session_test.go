@@ -175,6 +175,8 @@ func TestDeadBackend(t *testing.T) {
 	case <-time.After(2 * time.Second):
 		t.Fatal("client still waiting 2s after the backend died")
 	}
+	// The session survives the lost statement; the lease goes with it.
+	db.Close()
 	waitFor(t, 2*time.Second, func() bool { return e.srv.ActiveConnections() == 0 })
 	if a := e.waker.Activity("c-p-fragile"); a.Conns() != 0 {
 		t.Fatalf("lease not released: %d conns", a.Conns())

@@ -37,35 +37,6 @@ func TestParseKill(t *testing.T) {
 	}
 }
 
-// TestCmdState: only packets that start a command are inspected, even when
-// LOCAL INFILE data or continuation frames carry sequence id 0.
-func TestCmdState(t *testing.T) {
-	type frame struct {
-		seq  byte
-		n    int
-		want bool
-	}
-	var st cmdState
-	for i, f := range []frame{
-		{0, 20, true},                   // COM_QUERY "LOAD DATA LOCAL ..." (caller sets infileOK)
-		{2, 16384, false},               // file data
-		{0, 16384, false},               // file data after the sequence wrapped
-		{1, 0, false},                   // end of file
-		{0, mysql.MaxPayloadLen, true},  // a big COM_QUERY...
-		{1, mysql.MaxPayloadLen, false}, // ...continued
-		{2, 0, false},                   // ...ended by an empty frame
-		{0, 5, true},                    // next command
-	} {
-		got := st.isCommand(f.seq, f.n)
-		if got != f.want {
-			t.Fatalf("frame %d (%+v): isCommand = %v", i, f, got)
-		}
-		if got {
-			st.infileOK = i == 0 // only the first command is a query
-		}
-	}
-}
-
 func TestCapabilities(t *testing.T) {
 	adv := advertisedCaps(mariadb1011Caps)
 	for _, c := range []uint32{mysql.CLIENT_QUERY_ATTRIBUTES, mysql.CLIENT_COMPRESS, mysql.CLIENT_ZSTD_COMPRESSION_ALGORITHM,

@@ -5,6 +5,7 @@ package scheduler
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -163,8 +164,9 @@ func (s *Scheduler) meter(ctx context.Context, now time.Time) {
 	}
 }
 
-// idle reports whether a compute has gone without traffic for its
-// project's idle timeout, and may be suspended with its open connections.
+// idle reports whether a compute has gone without commands for its
+// project's idle timeout with no session pinned to it, and may be
+// suspended with its open connections (which then survive the suspend).
 // It returns the last activity it saw (for SuspendIfIdle to check against)
 // and, when not idle yet, the time it will be.
 func (s *Scheduler) idle(ctx context.Context, w compute.WakeResult, now time.Time) (last, deadline time.Time, ok bool) {
@@ -182,6 +184,7 @@ func (s *Scheduler) idle(ctx context.Context, w compute.WakeResult, now time.Tim
 	if now.Sub(last) < timeout {
 		return last, last.Add(timeout), false
 	}
+
 	withOpen := p.Config.SuspendWithOpenConnections == nil || *p.Config.SuspendWithOpenConnections
 	return last, time.Time{}, withOpen || a.Conns() == 0
 }
@@ -197,6 +200,12 @@ func (s *Scheduler) suspend(ctx context.Context, w compute.WakeResult, idleSince
 	if err != nil {
 		log.Warn("cannot check the compute for running work; suspending on its idle traffic alone", "err", err)
 		busy = ""
+	}
+	if n := s.mgr.Activity(w.ComputeID).Pinned(); n > 0 && busy == "" {
+		// Sessions hold state that cannot move (LOCK TABLES, GET_LOCK, a
+		// temporary table, a cursor): the proxy knows, MariaDB's lists
+		// do not all show it.
+		busy = fmt.Sprintf("%d client sessions hold state that cannot move", n)
 	}
 	if busy != "" {
 		if !s.postponed[w.ComputeID] {

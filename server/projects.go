@@ -36,6 +36,7 @@ type projectConfigInput struct {
 	PageServerURL              *string `json:"page_server_url"`
 	SafekeeperURL              *string `json:"safekeeper_url"`
 	MaxConnections             *int    `json:"max_connections"`
+	PinnedIdleTimeout          *int    `json:"pinned_idle_timeout"`
 }
 
 // apply checks every given field, then sets them on c: a refused input
@@ -55,12 +56,19 @@ func (in *projectConfigInput) apply(c *store.ProjectConfig, storage quantity.Ran
 	setString(&c.PageServerURL, in.PageServerURL)
 	setString(&c.SafekeeperURL, in.SafekeeperURL)
 	setInt(&c.MaxConnections, in.MaxConnections)
+	if in.PinnedIdleTimeout != nil {
+		v := *in.PinnedIdleTimeout
+		c.PinnedIdleTimeout = &v
+	}
 	return nil
 }
 
 func (in *projectConfigInput) check(storage quantity.Range) error {
 	if v := in.IdleTimeout; v != nil && (*v < 0 || *v > maxIdleTimeout) {
 		return invalid("idle_timeout must be between 0 (never suspend) and %d seconds, got %d", maxIdleTimeout, *v)
+	}
+	if v := in.PinnedIdleTimeout; v != nil && (*v < 0 || *v > maxIdleTimeout) {
+		return invalid("pinned_idle_timeout must be between 0 (never) and %d seconds, got %d", maxIdleTimeout, *v)
 	}
 	if v := in.MaxConnections; v != nil && (*v < 0 || *v > maxProjectConnections) {
 		return invalid("max_connections must be between 0 (the daemon's default) and %d, got %d", maxProjectConnections, *v)

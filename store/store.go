@@ -60,6 +60,11 @@ type ProjectConfig struct {
 	// proxy. 0 means the daemon's proxy.max_connections_per_project, which
 	// also bounds larger values.
 	MaxConnections int `json:"max_connections,omitempty"`
+	// PinnedIdleTimeout ends a client session that stays idle this many
+	// seconds while pinned to its compute (an open transaction, locks):
+	// its transaction is rolled back. nil: the daemon's default (15
+	// minutes); 0: never.
+	PinnedIdleTimeout *int `json:"pinned_idle_timeout,omitempty"`
 }
 
 // Project is a tenant: one database, reached as <project>.<user>.

@@ -224,7 +224,7 @@ func (d *Driver) containerFor(secret, image string, res corev1.ResourceList, poo
 		Name:            containerName,
 		Image:           image,
 		ImagePullPolicy: corev1.PullIfNotPresent,
-		Args: []string{
+		Args: append([]string{
 			fmt.Sprintf("--innodb-buffer-pool-size=%d", pool),
 			// Users are '%' accounts: reverse DNS of each client would only
 			// add latency to every login.
@@ -235,7 +235,7 @@ func (d *Driver) containerFor(secret, image string, res corev1.ResourceList, poo
 			// IP. With no host cache nothing is ever blocked (the proxy
 			// rate-limits logins in front).
 			"--host-cache-size=0",
-		},
+		}, sessionArgs()...),
 		Ports: []corev1.ContainerPort{{Name: "mysql", ContainerPort: MySQLPort, Protocol: corev1.ProtocolTCP}},
 		Env: []corev1.EnvVar{
 			{Name: "MARIADB_ROOT_PASSWORD", ValueFrom: fromSecret(keyRootPassword)},
@@ -275,3 +275,12 @@ func (d *Driver) containerFor(secret, image string, res corev1.ResourceList, poo
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// sessionArgs are mariadb.SessionOptions as command-line options.
+func sessionArgs() []string {
+	args := make([]string, len(mariadb.SessionOptions))
+	for i, o := range mariadb.SessionOptions {
+		args[i] = "--" + o
+	}
+	return args
+}

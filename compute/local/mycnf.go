@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 
+	"github.com/serverlessd/serverlessd/compute/mariadb"
 	"github.com/serverlessd/serverlessd/quantity"
 )
 
@@ -115,6 +116,10 @@ func renderConfig(l layout, mem, storage int64) []byte {
 	w("# No DATA/INDEX DIRECTORY: tables live in the datadir, where the storage")
 	w("# limit counts them, never in a folder of the host's choosing.")
 	w("skip-symbolic-links")
+	w("# Session tracking: client sessions survive suspends and resumes.")
+	for _, o := range mariadb.SessionOptions {
+		w("%s", o)
+	}
 	w("# Fast start-up: no DNS lookups, no binlog, no performance schema, a 1M")
 	w("# temporary tablespace (the default 12M is written out at every start).")
 	w("skip-name-resolve")

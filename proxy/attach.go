@@ -1,0 +1,468 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-mysql-org/go-mysql/mysql"
+	"github.com/serverlessd/serverlessd/compute"
+	mdb "github.com/serverlessd/serverlessd/compute/mariadb"
+	"github.com/serverlessd/serverlessd/proxy/wire"
+)
+
+// link is a session's connection to its compute while attached. Only the
+// session's relay uses it, holding ss.bmu; close() may come from any
+// goroutine.
+type link struct {
+	conn      net.Conn
+	br        *bufio.Reader
+	bw        *bufio.Writer
+	computeID string
+	addr      string
+	thread    uint32
+	caps      uint32 // negotiated with the backend
+	nonce     []byte
+	ids       map[uint32]uint32 // client statement id -> id on this connection
+	types     map[uint32]bool   // statements executed here with their parameter types
+	lastUsed  time.Time
+}
+
+func newLink(c net.Conn, res compute.WakeResult) *link {
+	return &link{
+		conn: c, br: bufio.NewReaderSize(c, respBufSize), bw: bufio.NewWriterSize(c, clientBufSize),
+		computeID: res.ComputeID, addr: res.Address, ids: map[uint32]uint32{}, types: map[uint32]bool{},
+		lastUsed: time.Now(),
+	}
+}
+
+// idleProbe is how long a link may sit unused before the relay checks,
+// without blocking, that its compute has not gone (a crash) before
+// sending the next command on it.
+const idleProbe = 10 * time.Millisecond
+
+// ensureAttached gives the session a live backend connection, attaching it
+// again (wake, login, restore) when it has none.
+func (ss *session) ensureAttached() error {
+	if l := ss.link; l != nil {
+		if time.Since(l.lastUsed) < idleProbe || peerAlive(l.conn, l.br) {
+			return nil
+		}
+		pin := ss.pinned
+		ss.dropLink()
+		ss.log.Info("backend connection found closed; attaching again", "project", ss.project, "pinned", pin)
+		if pin != "" {
+			ss.s.stats.inc(statLostState)
+			return ss.fatal(lostStateError(ss.project, pin))
+		}
+	}
+	return ss.attach()
+}
+
+// attach wakes the compute and logs in again as the session's user,
+// then restores the session's state. A failure to wake answers the
+// command with an error and leaves the session detached, to try again at
+// its next command; a refused login (the role was dropped) ends it.
+func (ss *session) attach() error {
+	t0 := time.Now()
+	res, err := ss.wake()
+	if err != nil {
+		ss.s.stats.reattachFailed("wake")
+		return ss.answerRefusal(err, false)
+	}
+	l, _, err := ss.backendLogin(res, ss.st.schema)
+	if err != nil {
+		var r *refusal
+		fatal := errors.As(err, &r) && r.kind == CountBackendRefused
+		ss.s.stats.reattachFailed(map[bool]string{true: "login_refused", false: "backend"}[fatal])
+		return ss.answerRefusal(err, fatal)
+	}
+	if err := ss.restore(l); err != nil {
+		l.conn.Close()
+		ss.s.stats.reattachFailed("restore")
+		ss.log.Warn("restoring session state failed", "project", ss.project, "err", err)
+		return ss.fatal(mysql.NewError(mysql.ER_UNKNOWN_ERROR, fmt.Sprintf(
+			"serverlessd: the session's state could not be restored on the database of project %q: %s; reconnect",
+			clip(ss.project, 64), clip(err.Error(), 200))))
+	}
+	if !ss.setLink(l) {
+		return net.ErrClosed
+	}
+	ss.s.stats.reattached(res.ColdStart, time.Since(t0))
+	ss.log.Info("session attached again", "project", ss.project, "user", ss.user, "compute", res.ComputeID,
+		"cold_start", res.ColdStart, "duration", time.Since(t0))
+	return nil
+}
+
+// answerRefusal answers the command with a refusal's error. fatal ends
+// the session.
+func (ss *session) answerRefusal(err error, fatal bool) error {
+	var r *refusal
+	if !errors.As(err, &r) {
+		return err
+	}
+	ss.log.Info("attaching the session failed", "project", ss.project, "reason", r.kind.String(), "err", r.cause, "ref", r.ref)
+	reply := r.reply
+	if reply == nil {
+		reply = mysql.NewError(mysql.ER_UNKNOWN_ERROR, "serverlessd: the database could not be reached; try again")
+	}
+	if fatal {
+		return ss.fatal(reply)
+	}
+	ss.replyErr(reply)
+	return nil
+}
+
+// restore gives a new backend connection the session's state: its
+// variables and user variables in one SET, the characteristics of its
+// next transaction, and its text prepared statements. Statements prepared
+// with COM_STMT_PREPARE are prepared again on first use.
+func (ss *session) restore(l *link) error {
+	st := ss.st
+	if q := st.restoreSQL(); q != "" {
+		if _, err := l.query(q); err != nil {
+			return fmt.Errorf("restoring variables: %w", err)
+		}
+	}
+	if st.trxNext != "" {
+		for _, q := range strings.Split(st.trxNext, ";") {
+			if q = strings.TrimSpace(q); q != "" && !strings.HasPrefix(strings.ToUpper(q), "START") {
+				if _, err := l.query(q); err != nil {
+					return fmt.Errorf("restoring transaction characteristics: %w", err)
+				}
+			}
+		}
+	}
+	for name, ts := range st.textStmts {
+		if err := l.inSchema(ts.schema, st.schema, func() error { _, err := l.query(ts.query); return err }); err != nil {
+			return fmt.Errorf("preparing %s again: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// setLink installs l as the session's backend, or closes it if the
+// session was closed meanwhile (Shutdown), so it never leaks.
+func (ss *session) setLink(l *link) bool {
+	ss.cmu.Lock()
+	if ss.closed {
+		ss.cmu.Unlock()
+		l.conn.Close()
+		return false
+	}
+	ss.link = l
+	ss.cmu.Unlock()
+	ss.s.mu.Lock()
+	ss.ready, ss.computeID, ss.backendAddr, ss.backendThread, ss.backendUser = true, l.computeID, l.addr, l.thread, ss.user
+	ss.s.mu.Unlock()
+	ss.switchLease(l.computeID)
+	ss.s.stats.attach(+1)
+	return true
+}
+
+// dropLink closes the session's backend connection; the session stays
+// open, detached.
+func (ss *session) dropLink() {
+	ss.cmu.Lock()
+	l := ss.link
+	ss.link = nil
+	ss.cmu.Unlock()
+	if l == nil {
+		return
+	}
+	l.conn.Close()
+	ss.s.mu.Lock()
+	ss.ready = false
+	ss.s.mu.Unlock()
+	ss.s.stats.attach(-1)
+	// Pinned state lives on the connection and is gone with it. (Detach
+	// never gets here with a pinned session, so the relay's unlocked read
+	// of ss.pinned while it waits for a command races with nothing.)
+	if ss.pinned != "" {
+		if ss.activity != nil {
+			ss.activity.Pin(-1)
+		}
+		ss.s.stats.setPinned(ss.pinned, "")
+		ss.pinned = ""
+	}
+	ss.st.inTrans, ss.st.xa, ss.st.userLocks, ss.st.tableLocks, ss.st.tempTables = false, false, false, false, 0
+	for _, s := range ss.st.stmts {
+		s.cursor = false
+	}
+}
+
+// switchLease moves the session's activity lease to computeID (a project
+// whose compute was deleted and created again has a new one).
+func (ss *session) switchLease(computeID string) {
+	if ss.lease != nil && ss.leaseCompute == computeID {
+		return
+	}
+	if ss.lease != nil {
+		ss.lease.Release()
+	}
+	ss.lease = ss.acquire(computeID)
+	ss.leaseCompute = computeID
+}
+
+// detach ends the session's backend connection before a planned stop of
+// its compute, first snapshotting its user variables. A pinned session
+// is left attached: its state cannot move, and it learns of the stop at
+// its next command.
+func (ss *session) detach() bool {
+	if ss.link == nil || ss.pinned != "" {
+		return false
+	}
+	if ss.st.unexplained || ss.st.userVars != "" {
+		if err := ss.snapshotUserVars(); err != nil {
+			ss.log.Warn("cannot save the session's user variables; they are lost at this suspend", "project", ss.project, "err", err)
+		}
+	}
+	ss.dropLink()
+	ss.s.stats.inc(statDetached)
+	return true
+}
+
+// snapshotUserVars saves the session's user variables as SET assignments.
+func (ss *session) snapshotUserVars() error {
+	rows, err := ss.link.query(mdb.UserVariablesSQL)
+	if err != nil {
+		return err
+	}
+	var parts []string
+	for _, r := range rows {
+		if len(r) != 4 || r[0] == nil {
+			continue
+		}
+		parts = append(parts, "@"+quoteIdent(*r[0])+"="+userValue(r[1], r[2], r[3]))
+	}
+	ss.st.userVars = strings.Join(parts, ", ")
+	ss.st.unexplained = false
+	return nil
+}
+
+// userValue renders a user variable's value for SET with its type: a
+// string keeps its character set through a hex literal.
+func userValue(value, typ, charset *string) string {
+	if value == nil {
+		return "NULL"
+	}
+	switch deref(typ) {
+	case "DECIMAL":
+		if isNumber(*value) {
+			return trimZeros(*value)
+		}
+	case "INT", "REAL":
+		if isNumber(*value) || strings.ContainsAny(*value, "eE") {
+			return *value
+		}
+	}
+	cs := deref(charset)
+	if cs == "" || !isIdent(cs) {
+		cs = "binary"
+	}
+	return fmt.Sprintf("_%s X'%X'", cs, *value)
+}
+
+// trimZeros drops the trailing zeros information_schema pads a DECIMAL
+// user variable with (1.5 reads 1.5000...), keeping one after the point.
+func trimZeros(v string) string {
+	if !strings.Contains(v, ".") {
+		return v
+	}
+	v = strings.TrimRight(v, "0")
+	if strings.HasSuffix(v, ".") {
+		v += "0"
+	}
+	return v
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+func isIdent(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !isWordByte(s[i]) || s[i] >= 0x80 {
+			return false
+		}
+	}
+	return s != ""
+}
+
+func quoteIdent(s string) string { return "`" + strings.ReplaceAll(s, "`", "``") + "`" }
+
+// Detach detaches every unpinned session attached to a compute about to
+// stop, and returns how many it detached. A session in the middle of a
+// command is waited for until ctx ends.
+func (s *Server) Detach(ctx context.Context, computeID string) int {
+	s.mu.Lock()
+	var list []*session
+	for _, ss := range s.sessions {
+		if ss.computeID == computeID && ss.ready {
+			list = append(list, ss)
+		}
+	}
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	n := 0
+	for _, ss := range list {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if !lockCtx(ctx, &ss.bmu) {
+				ss.log.Warn("session busy through the suspend; it will reconnect at its next command", "project", ss.project)
+				return
+			}
+			defer ss.bmu.Unlock()
+			if ss.link != nil && ss.link.computeID == computeID && ss.detach() {
+				mu.Lock()
+				n++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return n
+}
+
+// lockCtx locks mu unless ctx ends first.
+func lockCtx(ctx context.Context, mu *sync.Mutex) bool {
+	for !mu.TryLock() {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return true
+}
+
+// heldLocksSQL is mariadb.HeldLocksSQL, kept here for the relay.
+const heldLocksSQL = mdb.HeldLocksSQL
+
+// query runs sql on the link and returns its rows (text values, nil for
+// NULL). It is for the proxy's own statements between client commands.
+func (l *link) query(sql string) ([][]*string, error) {
+	if err := l.writeCommand(append([]byte{mysql.COM_QUERY}, sql...)); err != nil {
+		return nil, err
+	}
+	var rows [][]*string
+	for {
+		p, err := l.read()
+		if err != nil {
+			return nil, err
+		}
+		switch p[0] {
+		case mysql.OK_HEADER:
+			ok, err := wire.ParseOK(p, true)
+			if err != nil || ok.Status&wire.StatusMoreResults == 0 {
+				return rows, err
+			}
+			continue
+		case mysql.ERR_HEADER:
+			e, err := wire.ParseErr(p)
+			if err != nil {
+				return nil, err
+			}
+			return nil, e
+		}
+		more, err := l.readRows(p, &rows)
+		if err != nil || !more {
+			return rows, err
+		}
+	}
+}
+
+// readRows reads a text result set after its column count packet p.
+func (l *link) readRows(p []byte, rows *[][]*string) (more bool, err error) {
+	cols, _, err := wire.LenencInt(p)
+	if err != nil {
+		return false, err
+	}
+	skip := int(cols)
+	if l.caps&mysql.CLIENT_DEPRECATE_EOF == 0 {
+		skip++
+	}
+	for range skip {
+		if _, err := l.read(); err != nil {
+			return false, err
+		}
+	}
+	for {
+		p, err := l.read()
+		if err != nil {
+			return false, err
+		}
+		if p[0] == mysql.ERR_HEADER {
+			e, _ := wire.ParseErr(p)
+			return false, e
+		}
+		if wire.IsResultEnd(p, l.caps&mysql.CLIENT_DEPRECATE_EOF != 0) {
+			end, _ := wire.EndStatus(p)
+			return end.Status&wire.StatusMoreResults != 0, nil
+		}
+		row, err := wire.TextRow(p, int(cols))
+		if err != nil {
+			return false, err
+		}
+		*rows = append(*rows, row)
+	}
+}
+
+func (l *link) writeCommand(payload []byte) error {
+	if _, err := wire.WritePacket(l.bw, 0, payload); err != nil {
+		return err
+	}
+	return l.bw.Flush()
+}
+
+// read reads one whole packet for the proxy's own exchanges.
+func (l *link) read() ([]byte, error) {
+	_, p, err := wire.ReadPacket(l.br, maxBackendPacket)
+	if err == nil && len(p) == 0 {
+		err = errors.New("empty packet from the backend")
+	}
+	return p, err
+}
+
+// inSchema runs fn with schema as the default database, going back to
+// current afterwards.
+func (l *link) inSchema(schema, current string, fn func() error) error {
+	if schema == current || schema == "" {
+		return fn()
+	}
+	if err := l.initDB(schema); err != nil {
+		return err
+	}
+	err := fn()
+	if current != "" {
+		if e := l.initDB(current); e != nil && err == nil {
+			err = e
+		}
+	}
+	return err
+}
+
+func (l *link) initDB(schema string) error {
+	if err := l.writeCommand(append([]byte{mysql.COM_INIT_DB}, schema...)); err != nil {
+		return err
+	}
+	p, err := l.read()
+	if err != nil {
+		return err
+	}
+	if p[0] == mysql.ERR_HEADER {
+		e, _ := wire.ParseErr(p)
+		return e
+	}
+	return nil
+}

@@ -1,0 +1,243 @@
+package proxy
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/go-mysql-org/go-mysql/mysql"
+	"github.com/serverlessd/serverlessd/proxy/wire"
+)
+
+// Prepared statements outlive the backend connection they were prepared
+// on. The client knows each statement by one id for the session's life;
+// each backend connection has its own ids. On the first connection they
+// are the same; after a re-attach the proxy hands out its own, and every
+// statement is prepared again on the new connection the first time the
+// client names it.
+
+// lastPrepared is MariaDB's statement id for "the statement just
+// prepared" in a pipelined COM_STMT_PREPARE + COM_STMT_EXECUTE.
+const lastPrepared = 0xffffffff
+
+// prepare forwards a COM_STMT_PREPARE, recording its SQL so that it can
+// be prepared again on another connection.
+func (ss *session) prepare(c *command) error {
+	if c.payload == nil {
+		ss.st.lost = "a prepared statement too long to record"
+	}
+	return ss.forward(c, respPrepare)
+}
+
+// prepared records a statement the backend prepared under id p.StmtID
+// and returns the id the client gets for it.
+func (ss *session) prepared(c *command, p wire.PrepareOK) uint32 {
+	id := p.StmtID
+	if ss.remapIDs {
+		id = ss.st.nextStmtID
+		ss.st.nextStmtID++
+	} else if id >= ss.st.nextStmtID {
+		ss.st.nextStmtID = id + 1
+	}
+	s := &stmt{schema: ss.st.schema, params: p.Params}
+	if c.payload != nil {
+		s.sql = append([]byte(nil), c.payload[1:]...)
+	}
+	ss.st.stmts[id] = s
+	ss.link.ids[id] = p.StmtID
+	ss.lastStmt = id
+	return id
+}
+
+// closeStmt handles COM_STMT_CLOSE, which has no response. A statement
+// not prepared on the current connection (or no connection at all) needs
+// nothing from the backend.
+func (ss *session) closeStmt(c *command) error {
+	if c.payload == nil || len(c.payload) < 5 {
+		return nil
+	}
+	id := stmtID(c.payload)
+	delete(ss.st.stmts, id)
+	if ss.link == nil {
+		return nil
+	}
+	b, ok := ss.link.ids[id]
+	if !ok {
+		return nil
+	}
+	delete(ss.link.ids, id)
+	delete(ss.link.types, id)
+	binary.LittleEndian.PutUint32(c.payload[1:5], b)
+	if err := ss.send(c); err != nil {
+		ss.dropLink() // nothing to answer: the client expects no response
+	}
+	c.ok = true
+	return nil
+}
+
+// stmtCommand maps the statement id of COM_STMT_EXECUTE, _SEND_LONG_DATA,
+// _RESET, _FETCH and _BULK_EXECUTE to the current connection's, preparing
+// the statement again first if needed.
+func (ss *session) stmtCommand(c *command) error {
+	if c.payload == nil || len(c.payload) < 5 {
+		if c.payload == nil {
+			return ss.forward(c, responseFor(c.code)) // a long-data chunk or bulk too big to hold: as is
+		}
+		return ss.unknownStmt(c, 0)
+	}
+	id := stmtID(c.payload)
+	if id == lastPrepared {
+		id = ss.lastStmt
+	}
+	s := ss.st.stmts[id]
+	if s == nil {
+		return ss.unknownStmt(c, id)
+	}
+	b, ok := ss.link.ids[id]
+	if !ok {
+		var err error
+		if b, err = ss.prepareAgain(id, s); err != nil {
+			if err == errStmtAnswered {
+				return nil
+			}
+			return err
+		}
+	}
+	if stmtID(c.payload) != lastPrepared {
+		binary.LittleEndian.PutUint32(c.payload[1:5], b)
+	}
+	if c.code == mysql.COM_STMT_EXECUTE {
+		if err := ss.bindTypes(c, id, s); err != nil {
+			return err
+		}
+		s.cursor = false
+	}
+	err := ss.forward(c, responseFor(c.code))
+	switch c.code {
+	case mysql.COM_STMT_EXECUTE:
+		s.cursor = c.ok && ss.lastStatus&wire.StatusCursorExists != 0
+	case mysql.COM_STMT_FETCH:
+		if ss.lastStatus&wire.StatusLastRowSent != 0 || !c.ok {
+			s.cursor = false
+		}
+	case mysql.COM_STMT_RESET:
+		s.cursor = false
+	}
+	return err
+}
+
+// unknownStmt answers a statement command for an id the session never
+// prepared, as MariaDB would; the two without a response get none.
+func (ss *session) unknownStmt(c *command, id uint32) error {
+	if c.code == mysql.COM_STMT_SEND_LONG_DATA {
+		return nil
+	}
+	ss.replyErr(mysql.NewError(mysql.ER_UNKNOWN_STMT_HANDLER, fmt.Sprintf(
+		"Unknown prepared statement handler (%d) given to %s", id, stmtCommandName(c.code))))
+	return nil
+}
+
+func stmtCommandName(code byte) string {
+	switch code {
+	case mysql.COM_STMT_EXECUTE:
+		return "mysqld_stmt_execute"
+	case mysql.COM_STMT_FETCH:
+		return "mysqld_stmt_fetch"
+	case mysql.COM_STMT_RESET:
+		return "mysqld_stmt_reset"
+	}
+	return "mysqld_stmt_bulk_execute"
+}
+
+// prepareAgain prepares a statement on the current connection, in the
+// schema it was first prepared in, and returns its id there.
+func (ss *session) prepareAgain(id uint32, s *stmt) (uint32, error) {
+	l := ss.link
+	if s.sql == nil {
+		return 0, ss.fatal(mysql.NewError(mysql.ER_UNKNOWN_STMT_HANDLER,
+			"serverlessd: a prepared statement could not be restored; reconnect"))
+	}
+	var b uint32
+	err := l.inSchema(s.schema, ss.st.schema, func() error {
+		var err error
+		b, err = l.prepare(s.sql)
+		return err
+	})
+	if err != nil {
+		if e, ok := err.(*mysql.MyError); ok {
+			ss.replyErr(e) // e.g. a table dropped since: the client sees MariaDB's error
+			return 0, errStmtAnswered
+		}
+		return 0, ss.backendLost(err, false)
+	}
+	l.ids[id] = b
+	ss.s.stats.inc(statReprepared)
+	return b, nil
+}
+
+// errStmtAnswered: the command was answered with an error already.
+var errStmtAnswered = fmt.Errorf("statement command answered")
+
+// prepare prepares sql on the link and returns the statement id,
+// reading the definitions that follow.
+func (l *link) prepare(sql []byte) (uint32, error) {
+	if err := l.writeCommand(append([]byte{mysql.COM_STMT_PREPARE}, sql...)); err != nil {
+		return 0, err
+	}
+	p, err := l.read()
+	if err != nil {
+		return 0, err
+	}
+	if p[0] == mysql.ERR_HEADER {
+		e, _ := wire.ParseErr(p)
+		return 0, e
+	}
+	ok, err := wire.ParsePrepareOK(p)
+	if err != nil {
+		return 0, err
+	}
+	for _, n := range []uint16{ok.Params, ok.Columns} {
+		k := int(n)
+		if k > 0 && l.caps&mysql.CLIENT_DEPRECATE_EOF == 0 {
+			k++
+		}
+		for range k {
+			if _, err := l.read(); err != nil {
+				return 0, err
+			}
+		}
+	}
+	return ok.StmtID, nil
+}
+
+// bindTypes keeps a COM_STMT_EXECUTE valid on a connection where the
+// statement was never executed: a client sends its parameter types only
+// on the first execute (the new-params-bound flag), so the proxy inserts
+// the types it saw last.
+func (ss *session) bindTypes(c *command, id uint32, s *stmt) error {
+	if s.params == 0 {
+		return nil
+	}
+	p := c.payload
+	at := 1 + 4 + 1 + 4 + (int(s.params)+7)/8 // the new-params-bound flag
+	if len(p) <= at {
+		return nil
+	}
+	if p[at] == 1 {
+		if len(p) >= at+1+2*int(s.params) {
+			s.types = append(s.types[:0], p[at+1:at+1+2*int(s.params)]...)
+		}
+		ss.link.types[id] = true
+		return nil
+	}
+	if ss.link.types[id] || s.types == nil {
+		return nil
+	}
+	out := make([]byte, 0, len(p)+len(s.types))
+	out = append(out, p[:at]...)
+	out = append(out, 1)
+	out = append(out, s.types...)
+	out = append(out, p[at+1:]...)
+	c.payload, c.n = out, len(out)
+	ss.link.types[id] = true
+	return nil
+}
