@@ -166,10 +166,12 @@ func (m *Manager) suspendLocked(ctx context.Context, c *store.Compute, reason st
 			m.log.Warn("could not copy SQL roles before suspending", "compute", c.ID, "project", c.ProjectID, "err", err)
 		}
 	}
+	detached := 0
 	if from == store.StateActive {
-		m.detachSessions(ctx, c)
+		detached = m.detachSessions(ctx, c)
 	}
-	op, err := m.runOp(ctx, c, store.ActionSuspend, reason, func() error { return m.drv.Stop(ctx, c) })
+	op, err := m.runOpWith(ctx, c, &store.Operation{Action: store.ActionSuspend, Reason: reason, DetachedSessions: detached},
+		func() error { return m.drv.Stop(ctx, c) })
 	if err != nil {
 		m.markFailed(ctx, c, err)
 		return c, op, err
@@ -275,10 +277,15 @@ func (m *Manager) onExit(computeID string, exitErr error) {
 // runOp records fn as an operation on c, logs it with its duration and
 // returns the finished operation.
 func (m *Manager) runOp(ctx context.Context, c *store.Compute, action, reason string, fn func() error) (*store.Operation, error) {
-	op := &store.Operation{
-		ID: store.NewID("op"), ProjectID: c.ProjectID, ComputeID: c.ID,
-		Action: action, Status: store.OpRunning, Reason: reason, StartedAt: store.Now(),
-	}
+	return m.runOpWith(ctx, c, &store.Operation{Action: action, Reason: reason}, fn)
+}
+
+// runOpWith is runOp for an operation that carries more than its action
+// and reason.
+func (m *Manager) runOpWith(ctx context.Context, c *store.Compute, op *store.Operation, fn func() error) (*store.Operation, error) {
+	action, reason := op.Action, op.Reason
+	op.ID, op.ProjectID, op.ComputeID = store.NewID("op"), c.ProjectID, c.ID
+	op.Status, op.StartedAt = store.OpRunning, store.Now()
 	if err := m.st.CreateOperation(ctx, op); err != nil {
 		return nil, fmt.Errorf("record %s operation on compute %s: %w", action, c.ID, err)
 	}

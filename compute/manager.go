@@ -82,21 +82,23 @@ func (m *Manager) SetDetacher(d Detacher) {
 }
 
 // detachSessions runs the Detacher, waiting at most detachWait for
-// sessions in the middle of a command.
-func (m *Manager) detachSessions(ctx context.Context, c *store.Compute) {
+// sessions in the middle of a command, and returns how many it detached.
+func (m *Manager) detachSessions(ctx context.Context, c *store.Compute) int {
 	m.mu.Lock()
 	d := m.detach
 	m.mu.Unlock()
 	if d == nil {
-		return
+		return 0
 	}
 	dctx, cancel := context.WithTimeout(ctx, detachWait)
 	defer cancel()
 	t0 := time.Now()
-	if n := d(dctx, c.ID); n > 0 {
+	n := d(dctx, c.ID)
+	if n > 0 {
 		m.log.Info("client sessions detached for the suspend", "compute", c.ID, "project", c.ProjectID,
 			"sessions", n, "duration", time.Since(t0))
 	}
+	return n
 }
 
 // detachWait bounds how long a suspend waits for a session's running

@@ -229,6 +229,22 @@ func TestSessionsAcrossSuspend(t *testing.T) {
 	if err := stmt.QueryRowContext(ctx, "x").Scan(&got); err != nil || got != "+05:00 utf8mb4_bin OFF x" {
 		t.Fatalf("session after the suspend: %q %v", got, err)
 	}
+	var ops struct {
+		Operations []struct {
+			Action           string `json:"action"`
+			DetachedSessions int    `json:"detached_sessions"`
+		} `json:"operations"`
+	}
+	d.getJSON("/api/v1/projects/state/operations", &ops)
+	detached := 0
+	for _, op := range ops.Operations {
+		if op.Action == "suspend" {
+			detached = max(detached, op.DetachedSessions)
+		}
+	}
+	if detached != 2 {
+		t.Fatalf("the suspend's operation records %d detached sessions, want 2: %+v", detached, ops)
+	}
 
 	// kill -9 of mariadbd: the idle session wakes it again; the pinned one
 	// (a GET_LOCK held) gets one error naming what it lost.

@@ -151,6 +151,9 @@ type Operation struct {
 	FinishedAt time.Time `json:"finished_at,omitzero"`
 	// DurationMS is FinishedAt-StartedAt in milliseconds, once finished.
 	DurationMS float64 `json:"duration_ms,omitempty"`
+	// DetachedSessions counts the client sessions a suspend moved off
+	// the compute: they stay open and attach again at their next command.
+	DetachedSessions int `json:"detached_sessions,omitempty"`
 }
 
 // UsageInterval is one stretch of time a compute was active: the source of

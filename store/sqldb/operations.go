@@ -26,7 +26,7 @@ func (s *Store) CreateOperation(ctx context.Context, op *store.Operation) error 
 	n.DurationMS = durationMS(n.StartedAt, n.FinishedAt)
 	_, err := s.q.insertOperation.ExecContext(ctx,
 		n.ID, n.ProjectID, n.ComputeID, n.Action, n.Status, n.Reason, n.Error,
-		micros(n.StartedAt), micros(n.FinishedAt))
+		micros(n.StartedAt), micros(n.FinishedAt), n.DetachedSessions)
 	if err != nil {
 		return s.mapErr(err, "create %s operation on compute %s", n.Action, n.ComputeID)
 	}
@@ -111,7 +111,7 @@ func durationMS(started, finished time.Time) float64 {
 func scanOperation(r scanner) (*store.Operation, error) {
 	var op store.Operation
 	err := r.Scan(&op.ID, &op.ProjectID, &op.ComputeID, &op.Action, &op.Status,
-		&op.Reason, &op.Error, timeCol{&op.StartedAt}, timeCol{&op.FinishedAt})
+		&op.Reason, &op.Error, timeCol{&op.StartedAt}, timeCol{&op.FinishedAt}, &op.DetachedSessions)
 	if err != nil {
 		return nil, err
 	}

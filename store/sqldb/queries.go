@@ -13,7 +13,7 @@ const (
 	computeCols = "id, project_id, state, driver, node, spec, address, error, " +
 		"last_active, started_at, suspended_at, created_at, updated_at, version"
 	roleCols      = "project_id, name, password_hash, created_at, updated_at"
-	operationCols = "id, project_id, compute_id, action, status, reason, error, started_at, finished_at"
+	operationCols = "id, project_id, compute_id, action, status, reason, error, started_at, finished_at, detached_sessions"
 	intervalCols  = "id, project_id, compute_id, started_at, ended_at, last_seen_at"
 	sampleCols    = "project_id, compute_id, sampled_at, storage_bytes, bytes_in, bytes_out"
 )
@@ -104,7 +104,7 @@ func newQueries(r func(string) *sql.Stmt) *queries {
 		updateRole: r(`UPDATE roles SET password_hash = ?, updated_at = ? WHERE project_id = ? AND name = ?`),
 		deleteRole: r(`DELETE FROM roles WHERE project_id = ? AND name = ?`),
 
-		insertOperation: r(`INSERT INTO operations (` + operationCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+		insertOperation: r(`INSERT INTO operations (` + operationCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 		// RETURNING (SQLite 3.35+, PostgreSQL) gives started_at for the
 		// duration without a second round trip.
 		finishOperation: r(`UPDATE operations SET status = ?, error = ?, finished_at = ?

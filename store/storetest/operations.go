@@ -14,7 +14,7 @@ func testOperationCRUD(t *testing.T, s store.Store) {
 	started := time.Date(2030, 5, 6, 7, 8, 9, 123456000, time.UTC)
 
 	op := &store.Operation{ProjectID: p.ID, ComputeID: c.ID, Action: store.ActionStart,
-		Reason: "wake", StartedAt: started}
+		Reason: "wake", StartedAt: started, DetachedSessions: 7}
 	if err := s.CreateOperation(ctx, op); err != nil {
 		t.Fatalf("CreateOperation: %v", err)
 	}
