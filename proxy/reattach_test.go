@@ -279,3 +279,52 @@ func TestDetachDuringCommand(t *testing.T) {
 		t.Fatal(v)
 	}
 }
+
+// TestCursorPins: a server-side cursor (COM_STMT_EXECUTE with
+// CURSOR_TYPE_READ_ONLY) pins the session until its last row is fetched.
+func TestCursorPins(t *testing.T) {
+	e := newEnv(t, nil)
+	rc := dialRaw(t, e.addr)
+	expectOK(t, rc.loginNative("shop.u", "pw"))
+	rc.seq = 0
+	rc.write(append([]byte{0x16}, "SELECT seq FROM app.seq_1_to_5"...)) // COM_STMT_PREPARE
+	p := rc.read()
+	if p[0] != 0 {
+		t.Fatalf("prepare: %q", p)
+	}
+	id := p[1:5]
+	rc.read() // the column definition
+	rc.read() // EOF
+	rc.seq = 0
+	rc.write(append(append([]byte{0x17}, id...), 1, 1, 0, 0, 0)) // COM_STMT_EXECUTE, CURSOR_TYPE_READ_ONLY
+	rc.read()                                                    // column count
+	rc.read()                                                    // column definition
+	if eof := rc.read(); len(eof) != 5 || eof[3]&0x40 == 0 {
+		t.Fatalf("no cursor opened: %q", eof)
+	}
+	if got := e.srv.SessionStats().Pinned["cursor"]; got != 1 {
+		t.Fatalf("pinned %v", e.srv.SessionStats().Pinned)
+	}
+	if n := e.detach(); n != 0 {
+		t.Fatal("a session with an open cursor was detached")
+	}
+	rc.seq = 0
+	rc.write(append(append([]byte{0x1c}, id...), 10, 0, 0, 0)) // COM_STMT_FETCH of 10 rows
+	rows := 0
+	for {
+		p := rc.read()
+		if p[0] == 0xfe && len(p) == 5 {
+			if p[3]&0x80 == 0 {
+				t.Fatalf("fetch did not end the cursor: %q", p)
+			}
+			break
+		}
+		rows++
+	}
+	if rows != 5 {
+		t.Fatalf("fetched %d rows", rows)
+	}
+	if n := e.detach(); n != 1 {
+		t.Fatalf("after the last row: detached %d", n)
+	}
+}
