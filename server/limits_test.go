@@ -78,6 +78,7 @@ func TestFieldLimits(t *testing.T) {
 		{"storage_size", "POST", "/api/v1/projects", `{"name":"a","config":{"storage_size":"1Pi"}}`, []string{"storage_size", "64Ti"}},
 		{"negative max_connections", "POST", "/api/v1/projects", `{"name":"a","config":{"max_connections":-1}}`, []string{"max_connections", "100000"}},
 		{"huge max_connections", "PATCH", "/api/v1/projects/shop", `{"config":{"max_connections":100001}}`, []string{"max_connections", "100000"}},
+		{"negative pinned_idle_timeout", "PATCH", "/api/v1/projects/shop", `{"config":{"pinned_idle_timeout":-1}}`, []string{"pinned_idle_timeout", "2592000"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -95,6 +96,10 @@ func TestFieldLimits(t *testing.T) {
 	}
 	if r := call(t, srv, "PATCH", "/api/v1/projects/shop", `{"config":{"max_connections":100000,"page_server_url":"`+long(2048)+`"}}`); r.status != 200 {
 		t.Fatalf("values at the limits: %d %s", r.status, r.raw)
+	}
+	r = call(t, srv, "PATCH", "/api/v1/projects/shop", `{"config":{"pinned_idle_timeout":0}}`)
+	if got := r.body["project"].(map[string]any)["config"].(map[string]any)["pinned_idle_timeout"]; r.status != 200 || got != 0.0 {
+		t.Fatalf("pinned_idle_timeout 0 (never): %d %v", r.status, got)
 	}
 }
 
