@@ -261,6 +261,51 @@ func countOps(ops []operation, action, reason string) int {
 	return n
 }
 
+// metrics scrapes GET /metrics into a value per series, keyed as the
+// series is written there: name{label="value",...}.
+func (d *daemon) metrics() (map[string]float64, error) {
+	resp, err := d.http.Get("http://" + d.api + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != 200 {
+		return nil, fmt.Errorf("GET /metrics: HTTP %d", resp.StatusCode)
+	}
+	out := map[string]float64{}
+	for _, line := range strings.Split(string(raw), "\n") {
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+			out[line[:i]] = v
+		}
+	}
+	return out, nil
+}
+
+// sessionEvent is the key of one count of the proxy's session events
+// (detached, reattach_cold, reattach_warm, ...) in metrics' answer.
+func sessionEvent(event string) string {
+	return `serverlessd_proxy_session_events_total{event="` + event + `"}`
+}
+
+// sumSeries adds up every series of the metric name (all its labels).
+func sumSeries(m map[string]float64, name string) float64 {
+	var n float64
+	for k, v := range m {
+		if k == name || strings.HasPrefix(k, name+"{") {
+			n += v
+		}
+	}
+	return n
+}
+
 // waitState polls until the compute is in state, or timeout.
 func (d *daemon) waitState(p *project, state string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)

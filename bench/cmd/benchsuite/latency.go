@@ -26,22 +26,7 @@ type ColdResult struct {
 // the project through the API (untimed), then times a login through the
 // proxy and a bare mariadbd start, alternating which goes first.
 func (s *suite) cold(d *daemon) error {
-	p, err := d.createProject("cold", 0)
-	if err != nil {
-		return err
-	}
-	if err := d.createCompute(p, ""); err != nil {
-		return err
-	}
-	// Suspend and resume once so the compute's my.cnf is the steady-state
-	// one (the first start also applies the admin password), then copy the
-	// stopped compute for the floor.
-	for _, step := range []func(*project) error{d.suspend, d.resume, d.suspend} {
-		if err := step(p); err != nil {
-			return err
-		}
-	}
-	floor, err := bench.CopyCompute(d.computeDir(p), filepath.Join(s.opts.workDir, "floor"))
+	p, floor, err := s.suspendedWithFloor(d, "cold", "floor")
 	if err != nil {
 		return err
 	}
@@ -57,15 +42,7 @@ func (s *suite) cold(d *daemon) error {
 		err := bench.Select1(ctx, conn)
 		return time.Since(t0), err
 	}
-	floorStart := func() (time.Duration, error) {
-		ctx, cancel := withTimeout(time.Minute)
-		defer cancel()
-		dur, err := floor.StartToReady(ctx, "root", p.Password)
-		if serr := floor.Stop(); err == nil {
-			err = serr
-		}
-		return dur, err
-	}
+	floorStart := floorStarter(floor, p.Password)
 	// One untimed round warms the page cache for both.
 	if _, err := login(); err != nil {
 		return fmt.Errorf("first cold login: %w", err)
@@ -105,9 +82,21 @@ func (s *suite) cold(d *daemon) error {
 	res.Cycles = s.opts.coldCycles
 	res.Login, res.Floor = bench.Summarize(logins), bench.Summarize(floors)
 	res.Extra = bench.Median(extra)
+	if res.StartOp, err = wakeStarts(d, p, since); err != nil {
+		return err
+	}
+	s.res.Cold = res
+	log.Printf("cold login p50 %.1f p90 %.1f p99 %.1f ms; bare mariadbd p50 %.1f p99 %.1f ms; errors %d",
+		res.Login.P50, res.Login.P90, res.Login.P99, res.Floor.P50, res.Floor.P99, res.Errors)
+	return nil
+}
+
+// wakeStarts summarises the project's wake starts since, as the daemon
+// timed them (operations API).
+func wakeStarts(d *daemon, p *project, since time.Time) (bench.Latency, error) {
 	ops, err := d.operations(p, since)
 	if err != nil {
-		return err
+		return bench.Latency{}, err
 	}
 	var starts []time.Duration
 	for _, op := range ops {
@@ -115,11 +104,47 @@ func (s *suite) cold(d *daemon) error {
 			starts = append(starts, time.Duration(op.DurationMS*float64(time.Millisecond)))
 		}
 	}
-	res.StartOp = bench.Summarize(starts)
-	s.res.Cold = res
-	log.Printf("cold login p50 %.1f p90 %.1f p99 %.1f ms; bare mariadbd p50 %.1f p99 %.1f ms; errors %d",
-		res.Login.P50, res.Login.P90, res.Login.P99, res.Floor.P50, res.Floor.P99, res.Errors)
-	return nil
+	return bench.Summarize(starts), nil
+}
+
+// suspendedWithFloor creates a project that never idles out, with a
+// default compute, and leaves the compute suspended beside a copy of it in
+// floorDir (under the work dir) for the bare mariadbd floor. The compute is
+// suspended and resumed once first, so that its my.cnf is the steady-state
+// one (the first start also applies the admin password).
+func (s *suite) suspendedWithFloor(d *daemon, name, floorDir string) (*project, *bench.Bare, error) {
+	p, err := d.createProject(name, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := d.createCompute(p, ""); err != nil {
+		return nil, nil, err
+	}
+	for _, step := range []func(*project) error{d.suspend, d.resume, d.suspend} {
+		if err := step(p); err != nil {
+			return nil, nil, err
+		}
+	}
+	floor, err := bench.CopyCompute(d.computeDir(p), filepath.Join(s.opts.workDir, floorDir))
+	if err != nil {
+		return nil, nil, err
+	}
+	return p, floor, nil
+}
+
+// floorStarter returns one timed start of the bare mariadbd: exec until a
+// login as root plus SELECT 1 answers on its socket. The clean shutdown
+// after it is not timed.
+func floorStarter(floor *bench.Bare, password string) func() (time.Duration, error) {
+	return func() (time.Duration, error) {
+		ctx, cancel := withTimeout(time.Minute)
+		defer cancel()
+		dur, err := floor.StartToReady(ctx, "root", password)
+		if serr := floor.Stop(); err == nil {
+			err = serr
+		}
+		return dur, err
+	}
 }
 
 // WarmResult: connect + SELECT 1 + close with the compute running, through

@@ -90,11 +90,13 @@ type Results struct {
 	Failures []string
 
 	Cold       *ColdResult
+	Reattach   *ReattachResult
 	Warm       *WarmResult
 	Throughput *ThroughputResult
 	Storms     []*StormResult
 	Churn      *ChurnResult
 	Scale      *ScaleResult
+	PoolChurn  *PoolChurnResult
 	GoBench    *GoBenchResult
 	Profile    *ProfileResult
 	Targets    []Target

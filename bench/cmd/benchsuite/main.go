@@ -32,7 +32,7 @@ import (
 )
 
 // phases, in the order they run. Each is independent of the others' results.
-var allPhases = []string{"cold", "warm", "throughput", "storm", "churn", "scale", "gobench", "profile"}
+var allPhases = []string{"cold", "reattach", "warm", "throughput", "storm", "churn", "scale", "poolchurn", "gobench", "profile"}
 
 type options struct {
 	out     string
@@ -41,21 +41,24 @@ type options struct {
 	keep    bool
 	workDir string
 
-	coldCycles   int
-	warmLogins   int
-	sbTime       time.Duration
-	sbReps       int
-	sbThreads    []int
-	sbWorkloads  []string
-	stormClients int
-	stormRounds  int
-	churnFor     time.Duration
-	churnN       int
-	scaleN       int
-	scaleActive  int
-	scaleIdle    time.Duration
-	profileFor   time.Duration
-	interval     time.Duration
+	coldCycles     int
+	reattachCycles int
+	warmLogins     int
+	sbTime         time.Duration
+	sbReps         int
+	sbThreads      []int
+	sbWorkloads    []string
+	stormClients   int
+	stormRounds    int
+	churnFor       time.Duration
+	churnN         int
+	scaleN         int
+	scaleActive    int
+	scaleIdle      time.Duration
+	poolFor        time.Duration
+	poolN          int
+	profileFor     time.Duration
+	interval       time.Duration
 }
 
 func main() {
@@ -67,6 +70,7 @@ func main() {
 	flag.StringVar(&o.binary, "binary", "", "serverlessd binary to drive (default: build one from the tree)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (data dirs, logs, profile)")
 	flag.IntVar(&o.coldCycles, "cold-cycles", 60, "cold login cycles (each also starts the bare mariadbd floor once)")
+	flag.IntVar(&o.reattachCycles, "reattach-cycles", 60, "cycles of suspend + first query on a kept connection (each also starts the bare mariadbd floor once)")
 	flag.IntVar(&o.warmLogins, "warm-logins", 500, "warm logins per path (proxy and direct, interleaved)")
 	flag.DurationVar(&o.sbTime, "sysbench-time", 5*time.Second, "length of one sysbench run (runs of 3s put the serverlessd/haproxy ratio anywhere in 0.8-1.3)")
 	flag.IntVar(&o.sbReps, "sysbench-reps", 7, "interleaved repetitions of each sysbench cell (the median is quoted)")
@@ -79,8 +83,10 @@ func main() {
 	flag.IntVar(&o.scaleN, "scale-projects", 1000, "projects in the store for the scale figures")
 	flag.IntVar(&o.scaleActive, "scale-active", 20, "active computes for the scale figures")
 	flag.DurationVar(&o.scaleIdle, "scale-idle", 60*time.Second, "idle window over which the scheduler's CPU is measured")
+	flag.DurationVar(&o.poolFor, "poolchurn-duration", 10*time.Minute, "length of the pool churn run")
+	flag.IntVar(&o.poolN, "poolchurn-projects", 20, "projects, each with a pool of kept connections, in the pool churn run")
 	flag.DurationVar(&o.profileFor, "profile-time", 20*time.Second, "sysbench time under the CPU profile of the proxy")
-	flag.DurationVar(&o.interval, "interval", 200*time.Millisecond, "scheduler interval of the churn and scale daemons")
+	flag.DurationVar(&o.interval, "interval", 200*time.Millisecond, "scheduler interval of the churn, scale and pool churn daemons")
 	rerender := flag.String("render", "", "only render the report from a results.json that an earlier run saved in its work directory")
 	flag.Parse()
 	if *rerender != "" {
@@ -242,16 +248,17 @@ func (s *suite) run() int {
 		}
 	}
 
-	// Daemon 1 serves the latency and throughput phases. Its projects never
-	// idle out (idle_timeout 0), and its scheduler runs at the default
-	// interval: at 200 ms, its usage sampling (a walk of every active
+	// Daemon 1 serves the latency, re-attach and throughput phases. Its
+	// projects never idle out (idle_timeout 0), and its scheduler runs at the
+	// default interval: at 200 ms, its usage sampling (a walk of every active
 	// compute's folder per tick) would be measured as relay cost.
-	if s.want("cold") || s.want("warm") || s.want("throughput") || s.want("storm") {
+	if s.want("cold") || s.want("reattach") || s.want("warm") || s.want("throughput") || s.want("storm") {
 		d, err := startDaemon(s.bin, filepath.Join(s.opts.workDir, "d1"), 0)
 		if err != nil {
 			s.fail("daemon", err)
 		} else {
 			s.phase("cold", func() error { return s.cold(d) })
+			s.phase("reattach", func() error { return s.reattach(d) })
 			s.phase("warm", func() error { return s.warm(d) })
 			s.phase("throughput", func() error { return s.throughput(d) })
 			s.phase("storm", func() error { return s.storm(d) })
@@ -262,6 +269,7 @@ func (s *suite) run() int {
 	if s.want("churn") || s.want("scale") {
 		s.phase("churn+scale", s.churnAndScale)
 	}
+	s.phase("poolchurn", s.poolChurn)
 	s.phase("gobench", s.goBench)
 	s.phase("profile", s.profile)
 

@@ -90,6 +90,7 @@ func targets(r *Results) []Target {
 	} else {
 		add(Target{Issue: "3, 7", Goal: "cold login p50 ≤ 150 ms, p99 ≤ 400 ms", Status: notRun})
 	}
+	ts = append(ts, reattachTargets(r.Reattach)...)
 	if w := r.Warm; w != nil {
 		over := w.Proxy.P50 - w.Direct.P50
 		t := Target{Issue: "3, 7", Goal: "warm login overhead < 1 ms at p50",
@@ -220,7 +221,57 @@ func targets(r *Results) []Target {
 	} else {
 		add(Target{Issue: "7", Goal: "churn: 0 failed connections", Status: notRun})
 	}
+	add(poolChurnTarget(r.PoolChurn))
 	return ts
+}
+
+// reattachTargets checks the first query after a suspend on an open
+// connection against the bare mariadbd floor of the same run. These goals
+// belong to client sessions that survive suspends; their rows name no issue.
+func reattachTargets(ra *ReattachResult) []Target {
+	if ra == nil || ra.Query.N == 0 {
+		return []Target{{Issue: "—", Goal: "first query after a suspend on an open connection: p50 within 30 ms, p99 within 100 ms of the bare mariadbd floor", Status: notRun}}
+	}
+	limit := fmt.Sprintf("paired per cycle, the query takes p50 %+.1f ms / p99 %+.1f ms over the bare mariadbd start; %d of %d queries failed; %d cold re-attaches counted, database/sql dialed %d connection(s)",
+		ra.Extra.P50, ra.Extra.P99, ra.Errors, ra.Cycles, ra.Cold, ra.Dials)
+	p50, p99 := ra.Query.P50-ra.Floor.P50, ra.Query.P99-ra.Floor.P99
+	ts := []Target{
+		{Issue: "—", Goal: "first query after a suspend on an open connection: p50 within 30 ms of the bare mariadbd floor's p50",
+			Measured: fmt.Sprintf("p50 %.1f ms (floor %.1f ms: %+.1f ms)", ra.Query.P50, ra.Floor.P50, p50), Status: status(p50 <= 30 && ra.Errors == 0)},
+		{Issue: "—", Goal: "first query after a suspend on an open connection: p99 within 100 ms of the bare mariadbd floor's p99",
+			Measured: fmt.Sprintf("p99 %.1f ms (floor %.1f ms: %+.1f ms)", ra.Query.P99, ra.Floor.P99, p99), Status: status(p99 <= 100 && ra.Errors == 0)},
+	}
+	for i := range ts {
+		if ts[i].Status != met {
+			ts[i].Limit = limit
+		}
+	}
+	return ts
+}
+
+// poolChurnTarget checks that pooled connections live through their
+// computes' suspends: no failed query, none dialed again, every pool full.
+// Its row names no issue either.
+func poolChurnTarget(pc *PoolChurnResult) Target {
+	if pc == nil || pc.Queries == 0 {
+		return Target{Issue: "—", Goal: "pool churn: 0 failed queries, 0 connections re-dialed", Status: notRun}
+	}
+	conns := pc.Projects * pc.PoolSize
+	t := Target{Issue: "—", Goal: fmt.Sprintf("pool churn (%d projects × %d pooled connections, %d s idle, %s): 0 failed queries, 0 connections re-dialed", pc.Projects, pc.PoolSize, pc.IdleTimeout, pc.Duration),
+		Measured: fmt.Sprintf("%d failed of %d queries, %d re-dialed, %d of %d connections open at the end; %d idle suspends, %d cold and %d warm re-attaches",
+			pc.FailedQueries, pc.Queries, pc.Redialed, pc.OpenAtEnd, conns, pc.IdleSuspends, pc.ReattachCold, pc.ReattachWarm),
+		Status: status(pc.FailedQueries == 0 && pc.Redialed == 0 && pc.OpenAtEnd == conns)}
+	if t.Status != met {
+		var why []string
+		if pc.Redialed > 0 {
+			why = append(why, fmt.Sprintf("database/sql found %d pooled connection(s) dead and dialed new ones", pc.Redialed))
+		}
+		if pc.ReattachFailed > 0 {
+			why = append(why, fmt.Sprintf("%d re-attach(es) failed (serverlessd_proxy_reattach_failures_total)", pc.ReattachFailed))
+		}
+		t.Limit = strings.Join(append(why, pc.ErrorKind...), "; ")
+	}
+	return t
 }
 
 // stormLimit explains a storm's errors from what they say.
@@ -261,6 +312,7 @@ func render(r *Results) ([]byte, error) {
 		"short": short,
 		"sub":   func(a, b float64) float64 { return a - b },
 		"inc":   func(i int) int { return i + 1 },
+		"mul":   func(a, b int) int { return a * b },
 		"div": func(a, b float64) float64 {
 			if b == 0 {
 				return math.NaN()
