@@ -63,6 +63,7 @@ type session struct {
 	cr           *bufio.Reader // from the client
 	cw           *bufio.Writer // to the client
 	cmdBuf       []byte
+	respBuf      []byte
 	remapIDs     bool   // statement ids are the proxy's (after a re-attach)
 	lastStmt     uint32 // the client id of the last statement prepared
 	lastStatus   uint16 // of the last response's end
