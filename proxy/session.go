@@ -78,8 +78,11 @@ type session struct {
 	leaseIn      int64
 	leaseOut     int64
 
+	noLoop       bool // the event loops could not take the session
+
 	cmu    sync.Mutex
 	closed bool
+	ls     *loopSession // set while an event loop relays the session
 }
 
 // refusal ends a session with a counted, logged reason and (usually) an
@@ -250,6 +253,10 @@ func (ss *session) close() {
 	ss.cmu.Lock()
 	defer ss.cmu.Unlock()
 	ss.closed = true
+	if ss.ls != nil {
+		ss.ls.shutdown() // the loop hands the session back, closed
+		return
+	}
 	ss.conn.Close()
 	ss.raw.Close()
 	if ss.link != nil {

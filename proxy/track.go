@@ -29,6 +29,7 @@ type tracker struct {
 	cont    bool // the current frame continues a packet
 	capture bool // the current packet is collected whole
 	pkt     []byte
+	arena   []byte // the packets emitted by the current feed
 	seq     byte
 
 	// Grammar.
@@ -60,7 +61,14 @@ const (
 )
 
 func newTracker(ss *session, c *command, kind respKind) *tracker {
-	t := &tracker{ss: ss, c: c, kind: kind, headAt: -1}
+	t := &tracker{}
+	t.reset(ss, c, kind)
+	return t
+}
+
+// reset readies t for the response to c, keeping its buffers.
+func (t *tracker) reset(ss *session, c *command, kind respKind) {
+	*t = tracker{ss: ss, c: c, kind: kind, headAt: -1, pkt: t.pkt[:0], arena: t.arena[:0]}
 	switch kind {
 	case respPrepare:
 		t.state = sPrepare
@@ -75,7 +83,6 @@ func newTracker(ss *session, c *command, kind respKind) *tracker {
 	case respNone:
 		t.done = true
 	}
-	return t
 }
 
 // feed walks data, appending to segs what the client must get, in order.
@@ -91,6 +98,7 @@ func (t *tracker) feed(data []byte, segs [][]byte) ([][]byte, int, error) {
 		run = -1
 	}
 	t.headAt = -1
+	t.arena = t.arena[:0]
 	i := 0
 	for i < len(data) && !t.done && !t.wantClient {
 		if t.body > 0 {
@@ -232,15 +240,17 @@ func (t *tracker) passed() {
 	}
 }
 
-// emit appends a packet to the client's segments.
-func emitPacket(segs [][]byte, seq byte, p []byte) [][]byte {
-	b, _ := wire.AppendPacket(make([]byte, 0, 4+len(p)), seq, p)
-	return append(segs, b)
+// emit appends a packet read whole to the client's segments. It is
+// framed in the tracker's arena, which a feed's segments share: the
+// caller writes or copies them before the next feed.
+func (t *tracker) emit(segs [][]byte, p []byte) [][]byte {
+	start := len(t.arena)
+	t.arena, _ = wire.AppendPacket(t.arena, t.seq, p)
+	return append(segs, t.arena[start:len(t.arena):len(t.arena)])
 }
 
 // packet handles a packet read whole.
 func (t *tracker) packet(p []byte, segs [][]byte) ([][]byte, error) {
-	p = append([]byte(nil), p...) // t.pkt is reused
 	if len(p) == 0 {
 		return segs, &protocolError{"empty response packet"}
 	}
@@ -259,7 +269,7 @@ func (t *tracker) packet(p []byte, segs [][]byte) ([][]byte, error) {
 		} else {
 			t.state = sRows
 		}
-		return emitPacket(segs, t.seq, p), nil
+		return t.emit(segs, p), nil
 	case sRows:
 		if p[0] == mysql.ERR_HEADER {
 			return t.err(p, segs), nil
@@ -274,7 +284,7 @@ func (t *tracker) packet(p []byte, segs [][]byte) ([][]byte, error) {
 			return t.ok(p, segs)
 		}
 		t.c.ok = p[0] != mysql.ERR_HEADER
-		return emitPacket(segs, t.seq, p), nil
+		return t.emit(segs, p), nil
 	case sAuth:
 		switch p[0] {
 		case mysql.OK_HEADER:
@@ -285,7 +295,7 @@ func (t *tracker) packet(p []byte, segs [][]byte) ([][]byte, error) {
 		default:
 			t.wantClient = true // an auth switch or more data: the client answers
 		}
-		return emitPacket(segs, t.seq, p), nil
+		return t.emit(segs, p), nil
 	}
 	return segs, &protocolError{"unexpected packet"}
 }
@@ -304,7 +314,7 @@ func (t *tracker) first(p []byte, segs [][]byte) ([][]byte, error) {
 		return t.err(p, segs), nil
 	case 0xfb:
 		t.wantClient = true
-		return emitPacket(segs, t.seq, p), nil
+		return t.emit(segs, p), nil
 	}
 	cols, used, err := wire.LenencInt(p)
 	if err != nil {
@@ -322,7 +332,7 @@ func (t *tracker) first(p []byte, segs [][]byte) ([][]byte, error) {
 	} else {
 		t.nextGroup()
 	}
-	return emitPacket(segs, t.seq, p), nil
+	return t.emit(segs, p), nil
 }
 
 // nextGroup moves past a group of definitions: to the next group of a
@@ -357,7 +367,7 @@ func (t *tracker) err(p []byte, segs [][]byte) [][]byte {
 	if !(len(p) >= 3 && binary.LittleEndian.Uint16(p[1:3]) == 0xffff) {
 		t.done = true
 	}
-	return emitPacket(segs, t.seq, p)
+	return t.emit(segs, p)
 }
 
 // terminator handles a result set's EOF or OK-form end.
@@ -366,7 +376,7 @@ func (t *tracker) terminator(p []byte, segs [][]byte) ([][]byte, error) {
 		end, _ := wire.EndStatus(p)
 		t.status = end.Status
 		t.ss.st.inTrans = end.Status&wire.StatusInTrans != 0
-		segs = emitPacket(segs, t.seq, p)
+		segs = t.emit(segs, p)
 	} else {
 		var err error
 		if segs, err = t.ok(p, segs); err != nil {
@@ -393,7 +403,7 @@ func (t *tracker) ok(p []byte, segs [][]byte) ([][]byte, error) {
 	if len(ok.State) > 0 && !t.ss.clientTracks() {
 		p = wire.StripState(p, ok)
 	}
-	return emitPacket(segs, t.seq, p), nil
+	return t.emit(segs, p), nil
 }
 
 // prepare handles the answer to COM_STMT_PREPARE: ERR, or the statement's
@@ -403,7 +413,7 @@ func (t *tracker) ok(p []byte, segs [][]byte) ([][]byte, error) {
 func (t *tracker) prepare(p []byte, segs [][]byte) ([][]byte, error) {
 	if p[0] != mysql.OK_HEADER {
 		t.done = true
-		return emitPacket(segs, t.seq, p), nil
+		return t.emit(segs, p), nil
 	}
 	var err error
 	if t.prep, err = wire.ParsePrepareOK(p); err != nil {
@@ -420,5 +430,5 @@ func (t *tracker) prepare(p []byte, segs [][]byte) ([][]byte, error) {
 		t.groups = append(t.groups, k)
 	}
 	t.nextGroup()
-	return emitPacket(segs, t.seq, p), nil
+	return t.emit(segs, p), nil
 }
