@@ -78,7 +78,7 @@ type session struct {
 	leaseIn      int64
 	leaseOut     int64
 
-	noLoop       bool // the event loops could not take the session
+	noLoop bool // the event loops could not take the session
 
 	cmu    sync.Mutex
 	closed bool
