@@ -31,6 +31,7 @@ type link struct {
 	ids       map[uint32]uint32 // client statement id -> id on this connection
 	types     map[uint32]bool   // statements executed here with their parameter types
 	lastUsed  time.Time
+	dead      bool // the backend closed it (seen by an event loop)
 }
 
 func newLink(c net.Conn, res compute.WakeResult) *link {
@@ -50,7 +51,7 @@ const idleProbe = 10 * time.Millisecond
 // again (wake, login, restore) when it has none.
 func (ss *session) ensureAttached() error {
 	if l := ss.link; l != nil {
-		if time.Since(l.lastUsed) < idleProbe || peerAlive(l.conn, l.br) {
+		if !l.dead && (time.Since(l.lastUsed) < idleProbe || peerAlive(l.conn, l.br)) {
 			return nil
 		}
 		pin := ss.pinned
@@ -318,12 +319,7 @@ func (s *Server) Detach(ctx context.Context, computeID string) int {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if !lockCtx(ctx, &ss.bmu) {
-				ss.log.Warn("session busy through the suspend; it will reconnect at its next command", "project", ss.project)
-				return
-			}
-			defer ss.bmu.Unlock()
-			if ss.link != nil && ss.link.computeID == computeID && ss.detach() {
+			if ss.detachFor(ctx, computeID) {
 				mu.Lock()
 				n++
 				mu.Unlock()
@@ -334,16 +330,56 @@ func (s *Server) Detach(ctx context.Context, computeID string) int {
 	return n
 }
 
-// lockCtx locks mu unless ctx ends first.
-func lockCtx(ctx context.Context, mu *sync.Mutex) bool {
-	for !mu.TryLock() {
+// detachFor detaches the session from computeID between two commands:
+// at once when its goroutine is idle, through its event loop when one
+// relays it, or after the command in progress.
+func (ss *session) detachFor(ctx context.Context, computeID string) bool {
+	for {
+		if ss.bmu.TryLock() {
+			defer ss.bmu.Unlock()
+			return ss.link != nil && ss.link.computeID == computeID && ss.detach()
+		}
+		ss.cmu.Lock()
+		ls := ss.ls
+		ss.cmu.Unlock()
+		if ls != nil {
+			req := &detachReq{done: make(chan detachResult, 1)}
+			if ls.askDetach(req) {
+				select {
+				case r := <-req.done:
+					if r != detachRetry {
+						return r == detachDone
+					}
+				case <-ctx.Done():
+					return false
+				}
+			}
+		}
 		select {
 		case <-ctx.Done():
+			ss.log.Warn("session busy through the suspend; it will reconnect at its next command", "project", ss.project)
 			return false
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
-	return true
+}
+
+// detachReq is a Detach waiting on a session in an event loop.
+type detachReq struct{ done chan detachResult }
+
+type detachResult int
+
+const (
+	detachRetry   detachResult = iota // the session left the loop first: try again
+	detachDone                        // detached
+	detachRefused                     // pinned, or not on that compute
+)
+
+func detachOutcome(ok bool) detachResult {
+	if ok {
+		return detachDone
+	}
+	return detachRefused
 }
 
 // heldLocksSQL is mariadb.HeldLocksSQL, kept here for the relay.

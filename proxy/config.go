@@ -97,7 +97,17 @@ type Config struct {
 	PinnedIdleTimeout time.Duration
 	// OnReattach observes each re-attach's latency (metrics); optional.
 	OnReattach ReattachObserver
+	// Relay is how sessions are relayed between the commands the daemon
+	// handles itself: RelayEventLoop (the default on Linux) or
+	// RelayGoroutines. TLS sessions always use goroutines.
+	Relay string
 }
+
+// The relays of Config.Relay.
+const (
+	RelayEventLoop  = "event-loop"
+	RelayGoroutines = "goroutines"
+)
 
 func (c *Config) setDefaults() {
 	if c.Listen == "" {
@@ -123,6 +133,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.RateLimitInterval == 0 {
 		c.RateLimitInterval = time.Second
+	}
+	if c.Relay == "" {
+		c.Relay = RelayEventLoop
 	}
 	if c.PinnedIdleTimeout == 0 {
 		c.PinnedIdleTimeout = 15 * time.Minute

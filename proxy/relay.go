@@ -48,6 +48,12 @@ func (ss *session) serve() {
 	ss.cw = bufio.NewWriterSize(ss.conn, respBufSize)
 	var err error
 	for err == nil {
+		if ss.loopable() {
+			var needNext bool
+			if needNext, err = ss.relayInLoop(); err != nil || !needNext {
+				continue
+			}
+		}
 		err = ss.next()
 	}
 	if errors.Is(err, errQuit) || errors.Is(err, io.EOF) {
@@ -131,12 +137,12 @@ type command struct {
 	payload []byte
 	flags   sqlFlags // of a COM_QUERY
 	name    string   // of a text PREPARE or DEALLOCATE
+	stmt    *stmt    // of a COM_STMT_* command
 	ok      bool     // the response ended in success
 }
 
 // command dispatches one command.
 func (ss *session) command(c *command) error {
-	ss.st.calcFound = false
 	switch c.code {
 	case mysql.COM_QUIT:
 		if ss.link != nil {
@@ -144,42 +150,94 @@ func (ss *session) command(c *command) error {
 		}
 		return errQuit
 	case mysql.COM_STMT_CLOSE:
-		return ss.closeStmt(c)
+		if ss.planClose(c) && ss.send(c) != nil {
+			ss.dropLink() // nothing to answer: the client expects no response
+		}
+		return nil
 	}
 	if err := ss.ensureAttached(); err != nil {
 		return err
 	}
-	switch c.code {
-	case mysql.COM_QUERY:
-		return ss.query(c)
-	case mysql.COM_CHANGE_USER:
-		return ss.changeUser(c)
-	case mysql.COM_STMT_PREPARE:
-		return ss.prepare(c)
-	case mysql.COM_STMT_EXECUTE, mysql.COM_STMT_SEND_LONG_DATA, mysql.COM_STMT_RESET, mysql.COM_STMT_FETCH, comStmtBulkExecute:
-		return ss.stmtCommand(c)
-	case mysql.COM_PROCESS_KILL:
-		if c.n == 5 && c.payload != nil {
-			if out := ss.rewriteKill(c.payload); out != nil {
-				c.payload, c.n = out, len(out)
-			}
-		}
+	if kind, ok := ss.plan(c); ok {
+		return ss.forward(c, kind)
 	}
-	return ss.forward(c, responseFor(c.code))
+	return ss.slowCommand(c)
 }
 
 // comStmtBulkExecute is MariaDB's COM_STMT_BULK_EXECUTE.
 const comStmtBulkExecute = 0xfa
 
-// query handles COM_QUERY: KILLs and space-freeing DROPs the daemon maps
-// or runs itself, and the flags of statements that pin the session.
+// plan readies a command that goes to the backend as the client sent it
+// or with ids mapped (KILL, statement ids), and returns its response's
+// shape. It reports false, having changed nothing, for a command that
+// needs the daemon's own work first: a KILL of another role, a DROP that
+// frees space, COM_CHANGE_USER, a statement to prepare again or unknown,
+// a command too large to hold. Both relay engines use it; plan never does
+// I/O, so the event loop can call it.
+func (ss *session) plan(c *command) (respKind, bool) {
+	if c.payload == nil || ss.link == nil {
+		return 0, false
+	}
+	switch c.code {
+	case mysql.COM_CHANGE_USER, mysql.COM_QUIT, mysql.COM_STMT_CLOSE:
+		return 0, false
+	case mysql.COM_QUERY:
+		if c.n <= maxInspectQuery {
+			if _, ok := ss.killsOtherRole(c.payload); ok || ss.freesSpace(c.payload) {
+				return 0, false
+			}
+		}
+	case mysql.COM_STMT_EXECUTE, mysql.COM_STMT_SEND_LONG_DATA, mysql.COM_STMT_RESET, mysql.COM_STMT_FETCH, comStmtBulkExecute:
+		if !ss.stmtReady(c) {
+			return 0, false
+		}
+	}
+	ss.st.calcFound = false
+	switch c.code {
+	case mysql.COM_QUERY:
+		if c.n <= maxInspectQuery {
+			if out := ss.rewriteKill(c.payload); out != nil {
+				c.payload, c.n = out, len(out)
+			}
+		}
+		c.flags, c.name = scanSQL(c.payload[1:])
+	case mysql.COM_PROCESS_KILL:
+		if c.n == 5 {
+			if out := ss.rewriteKill(c.payload); out != nil {
+				c.payload, c.n = out, len(out)
+			}
+		}
+	case mysql.COM_STMT_EXECUTE, mysql.COM_STMT_SEND_LONG_DATA, mysql.COM_STMT_RESET, mysql.COM_STMT_FETCH, comStmtBulkExecute:
+		ss.mapStmt(c)
+	}
+	return responseFor(c.code), true
+}
+
+// slowCommand handles what plan refused, in the goroutine engine.
+func (ss *session) slowCommand(c *command) error {
+	ss.st.calcFound = false
+	switch c.code {
+	case mysql.COM_CHANGE_USER:
+		return ss.changeUser(c)
+	case mysql.COM_QUERY:
+		return ss.query(c)
+	case mysql.COM_STMT_PREPARE:
+		ss.st.lost = "a prepared statement too long to record"
+	case mysql.COM_STMT_EXECUTE, mysql.COM_STMT_SEND_LONG_DATA, mysql.COM_STMT_RESET, mysql.COM_STMT_FETCH, comStmtBulkExecute:
+		if c.payload != nil {
+			return ss.stmtCommand(c)
+		}
+	}
+	return ss.forward(c, responseFor(c.code)) // too large to hold: as is
+}
+
+// query handles a COM_QUERY that plan refused: a KILL of another role's
+// session, which the daemon runs, a DROP or TRUNCATE that frees space,
+// or one too large to hold, whose first bytes still give its flags.
 func (ss *session) query(c *command) error {
 	if c.payload != nil && c.n <= maxInspectQuery {
 		if k, ok := ss.killsOtherRole(c.payload); ok {
 			return ss.killOther(k)
-		}
-		if out := ss.rewriteKill(c.payload); out != nil {
-			c.payload, c.n = out, len(out)
 		}
 		if ss.freesSpace(c.payload) {
 			ss.allowFreeing()
@@ -304,6 +362,7 @@ func (ss *session) afterCommand(c *command) {
 	if c.ok && c.flags != 0 {
 		ss.applyFlags(c)
 	}
+	ss.afterStmt(c)
 	if ss.st.collationStale && ss.link != nil {
 		ss.readCollation()
 	}
@@ -439,10 +498,15 @@ func lostStateError(project, pin string) *mysql.MyError {
 // pinned idle timeout: closing the backend connection rolls its
 // transaction back and frees its locks.
 func (ss *session) endPinned() error {
-	pin := ss.pinned
 	ss.bmu.Lock()
+	defer ss.bmu.Unlock()
+	return ss.endPinnedLocked()
+}
+
+// endPinnedLocked is endPinned for the holder of bmu.
+func (ss *session) endPinnedLocked() error {
+	pin := ss.pinned
 	ss.dropLink()
-	ss.bmu.Unlock()
 	ss.s.stats.inc(statPinTimeout)
 	ss.log.Info("pinned session idle too long; closed", "project", ss.project, "user", ss.user,
 		"pinned", pin, "pinned_idle_timeout", ss.pinTimeout)

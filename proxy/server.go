@@ -82,6 +82,7 @@ type Server struct {
 	wg        sync.WaitGroup
 
 	stats sessionStats
+	loops *loopGroup // nil: every session uses the goroutine engine
 }
 
 // New checks cfg, loads or generates the TLS certificate and RSA key, and
@@ -121,6 +122,12 @@ func New(cfg Config, dir Directory, waker Waker, logger *slog.Logger) (*Server, 
 		sessions:  map[uint32]*session{},
 	}
 	s.stats.observe = cfg.OnReattach
+	if cfg.Relay != RelayGoroutines {
+		if s.loops, err = newLoopGroup(); err != nil {
+			logger.Warn("relay event loops unavailable; relaying with goroutines", "component", "proxy", "err", err)
+			s.loops = nil
+		}
+	}
 	s.nextID.Store(connIDBase)
 	s.profile.Store(defaultProfile(cfg.ServerVersion))
 	return s, nil
@@ -207,6 +214,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	select {
 	case <-done:
 		s.cancel()
+		s.closeLoops()
 		return nil
 	case <-ctx.Done():
 	}
@@ -219,7 +227,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 	s.log.Info("closing sessions at shutdown", "sessions", n)
 	<-done
+	s.closeLoops()
 	return ctx.Err()
+}
+
+// closeLoops stops the event loops once no session is left in them.
+func (s *Server) closeLoops() {
+	if s.loops != nil {
+		s.loops.Close()
+	}
 }
 
 // ActiveConnections is the number of client connections open now.

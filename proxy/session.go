@@ -63,6 +63,7 @@ type session struct {
 	cr           *bufio.Reader // from the client
 	cw           *bufio.Writer // to the client
 	cmdBuf       []byte
+	respBuf      []byte
 	remapIDs     bool   // statement ids are the proxy's (after a re-attach)
 	lastStmt     uint32 // the client id of the last statement prepared
 	lastStatus   uint16 // of the last response's end
@@ -77,8 +78,11 @@ type session struct {
 	leaseIn      int64
 	leaseOut     int64
 
+	noLoop bool // the event loops could not take the session
+
 	cmu    sync.Mutex
 	closed bool
+	ls     *loopSession // set while an event loop relays the session
 }
 
 // refusal ends a session with a counted, logged reason and (usually) an
@@ -249,6 +253,10 @@ func (ss *session) close() {
 	ss.cmu.Lock()
 	defer ss.cmu.Unlock()
 	ss.closed = true
+	if ss.ls != nil {
+		ss.ls.shutdown() // the loop hands the session back, closed
+		return
+	}
 	ss.conn.Close()
 	ss.raw.Close()
 	if ss.link != nil {

@@ -19,15 +19,6 @@ import (
 // prepared" in a pipelined COM_STMT_PREPARE + COM_STMT_EXECUTE.
 const lastPrepared = 0xffffffff
 
-// prepare forwards a COM_STMT_PREPARE, recording its SQL so that it can
-// be prepared again on another connection.
-func (ss *session) prepare(c *command) error {
-	if c.payload == nil {
-		ss.st.lost = "a prepared statement too long to record"
-	}
-	return ss.forward(c, respPrepare)
-}
-
 // prepared records a statement the backend prepared under id p.StmtID
 // and returns the id the client gets for it.
 func (ss *session) prepared(c *command, p wire.PrepareOK) uint32 {
@@ -48,70 +39,103 @@ func (ss *session) prepared(c *command, p wire.PrepareOK) uint32 {
 	return id
 }
 
-// closeStmt handles COM_STMT_CLOSE, which has no response. A statement
-// not prepared on the current connection (or no connection at all) needs
-// nothing from the backend.
-func (ss *session) closeStmt(c *command) error {
+// planClose handles COM_STMT_CLOSE, which has no response: it forgets
+// the statement and reports whether the backend must hear of it (not
+// when the statement was never prepared on the current connection, or
+// there is none), with its id mapped.
+func (ss *session) planClose(c *command) bool {
 	if c.payload == nil || len(c.payload) < 5 {
-		return nil
+		return false
 	}
 	id := stmtID(c.payload)
 	delete(ss.st.stmts, id)
 	if ss.link == nil {
-		return nil
+		return false
 	}
 	b, ok := ss.link.ids[id]
 	if !ok {
-		return nil
+		return false
 	}
 	delete(ss.link.ids, id)
 	delete(ss.link.types, id)
 	binary.LittleEndian.PutUint32(c.payload[1:5], b)
-	if err := ss.send(c); err != nil {
-		ss.dropLink() // nothing to answer: the client expects no response
-	}
 	c.ok = true
-	return nil
+	return true
 }
 
-// stmtCommand maps the statement id of COM_STMT_EXECUTE, _SEND_LONG_DATA,
-// _RESET, _FETCH and _BULK_EXECUTE to the current connection's, preparing
-// the statement again first if needed.
+// stmtReady reports whether a statement command can go to the backend
+// with its id mapped: the session prepared the statement, and on the
+// current connection.
+func (ss *session) stmtReady(c *command) bool {
+	if len(c.payload) < 5 {
+		return false
+	}
+	id := ss.clientStmtID(c)
+	if ss.st.stmts[id] == nil {
+		return false
+	}
+	_, ok := ss.link.ids[id]
+	return ok
+}
+
+// clientStmtID is the statement a command names, resolving MariaDB's
+// "the statement just prepared".
+func (ss *session) clientStmtID(c *command) uint32 {
+	if id := stmtID(c.payload); id != lastPrepared {
+		return id
+	}
+	return ss.lastStmt
+}
+
+// mapStmt rewrites a ready statement command for the current connection:
+// its id, and the parameter types a first execute there needs.
+func (ss *session) mapStmt(c *command) {
+	id := ss.clientStmtID(c)
+	s := ss.st.stmts[id]
+	if stmtID(c.payload) != lastPrepared {
+		binary.LittleEndian.PutUint32(c.payload[1:5], ss.link.ids[id])
+	}
+	switch c.code {
+	case mysql.COM_STMT_EXECUTE:
+		ss.bindTypes(c, id, s)
+		s.cursor = false
+	case mysql.COM_STMT_RESET:
+		s.cursor = false
+	}
+	c.stmt = s
+}
+
+// stmtCommand handles a statement command plan refused: one for a
+// statement the session never prepared, or one to prepare again on this
+// connection first.
 func (ss *session) stmtCommand(c *command) error {
-	if c.payload == nil || len(c.payload) < 5 {
-		if c.payload == nil {
-			return ss.forward(c, responseFor(c.code)) // a long-data chunk or bulk too big to hold: as is
-		}
+	if len(c.payload) < 5 {
 		return ss.unknownStmt(c, 0)
 	}
-	id := stmtID(c.payload)
-	if id == lastPrepared {
-		id = ss.lastStmt
-	}
+	id := ss.clientStmtID(c)
 	s := ss.st.stmts[id]
 	if s == nil {
 		return ss.unknownStmt(c, id)
 	}
-	b, ok := ss.link.ids[id]
-	if !ok {
-		var err error
-		if b, err = ss.prepareAgain(id, s); err != nil {
+	if _, ok := ss.link.ids[id]; !ok {
+		if _, err := ss.prepareAgain(id, s); err != nil {
 			if err == errStmtAnswered {
 				return nil
 			}
 			return err
 		}
 	}
-	if stmtID(c.payload) != lastPrepared {
-		binary.LittleEndian.PutUint32(c.payload[1:5], b)
+	ss.mapStmt(c)
+	return ss.forward(c, responseFor(c.code))
+}
+
+// afterStmt records what a statement command's response did to its
+// cursor.
+func (ss *session) afterStmt(c *command) {
+	s := c.stmt
+	if s == nil {
+		return
 	}
-	if c.code == mysql.COM_STMT_EXECUTE {
-		if err := ss.bindTypes(c, id, s); err != nil {
-			return err
-		}
-		s.cursor = false
-	}
-	err := ss.forward(c, responseFor(c.code))
 	switch c.code {
 	case mysql.COM_STMT_EXECUTE:
 		s.cursor = c.ok && ss.lastStatus&wire.StatusCursorExists != 0
@@ -119,10 +143,7 @@ func (ss *session) stmtCommand(c *command) error {
 		if ss.lastStatus&wire.StatusLastRowSent != 0 || !c.ok {
 			s.cursor = false
 		}
-	case mysql.COM_STMT_RESET:
-		s.cursor = false
 	}
-	return err
 }
 
 // unknownStmt answers a statement command for an id the session never
@@ -213,24 +234,24 @@ func (l *link) prepare(sql []byte) (uint32, error) {
 // statement was never executed: a client sends its parameter types only
 // on the first execute (the new-params-bound flag), so the proxy inserts
 // the types it saw last.
-func (ss *session) bindTypes(c *command, id uint32, s *stmt) error {
+func (ss *session) bindTypes(c *command, id uint32, s *stmt) {
 	if s.params == 0 {
-		return nil
+		return
 	}
 	p := c.payload
 	at := 1 + 4 + 1 + 4 + (int(s.params)+7)/8 // the new-params-bound flag
 	if len(p) <= at {
-		return nil
+		return
 	}
 	if p[at] == 1 {
 		if len(p) >= at+1+2*int(s.params) {
 			s.types = append(s.types[:0], p[at+1:at+1+2*int(s.params)]...)
 		}
 		ss.link.types[id] = true
-		return nil
+		return
 	}
 	if ss.link.types[id] || s.types == nil {
-		return nil
+		return
 	}
 	out := make([]byte, 0, len(p)+len(s.types))
 	out = append(out, p[:at]...)
@@ -239,5 +260,4 @@ func (ss *session) bindTypes(c *command, id uint32, s *stmt) error {
 	out = append(out, p[at+1:]...)
 	c.payload, c.n = out, len(out)
 	ss.link.types[id] = true
-	return nil
 }

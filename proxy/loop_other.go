@@ -1,0 +1,23 @@
+//go:build !linux
+
+package proxy
+
+// The event loops are built on epoll, so they exist on Linux only.
+// Elsewhere (macOS development builds) every session uses the goroutine
+// engine.
+
+type loopGroup struct{}
+
+func newLoopGroup() (*loopGroup, error) { return nil, nil }
+
+func (*loopGroup) Close() {}
+
+type loopSession struct{}
+
+func (*loopSession) shutdown() {}
+
+func (*loopSession) askDetach(*detachReq) bool { return false }
+
+func (ss *session) loopable() bool { return false }
+
+func (ss *session) relayInLoop() (bool, error) { return true, nil }

@@ -1,0 +1,67 @@
+package proxy
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/go-mysql-org/go-mysql/mysql"
+	"github.com/serverlessd/serverlessd/proxy/wire"
+)
+
+// frames builds a packet stream from payloads, sequence ids from 1.
+func frames(payloads ...[]byte) []byte {
+	var b []byte
+	for i, p := range payloads {
+		b, _ = wire.AppendPacket(b, byte(i+1), p)
+	}
+	return b
+}
+
+// TestTrackerChunks: a response fed in pieces of every size comes out
+// byte for byte, and the tracker finds its end.
+func TestTrackerChunks(t *testing.T) {
+	eof := []byte{0xfe, 0, 0, 2, 0}
+	okEnd := []byte{0xfe, 0, 0, 2, 0, 0, 0}
+	for _, tc := range []struct {
+		name   string
+		caps   uint32
+		kind   respKind
+		stream []byte
+	}{
+		{"ok", 0, respResult, frames([]byte{0, 1, 0, 2, 0, 0, 0})},
+		{"err", 0, respResult, frames([]byte{0xff, 0x10, 0x04, '#', 'H', 'Y', '0', '0', '0', 'x'})},
+		{"result with EOFs", 0, respResult, frames([]byte{1}, []byte("coldef"), eof, []byte{3, 'a', 'b', 'c'}, []byte{1, 'x'}, eof)},
+		{"result, deprecate EOF", mysql.CLIENT_DEPRECATE_EOF, respResult, frames([]byte{2}, []byte("c1"), []byte("c2"), []byte{1, 'a', 1, 'b'}, okEnd)},
+		{"two results", 0, respResult, frames([]byte{1}, []byte("c"), eof, []byte{1, 'a'}, []byte{0xfe, 0, 0, 0x0a, 0}, []byte{0, 0, 0, 2, 0, 0, 0})},
+		{"prepare", 0, respPrepare, frames([]byte{0, 7, 0, 0, 0, 1, 0, 2, 0, 0, 0, 0}, []byte("p1"), []byte("p2"), eof, []byte("c1"), eof)},
+		{"ping", 0, respOne, frames([]byte{0, 0, 0, 2, 0, 0, 0})},
+	} {
+		for _, size := range []int{1, 2, 3, 5, 7, 1 << 20} {
+			ss := &session{caps: tc.caps | mysql.CLIENT_SESSION_TRACK, st: newSessionState("")}
+			ss.link = &link{ids: map[uint32]uint32{}}
+			tr := newTracker(ss, &command{}, tc.kind)
+			var out []byte
+			data := tc.stream
+			for len(data) > 0 && !tr.done {
+				chunk := data[:min(size, len(data))]
+				segs, used, err := tr.feed(chunk, nil)
+				if err != nil {
+					t.Fatalf("%s/%d: %v", tc.name, size, err)
+				}
+				for _, s := range segs {
+					out = append(out, s...)
+				}
+				data = data[used:]
+				if used < len(chunk) && !tr.done {
+					t.Fatalf("%s/%d: stopped early", tc.name, size)
+				}
+			}
+			if !tr.done || len(data) != 0 {
+				t.Fatalf("%s/%d: done=%v with %d bytes left", tc.name, size, tr.done, len(data))
+			}
+			if !bytes.Equal(out, tc.stream) {
+				t.Fatalf("%s/%d: out\n%q\nwant\n%q", tc.name, size, out, tc.stream)
+			}
+		}
+	}
+}
