@@ -79,8 +79,10 @@ e2e: deps-test
 	$(GO) test -count=1 -timeout 20m -v ./e2e
 
 # bench runs the whole performance suite side by side (cold and warm logins,
-# sysbench direct / serverlessd / haproxy, wake storm, churn, scale, the Go
-# benchmarks, a CPU profile of the proxy) and writes BENCHMARKS.md.
+# the first query of a kept connection after a suspend, sysbench direct /
+# serverlessd / haproxy, wake storm, churn, pool churn, scale, the Go
+# benchmarks, a CPU profile of the proxy) and writes BENCHMARKS.md; about
+# 35 minutes.
 bench: deps-bench build
 	$(GO) run ./bench/cmd/benchsuite -binary $(BIN) -out BENCHMARKS.md
 

@@ -82,7 +82,7 @@ func BenchmarkProxySysbench(b *testing.B) {
 	dir := localtest.Dir(b)
 	sock := prepareSysbench(b, dir)
 	ctx := context.Background()
-	tgt := startProxy(b, dir, sock)
+	tgt := startProxy(b, dir, sock, "")
 
 	if *proxyProfile != "" {
 		f, err := os.Create(*proxyProfile)
@@ -139,11 +139,11 @@ func prepareSysbench(b *testing.B, dir string) (sock string) {
 	return sock
 }
 
-// startProxy runs an in-process proxy in front of the compute's socket,
-// and returns it as a sysbench target.
-func startProxy(b *testing.B, dir, sock string) Target {
+// startProxy runs an in-process proxy with the given relay in front of the
+// compute's socket, and returns it as a sysbench target.
+func startProxy(b *testing.B, dir, sock, relay string) Target {
 	w := &fixedWaker{addr: "unix:" + sock}
-	srv, err := proxy.New(proxy.Config{DataDir: filepath.Join(dir, "proxy"), RateLimitBurst: -1}, fixedDir{}, w, quiet())
+	srv, err := proxy.New(proxy.Config{DataDir: filepath.Join(dir, "proxy"), RateLimitBurst: -1, Relay: relay}, fixedDir{}, w, quiet())
 	if err != nil {
 		b.Fatal(err)
 	}

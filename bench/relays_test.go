@@ -10,13 +10,14 @@ import (
 	"time"
 
 	"github.com/serverlessd/serverlessd/compute/local/localtest"
+	"github.com/serverlessd/serverlessd/proxy"
 )
 
-var relays = flag.String("relays", "", "comma-separated relays of BenchmarkRelays (default: serverlessd,haproxy)")
+var relays = flag.String("relays", "", "comma-separated relays of BenchmarkRelays (default: event-loop,goroutines,haproxy)")
 
-// BenchmarkRelays runs sysbench through the proxy and through haproxy,
-// interleaved in one run against one mariadbd, and reports each one's
-// transactions/s and CPU per transaction:
+// BenchmarkRelays runs sysbench through each of the proxy's relay engines
+// and through haproxy, interleaved in one run against one mariadbd, and
+// reports each one's transactions/s and CPU per transaction:
 //
 //	go test -run '^$' -bench Relays -benchtime 1x ./bench -args -proxytime=5s -proxythreads=4
 func BenchmarkRelays(b *testing.B) {
@@ -24,8 +25,10 @@ func BenchmarkRelays(b *testing.B) {
 	sock := prepareSysbench(b, dir)
 	targets := map[string]Target{}
 	cpu := map[string]func() time.Duration{}
-	targets["serverlessd"] = startProxy(b, dir, sock)
-	cpu["serverlessd"] = func() time.Duration { return cpuTime(b) }
+	for _, relay := range []string{proxy.RelayEventLoop, proxy.RelayGoroutines} {
+		targets[relay] = startProxy(b, dir, sock, relay)
+		cpu[relay] = func() time.Duration { return cpuTime(b) }
+	}
 	addr, err := FreeAddr()
 	if err != nil {
 		b.Fatal(err)
@@ -46,7 +49,7 @@ func BenchmarkRelays(b *testing.B) {
 		return d
 	}
 
-	names := []string{"serverlessd", "haproxy"}
+	names := []string{proxy.RelayEventLoop, proxy.RelayGoroutines, "haproxy"}
 	if *relays != "" {
 		names = strings.Split(*relays, ",")
 	}

@@ -24,7 +24,7 @@ func proxyConfig(cfg config.Config, version string) proxy.Config {
 		DataDir: filepath.Join(cfg.DataDir, "tls"), RequireTLS: p.RequireTLS, Domain: p.Domain,
 		HandshakeTimeout: p.HandshakeTimeout, WakeTimeout: p.WakeTimeout,
 		MaxHandshakePacket: p.MaxHandshakePacket, MaxConnections: p.MaxConnections,
-		RateLimitBurst: p.RateLimitBurst, RateLimitInterval: p.RateLimitInterval,
+		RateLimitBurst: p.RateLimitBurst, RateLimitInterval: p.RateLimitInterval, Relay: p.Relay,
 		MaxConnectionsPerSource: p.MaxConnectionsPerSource, MaxConnectionsPerProject: p.MaxConnectionsPerProject,
 		AuthDelayThreshold: p.AuthDelayThreshold, AuthDelayMax: p.AuthDelayMax, AuthDelayDecay: p.AuthDelayDecay,
 		PinnedIdleTimeout: pinnedTimeout(p.PinnedIdleTimeout),

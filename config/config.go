@@ -101,6 +101,9 @@ type Proxy struct {
 	// its transaction back; a project's pinned_idle_timeout overrides it.
 	// 0 means never.
 	PinnedIdleTimeout time.Duration `mapstructure:"pinned_idle_timeout"`
+	// Relay moves sessions' commands and responses: event-loop (epoll,
+	// the fastest; Linux) or goroutines (one per session).
+	Relay string `mapstructure:"relay"`
 }
 
 // Store selects the state store backend.
@@ -171,6 +174,7 @@ func Default() Config {
 			RateLimitBurst:     10,
 			RateLimitInterval:  time.Second,
 			PinnedIdleTimeout:  15 * time.Minute,
+			Relay:              "event-loop",
 			// These mirror proxy.Config's defaults; its comments say why.
 			MaxConnectionsPerSource:  1000,
 			MaxConnectionsPerProject: 500,
@@ -242,6 +246,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Proxy.HandshakeTimeout <= 0 {
 		bad("proxy.handshake_timeout", "must be positive, got %s", c.Proxy.HandshakeTimeout)
+	}
+	if c.Proxy.Relay != "event-loop" && c.Proxy.Relay != "goroutines" {
+		bad("proxy.relay", "must be event-loop or goroutines, got %q", c.Proxy.Relay)
 	}
 	if c.Proxy.MaxHandshakePacket < 1024 {
 		bad("proxy.max_handshake_packet", "must be at least 1024 bytes, got %d", c.Proxy.MaxHandshakePacket)

@@ -170,6 +170,9 @@ func (c Config) Validate() error {
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		errs = append(errs, errors.New("proxy: tls_cert and tls_key must be set together"))
 	}
+	if c.Relay != RelayEventLoop && c.Relay != RelayGoroutines {
+		errs = append(errs, fmt.Errorf("proxy: relay must be %q or %q (got %q)", RelayEventLoop, RelayGoroutines, c.Relay))
+	}
 	for name, d := range map[string]time.Duration{
 		"handshake_timeout": c.HandshakeTimeout, "wake_timeout": c.WakeTimeout,
 		"backend_timeout": c.BackendTimeout, "rate_limit_interval": c.RateLimitInterval,

@@ -49,8 +49,10 @@ func execAll(t *testing.T, c *sql.Conn, stmts ...string) {
 // connection gets a new one at its next command, with everything it had
 // set: schema, variables, character set, user variables, isolation,
 // autocommit, and a server-side prepared statement that still executes.
-func TestStateSurvivesReattach(t *testing.T) {
-	e := newEnv(t, nil)
+func TestStateSurvivesReattach(t *testing.T) { forEachRelay(t, testStateSurvivesReattach) }
+
+func testStateSurvivesReattach(t *testing.T, relay string) {
+	e := newEnv(t, func(c *Config) { c.Relay = relay })
 	ctx := context.Background()
 	c := e.conn(t, e.dsn("shop.u", "pw", "", ""))
 	execAll(t, c,
@@ -122,8 +124,10 @@ func TestTextPrepareSurvives(t *testing.T) {
 
 // TestPinsKeepTheConnection: a session holding state that cannot move is
 // not detached, and counts as pinned, until it lets go of it.
-func TestPinsKeepTheConnection(t *testing.T) {
-	e := newEnv(t, nil)
+func TestPinsKeepTheConnection(t *testing.T) { forEachRelay(t, testPinsKeepTheConnection) }
+
+func testPinsKeepTheConnection(t *testing.T, relay string) {
+	e := newEnv(t, func(c *Config) { c.Relay = relay })
 	if err := e.db.exec("CREATE TABLE IF NOT EXISTS app.pins (id INT PRIMARY KEY)"); err != nil {
 		t.Fatal(err)
 	}
@@ -165,8 +169,12 @@ func TestPinsKeepTheConnection(t *testing.T) {
 // TestPinnedIdleTimeout: a session idle in an open transaction past the
 // pinned idle timeout is closed with an error naming the timeout, and its
 // writes are rolled back.
-func TestPinnedIdleTimeout(t *testing.T) {
-	e := newEnv(t, func(c *Config) { c.PinnedIdleTimeout = 300 * time.Millisecond })
+func TestPinnedIdleTimeout(t *testing.T) { forEachRelay(t, testPinnedIdleTimeout) }
+
+// testPinnedIdleTimeout: the event loop's timer ends the session, or the
+// goroutine engine's read deadline.
+func testPinnedIdleTimeout(t *testing.T, relay string) {
+	e := newEnv(t, func(c *Config) { c.PinnedIdleTimeout = 300 * time.Millisecond; c.Relay = relay })
 	if err := e.db.exec("CREATE TABLE IF NOT EXISTS app.pto (id INT PRIMARY KEY)", "DELETE FROM app.pto"); err != nil {
 		t.Fatal(err)
 	}
@@ -203,8 +211,10 @@ func countRows(t *testing.T, e *env, table string) int {
 // killed) under an idle session. An unpinned one attaches again at its
 // next command without an error; a pinned one gets one error naming what
 // it lost, and its connection closes.
-func TestLostCompute(t *testing.T) {
-	e := newEnv(t, nil)
+func TestLostCompute(t *testing.T) { forEachRelay(t, testLostCompute) }
+
+func testLostCompute(t *testing.T, relay string) {
+	e := newEnv(t, func(c *Config) { c.Relay = relay })
 	idle := e.conn(t, e.dsn("shop.u", "pw", "app", ""))
 	pinned := e.conn(t, e.dsn("shop.u", "pw", "app", ""))
 	execAll(t, pinned, "SELECT GET_LOCK('held', 1)")
@@ -263,8 +273,10 @@ func TestReattachBadInput(t *testing.T) {
 
 // TestDetachDuringCommand: a planned detach waits for a running statement
 // to finish, and the statement's result reaches the client whole.
-func TestDetachDuringCommand(t *testing.T) {
-	e := newEnv(t, nil)
+func TestDetachDuringCommand(t *testing.T) { forEachRelay(t, testDetachDuringCommand) }
+
+func testDetachDuringCommand(t *testing.T, relay string) {
+	e := newEnv(t, func(c *Config) { c.Relay = relay })
 	c := e.conn(t, e.dsn("shop.u", "pw", "", ""))
 	done := make(chan string, 1)
 	go func() { done <- queryString(t, c, "SELECT SLEEP(0.5) + 7") }()
@@ -282,8 +294,10 @@ func TestDetachDuringCommand(t *testing.T) {
 
 // TestCursorPins: a server-side cursor (COM_STMT_EXECUTE with
 // CURSOR_TYPE_READ_ONLY) pins the session until its last row is fetched.
-func TestCursorPins(t *testing.T) {
-	e := newEnv(t, nil)
+func TestCursorPins(t *testing.T) { forEachRelay(t, testCursorPins) }
+
+func testCursorPins(t *testing.T, relay string) {
+	e := newEnv(t, func(c *Config) { c.Relay = relay })
 	rc := dialRaw(t, e.addr)
 	expectOK(t, rc.loginNative("shop.u", "pw"))
 	rc.seq = 0
@@ -326,5 +340,12 @@ func TestCursorPins(t *testing.T) {
 	}
 	if n := e.detach(); n != 1 {
 		t.Fatalf("after the last row: detached %d", n)
+	}
+}
+
+// forEachRelay runs a test with each relay engine.
+func forEachRelay(t *testing.T, test func(*testing.T, string)) {
+	for _, relay := range []string{RelayEventLoop, RelayGoroutines} {
+		t.Run(relay, func(t *testing.T) { test(t, relay) })
 	}
 }
