@@ -4,7 +4,6 @@ package proxy
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -170,7 +169,7 @@ func (ss *session) leaveLoop(ex loopExit) (needNext bool, err error) {
 	case exitSlow:
 		return true, nil
 	case exitMidResponse:
-		err = ss.finishResponse(ex.c, ex.t)
+		err = ss.finishResponse(ex.t)
 		ss.afterCommand(ex.c)
 	case exitBackendLost:
 		err = ss.backendLost(ex.err, ex.t != nil && ex.t.started())
@@ -187,21 +186,6 @@ func (ss *session) leaveLoop(ex loopExit) (needNext bool, err error) {
 		return false, ex.err
 	}
 	return false, err
-}
-
-// finishResponse goes on with a response the loop began, in the
-// goroutine engine.
-func (ss *session) finishResponse(c *command, t *tracker) error {
-	err := ss.relayTracked(t)
-	ss.lastStatus = t.status
-	if err != nil {
-		var perr *protocolError
-		if errors.As(err, &perr) {
-			return err
-		}
-		return ss.backendLost(err, t.started())
-	}
-	return nil
 }
 
 // reopen gives the session net.Conns again for the loop's sockets; false

@@ -48,7 +48,12 @@ const maxControlPacket = 1 << 20
 // relayResponse relays the response to c, following it with a tracker,
 // and records what it says about the session.
 func (ss *session) relayResponse(c *command, kind respKind) error {
-	t := newTracker(ss, c, kind)
+	return ss.finishResponse(newTracker(ss, c, kind))
+}
+
+// finishResponse relays the rest of the response t follows: all of it,
+// or what an event loop left when the backend waited for the client.
+func (ss *session) finishResponse(t *tracker) error {
 	err := ss.relayTracked(t)
 	ss.lastStatus = t.status
 	if err != nil {

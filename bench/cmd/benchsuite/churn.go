@@ -169,21 +169,12 @@ func (s *suite) churn(d *daemon, projects []*project) error {
 	}
 	res.ColdLogin = bench.Summarize(cold)
 	for i, p := range projects {
-		ops, err := d.operations(p, since)
+		starts, idle, err := d.startsAndSuspends(p, since, end)
 		if err != nil {
 			return err
 		}
-		for _, op := range ops {
-			if op.StartedAt.After(end) {
-				continue
-			}
-			switch {
-			case op.Action == "start" && op.Reason == "wake":
-				res.Starts++
-			case op.Action == "suspend" && op.Reason == "idle":
-				res.IdleSuspends++
-			}
-		}
+		res.Starts += starts
+		res.IdleSuspends += idle
 		// Every committed row must have survived the suspends.
 		db, err := sql.Open("mysql", d.proxyDSN(p, "churn"))
 		if err != nil {

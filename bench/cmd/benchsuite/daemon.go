@@ -261,6 +261,27 @@ func countOps(ops []operation, action, reason string) int {
 	return n
 }
 
+// startsAndSuspends counts p's wake starts and idle suspends that began
+// between since and end.
+func (d *daemon) startsAndSuspends(p *project, since, end time.Time) (starts, idle int, err error) {
+	ops, err := d.operations(p, since)
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, op := range ops {
+		if op.StartedAt.After(end) {
+			continue
+		}
+		switch {
+		case op.Action == "start" && op.Reason == "wake":
+			starts++
+		case op.Action == "suspend" && op.Reason == "idle":
+			idle++
+		}
+	}
+	return starts, idle, nil
+}
+
 // metrics scrapes GET /metrics into a value per series, keyed as the
 // series is written there: name{label="value",...}.
 func (d *daemon) metrics() (map[string]float64, error) {

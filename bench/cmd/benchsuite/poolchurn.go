@@ -287,21 +287,12 @@ func (s *suite) poolRun(d *daemon, pools []*pool) error {
 // operations API.
 func poolOps(d *daemon, pools []*pool, since, end time.Time, res *PoolChurnResult) error {
 	for _, pl := range pools {
-		ops, err := d.operations(pl.p, since)
+		starts, idle, err := d.startsAndSuspends(pl.p, since, end)
 		if err != nil {
 			return err
 		}
-		for _, op := range ops {
-			if op.StartedAt.After(end) {
-				continue
-			}
-			switch {
-			case op.Action == "start" && op.Reason == "wake":
-				res.Starts++
-			case op.Action == "suspend" && op.Reason == "idle":
-				res.IdleSuspends++
-			}
-		}
+		res.Starts += starts
+		res.IdleSuspends += idle
 	}
 	return nil
 }
