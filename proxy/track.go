@@ -118,6 +118,19 @@ func (t *tracker) feed(data []byte, segs [][]byte) ([][]byte, int, error) {
 			}
 			continue
 		}
+		// The common case, a whole row or definition in the chunk,
+		// passes in one step.
+		if t.nhead == 0 && !t.cont && len(data)-i >= 5 {
+			n := int(data[i]) | int(data[i+1])<<8 | int(data[i+2])<<16
+			if n > 0 && n < mysql.MaxPayloadLen && len(data)-i >= 4+n && !t.wants(data[i+4], n) {
+				if run < 0 {
+					run = i
+				}
+				i += 4 + n
+				t.passed()
+				continue
+			}
+		}
 		// At a frame's head: collect its header and first payload byte.
 		if t.nhead == 0 {
 			t.headAt = i
