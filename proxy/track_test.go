@@ -65,3 +65,67 @@ func TestTrackerChunks(t *testing.T) {
 		}
 	}
 }
+
+// TestTrackerStripsState: an OK packet's session-state block reaches a
+// client that asked for it as is, and one that did not without it; the
+// proxy reads the state either way.
+func TestTrackerStripsState(t *testing.T) {
+	state := []byte{wire.TrackSchema, 4, 3, 'a', 'p', 'p'}
+	ok := append([]byte{0, 0, 0, 0x02, 0x40, 0, 0, 0, byte(len(state))}, state...)
+	stream := frames(ok)
+	for _, tracks := range []bool{true, false} {
+		caps := uint32(0)
+		if tracks {
+			caps = mysql.CLIENT_SESSION_TRACK
+		}
+		ss := &session{caps: caps, st: newSessionState("")}
+		tr := newTracker(ss, &command{}, respResult)
+		var out []byte
+		for i := range stream { // a byte at a time
+			segs, _, err := tr.feed(stream[i:i+1], nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range segs {
+				out = append(out, s...)
+			}
+		}
+		want := stream
+		if !tracks {
+			want = frames([]byte{0, 0, 0, 0x02, 0, 0, 0})
+		}
+		if !bytes.Equal(out, want) || ss.st.schema != "app" || !tr.done {
+			t.Fatalf("client tracks=%v: out %q schema %q done %v", tracks, out, ss.st.schema, tr.done)
+		}
+	}
+}
+
+// TestTrackerLongRow: a row of 2^24 bytes or more comes in continuation
+// frames, and its leading 0xFE (a length-encoded string that long) is not
+// a terminator.
+func TestTrackerLongRow(t *testing.T) {
+	row := make([]byte, mysql.MaxPayloadLen+10)
+	row[0] = 0xfe // a length-encoded string of 8-byte length
+	var stream []byte
+	stream, _ = wire.AppendPacket(stream, 1, []byte{1})
+	stream, _ = wire.AppendPacket(stream, 2, []byte("coldef"))
+	stream, _ = wire.AppendPacket(stream, 3, row) // frames of 2^24-1 and 11 bytes
+	stream, _ = wire.AppendPacket(stream, 5, []byte{0xfe, 0, 0, 2, 0, 0, 0})
+	ss := &session{caps: mysql.CLIENT_SESSION_TRACK | mysql.CLIENT_DEPRECATE_EOF, st: newSessionState("")}
+	tr := newTracker(ss, &command{}, respResult)
+	n := 0
+	for data := stream; len(data) > 0 && !tr.done; {
+		chunk := data[:min(64<<10, len(data))]
+		segs, used, err := tr.feed(chunk, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range segs {
+			n += len(s)
+		}
+		data = data[used:]
+	}
+	if !tr.done || n != len(stream) {
+		t.Fatalf("done %v, relayed %d of %d bytes", tr.done, n, len(stream))
+	}
+}
