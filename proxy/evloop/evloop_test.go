@@ -1,0 +1,83 @@
+//go:build linux
+
+package evloop
+
+import (
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+type recorder struct {
+	events chan uint32
+	ticks  chan struct{}
+}
+
+func (r *recorder) Event(side int, ev uint32) {
+	if side != 1 {
+		return
+	}
+	select { // the socket stays readable: handlers never block
+	case r.events <- ev:
+	default:
+	}
+}
+
+func (r *recorder) Tick(time.Time) {
+	select {
+	case r.ticks <- struct{}{}:
+	default:
+	}
+}
+
+// TestLoop: a readable socket reaches its handler with its side, Do runs
+// on the loop, Tick runs, and Close returns once the loop has stopped.
+func TestLoop(t *testing.T) {
+	l, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+	r := &recorder{events: make(chan uint32, 16), ticks: make(chan struct{}, 1)}
+	id, err := l.Add(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Watch(unix.EPOLL_CTL_ADD, fds[1], id, 1, unix.EPOLLIN); err != nil {
+		t.Fatal(err)
+	}
+	unix.Write(fds[0], []byte("x"))
+	select {
+	case ev := <-r.events:
+		if ev&unix.EPOLLIN == 0 {
+			t.Fatalf("events %#x", ev)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no event")
+	}
+	ran := make(chan struct{})
+	if !l.Do(func() { close(ran) }) {
+		t.Fatal("Do refused on an open loop")
+	}
+	for _, c := range []chan struct{}{ran, r.ticks} {
+		select {
+		case <-c:
+		case <-time.After(5 * time.Second):
+			t.Fatal("Do or Tick did not run")
+		}
+	}
+	if l.Sessions() != 1 {
+		t.Fatalf("sessions %d", l.Sessions())
+	}
+	l.Remove(id)
+	l.Close()
+	if l.Do(func() {}) {
+		t.Fatal("Do accepted on a closed loop")
+	}
+}
