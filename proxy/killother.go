@@ -29,24 +29,8 @@ type killOrder struct {
 // killsOtherRole recognizes in a small command a KILL, by one of our
 // connection ids, of a session logged in as another role of this project.
 func (ss *session) killsOtherRole(p []byte) (killOrder, bool) {
-	if len(p) < 2 {
-		return killOrder{}, false
-	}
-	var id uint64
-	var queryOnly bool
-	switch p[0] {
-	case mysql.COM_PROCESS_KILL:
-		if len(p) != 5 {
-			return killOrder{}, false
-		}
-		id = uint64(binary.LittleEndian.Uint32(p[1:]))
-	case mysql.COM_QUERY:
-		words, n, ok := parseKill(p[1:])
-		if !ok {
-			return killOrder{}, false
-		}
-		id, queryOnly = n, strings.EqualFold(words[len(words)-1], "QUERY")
-	default:
+	id, queryOnly, ok := killedID(p)
+	if !ok {
 		return killOrder{}, false
 	}
 	if _, ok := ss.s.waker.(threadKiller); !ok {
@@ -57,6 +41,57 @@ func (ss *session) killsOtherRole(p []byte) (killOrder, bool) {
 		return killOrder{}, false // the backend does it, or says it cannot
 	}
 	return killOrder{id: uint32(id), thread: thread, queryOnly: queryOnly}, true
+}
+
+// killedID reads the connection id a small KILL command names.
+func killedID(p []byte) (id uint64, queryOnly, ok bool) {
+	if len(p) < 2 {
+		return 0, false, false
+	}
+	switch p[0] {
+	case mysql.COM_PROCESS_KILL:
+		if len(p) != 5 {
+			return 0, false, false
+		}
+		return uint64(binary.LittleEndian.Uint32(p[1:])), false, true
+	case mysql.COM_QUERY:
+		words, n, ok := parseKill(p[1:])
+		if !ok {
+			return 0, false, false
+		}
+		return n, strings.EqualFold(words[len(words)-1], "QUERY"), true
+	}
+	return 0, false, false
+}
+
+// killsDetached recognizes a KILL, by one of our connection ids, of a
+// session of this project that has no backend connection now (its
+// compute suspended): nothing runs there, and no backend knows it, so
+// the daemon answers it.
+func (ss *session) killsDetached(p []byte) (killOrder, bool) {
+	id, queryOnly, ok := killedID(p)
+	if !ok || id < connIDBase || id > 1<<32-1 {
+		return killOrder{}, false
+	}
+	ss.s.mu.Lock()
+	defer ss.s.mu.Unlock()
+	t := ss.s.sessions[uint32(id)]
+	if t == nil || t == ss || t.ready || t.projectID != ss.projectID {
+		return killOrder{}, false
+	}
+	return killOrder{id: uint32(id), queryOnly: queryOnly}, true
+}
+
+// killDetached answers a KILL of a detached session: KILL QUERY has
+// nothing to stop; KILL [CONNECTION] closes the session.
+func (ss *session) killDetached(k killOrder) error {
+	if !k.queryOnly {
+		ss.s.endKilled(k.id)
+	}
+	ss.s.counters.inc(CountKillRewritten)
+	ss.log.Info("kill of a detached session answered by the daemon", "project", ss.project, "conn_id", k.id, "query_only", k.queryOnly)
+	ss.replyOK()
+	return nil
 }
 
 // killOther runs k for the client and answers OK or the error.

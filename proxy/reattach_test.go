@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -347,5 +348,28 @@ func testCursorPins(t *testing.T, relay string) {
 func forEachRelay(t *testing.T, test func(*testing.T, string)) {
 	for _, relay := range []string{RelayEventLoop, RelayGoroutines} {
 		t.Run(relay, func(t *testing.T) { test(t, relay) })
+	}
+}
+
+// TestKillDetached: a KILL by our id of a session with no backend
+// connection (its compute suspended) is answered by the daemon: KILL
+// QUERY has nothing to stop, KILL closes the session.
+func TestKillDetached(t *testing.T) { forEachRelay(t, testKillDetached) }
+
+func testKillDetached(t *testing.T, relay string) {
+	e := newEnv(t, func(c *Config) { c.Relay = relay })
+	victim := e.conn(t, e.dsn("shop.u", "pw", "", ""))
+	thread := queryString(t, victim, "SELECT CONNECTION_ID()")
+	var backend uint32
+	fmt.Sscan(thread, &backend)
+	ourID := e.connIDOf(backend)
+	if n := e.detach(); n != 1 {
+		t.Fatalf("detached %d", n)
+	}
+	killer := e.conn(t, e.dsn("shop.v", "pw2", "", ""))
+	execAll(t, killer, fmt.Sprintf("KILL QUERY %d", ourID))
+	execAll(t, killer, fmt.Sprintf("KILL %d", ourID))
+	if _, err := victim.ExecContext(context.Background(), "SELECT 1"); err == nil {
+		t.Fatal("a killed detached session went on")
 	}
 }

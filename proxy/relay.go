@@ -181,11 +181,13 @@ func (ss *session) plan(c *command) (respKind, bool) {
 	switch c.code {
 	case mysql.COM_CHANGE_USER, mysql.COM_QUIT, mysql.COM_STMT_CLOSE:
 		return 0, false
+	case mysql.COM_PROCESS_KILL:
+		if ss.daemonAnswers(c.payload) {
+			return 0, false
+		}
 	case mysql.COM_QUERY:
-		if c.n <= maxInspectQuery {
-			if _, ok := ss.killsOtherRole(c.payload); ok || ss.freesSpace(c.payload) {
-				return 0, false
-			}
+		if c.n <= maxInspectQuery && ss.daemonAnswers(c.payload) {
+			return 0, false
 		}
 	case mysql.COM_STMT_EXECUTE, mysql.COM_STMT_SEND_LONG_DATA, mysql.COM_STMT_RESET, mysql.COM_STMT_FETCH, comStmtBulkExecute:
 		if !ss.stmtReady(c) {
@@ -213,13 +215,26 @@ func (ss *session) plan(c *command) (respKind, bool) {
 	return responseFor(c.code), true
 }
 
+// daemonAnswers reports whether a small command is one the daemon runs
+// or answers itself: a KILL of another role's session or of a detached
+// one, or a DROP that frees space on a full compute.
+func (ss *session) daemonAnswers(p []byte) bool {
+	if _, ok := ss.killsOtherRole(p); ok {
+		return true
+	}
+	if _, ok := ss.killsDetached(p); ok {
+		return true
+	}
+	return ss.freesSpace(p)
+}
+
 // slowCommand handles what plan refused, in the goroutine engine.
 func (ss *session) slowCommand(c *command) error {
 	ss.st.calcFound = false
 	switch c.code {
 	case mysql.COM_CHANGE_USER:
 		return ss.changeUser(c)
-	case mysql.COM_QUERY:
+	case mysql.COM_QUERY, mysql.COM_PROCESS_KILL:
 		return ss.query(c)
 	case mysql.COM_STMT_PREPARE:
 		ss.st.lost = "a prepared statement too long to record"
@@ -231,13 +246,17 @@ func (ss *session) slowCommand(c *command) error {
 	return ss.forward(c, responseFor(c.code)) // too large to hold: as is
 }
 
-// query handles a COM_QUERY that plan refused: a KILL of another role's
-// session, which the daemon runs, a DROP or TRUNCATE that frees space,
-// or one too large to hold, whose first bytes still give its flags.
+// query handles a COM_QUERY (or COM_PROCESS_KILL) that plan refused: a
+// KILL of another role's session, which the daemon runs, or of a detached
+// session, which it answers; a DROP or TRUNCATE that frees space; or one
+// too large to hold, whose first bytes still give its flags.
 func (ss *session) query(c *command) error {
 	if c.payload != nil && c.n <= maxInspectQuery {
 		if k, ok := ss.killsOtherRole(c.payload); ok {
 			return ss.killOther(k)
+		}
+		if k, ok := ss.killsDetached(c.payload); ok {
+			return ss.killDetached(k)
 		}
 		if ss.freesSpace(c.payload) {
 			ss.allowFreeing()
