@@ -382,9 +382,6 @@ func detachOutcome(ok bool) detachResult {
 	return detachRefused
 }
 
-// heldLocksSQL is mariadb.HeldLocksSQL, kept here for the relay.
-const heldLocksSQL = mdb.HeldLocksSQL
-
 // query runs sql on the link and returns its rows (text values, nil for
 // NULL). It is for the proxy's own statements between client commands.
 func (l *link) query(sql string) ([][]*string, error) {

@@ -74,6 +74,7 @@ type loopSession struct {
 	cev, sev uint32 // the events each is registered for
 
 	in        []byte // client bytes not handled yet
+	inBuf     []byte // the buffer in starts in, kept across commands
 	toServer  []byte
 	toClient  []byte
 	c         *command // the command whose response is awaited
@@ -312,7 +313,14 @@ func (ls *loopSession) clientEvent(ev uint32) error {
 	if err != nil {
 		return err
 	}
-	ls.in = append(ls.in, ls.loop.Scratch[:n]...)
+	if len(ls.in) == 0 {
+		// Every command handled: start again at the front of the
+		// session's buffer rather than allocate a new one.
+		ls.in = append(ls.inBuf[:0], ls.loop.Scratch[:n]...)
+		ls.inBuf = ls.in
+	} else {
+		ls.in = append(ls.in, ls.loop.Scratch[:n]...)
+	}
 	return ls.processIn()
 }
 
@@ -375,9 +383,6 @@ func (ls *loopSession) processIn() error {
 // consume drops a handled command of n bytes from the client's bytes.
 func (ls *loopSession) consume(n int) {
 	ls.in = ls.in[4+n:]
-	if len(ls.in) == 0 {
-		ls.in = nil
-	}
 }
 
 func (ls *loopSession) serverEvent(ev uint32) error {

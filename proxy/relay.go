@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/go-mysql-org/go-mysql/mysql"
+	mdb "github.com/serverlessd/serverlessd/compute/mariadb"
 	"github.com/serverlessd/serverlessd/proxy/wire"
 )
 
@@ -452,7 +453,7 @@ func (ss *session) readCollation() {
 // checkNamedLocks asks the backend whether the session holds GET_LOCK
 // locks; where it cannot answer, a GET_LOCK pins the session for good.
 func (ss *session) checkNamedLocks() {
-	rows, err := ss.link.query(heldLocksSQL)
+	rows, err := ss.link.query(mdb.HeldLocksSQL)
 	if err != nil || len(rows) != 1 || len(rows[0]) != 2 {
 		ss.log.Debug("cannot list the session's locks; keeping it pinned", "err", err)
 		ss.st.userLocks = true

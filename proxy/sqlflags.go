@@ -77,16 +77,25 @@ func scanSQL(q []byte) (f sqlFlags, name string) {
 		}
 	}
 	if bytes.IndexByte(q, '_') >= 0 {
-		u := bytes.ToUpper(q)
-		if bytes.Contains(u, []byte("GET_LOCK")) || bytes.Contains(u, []byte("RELEASE_LOCK")) ||
-			bytes.Contains(u, []byte("RELEASE_ALL_LOCKS")) {
+		if containsFold(q, "GET_LOCK") || containsFold(q, "RELEASE_LOCK") || containsFold(q, "RELEASE_ALL_LOCKS") {
 			f |= flagNamedLock
 		}
-		if bytes.Contains(u, []byte("SQL_CALC_FOUND_ROWS")) {
+		if containsFold(q, "SQL_CALC_FOUND_ROWS") {
 			f |= flagCalcFound
 		}
 	}
 	return f, name
+}
+
+// containsFold reports whether q contains the upper-case ASCII word w in
+// any case, without copying q (every query passes here).
+func containsFold(q []byte, w string) bool {
+	for i := 0; i+len(w) <= len(q); i++ {
+		if q[i]&^0x20 == w[0] && bytes.EqualFold(q[i:i+len(w)], []byte(w)) {
+			return true
+		}
+	}
+	return false
 }
 
 func contains(words []string, w string) bool {

@@ -127,3 +127,20 @@ func TestCounterNames(t *testing.T) {
 		t.Fatal("names")
 	}
 }
+
+// TestScanSQL: the flags of statements that pin a session, in any case,
+// after comments, and none for ordinary statements.
+func TestScanSQL(t *testing.T) {
+	for q, want := range map[string]sqlFlags{
+		"select get_lock('a', 1)":                 flagNamedLock,
+		"/* app */ SELECT Release_All_Locks()":    flagNamedLock,
+		"select sql_calc_found_rows * from t":     flagCalcFound,
+		"lock tables t read":                      flagLockTables,
+		"create temporary table tmp (a int)":      flagCreateTemp,
+		"SELECT user_id FROM orders WHERE id = 1": 0,
+	} {
+		if got, _ := scanSQL([]byte(q)); got != want {
+			t.Errorf("%q: flags %b, want %b", q, got, want)
+		}
+	}
+}
