@@ -20,6 +20,9 @@ var (
 	// ErrAlreadyExists means a unique key (a project name, a role name, a
 	// project's single compute) is taken.
 	ErrAlreadyExists = errors.New("already exists")
+	// ErrInUse means other objects still refer to the one being deleted (a
+	// tenant that still has projects).
+	ErrInUse = errors.New("in use")
 )
 
 // ComputeState is a step of the compute lifecycle (see DESIGN.md).
@@ -67,10 +70,65 @@ type ProjectConfig struct {
 	PinnedIdleTimeout *int `json:"pinned_idle_timeout,omitempty"`
 }
 
-// Project is a tenant: one database, reached as <project>.<user>.
+// The default tenant holds the projects made before tenants existed and
+// those created without naming a tenant. Its projects alone are reached by
+// name in a MySQL login (<project>.<user>); every project is reached by id.
+const (
+	DefaultTenantID   = "ten_default"
+	DefaultTenantName = "default"
+)
+
+// Tenant owns projects and API keys: a team, a customer. Project names are
+// unique within a tenant.
+type Tenant struct {
+	ID        string       `json:"id"`
+	Name      string       `json:"name"`
+	Quotas    TenantQuotas `json:"quotas"`
+	CreatedAt time.Time    `json:"created_at"`
+	UpdatedAt time.Time    `json:"updated_at"`
+}
+
+// TenantQuotas bound what one tenant may take. Zero means no limit beyond
+// the daemon's own. It is stored as JSON, so new quotas need no migration.
+type TenantQuotas struct {
+	// MaxProjects caps how many projects the tenant has.
+	MaxProjects int `json:"max_projects,omitempty"`
+	// MaxComputeMemory caps one compute's memory (a quantity, "2Gi").
+	MaxComputeMemory string `json:"max_compute_memory,omitempty"`
+	// MaxConnectionsPerProject caps each project's client connections.
+	MaxConnectionsPerProject int `json:"max_connections_per_project,omitempty"`
+}
+
+// API key scopes.
+const (
+	ScopeAdmin   = "admin"   // everything, tenants included
+	ScopeTenant  = "tenant"  // the key's tenant and its projects
+	ScopeProject = "project" // one project
+)
+
+// APIKey is a bearer credential for the HTTP API. Only a hash of the key is
+// stored; the key itself is shown once, when it is created.
+type APIKey struct {
+	ID       string `json:"id"`
+	TenantID string `json:"tenant_id"`
+	Name     string `json:"name"`
+	Scope    string `json:"scope"`
+	// ProjectID is the project of a project-scoped key.
+	ProjectID string `json:"project_id,omitempty"`
+	ReadOnly  bool   `json:"read_only"`
+	// Hash is the hex SHA-256 of the key.
+	Hash       string    `json:"-"`
+	ExpiresAt  time.Time `json:"expires_at,omitzero"`
+	CreatedAt  time.Time `json:"created_at"`
+	LastUsedAt time.Time `json:"last_used_at,omitzero"`
+}
+
+// Project is one database, reached as <project>.<user>.
 type Project struct {
-	ID        string        `json:"id"`
-	Name      string        `json:"name"`
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	// TenantID owns the project; empty on create means the default tenant.
+	TenantID  string        `json:"tenant_id"`
 	Config    ProjectConfig `json:"config"`
 	CreatedAt time.Time     `json:"created_at"`
 	UpdatedAt time.Time     `json:"updated_at"`
@@ -198,10 +256,42 @@ type Page struct {
 // Store persists serverlessd's state. Every method takes a context and is
 // safe for concurrent use.
 type Store interface {
+	// CreateTenant fails with ErrAlreadyExists if the name is taken.
+	CreateTenant(ctx context.Context, t *Tenant) error
+	// GetTenant finds a tenant by id or by name.
+	GetTenant(ctx context.Context, idOrName string) (*Tenant, error)
+	ListTenants(ctx context.Context, page Page) ([]Tenant, error)
+	// UpdateTenant writes t's name and quotas.
+	UpdateTenant(ctx context.Context, t *Tenant) error
+	// DeleteTenant removes a tenant with its API keys; it fails with
+	// ErrInUse while the tenant has projects.
+	DeleteTenant(ctx context.Context, id string) error
+
+	// CreateAPIKey stores k (its hash, never the key).
+	CreateAPIKey(ctx context.Context, k *APIKey) error
+	// GetAPIKeyByHash finds the key with that hash, expired or not.
+	GetAPIKeyByHash(ctx context.Context, hash string) (*APIKey, error)
+	// ListAPIKeys lists a tenant's keys ordered by id.
+	ListAPIKeys(ctx context.Context, tenantID string) ([]APIKey, error)
+	// DeleteAPIKey revokes one of a tenant's keys.
+	DeleteAPIKey(ctx context.Context, tenantID, id string) error
+	// TouchAPIKey records that a key was used at at.
+	TouchAPIKey(ctx context.Context, id string, at time.Time) error
+
+	// CreateProject fails with ErrAlreadyExists if the name is taken in the
+	// tenant, and with ErrNotFound if the tenant does not exist.
 	CreateProject(ctx context.Context, p *Project) error
-	// GetProject finds a project by id or by name.
+	// GetProject finds a project by id, of any tenant, or by name in the
+	// default tenant: the handles a MySQL login may use.
 	GetProject(ctx context.Context, idOrName string) (*Project, error)
-	ListProjects(ctx context.Context, page Page) ([]Project, error)
+	// GetTenantProject finds a project of one tenant by id or name; another
+	// tenant's project is ErrNotFound.
+	GetTenantProject(ctx context.Context, tenantID, idOrName string) (*Project, error)
+	// ListProjects lists the projects of one tenant or, when tenantID is "",
+	// of all tenants.
+	ListProjects(ctx context.Context, tenantID string, page Page) ([]Project, error)
+	// CountProjects counts a tenant's projects.
+	CountProjects(ctx context.Context, tenantID string) (int, error)
 	UpdateProject(ctx context.Context, p *Project) error
 	// DeleteProject removes a project with its roles, computes and operations.
 	// Its usage intervals and samples stay, for billing.

@@ -65,7 +65,9 @@ func (s *Store) GetProject(ctx context.Context, idOrName string) (*store.Project
 		return nil, err
 	}
 	put(s, s.projects, p.ID, *p, nil)
-	put(s, s.projects, p.Name, *p, nil)
+	if p.TenantID == store.DefaultTenantID {
+		put(s, s.projects, p.Name, *p, nil) // only these are found by name
+	}
 	return p, nil
 }
 

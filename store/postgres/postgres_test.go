@@ -243,7 +243,7 @@ func TestByteOrder(t *testing.T) {
 		}
 	}
 	slices.Sort(ids)
-	list, err := s.ListProjects(ctx, store.Page{})
+	list, err := s.ListProjects(ctx, "", store.Page{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,7 +254,7 @@ func TestByteOrder(t *testing.T) {
 	if !slices.Equal(got, ids) {
 		t.Errorf("ListProjects order %v, want byte order %v", got, ids)
 	}
-	page, err := s.ListProjects(ctx, store.Page{After: "prj_B", Limit: 2})
+	page, err := s.ListProjects(ctx, "", store.Page{After: "prj_B", Limit: 2})
 	if err != nil || len(page) != 2 || page[0].ID != "prj_Z9" || page[1].ID != "prj__" {
 		t.Errorf("the page after prj_B = %v, %v; want prj_Z9, prj__", page, err)
 	}

@@ -3,6 +3,7 @@ package sqldb
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"embed"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"regexp"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -173,7 +175,15 @@ func checkNotNewer(applied map[int]bool, all []Migration) error {
 // failure leaves neither. It re-checks under the lock because another
 // process may have applied it since appliedVersions.
 func apply(ctx context.Context, db *sql.DB, d Dialect, m Migration) error {
-	err := inTx(ctx, db, d, func(tx *sql.Tx) error {
+	if strings.HasPrefix(m.SQL, foreignKeysOff) {
+		return applyWithoutForeignKeys(ctx, db, d, m)
+	}
+	return applyOn(ctx, db, d, m, nil)
+}
+
+// applyOn runs m in a transaction of txs, and check before it commits.
+func applyOn(ctx context.Context, txs beginner, d Dialect, m Migration, check func(*sql.Tx) error) error {
+	err := inTx(ctx, txs, d, func(tx *sql.Tx) error {
 		var n int
 		err := tx.QueryRowContext(ctx, d.rebind(`SELECT COUNT(*) FROM schema_migrations WHERE version = ?`),
 			m.Version).Scan(&n)
@@ -186,7 +196,10 @@ func apply(ctx context.Context, db *sql.DB, d Dialect, m Migration) error {
 		_, err = tx.ExecContext(ctx,
 			d.rebind(`INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`),
 			m.Version, m.Name, time.Now().UnixMicro())
-		return err
+		if err != nil || check == nil {
+			return err
+		}
+		return check(tx)
 	})
 	if err != nil {
 		return fmt.Errorf("apply migration %s: %w", m.Name, err)
@@ -194,8 +207,51 @@ func apply(ctx context.Context, db *sql.DB, d Dialect, m Migration) error {
 	return nil
 }
 
+// foreignKeysOff, as the first line of a SQLite migration, runs it with
+// foreign keys off: what SQLite's table rebuilds need, since dropping the
+// old table would otherwise cascade to its children. PRAGMA foreign_keys
+// does nothing inside a transaction, so it is set on the connection around
+// it, and PRAGMA foreign_key_check must find nothing before the commit.
+const foreignKeysOff = "-- foreign_keys: off"
+
+// applyWithoutForeignKeys applies a SQLite migration marked foreignKeysOff.
+func applyWithoutForeignKeys(ctx context.Context, db *sql.DB, d Dialect, m Migration) (err error) {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("apply migration %s: %w", m.Name, err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `PRAGMA foreign_keys = OFF`); err != nil {
+		return fmt.Errorf("apply migration %s: turn foreign keys off: %w", m.Name, err)
+	}
+	defer func() {
+		if _, rerr := conn.ExecContext(context.WithoutCancel(ctx), `PRAGMA foreign_keys = ON`); rerr != nil {
+			// A pooled connection without foreign keys would skip the
+			// cascades: drop it rather than return it to the pool.
+			conn.Raw(func(any) error { return driver.ErrBadConn })
+			err = errors.Join(err, fmt.Errorf("turn foreign keys back on: %w", rerr))
+		}
+	}()
+	return applyOn(ctx, conn, d, m, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `PRAGMA foreign_key_check`)
+		if err != nil {
+			return fmt.Errorf("foreign_key_check: %w", err)
+		}
+		defer rows.Close()
+		if rows.Next() {
+			return fmt.Errorf("the migration leaves rows whose foreign keys point nowhere")
+		}
+		return rows.Err()
+	})
+}
+
+// beginner starts transactions: a *sql.DB or one *sql.Conn.
+type beginner interface {
+	BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error)
+}
+
 // inTx runs fn in a transaction that first takes the dialect's migration lock.
-func inTx(ctx context.Context, db *sql.DB, d Dialect, fn func(*sql.Tx) error) (err error) {
+func inTx(ctx context.Context, db beginner, d Dialect, fn func(*sql.Tx) error) (err error) {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)

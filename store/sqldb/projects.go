@@ -16,6 +16,9 @@ func (s *Store) CreateProject(ctx context.Context, p *store.Project) error {
 	if n.ID == "" {
 		n.ID = store.NewID("prj")
 	}
+	if n.TenantID == "" {
+		n.TenantID = store.DefaultTenantID
+	}
 	n.CreatedAt = orNow(n.CreatedAt, store.Now())
 	n.UpdatedAt = orNow(n.UpdatedAt, n.CreatedAt)
 	cfg, err := jsonText(n.Config)
@@ -23,30 +26,45 @@ func (s *Store) CreateProject(ctx context.Context, p *store.Project) error {
 		return fmt.Errorf("create project %q: encode config: %w", n.Name, err)
 	}
 	_, err = s.q.insertProject.ExecContext(ctx,
-		n.ID, n.Name, cfg, micros(n.CreatedAt), micros(n.UpdatedAt))
+		n.ID, n.Name, cfg, micros(n.CreatedAt), micros(n.UpdatedAt), n.TenantID)
 	if err != nil {
-		return s.mapErr(err, "create project %q", n.Name)
+		return s.mapErrParent(err, "tenant", "create project %q in tenant %s", n.Name, n.TenantID)
 	}
 	*p = n
 	return nil
 }
 
-// GetProject finds a project by id or by name.
+// GetProject finds a project by id, or by name in the default tenant.
 func (s *Store) GetProject(ctx context.Context, idOrName string) (*store.Project, error) {
-	row := s.q.getProject.QueryRowContext(ctx, idOrName, idOrName, idOrName)
-	p, err := scanProject(row)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("get project %q: %w", idOrName, store.ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("get project %q: %w", idOrName, err)
-	}
-	return p, nil
+	return getOne(fmt.Sprintf("get project %q", idOrName), scanProject,
+		s.q.getProject.QueryRowContext(ctx, idOrName, idOrName, idOrName))
 }
 
-// ListProjects lists projects ordered by id.
-func (s *Store) ListProjects(ctx context.Context, page store.Page) ([]store.Project, error) {
-	rows, err := s.q.listProjects.QueryContext(ctx, page.After, pageLimit(page.Limit))
+// GetTenantProject finds one of a tenant's projects by id or name.
+func (s *Store) GetTenantProject(ctx context.Context, tenantID, idOrName string) (*store.Project, error) {
+	return getOne(fmt.Sprintf("get project %q of tenant %s", idOrName, tenantID), scanProject,
+		s.q.getTenantProject.QueryRowContext(ctx, tenantID, idOrName, idOrName, idOrName))
+}
+
+// CountProjects counts a tenant's projects.
+func (s *Store) CountProjects(ctx context.Context, tenantID string) (int, error) {
+	var n int
+	if err := s.q.countProjects.QueryRowContext(ctx, tenantID).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count projects of tenant %s: %w", tenantID, err)
+	}
+	return n, nil
+}
+
+// ListProjects lists one tenant's projects, or every tenant's when tenantID
+// is "", ordered by id.
+func (s *Store) ListProjects(ctx context.Context, tenantID string, page store.Page) ([]store.Project, error) {
+	var rows *sql.Rows
+	var err error
+	if tenantID == "" {
+		rows, err = s.q.listProjects.QueryContext(ctx, page.After, pageLimit(page.Limit))
+	} else {
+		rows, err = s.q.listTenantProjects.QueryContext(ctx, tenantID, page.After, pageLimit(page.Limit))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("list projects: %w", err)
 	}
@@ -91,11 +109,23 @@ type scanner interface{ Scan(dest ...any) error }
 func scanProject(r scanner) (*store.Project, error) {
 	var p store.Project
 	err := r.Scan(&p.ID, &p.Name, jsonCol{&p.Config},
-		timeCol{&p.CreatedAt}, timeCol{&p.UpdatedAt})
+		timeCol{&p.CreatedAt}, timeCol{&p.UpdatedAt}, &p.TenantID)
 	if err != nil {
 		return nil, err
 	}
 	return &p, nil
+}
+
+// getOne scans the one row a lookup returns; no row is store.ErrNotFound.
+func getOne[T any](what string, scan func(scanner) (*T, error), row *sql.Row) (*T, error) {
+	v, err := scan(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("%s: %w", what, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return v, nil
 }
 
 // collect scans every row and closes rows.

@@ -107,14 +107,24 @@ func (s *Store) Close() error { return errors.Join(s.q.close(), s.db.Close()) }
 // mapErr turns a driver's constraint violation into a store sentinel, wrapped
 // with what failed. Other errors are wrapped as they are.
 func (s *Store) mapErr(err error, format string, args ...any) error {
+	return s.mapErrParent(err, "project", format, args...)
+}
+
+// mapErrParent is mapErr where a foreign-key violation means that the
+// parent named parent does not exist.
+func (s *Store) mapErrParent(err error, parent, format string, args ...any) error {
 	what := fmt.Sprintf(format, args...)
 	switch {
 	case s.d.IsUniqueViolation != nil && s.d.IsUniqueViolation(err):
 		return fmt.Errorf("%s: %w", what, store.ErrAlreadyExists)
-	case s.d.IsForeignKeyViolation != nil && s.d.IsForeignKeyViolation(err):
-		return fmt.Errorf("%s: project: %w", what, store.ErrNotFound)
+	case s.isForeignKey(err):
+		return fmt.Errorf("%s: %s: %w", what, parent, store.ErrNotFound)
 	}
 	return fmt.Errorf("%s: %w", what, err)
+}
+
+func (s *Store) isForeignKey(err error) bool {
+	return s.d.IsForeignKeyViolation != nil && s.d.IsForeignKeyViolation(err)
 }
 
 // mustAffect turns "no row matched" into ErrNotFound.

@@ -22,7 +22,7 @@ func testPagination(t *testing.T, s store.Store) {
 	slices.Sort(computeIDs)
 
 	listProjects := func(page store.Page) ([]string, error) {
-		list, err := s.ListProjects(t.Context(), page)
+		list, err := s.ListProjects(t.Context(), "", page)
 		return ids(list, projectID), err
 	}
 	listComputes := func(page store.Page) ([]string, error) {

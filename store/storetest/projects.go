@@ -54,7 +54,7 @@ func testProjectCRUD(t *testing.T, s store.Store) {
 	_, err = s.GetProject(ctx, "shop")
 	wantErr(t, "GetProject(old name)", err, store.ErrNotFound, "shop")
 
-	list, err := s.ListProjects(ctx, store.Page{})
+	list, err := s.ListProjects(ctx, "", store.Page{})
 	if err != nil {
 		t.Fatalf("ListProjects: %v", err)
 	}
@@ -67,7 +67,7 @@ func testProjectCRUD(t *testing.T, s store.Store) {
 	wantErr(t, "GetProject after delete", err, store.ErrNotFound, p.ID)
 	err = s.DeleteProject(ctx, p.ID)
 	wantErr(t, "DeleteProject twice", err, store.ErrNotFound, p.ID)
-	if list, err := s.ListProjects(ctx, store.Page{}); err != nil || list == nil || len(list) != 0 {
+	if list, err := s.ListProjects(ctx, "", store.Page{}); err != nil || list == nil || len(list) != 0 {
 		t.Errorf("ListProjects after delete = %v, %v; want an empty non-nil list", list, err)
 	}
 }

@@ -60,7 +60,7 @@ func RunUpgrade(t *testing.T, db *sql.DB, d sqldb.Dialect) {
 	if applied[1] != v1Applied {
 		t.Errorf("migration 1 re-applied: applied_at %d then %d", v1Applied, applied[1])
 	}
-	for _, v := range []int{2, 3} {
+	for _, v := range []int{2, 3, 4, 5} {
 		if _, ok := applied[v]; !ok {
 			t.Fatalf("migration %d not applied: %v", v, applied)
 		}
@@ -76,7 +76,7 @@ func RunUpgrade(t *testing.T, db *sql.DB, d sqldb.Dialect) {
 	if err != nil {
 		t.Fatalf("GetProject after the upgrade: %v", err)
 	}
-	same(t, "the version-1 project", p, &store.Project{ID: "prj_old", Name: "old",
+	same(t, "the version-1 project", p, &store.Project{ID: "prj_old", Name: "old", TenantID: store.DefaultTenantID,
 		Config:    store.ProjectConfig{IdleTimeout: 60, StorageSize: "10Gi"},
 		CreatedAt: us(0), UpdatedAt: us(1)})
 	c, err := s.GetCompute(ctx, "cmp_old")
@@ -106,6 +106,14 @@ func RunUpgrade(t *testing.T, db *sql.DB, d sqldb.Dialect) {
 		t.Errorf("RunningOperations after the upgrade: %v", err)
 	} else {
 		same(t, "the version-1 running operations", running, []store.Operation{stuck})
+	}
+
+	// The old project's name is unique in the default tenant only.
+	wantErr(t, "the old name again in the default tenant",
+		s.CreateProject(ctx, &store.Project{Name: "old"}), store.ErrAlreadyExists, "old")
+	tn := newTenant(t, s, "later")
+	if err := s.CreateProject(ctx, &store.Project{Name: "old", TenantID: tn.ID}); err != nil {
+		t.Errorf("the old name in another tenant: %v", err)
 	}
 
 	// The old compute meters on the new schema, and its usage outlives it.
