@@ -181,7 +181,7 @@ func (s *Server) wakeCompute(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, invalid("the endpointish query parameter (a project id or name) is required"))
 		return
 	}
-	p, err := s.st.GetProject(r.Context(), key)
+	p, err := s.projectFor(r, key)
 	if err != nil {
 		s.fail(w, r, err)
 		return

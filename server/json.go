@@ -48,8 +48,14 @@ func invalid(format string, args ...any) error { return badRequest{fmt.Sprintf(f
 // logged with their cause.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var br badRequest
+	var fb forbidden
+	var quota quotaError
 	var tooBig *http.MaxBytesError
 	switch {
+	case errors.As(err, &fb):
+		writeError(w, http.StatusForbidden, "forbidden", err.Error())
+	case errors.As(err, &quota):
+		writeError(w, http.StatusForbidden, "quota_exceeded", err.Error())
 	case errors.As(err, &tooBig):
 		writeError(w, http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("the request body is over %d bytes", maxBody))
 	case errors.As(err, &br), errors.Is(err, compute.ErrInvalidRole):
@@ -58,7 +64,8 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusNotFound, "not_found", err.Error())
 	case errors.Is(err, store.ErrAlreadyExists):
 		writeError(w, http.StatusConflict, "already_exists", err.Error())
-	case errors.Is(err, store.ErrConflict), errors.Is(err, compute.ErrDestroying), errors.Is(err, compute.ErrOtherNode):
+	case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrInUse),
+		errors.Is(err, compute.ErrDestroying), errors.Is(err, compute.ErrOtherNode):
 		writeError(w, http.StatusConflict, "conflict", err.Error())
 	case s.storeDown(r):
 		s.log.Warn("request failed: the state store is unavailable", "method", r.Method, "path", r.URL.Path, "err", err)

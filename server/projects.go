@@ -102,7 +102,10 @@ func setString(dst *string, src *string) {
 }
 
 type createProjectInput struct {
-	Name   string              `json:"name"`
+	Name string `json:"name"`
+	// Tenant (an id or a name) is for admin keys; a tenant key creates in
+	// its own tenant. Empty: the key's tenant, or the default one.
+	Tenant string              `json:"tenant"`
 	Config *projectConfigInput `json:"config"`
 }
 
@@ -118,7 +121,7 @@ type credentials struct {
 
 func (s *Server) credentials(p *store.Project, role, password string) credentials {
 	host, port := splitHostPort(s.proxyAddr)
-	user := p.Name + "." + role
+	user := loginHandle(p) + "." + role
 	return credentials{
 		Name: role, Password: password, MySQLUser: user,
 		ConnectionString: "mariadb -h " + host + " -P " + port + " -u " + user + " -p",
@@ -135,8 +138,17 @@ func (s *Server) createProject(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	tenant, err := s.createTenantOf(r, in.Tenant)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := s.checkProjectQuota(r, tenant); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	now := store.Now()
-	p := &store.Project{ID: store.NewID("prj"), Name: in.Name, CreatedAt: now, UpdatedAt: now}
+	p := &store.Project{ID: store.NewID("prj"), Name: in.Name, TenantID: tenant.ID, CreatedAt: now, UpdatedAt: now}
 	p.Config.IdleTimeout = store.DefaultIdleTimeout
 	if err := in.Config.apply(&p.Config, s.limits.storage); err != nil {
 		s.fail(w, r, err)
@@ -151,7 +163,7 @@ func (s *Server) createProject(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	s.log.Info("project created", "project", p.ID, "name", p.Name)
+	s.log.Info("project created", "project", p.ID, "name", p.Name, "tenant", p.TenantID)
 	writeJSON(w, http.StatusCreated, map[string]any{"project": p, "role": s.credentials(p, compute.OwnerRole, pw)})
 }
 
@@ -161,7 +173,7 @@ func (s *Server) listProjects(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	ps, err := s.st.ListProjects(r.Context(), page)
+	ps, err := s.listVisible(r, page)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -170,6 +182,42 @@ func (s *Server) listProjects(w http.ResponseWriter, r *http.Request) {
 		ps = []store.Project{}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"projects": ps})
+}
+
+// listVisible lists the projects the principal sees, filtered in the
+// store's query: an admin's (all, or one tenant's with ?tenant=), a tenant
+// key's tenant's, a project key's one project.
+func (s *Server) listVisible(r *http.Request, page store.Page) ([]store.Project, error) {
+	p := who(r)
+	switch {
+	case p.projectID != "":
+		pr, err := s.projectFor(r, p.projectID)
+		if err != nil || pr.ID <= page.After {
+			return []store.Project{}, nil
+		}
+		return []store.Project{*pr}, nil
+	case !p.admin:
+		return s.st.ListProjects(r.Context(), p.tenantID, page)
+	}
+	tenantID := ""
+	if v := r.URL.Query().Get("tenant"); v != "" {
+		t, err := s.st.GetTenant(r.Context(), v)
+		if err != nil {
+			return nil, err
+		}
+		tenantID = t.ID
+	}
+	return s.st.ListProjects(r.Context(), tenantID, page)
+}
+
+// loginHandle is how a MySQL login names the project: by name in the
+// default tenant (names are unique there, and this keeps <project>.<user>
+// working), by id elsewhere (names repeat across tenants).
+func loginHandle(p *store.Project) string {
+	if p.TenantID == store.DefaultTenantID || p.TenantID == "" {
+		return p.Name
+	}
+	return p.ID
 }
 
 // pageOf reads ?limit=&after= for list endpoints.
@@ -184,11 +232,6 @@ func pageOf(r *http.Request) (store.Page, error) {
 	}
 	p.After = r.URL.Query().Get("after")
 	return p, nil
-}
-
-// project loads the {id} path value, an id or a name.
-func (s *Server) project(r *http.Request) (*store.Project, error) {
-	return s.st.GetProject(r.Context(), r.PathValue("id"))
 }
 
 func (s *Server) getProject(w http.ResponseWriter, r *http.Request) {

@@ -4,12 +4,10 @@ package server
 
 import (
 	"context"
-	"crypto/subtle"
 	"errors"
 	"log/slog"
 	"net"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/serverlessd/serverlessd/compute"
@@ -80,6 +78,16 @@ func New(opts Options) *Server {
 }
 
 func (s *Server) routes(mux *http.ServeMux) {
+	mux.HandleFunc("POST /api/v1/tenants", s.createTenant)
+	mux.HandleFunc("GET /api/v1/tenants", s.listTenants)
+	mux.HandleFunc("GET /api/v1/tenants/{id}", s.getTenant)
+	mux.HandleFunc("PATCH /api/v1/tenants/{id}", s.patchTenant)
+	mux.HandleFunc("DELETE /api/v1/tenants/{id}", s.deleteTenant)
+	mux.HandleFunc("POST /api/v1/tenants/{id}/api_keys", s.createAPIKey)
+	mux.HandleFunc("GET /api/v1/tenants/{id}/api_keys", s.listAPIKeys)
+	mux.HandleFunc("DELETE /api/v1/tenants/{id}/api_keys/{kid}", s.deleteAPIKey)
+	mux.HandleFunc("GET /api/v1/tenants/{id}/usage", s.tenantUsage)
+
 	mux.HandleFunc("POST /api/v1/projects", s.createProject)
 	mux.HandleFunc("GET /api/v1/projects", s.listProjects)
 	mux.HandleFunc("GET /api/v1/projects/{id}", s.getProject)
@@ -131,34 +139,6 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, 200, map[string]string{"status": "ready"})
-}
-
-// auth checks the bearer token when tokens are configured.
-func (s *Server) auth(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if len(s.tokens) == 0 {
-			next.ServeHTTP(w, r)
-			return
-		}
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || !s.validToken([]byte(got)) {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="serverlessd"`)
-			writeError(w, http.StatusUnauthorized, "unauthorized", "a valid bearer token is required (Authorization: Bearer <token>)")
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-func (s *Server) validToken(got []byte) bool {
-	ok := false
-	for _, t := range s.tokens {
-		// Compare against every token in constant time so timing reveals nothing.
-		if subtle.ConstantTimeCompare(got, t) == 1 {
-			ok = true
-		}
-	}
-	return ok
 }
 
 // recoverer turns a handler panic into a logged 500, so that no request can

@@ -84,8 +84,64 @@ func (s *Server) usageRows(r *http.Request, projectID string, from, to time.Time
 }
 
 // billing is GET /api/v1/usage?from=&to=: usage per project, as JSON or,
-// with Accept: text/csv, as CSV.
+// with Accept: text/csv, as CSV. An admin sees every project (one tenant's
+// with ?tenant=), a tenant key its tenant's, a project key its project's.
 func (s *Server) billing(w http.ResponseWriter, r *http.Request) {
+	p := who(r)
+	switch {
+	case p.projectID != "":
+		s.report(w, r, map[string]bool{p.projectID: true})
+	case !p.admin:
+		s.tenantReport(w, r, p.tenantID)
+	case r.URL.Query().Get("tenant") != "":
+		t, err := s.st.GetTenant(r.Context(), r.URL.Query().Get("tenant"))
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		s.tenantReport(w, r, t.ID)
+	default:
+		s.report(w, r, nil)
+	}
+}
+
+// tenantUsage is GET /api/v1/tenants/{id}/usage: the billing report of one
+// tenant's projects.
+func (s *Server) tenantUsage(w http.ResponseWriter, r *http.Request) {
+	t, err := s.tenant(r)
+	if err == nil && who(r).projectID != "" {
+		err = forbidden{"a project-scoped API key sees its project's usage only: GET /api/v1/projects/{id}/usage"}
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.tenantReport(w, r, t.ID)
+}
+
+// tenantReport writes the report of the tenant's current projects.
+func (s *Server) tenantReport(w http.ResponseWriter, r *http.Request, tenantID string) {
+	ids := map[string]bool{}
+	page := store.Page{Limit: 1000}
+	for {
+		list, err := s.st.ListProjects(r.Context(), tenantID, page)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		for _, p := range list {
+			ids[p.ID] = true
+		}
+		if len(list) < page.Limit {
+			break
+		}
+		page.After = list[len(list)-1].ID
+	}
+	s.report(w, r, ids)
+}
+
+// report writes the usage of the projects in only (nil: all).
+func (s *Server) report(w http.ResponseWriter, r *http.Request, only map[string]bool) {
 	from, to, err := period(r)
 	if err != nil {
 		s.fail(w, r, err)
@@ -95,6 +151,10 @@ func (s *Server) billing(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		s.fail(w, r, err)
 		return
+	}
+	if only != nil {
+		ivs = keep(ivs, func(iv store.UsageInterval) bool { return only[iv.ProjectID] })
+		samples = keep(samples, func(s store.UsageSample) bool { return only[s.ProjectID] })
 	}
 	lines, total := usage.Report(ivs, samples, from, to, time.Now())
 	for i := range lines {
@@ -111,6 +171,17 @@ func (s *Server) billing(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"from": from, "to": to, "projects": lines, "total": total})
+}
+
+// keep returns the items ok accepts, reusing list's array.
+func keep[T any](list []T, ok func(T) bool) []T {
+	out := list[:0]
+	for _, v := range list {
+		if ok(v) {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 func writeCSV(w http.ResponseWriter, lines []usage.Line) {
