@@ -31,7 +31,7 @@ type queries struct {
 	insertAPIKey, getAPIKeyByHash, listAPIKeys, deleteAPIKey, touchAPIKey *sql.Stmt
 
 	insertProject, getProject, getTenantProject, updateProject, deleteProject *sql.Stmt
-	listProjects, listTenantProjects, countProjects                          *sql.Stmt
+	listProjects, listTenantProjects, countProjects                           *sql.Stmt
 
 	insertCompute, getCompute, getComputeByProject, listComputes *sql.Stmt
 	casCompute, computeExists, deleteCompute                     *sql.Stmt
