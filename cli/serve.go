@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -163,7 +162,7 @@ func open(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemon, er
 	registerMetrics(met, st, mgr, px)
 	api := server.New(server.Options{
 		Store: st, Manager: mgr, Tokens: cfg.API.Tokens, ProxyAddr: cfg.Proxy.Listen, Logger: log,
-		Extra: map[string]http.Handler{"GET /metrics": met.Handler()},
+		Metrics: &server.Metrics{Full: met.Handler(), Public: met.PublicHandler()},
 	})
 	sched := scheduler.New(scheduler.Options{Store: st, Manager: mgr, Interval: cfg.Scheduler.Interval,
 		StorageInterval: cfg.Scheduler.StorageInterval, Metrics: met, Logger: log})

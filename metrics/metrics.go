@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 )
 
 const namespace = "serverlessd"
@@ -76,6 +77,42 @@ func New(perProject bool) *Metrics {
 // Handler serves the metrics in the Prometheus text format.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+}
+
+// PublicHandler serves the metrics without per-project detail: every
+// series with a "project" label is left out, so that a scraper without an
+// admin key learns nothing about who has which project.
+func (m *Metrics) PublicHandler() http.Handler {
+	return promhttp.HandlerFor(withoutProjects{m.reg}, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+}
+
+// withoutProjects drops the series labelled with a project.
+type withoutProjects struct{ g prometheus.Gatherer }
+
+func (w withoutProjects) Gather() ([]*dto.MetricFamily, error) {
+	families, err := w.g.Gather()
+	out := families[:0]
+	for _, f := range families {
+		kept := f.Metric[:0]
+		for _, m := range f.Metric {
+			if !hasLabel(m, "project") {
+				kept = append(kept, m)
+			}
+		}
+		if f.Metric = kept; len(kept) > 0 {
+			out = append(out, f)
+		}
+	}
+	return out, err
+}
+
+func hasLabel(m *dto.Metric, name string) bool {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return true
+		}
+	}
+	return false
 }
 
 // Register adds collectors (for example gauges read at scrape time).

@@ -76,6 +76,25 @@ func (s *Server) auth(next http.Handler) http.Handler {
 	})
 }
 
+// metrics serves m.Full to admins and m.Public to anyone else, a scraper
+// without a token included; a token that is given must be valid.
+func (s *Server) metrics(m Metrics) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") == "" && len(s.tokens) > 0 {
+			m.Public.ServeHTTP(w, r)
+			return
+		}
+		p, ok := s.authenticate(w, r)
+		switch {
+		case !ok:
+		case p.admin:
+			m.Full.ServeHTTP(w, r)
+		default:
+			m.Public.ServeHTTP(w, r)
+		}
+	})
+}
+
 // authenticate resolves the bearer token; on false it has written the reply.
 func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (principal, bool) {
 	got, hasBearer := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")

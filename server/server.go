@@ -22,13 +22,19 @@ type Options struct {
 	Tokens []string
 	// ProxyAddr is the MySQL listener's address, shown in connection strings.
 	ProxyAddr string
-	// Extra handlers mounted without auth (e.g. "/metrics"), may be nil.
-	Extra  map[string]http.Handler
+	// Extra handlers mounted without auth, may be nil.
+	Extra map[string]http.Handler
+	// Metrics, when set, serves GET /metrics: Full to admins, Public
+	// (without per-project series) to anyone else.
+	Metrics *Metrics
 	Logger *slog.Logger
 	// Limits bound the resources a compute may ask for; zero fields take
 	// defaults (see Limits).
 	Limits Limits
 }
+
+// Metrics are the two views of the daemon's metrics.
+type Metrics struct{ Full, Public http.Handler }
 
 // Server is the HTTP API.
 type Server struct {
@@ -60,6 +66,9 @@ func New(opts Options) *Server {
 	root.HandleFunc("GET /readyz", s.readyz)
 	for pattern, h := range opts.Extra {
 		root.Handle(pattern, h)
+	}
+	if opts.Metrics != nil {
+		root.Handle("GET /metrics", s.metrics(*opts.Metrics))
 	}
 	root.Handle("/", s.auth(api))
 	s.handler = s.recoverer(jsonStatus(root))

@@ -2,10 +2,17 @@ package server_test
 
 import (
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/serverlessd/serverlessd/metrics"
+	"github.com/serverlessd/serverlessd/server"
+	"github.com/serverlessd/serverlessd/store/sqlite"
 )
 
 // tenancy is two tenants with projects and keys of every scope, made
@@ -279,4 +286,34 @@ func TestProjectQuota(t *testing.T) {
 	tn.mustCall(t, "b-rw", "POST", "/api/v1/projects", `{"name":"third"}`, 201) // team-b has no quota
 	tn.mustCall(t, "token", "PATCH", "/api/v1/tenants/team-a", `{"quotas":{"max_projects":-1}}`, 400)
 	tn.mustCall(t, "a-rw", "PATCH", "/api/v1/tenants/team-a", `{"quotas":{"max_projects":0}}`, 403)
+}
+
+// TestMetricsScope serves per-project series to admins only.
+func TestMetricsScope(t *testing.T) {
+	dir := t.TempDir()
+	st, err := sqlite.Open(filepath.Join(dir, "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	met := metrics.New(true)
+	met.ObserveWake("prj_secret", true, time.Millisecond)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv := httptest.NewServer(server.New(server.Options{Store: st, Tokens: []string{token}, Logger: log,
+		Metrics: &server.Metrics{Full: met.Handler(), Public: met.PublicHandler()}}).Handler())
+	t.Cleanup(srv.Close)
+	tn := &tenancy{srv: srv, keys: map[string]string{"token": "Bearer " + token, "bad": "Bearer sdk_nope"}}
+	tn.mustCall(t, "token", "POST", "/api/v1/tenants", `{"name":"team-a"}`, 201)
+	r := tn.mustCall(t, "token", "POST", "/api/v1/tenants/team-a/api_keys", `{"name":"m","scope":"tenant"}`, 201)
+	tn.keys["tenant"] = "Bearer " + str(r, "key")
+	for who, detail := range map[string]bool{"token": true, "none": false, "tenant": false} {
+		r := tn.mustCall(t, who, "GET", "/metrics", "", 200)
+		if !strings.Contains(r.raw, "serverlessd_wake_duration_seconds") {
+			t.Errorf("%s: no wake histogram in /metrics", who)
+		}
+		if got := strings.Contains(r.raw, "prj_secret"); got != detail {
+			t.Errorf("%s: per-project series shown = %v, want %v", who, got, detail)
+		}
+	}
+	tn.mustCall(t, "bad", "GET", "/metrics", "", 401)
 }
