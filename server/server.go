@@ -27,7 +27,7 @@ type Options struct {
 	// Metrics, when set, serves GET /metrics: Full to admins, Public
 	// (without per-project series) to anyone else.
 	Metrics *Metrics
-	Logger *slog.Logger
+	Logger  *slog.Logger
 	// Limits bound the resources a compute may ask for; zero fields take
 	// defaults (see Limits).
 	Limits Limits
