@@ -125,6 +125,9 @@ func New(opts Options) *Manager {
 // Driver returns the driver the manager runs computes with.
 func (m *Manager) Driver() Driver { return m.drv }
 
+// DefaultSpec is what a new compute's spec takes where it names nothing.
+func (m *Manager) DefaultSpec() store.ComputeSpec { return m.defs }
+
 // Wake returns the address of the project's running compute, starting it if
 // it is suspended or failed. Concurrent callers share one start. A wake that
 // arrives during a suspend waits for it to finish, then resumes.

@@ -2,16 +2,27 @@ package e2e
 
 import (
 	"bytes"
+	"context"
+	"database/sql"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/go-sql-driver/mysql"
 )
 
-// postJSON calls the API with a JSON body and decodes the reply into v.
-func (d *daemon) postJSON(t *testing.T, path, body string, v any) int {
+// sendJSON calls the API with method and a JSON body and decodes the reply
+// into v.
+func (d *daemon) sendJSON(t *testing.T, method, path, body string, v any) int {
 	t.Helper()
-	resp, err := http.Post("http://"+d.api+path, "application/json", bytes.NewBufferString(body))
+	req, err := http.NewRequest(method, "http://"+d.api+path, bytes.NewBufferString(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -20,6 +31,12 @@ func (d *daemon) postJSON(t *testing.T, path, body string, v any) int {
 		t.Fatal(err)
 	}
 	return resp.StatusCode
+}
+
+// postJSON calls the API with a JSON body and decodes the reply into v.
+func (d *daemon) postJSON(t *testing.T, path, body string, v any) int {
+	t.Helper()
+	return d.sendJSON(t, "POST", path, body, v)
 }
 
 // TestTenantLogins logs in with the real mariadb client to two projects of
@@ -64,4 +81,52 @@ func TestTenantLogins(t *testing.T) {
 			t.Errorf("login as %s with the wrong project's password: %v %q, want access denied", bad.user, err, o)
 		}
 	}
+}
+
+// TestConnectionQuota holds a tenant's projects to its quota
+// max_connections_per_project, through a real MySQL driver: the login past
+// it gets MySQL error 1040, and a login to the default tenant does not.
+func TestConnectionQuota(t *testing.T) {
+	d := startDaemon(t, "")
+	var p projectOut
+	d.postJSON(t, "/api/v1/tenants", `{"name":"team-a","quotas":{"max_connections_per_project":2}}`, &struct{}{})
+	if st := d.postJSON(t, "/api/v1/projects", `{"name":"shop","tenant":"team-a"}`, &p); st != 201 {
+		t.Fatalf("create project: %d", st)
+	}
+	if st := d.postJSON(t, "/api/v1/projects/"+p.Project.ID+"/compute", `{}`, &struct{}{}); st != 201 {
+		t.Fatalf("create compute: %d", st)
+	}
+	cfg := mysql.NewConfig()
+	cfg.User, cfg.Passwd, cfg.Net, cfg.Addr = p.Role.MySQLUser, p.Role.Password, "tcp", d.proxy
+	connector, err := mysql.NewConnector(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := sql.OpenDB(connector)
+	t.Cleanup(func() { db.Close() })
+	ctx := context.Background()
+	for i := range 2 {
+		c, err := db.Conn(ctx)
+		if err == nil {
+			err = c.PingContext(ctx)
+		}
+		if err != nil {
+			t.Fatalf("connection %d of 2: %v", i+1, err)
+		}
+		defer c.Close()
+	}
+	_, err = db.Conn(ctx)
+	var me *mysql.MySQLError
+	if !errors.As(err, &me) || me.Number != 1040 || !strings.Contains(me.Message, "Too many connections") {
+		t.Fatalf("third connection: %v, want MySQL error 1040", err)
+	}
+	// Raising the quota lets it in.
+	if st := d.sendJSON(t, "PATCH", "/api/v1/tenants/team-a", `{"quotas":{"max_connections_per_project":3}}`, &struct{}{}); st != 200 {
+		t.Fatalf("raise the quota: %d", st)
+	}
+	c, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatalf("after raising the quota: %v", err)
+	}
+	c.Close()
 }

@@ -24,13 +24,22 @@ func (d StoreDirectory) LookupRole(ctx context.Context, project, user string) (s
 }
 
 // ProjectMaxConnections returns the project's own connection limit
-// (config max_connections; 0 means the daemon's default).
+// (config max_connections; 0 means the daemon's default), bounded by its
+// tenant's quota max_connections_per_project.
 func (d StoreDirectory) ProjectMaxConnections(ctx context.Context, projectID string) (int, error) {
 	p, err := d.Store.GetProject(ctx, projectID)
 	if err != nil {
 		return 0, err
 	}
-	return p.Config.MaxConnections, nil
+	t, err := d.Store.GetTenant(ctx, p.TenantID)
+	if err != nil {
+		return 0, err
+	}
+	own, quota := p.Config.MaxConnections, t.Quotas.MaxConnectionsPerProject
+	if quota > 0 && (own <= 0 || own > quota) {
+		return quota, nil
+	}
+	return own, nil
 }
 
 // ProjectPinnedIdleTimeout returns the project's pinned_idle_timeout in

@@ -69,6 +69,9 @@ func (s *Server) createCompute(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p, err := s.project(r)
+	if err == nil {
+		err = s.checkMemoryQuota(r, p, spec)
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return

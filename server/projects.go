@@ -154,6 +154,10 @@ func (s *Server) createProject(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	if err := s.checkConnectionsQuota(r, p); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	if err := s.st.CreateProject(r.Context(), p); err != nil {
 		s.fail(w, r, err)
 		return
@@ -267,6 +271,10 @@ func (s *Server) patchProject(w http.ResponseWriter, r *http.Request) {
 		p.Name = *in.Name
 	}
 	if err := in.Config.apply(&p.Config, s.limits.storage); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := s.checkConnectionsQuota(r, p); err != nil {
 		s.fail(w, r, err)
 		return
 	}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -233,6 +234,47 @@ func (s *Server) checkProjectQuota(r *http.Request, t *store.Tenant) error {
 	}
 	if n >= max {
 		return quotaError{fmt.Sprintf("tenant %s has %d projects, its quota max_projects is %d: delete one, or ask an admin to raise the quota (PATCH /api/v1/tenants/%s)", t.Name, n, max, t.Name)}
+	}
+	return nil
+}
+
+// checkConnectionsQuota refuses a project whose max_connections is over
+// its tenant's max_connections_per_project. A project without its own
+// limit is bounded by the quota at login (proxy.StoreDirectory).
+func (s *Server) checkConnectionsQuota(r *http.Request, p *store.Project) error {
+	max := 0
+	if t, err := s.st.GetTenant(r.Context(), p.TenantID); err != nil {
+		return err
+	} else {
+		max = t.Quotas.MaxConnectionsPerProject
+	}
+	if max > 0 && p.Config.MaxConnections > max {
+		return quotaError{fmt.Sprintf("max_connections %d is over the tenant's quota max_connections_per_project %d: ask a lower one, or ask an admin to raise the quota", p.Config.MaxConnections, max)}
+	}
+	return nil
+}
+
+// checkMemoryQuota refuses a compute whose memory (or the default one) is
+// over its tenant's max_compute_memory.
+func (s *Server) checkMemoryQuota(r *http.Request, p *store.Project, spec store.ComputeSpec) error {
+	t, err := s.st.GetTenant(r.Context(), p.TenantID)
+	if err != nil || t.Quotas.MaxComputeMemory == "" {
+		return err
+	}
+	mem := spec.Resources.Memory
+	if mem == "" && s.mgr != nil {
+		mem = s.mgr.DefaultSpec().Resources.Memory
+	}
+	if mem == "" {
+		return nil
+	}
+	got, err1 := quantity.Units(mem)
+	limit, err2 := quantity.Units(t.Quotas.MaxComputeMemory)
+	if err1 != nil || err2 != nil {
+		return fmt.Errorf("compare memory %q with the quota %q: %w", mem, t.Quotas.MaxComputeMemory, errors.Join(err1, err2))
+	}
+	if got > limit {
+		return quotaError{fmt.Sprintf("memory %s is over the tenant's quota max_compute_memory %s: ask a smaller compute, or ask an admin to raise the quota", mem, t.Quotas.MaxComputeMemory)}
 	}
 	return nil
 }

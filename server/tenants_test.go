@@ -317,3 +317,24 @@ func TestMetricsScope(t *testing.T) {
 	}
 	tn.mustCall(t, "bad", "GET", "/metrics", "", 401)
 }
+
+// TestComputeQuotas refuses a compute bigger than max_compute_memory and a
+// connection cap over max_connections_per_project, and creates nothing.
+func TestComputeQuotas(t *testing.T) {
+	tn := newTenancy(t)
+	tn.mustCall(t, "token", "PATCH", "/api/v1/tenants/team-a", `{"quotas":{"max_compute_memory":"128Mi","max_connections_per_project":5}}`, 200)
+	p := "/api/v1/projects/shop"
+	r := tn.mustCall(t, "a-rw", "POST", p+"/compute", `{"config":{"resources":{"memory":"256Mi"}}}`, 403)
+	if r.errCode() != "quota_exceeded" || !strings.Contains(r.raw, "max_compute_memory 128Mi") {
+		t.Fatalf("memory quota refusal: %s", r.raw)
+	}
+	tn.mustCall(t, "a-rw", "GET", p+"/compute", "", 404) // nothing half-created
+	r = tn.mustCall(t, "a-rw", "PATCH", p, `{"config":{"max_connections":6}}`, 403)
+	if r.errCode() != "quota_exceeded" || !strings.Contains(r.raw, "max_connections_per_project 5") {
+		t.Fatalf("connection quota refusal: %s", r.raw)
+	}
+	tn.mustCall(t, "a-rw", "POST", "/api/v1/projects", `{"name":"big","config":{"max_connections":9}}`, 403)
+	tn.mustCall(t, "a-rw", "PATCH", p, `{"config":{"max_connections":5}}`, 200)
+	tn.mustCall(t, "a-rw", "POST", p+"/compute", `{"config":{"resources":{"memory":"128Mi"}}}`, 201)
+	tn.mustCall(t, "token", "PATCH", "/api/v1/tenants/team-a", `{"quotas":{"max_compute_memory":"lots"}}`, 400)
+}

@@ -1,5 +1,6 @@
 // Package cache wraps a store.Store with a read cache for the lookups on the
-// proxy's login path: a project by id or name, and a role. Writes through
+// proxy's login path: a project by id or name, its tenant (for its quotas),
+// and a role. Writes through
 // the wrapper invalidate what they touch, so one daemon never serves stale
 // data; a TTL bounds staleness when other daemons share the store.
 package cache
@@ -28,6 +29,7 @@ type Store struct {
 	// what it read, since the value may predate the write.
 	gen      uint64
 	projects map[string]entry[store.Project] // by id and by name
+	tenants  map[string]entry[store.Tenant]  // by id or name, as asked
 	roles    map[roleKey]entry[store.Role]
 }
 
@@ -42,7 +44,8 @@ type entry[T any] struct {
 // New wraps st. ttl bounds how long a value read from st is served; use a
 // long one when this daemon is the store's only writer.
 func New(st store.Store, ttl time.Duration) *Store {
-	return &Store{Store: st, ttl: ttl, projects: map[string]entry[store.Project]{}, roles: map[roleKey]entry[store.Role]{}}
+	return &Store{Store: st, ttl: ttl, projects: map[string]entry[store.Project]{},
+		tenants: map[string]entry[store.Tenant]{}, roles: map[roleKey]entry[store.Role]{}}
 }
 
 // GetProject serves a project by id or name from the cache when fresh.
@@ -69,6 +72,29 @@ func (s *Store) GetProject(ctx context.Context, idOrName string) (*store.Project
 		put(s, s.projects, p.Name, *p, nil) // only these are found by name
 	}
 	return p, nil
+}
+
+// GetTenant serves a tenant by id or name from the cache when fresh.
+func (s *Store) GetTenant(ctx context.Context, idOrName string) (*store.Tenant, error) {
+	t, err, ok, gen := lookup(s, s.tenants, idOrName)
+	if ok {
+		return t, err
+	}
+	t, err = s.Store.GetTenant(ctx, idOrName)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if gen != s.gen {
+		return t, err
+	}
+	var v store.Tenant
+	if t != nil {
+		v = *t
+	}
+	put(s, s.tenants, idOrName, v, err)
+	return t, err
 }
 
 // GetRole serves a role from the cache when fresh.
@@ -125,8 +151,24 @@ func (s *Store) invalidate() {
 	s.mu.Lock()
 	s.gen++
 	clear(s.projects)
+	clear(s.tenants)
 	clear(s.roles)
 	s.mu.Unlock()
+}
+
+func (s *Store) CreateTenant(ctx context.Context, t *store.Tenant) error {
+	defer s.invalidate()
+	return s.Store.CreateTenant(ctx, t)
+}
+
+func (s *Store) UpdateTenant(ctx context.Context, t *store.Tenant) error {
+	defer s.invalidate()
+	return s.Store.UpdateTenant(ctx, t)
+}
+
+func (s *Store) DeleteTenant(ctx context.Context, id string) error {
+	defer s.invalidate()
+	return s.Store.DeleteTenant(ctx, id)
 }
 
 func (s *Store) CreateProject(ctx context.Context, p *store.Project) error {

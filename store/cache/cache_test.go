@@ -39,6 +39,11 @@ func (c *counting) GetProject(ctx context.Context, k string) (*store.Project, er
 	return c.Store.GetProject(ctx, k)
 }
 
+func (c *counting) GetTenant(ctx context.Context, k string) (*store.Tenant, error) {
+	c.reads.Add(1)
+	return c.Store.GetTenant(ctx, k)
+}
+
 func (c *counting) GetRole(ctx context.Context, p, n string) (*store.Role, error) {
 	c.reads.Add(1)
 	return c.Store.GetRole(ctx, p, n)
@@ -60,6 +65,9 @@ func TestLoginLookupsHitTheStoreOnceUntilAWrite(t *testing.T) {
 		if err != nil {
 			return "", err
 		}
+		if _, err := st.GetTenant(ctx, p.TenantID); err != nil { // its quotas
+			return "", err
+		}
 		r, err := st.GetRole(ctx, p.ID, "root")
 		if err != nil {
 			return "", err
@@ -71,8 +79,19 @@ func TestLoginLookupsHitTheStoreOnceUntilAWrite(t *testing.T) {
 			t.Fatalf("login lookup: %q %v", h, err)
 		}
 	}
-	if n := inner.reads.Load(); n != 2 {
-		t.Fatalf("100 logins read the store %d times, want 2 (project + role, once)", n)
+	if n := inner.reads.Load(); n != 3 {
+		t.Fatalf("100 logins read the store %d times, want 3 (project, tenant and role, once)", n)
+	}
+	tn, err := st.GetTenant(ctx, store.DefaultTenantID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn.Quotas.MaxConnectionsPerProject = 5
+	if err := st.UpdateTenant(ctx, tn); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := st.GetTenant(ctx, store.DefaultTenantID); got == nil || got.Quotas.MaxConnectionsPerProject != 5 {
+		t.Fatalf("after a tenant write the cache served %+v, want the new quota", got)
 	}
 	if err := st.UpdateRole(ctx, &store.Role{ProjectID: p.ID, Name: "root", PasswordHash: "*BB"}); err != nil {
 		t.Fatal(err)
