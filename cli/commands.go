@@ -51,15 +51,17 @@ func projectPath(p string) string { return "/api/v1/projects/" + url.PathEscape(
 func newProject(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "project", Short: "Create, list, show and delete projects"}
 	var idle int
-	var memory string
+	var memory, tenant, listTenant string
 	var noCompute bool
 	create := clientCmd(g, "create NAME", "Create a project and its compute, and print how to connect", cobra.ExactArgs(1),
-		func(c *client, a []string) error { return createProject(c, a[0], idle, memory, noCompute) })
+		func(c *client, a []string) error { return createProject(c, a[0], tenant, idle, memory, noCompute) })
 	create.Flags().IntVar(&idle, "idle-timeout", -1, "seconds without traffic before suspending (0 = never; default 300)")
 	create.Flags().StringVar(&memory, "memory", "", "compute memory, e.g. 512Mi (default from the daemon's config)")
 	create.Flags().BoolVar(&noCompute, "no-compute", false, "create the project only")
-	cmd.AddCommand(create,
-		clientCmd(g, "list", "List projects", cobra.NoArgs, listProjects),
+	create.Flags().StringVar(&tenant, "tenant", "", "tenant (id or name) to create the project in (default: the API key's tenant, or the default tenant)")
+	list := clientCmd(g, "list", "List projects", cobra.NoArgs, func(c *client, _ []string) error { return listProjects(c, listTenant) })
+	list.Flags().StringVar(&listTenant, "tenant", "", "list only this tenant's projects (id or name)")
+	cmd.AddCommand(create, list,
 		clientCmd(g, "get PROJECT", "Show a project", cobra.ExactArgs(1), func(c *client, a []string) error {
 			var r projectReply
 			if err := c.do("GET", projectPath(a[0]), nil, &r); err != nil {
@@ -78,8 +80,11 @@ func newProject(g *globals) *cobra.Command {
 	return cmd
 }
 
-func createProject(c *client, name string, idle int, memory string, noCompute bool) error {
+func createProject(c *client, name, tenant string, idle int, memory string, noCompute bool) error {
 	body := map[string]any{"name": name}
+	if tenant != "" {
+		body["tenant"] = tenant
+	}
 	if idle >= 0 {
 		body["config"] = map[string]any{"idle_timeout": idle}
 	}
@@ -107,20 +112,24 @@ func createProject(c *client, name string, idle int, memory string, noCompute bo
 }
 
 func projectTable(w *tabwriter.Writer, p store.Project) {
-	fmt.Fprintf(w, "id:\t%s\nname:\t%s\nidle_timeout:\t%ds\ncreated:\t%s\n", p.ID, p.Name, p.Config.IdleTimeout, fmtTime(p.CreatedAt))
+	fmt.Fprintf(w, "id:\t%s\nname:\t%s\ntenant:\t%s\nidle_timeout:\t%ds\ncreated:\t%s\n", p.ID, p.Name, p.TenantID, p.Config.IdleTimeout, fmtTime(p.CreatedAt))
 }
 
-func listProjects(c *client, _ []string) error {
+func listProjects(c *client, tenant string) error {
+	q := url.Values{"limit": {"1000"}}
+	if tenant != "" {
+		q.Set("tenant", tenant)
+	}
 	var r struct {
 		Projects []store.Project `json:"projects"`
 	}
-	if err := c.do("GET", "/api/v1/projects?limit=1000", nil, &r); err != nil {
+	if err := c.do("GET", "/api/v1/projects?"+q.Encode(), nil, &r); err != nil {
 		return err
 	}
 	return c.print(r, func(w *tabwriter.Writer) {
-		fmt.Fprintln(w, "ID\tNAME\tIDLE TIMEOUT\tCREATED")
+		fmt.Fprintln(w, "ID\tNAME\tTENANT\tIDLE TIMEOUT\tCREATED")
 		for _, p := range r.Projects {
-			fmt.Fprintf(w, "%s\t%s\t%ds\t%s\n", p.ID, p.Name, p.Config.IdleTimeout, fmtTime(p.CreatedAt))
+			fmt.Fprintf(w, "%s\t%s\t%s\t%ds\t%s\n", p.ID, p.Name, p.TenantID, p.Config.IdleTimeout, fmtTime(p.CreatedAt))
 		}
 	})
 }

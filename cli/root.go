@@ -50,6 +50,8 @@ func newRoot() *cobra.Command {
 		newRole(g),
 		newOperations(g),
 		newUsage(g),
+		newTenant(g),
+		newAPIKey(g),
 	)
 	return root
 }

@@ -34,11 +34,17 @@ func newUsage(g *globals) *cobra.Command {
 }
 
 func billingReport(c *client, q url.Values) error {
+	return usageReport(c, "/api/v1/usage", q)
+}
+
+// usageReport prints a per-project report: the daemon's (/api/v1/usage) or
+// one tenant's (/api/v1/tenants/{id}/usage).
+func usageReport(c *client, path string, q url.Values) error {
 	var r struct {
 		Projects []usage.Line `json:"projects"`
 		Total    usage.Line   `json:"total"`
 	}
-	if err := c.do("GET", "/api/v1/usage?"+q.Encode(), nil, &r); err != nil {
+	if err := c.do("GET", path+"?"+q.Encode(), nil, &r); err != nil {
 		return err
 	}
 	return c.print(r, func(w *tabwriter.Writer) {
