@@ -18,6 +18,7 @@ import (
 	"github.com/serverlessd/serverlessd/compute"
 	"github.com/serverlessd/serverlessd/compute/local"
 	"github.com/serverlessd/serverlessd/config"
+	"github.com/serverlessd/serverlessd/machine"
 	"github.com/serverlessd/serverlessd/metrics"
 	"github.com/serverlessd/serverlessd/proxy"
 	"github.com/serverlessd/serverlessd/scheduler"
@@ -146,7 +147,7 @@ func open(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemon, er
 	}
 	met := metrics.New(cfg.Metrics.PerProjectLabels)
 	mgr := compute.New(compute.Options{Store: st, Driver: drv, Node: cfg.NodeName, Logger: log, Metrics: met,
-		DefaultSpec: defaultSpec(cfg)})
+		DefaultSpec: defaultSpec(cfg), MemoryBudget: memoryBudget(cfg, log)})
 	if err := mgr.Reconcile(ctx); err != nil {
 		st.Close()
 		return nil, err
@@ -218,6 +219,17 @@ func openDriver(cfg config.Config, log *slog.Logger) (compute.Driver, error) {
 }
 
 // defaultSpec is what a new compute runs with when its request names none.
+// memoryBudget is the local node's memory budget for its computes; a
+// Kubernetes cluster schedules its own Pods.
+func memoryBudget(cfg config.Config, log *slog.Logger) int64 {
+	if cfg.Compute.Driver != "local" {
+		return 0
+	}
+	n, _ := cfg.Compute.Local.MemoryBudget(machine.Memory()) // validated with the config
+	log.Info("node memory budget for computes", "component", "compute", "bytes", n)
+	return n
+}
+
 func defaultSpec(cfg config.Config) store.ComputeSpec {
 	if cfg.Compute.Driver == "kubernetes" {
 		k := cfg.Kubernetes

@@ -16,6 +16,8 @@ type WakeResult struct {
 	// that its own connection limit always leaves the daemon room; 0 when
 	// the driver does not say.
 	MaxClients int `json:"max_clients,omitempty"`
+
+	memory int64 // the compute's memory, for the node's budget
 }
 
 // Activity is a compute's live usage: open proxied connections, bytes

@@ -54,11 +54,29 @@ func (m *Manager) Create(ctx context.Context, projectID string, spec store.Compu
 		m.markFailed(ctx, c, err)
 		return c, op, err
 	}
-	if _, err := m.start(ctx, c, ReasonAPI); err != nil {
+	if _, err := m.startInBudget(ctx, c, ReasonAPI); errors.Is(err, ErrNodeFull) {
+		// Provisioned but with no room to run: a whole compute, suspended,
+		// that the next wake starts once there is room.
+		c.State = store.StateSuspended
+		if uerr := m.st.UpdateCompute(ctx, c, store.StateCreating); uerr != nil {
+			return c, op, errors.Join(err, uerr)
+		}
+		return c, op, err
+	} else if err != nil {
 		return c, op, err
 	}
 	c, err = m.st.GetCompute(ctx, c.ID)
 	return c, op, err
+}
+
+// startInBudget starts c once the node's memory budget has room for it.
+func (m *Manager) startInBudget(ctx context.Context, c *store.Compute, reason string) (WakeResult, error) {
+	release, err := m.reserve(ctx, c)
+	if err != nil {
+		return WakeResult{}, err
+	}
+	defer release()
+	return m.start(ctx, c, reason)
 }
 
 // Resume starts a suspended or failed compute and returns it with the start
@@ -135,6 +153,11 @@ func (m *Manager) Suspend(ctx context.Context, computeID, reason string) (*store
 // again after new wakes have been turned to the slow path, so that a login
 // that got the address a moment before cannot be cut by the suspend.
 func (m *Manager) SuspendIfIdle(ctx context.Context, computeID string, idleSince time.Time) (bool, error) {
+	return m.SuspendIfIdleFor(ctx, computeID, idleSince, ReasonIdle)
+}
+
+// SuspendIfIdleFor is SuspendIfIdle with the suspend's reason.
+func (m *Manager) SuspendIfIdleFor(ctx context.Context, computeID string, idleSince time.Time, reason string) (bool, error) {
 	unlock := m.lock(computeID)
 	defer unlock()
 	c, err := m.st.GetCompute(ctx, computeID)
@@ -146,7 +169,7 @@ func (m *Manager) SuspendIfIdle(ctx context.Context, computeID string, idleSince
 		m.setWarm(c)
 		return false, nil
 	}
-	_, _, err = m.suspendLocked(ctx, c, ReasonIdle)
+	_, _, err = m.suspendLocked(ctx, c, reason)
 	return err == nil, err
 }
 

@@ -45,6 +45,10 @@ type Options struct {
 	DefaultSpec store.ComputeSpec
 	// Metrics may be nil.
 	Metrics *metrics.Metrics
+	// MemoryBudget bounds the memory of the computes this daemon runs at
+	// once, in bytes: a start that does not fit first suspends the least
+	// recently used idle computes, then fails with ErrNodeFull. 0: none.
+	MemoryBudget int64
 }
 
 // Manager owns every compute's lifecycle in this daemon.
@@ -66,6 +70,9 @@ type Manager struct {
 	retiredIn, retiredOut int64
 
 	detach Detacher // nil until SetDetacher
+
+	budget   int64 // MemoryBudget
+	reserved int64 // memory held for starts in progress
 }
 
 // Detacher moves the client sessions of a compute about to stop off their
@@ -117,6 +124,7 @@ func New(opts Options) *Manager {
 		locks:    map[string]*sync.Mutex{},
 		warm:     map[string]WakeResult{},
 		activity: map[string]*Activity{},
+		budget:   opts.MemoryBudget,
 	}
 	m.drv.SetExitHandler(m.onExit)
 	return m
@@ -203,7 +211,7 @@ func (m *Manager) ensureActive(ctx context.Context, computeID, reason string) (W
 			m.setWarm(c)
 			return m.resultOf(c, false), nil
 		case store.StateSuspended, store.StateFailed, store.StateCreating:
-			res, err := m.start(ctx, c, reason)
+			res, err := m.startInBudget(ctx, c, reason)
 			if errors.Is(err, errLostRace) {
 				continue // another daemon is starting it: wait for active
 			}
@@ -252,7 +260,7 @@ func (m *Manager) dropWarm(c *store.Compute) {
 }
 
 func (m *Manager) resultOf(c *store.Compute, cold bool) WakeResult {
-	res := WakeResult{Address: c.Address, ComputeID: c.ID, ProjectID: c.ProjectID, ColdStart: cold}
+	res := WakeResult{Address: c.Address, ComputeID: c.ID, ProjectID: c.ProjectID, ColdStart: cold, memory: memoryOf(c.Spec)}
 	if cl, ok := m.drv.(clientLimiter); ok {
 		res.MaxClients = cl.MaxClients(c.Spec)
 	}

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/serverlessd/serverlessd/quantity"
 )
 
 // Config is the whole daemon configuration. The mapstructure tags are the
@@ -131,6 +133,25 @@ type Local struct {
 	// UIDRange is "first-last": the uids computes run as when the daemon
 	// is root, one per compute.
 	UIDRange string `mapstructure:"uid_range"`
+	// MaxMemory bounds the memory of the computes running on this node at
+	// once (a quantity, "12Gi"); empty means 80% of the machine's memory.
+	MaxMemory string `mapstructure:"max_memory"`
+}
+
+// MemoryBudget is MaxMemory in bytes, or machineMemory*8/10 when it is
+// empty; 0 means no budget.
+func (l Local) MemoryBudget(machineMemory int64) (int64, error) {
+	if l.MaxMemory == "" {
+		return machineMemory / 10 * 8, nil
+	}
+	n, err := quantity.Units(l.MaxMemory)
+	if err != nil {
+		return 0, err
+	}
+	if n <= 0 {
+		return 0, fmt.Errorf("%q must be positive", l.MaxMemory)
+	}
+	return n, nil
 }
 
 // UIDs parses UIDRange.
@@ -282,6 +303,9 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := c.Compute.Local.UIDs(); err != nil {
 		bad("compute.local.uid_range", "%v", err)
+	}
+	if _, err := c.Compute.Local.MemoryBudget(0); err != nil {
+		bad("compute.local.max_memory", "%v", err)
 	}
 	if c.Scheduler.Interval < 100*time.Millisecond {
 		bad("scheduler.interval", "must be at least 100ms, got %s", c.Scheduler.Interval)

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-sql-driver/mysql"
 )
@@ -129,4 +130,39 @@ func TestConnectionQuota(t *testing.T) {
 		t.Fatalf("after raising the quota: %v", err)
 	}
 	c.Close()
+}
+
+// TestNodeMemoryBudget logs in with the mariadb client to a suspended
+// project on a node whose budget holds three 128Mi computes, all running
+// and idle: the least recently used one is suspended and the login works.
+func TestNodeMemoryBudget(t *testing.T) {
+	d := startDaemon(t, "", "SERVERLESSD_COMPUTE_LOCAL_MAX_MEMORY=448Mi")
+	ps := make([]projectOut, 4)
+	for i, name := range []string{"one", "two", "three", "four"} {
+		if i == 3 {
+			time.Sleep(1100 * time.Millisecond) // one, two and three idle
+		}
+		if st := d.postJSON(t, "/api/v1/projects", `{"name":"`+name+`"}`, &ps[i]); st != 201 {
+			t.Fatalf("create %s: %d", name, st)
+		}
+		var c computeOut
+		if st := d.postJSON(t, "/api/v1/projects/"+name+"/compute", `{"config":{"resources":{"memory":"128Mi"}}}`, &c); st != 201 {
+			t.Fatalf("create the compute of %s: %d %+v", name, st, c)
+		}
+	}
+	if s := d.computeState("one"); s != "suspended" {
+		t.Fatalf("one is %s after four started, want suspended (least recently used)", s)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	if o, err := d.mariadb(t, ps[0].Role.MySQLUser, ps[0].Role.Password, "-e", "SELECT 1"); err != nil || o != "1" {
+		t.Fatalf("login to one on a full node: %v %q", err, o)
+	}
+	if s := d.computeState("two"); s != "suspended" {
+		t.Fatalf("two is %s after one woke, want suspended (least recently used)", s)
+	}
+	for _, name := range []string{"one", "three", "four"} {
+		if s := d.computeState(name); s != "active" {
+			t.Errorf("%s is %s, want active", name, s)
+		}
+	}
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"runtime"
 
+	"github.com/serverlessd/serverlessd/machine"
 	"github.com/serverlessd/serverlessd/quantity"
 )
 
@@ -64,7 +65,7 @@ func (l Limits) resolve(nodeLocal bool) resourceLimits {
 	if r.memory.Max == 0 {
 		r.memory.Max, r.memory.MaxIs = sharedMaxMemory, ""
 		// Whole MiB, so that the message shows it as a quantity users write.
-		if mem := machineMemory() / (1 << 20) * (1 << 20); nodeLocal && mem > 0 {
+		if mem := machine.Memory() / (1 << 20) * (1 << 20); nodeLocal && mem > 0 {
 			r.memory.Max, r.memory.MaxIs = mem, "this machine's memory"
 		}
 	}

@@ -1,4 +1,4 @@
-package server
+package machine
 
 import (
 	"os"
@@ -8,10 +8,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// machineMemory is the memory the daemon's computes can use: the machine's
+// Memory is the memory the daemon's computes can use: the machine's
 // RAM, or the daemon's cgroup (v2) limit when lower, since the local
 // driver's mariadbd processes run in the daemon's cgroup. 0 means unknown.
-func machineMemory() int64 {
+func Memory() int64 {
 	var si unix.Sysinfo_t
 	if err := unix.Sysinfo(&si); err != nil {
 		return 0
