@@ -72,6 +72,25 @@ func TestTenantLogins(t *testing.T) {
 	if err != nil || o != "" {
 		t.Fatalf("the default tenant's shop by name: %v %q (it must not see team-a's database)", err, o)
 	}
+	// An API key works once created and never reaches the log.
+	var key struct {
+		Key string `json:"key"`
+	}
+	if st := d.postJSON(t, "/api/v1/tenants/team-a/api_keys", `{"name":"ci","scope":"tenant"}`, &key); st != 201 || key.Key == "" {
+		t.Fatalf("create an API key: %d", st)
+	}
+	req, _ := http.NewRequest("GET", "http://"+d.api+"/api/v1/projects/shop", nil)
+	req.Header.Set("Authorization", "Bearer "+key.Key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET team-a's shop with its key: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	for _, secret := range []string{key.Key, a.Role.Password, def.Role.Password} {
+		if strings.Contains(d.log.String(), secret) {
+			t.Errorf("the daemon's log holds a secret (an API key or a password)")
+		}
+	}
 	for _, bad := range []struct{ user, pw string }{
 		{a.Role.MySQLUser, def.Role.Password}, // the other project's password
 		{"shop.root", a.Role.Password},        // a name finds the default tenant's only
