@@ -21,6 +21,7 @@ import (
 	"github.com/serverlessd/serverlessd/machine"
 	"github.com/serverlessd/serverlessd/metrics"
 	"github.com/serverlessd/serverlessd/proxy"
+	"github.com/serverlessd/serverlessd/quota"
 	"github.com/serverlessd/serverlessd/scheduler"
 	"github.com/serverlessd/serverlessd/server"
 	"github.com/serverlessd/serverlessd/store"
@@ -146,8 +147,9 @@ func open(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemon, er
 		return nil, err
 	}
 	met := metrics.New(cfg.Metrics.PerProjectLabels)
+	quotas := &quota.Checker{Store: st}
 	mgr := compute.New(compute.Options{Store: st, Driver: drv, Node: cfg.NodeName, Logger: log, Metrics: met,
-		DefaultSpec: defaultSpec(cfg), MemoryBudget: memoryBudget(cfg, log)})
+		DefaultSpec: defaultSpec(cfg), MemoryBudget: memoryBudget(cfg, log), Quotas: quotas})
 	if err := mgr.Reconcile(ctx); err != nil {
 		st.Close()
 		return nil, err
@@ -166,7 +168,7 @@ func open(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemon, er
 		Metrics: &server.Metrics{Full: met.Handler(), Public: met.PublicHandler()},
 	})
 	sched := scheduler.New(scheduler.Options{Store: st, Manager: mgr, Interval: cfg.Scheduler.Interval,
-		StorageInterval: cfg.Scheduler.StorageInterval, Metrics: met, Logger: log})
+		StorageInterval: cfg.Scheduler.StorageInterval, Metrics: met, Logger: log, Spent: quotas.Spent})
 	return &daemon{cfg: cfg, log: log, store: st, mgr: mgr, api: api, proxy: px, sched: sched}, nil
 }
 

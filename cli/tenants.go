@@ -41,13 +41,16 @@ func tenantPath(t string) string { return "/api/v1/tenants/" + url.PathEscape(t)
 // quotaFlags are a tenant's quota flags, shared by create and update.
 type quotaFlags struct {
 	maxProjects, maxConnections int
-	maxMemory                   string
+	maxMemory, maxActiveMemory  string
+	secondsPerMonth             int64
 }
 
 func (q *quotaFlags) register(cmd *cobra.Command) {
 	cmd.Flags().IntVar(&q.maxProjects, "max-projects", 0, "most projects the tenant may have (0 = no limit)")
 	cmd.Flags().StringVar(&q.maxMemory, "max-compute-memory", "", `most memory one compute may have, e.g. 2Gi ("" = no limit)`)
 	cmd.Flags().IntVar(&q.maxConnections, "max-connections-per-project", 0, "most client connections per project (0 = no limit)")
+	cmd.Flags().StringVar(&q.maxActiveMemory, "max-active-memory", "", `most memory of the tenant's computes running at once, e.g. 4Gi ("" = no limit)`)
+	cmd.Flags().Int64Var(&q.secondsPerMonth, "compute-seconds-per-month", 0, "most compute-seconds in a calendar month, UTC (0 = no limit)")
 }
 
 // body returns the quotas whose flags were given, or nil when none was:
@@ -62,6 +65,12 @@ func (q *quotaFlags) body(cmd *cobra.Command) map[string]any {
 	}
 	if cmd.Flags().Changed("max-connections-per-project") {
 		m["max_connections_per_project"] = q.maxConnections
+	}
+	if cmd.Flags().Changed("max-active-memory") {
+		m["max_active_memory"] = q.maxActiveMemory
+	}
+	if cmd.Flags().Changed("compute-seconds-per-month") {
+		m["compute_seconds_per_month"] = q.secondsPerMonth
 	}
 	if len(m) == 0 {
 		return nil
@@ -100,7 +109,7 @@ func newTenant(g *globals) *cobra.Command {
 			body["quotas"] = q
 		}
 		if len(body) == 0 {
-			return errors.New("nothing to update: give --name, --max-projects, --max-compute-memory or --max-connections-per-project")
+			return errors.New("nothing to update: give --name or a quota flag (see --help)")
 		}
 		return show(c, tenantPath(a[0]), "PATCH", body)
 	})
@@ -155,8 +164,9 @@ func newTenant(g *globals) *cobra.Command {
 
 func tenantTable(w *tabwriter.Writer, t store.Tenant) {
 	q := t.Quotas
-	fmt.Fprintf(w, "id:\t%s\nname:\t%s\nmax_projects:\t%s\nmax_compute_memory:\t%s\nmax_connections_per_project:\t%s\ncreated:\t%s\nupdated:\t%s\n",
-		t.ID, t.Name, limit(q.MaxProjects), limitStr(q.MaxComputeMemory), limit(q.MaxConnectionsPerProject), fmtTime(t.CreatedAt), fmtTime(t.UpdatedAt))
+	fmt.Fprintf(w, "id:\t%s\nname:\t%s\nmax_projects:\t%s\nmax_compute_memory:\t%s\nmax_connections_per_project:\t%s\nmax_active_memory:\t%s\ncompute_seconds_per_month:\t%s\ncreated:\t%s\nupdated:\t%s\n",
+		t.ID, t.Name, limit(q.MaxProjects), limitStr(q.MaxComputeMemory), limit(q.MaxConnectionsPerProject),
+		limitStr(q.MaxActiveMemory), limit(int(q.ComputeSecondsPerMonth)), fmtTime(t.CreatedAt), fmtTime(t.UpdatedAt))
 }
 
 // limit renders a quota, where 0 means none.

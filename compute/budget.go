@@ -15,6 +15,38 @@ import (
 // even after suspending every idle compute that could make room.
 var ErrNodeFull = errors.New("the node is full")
 
+// QuotaError is a start refused by a tenant quota. Its message names the
+// quota and how to raise it, and is safe to show the client.
+type QuotaError struct{ Msg string }
+
+func (e *QuotaError) Error() string { return e.Msg }
+
+// StartChecker may refuse a compute's start for its tenant's quotas,
+// before any room is made for it.
+type StartChecker interface {
+	// CheckStart gets the compute and the memory (bytes) of the computes
+	// this daemon runs, by project id; it returns a *QuotaError to refuse.
+	CheckStart(ctx context.Context, c *store.Compute, running map[string]int64) error
+}
+
+// checkStart runs the StartChecker, if any.
+func (m *Manager) checkStart(ctx context.Context, c *store.Compute) error {
+	if m.quotas == nil {
+		return nil
+	}
+	m.mu.Lock()
+	running := make(map[string]int64, len(m.warm))
+	for p, w := range m.warm {
+		running[p] = w.memory
+	}
+	m.mu.Unlock()
+	return m.quotas.CheckStart(ctx, c, running)
+}
+
+// MemoryOf is the memory a compute's spec asks for, in bytes; 0 when it
+// names none or cannot be read.
+func MemoryOf(spec store.ComputeSpec) int64 { return memoryOf(spec) }
+
 // ReasonMemory is the operation reason of a suspend that makes room for
 // another compute's start.
 const ReasonMemory = "memory"

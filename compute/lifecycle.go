@@ -54,7 +54,8 @@ func (m *Manager) Create(ctx context.Context, projectID string, spec store.Compu
 		m.markFailed(ctx, c, err)
 		return c, op, err
 	}
-	if _, err := m.startInBudget(ctx, c, ReasonAPI); errors.Is(err, ErrNodeFull) {
+	var qe *QuotaError
+	if _, err := m.startInBudget(ctx, c, ReasonAPI); errors.Is(err, ErrNodeFull) || errors.As(err, &qe) {
 		// Provisioned but with no room to run: a whole compute, suspended,
 		// that the next wake starts once there is room.
 		c.State = store.StateSuspended
@@ -71,6 +72,9 @@ func (m *Manager) Create(ctx context.Context, projectID string, spec store.Compu
 
 // startInBudget starts c once the node's memory budget has room for it.
 func (m *Manager) startInBudget(ctx context.Context, c *store.Compute, reason string) (WakeResult, error) {
+	if err := m.checkStart(ctx, c); err != nil {
+		return WakeResult{}, err
+	}
 	release, err := m.reserve(ctx, c)
 	if err != nil {
 		return WakeResult{}, err

@@ -49,6 +49,8 @@ type Options struct {
 	// once, in bytes: a start that does not fit first suspends the least
 	// recently used idle computes, then fails with ErrNodeFull. 0: none.
 	MemoryBudget int64
+	// Quotas, when set, may refuse a start for its tenant's quotas.
+	Quotas StartChecker
 }
 
 // Manager owns every compute's lifecycle in this daemon.
@@ -73,6 +75,7 @@ type Manager struct {
 
 	budget   int64 // MemoryBudget
 	reserved int64 // memory held for starts in progress
+	quotas   StartChecker
 }
 
 // Detacher moves the client sessions of a compute about to stop off their
@@ -125,6 +128,7 @@ func New(opts Options) *Manager {
 		warm:     map[string]WakeResult{},
 		activity: map[string]*Activity{},
 		budget:   opts.MemoryBudget,
+		quotas:   opts.Quotas,
 	}
 	m.drv.SetExitHandler(m.onExit)
 	return m

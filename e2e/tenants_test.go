@@ -185,3 +185,65 @@ func TestNodeMemoryBudget(t *testing.T) {
 		}
 	}
 }
+
+// TestActiveMemoryQuota refuses a start past the tenant's
+// max_active_memory: 429 on the API, MySQL error 1226 naming the quota at
+// login; once the other compute suspends, the login works.
+func TestActiveMemoryQuota(t *testing.T) {
+	d := startDaemon(t, "")
+	d.postJSON(t, "/api/v1/tenants", `{"name":"team-a","quotas":{"max_active_memory":"128Mi"}}`, &struct{}{})
+	ps := make([]projectOut, 2)
+	for i, name := range []string{"one", "two"} {
+		if st := d.postJSON(t, "/api/v1/projects", `{"name":"`+name+`","tenant":"team-a"}`, &ps[i]); st != 201 {
+			t.Fatalf("create %s: %d", name, st)
+		}
+	}
+	var c computeOut
+	if st := d.postJSON(t, "/api/v1/projects/"+ps[0].Project.ID+"/compute", `{"config":{"resources":{"memory":"128Mi"}}}`, &c); st != 201 {
+		t.Fatalf("create one's compute: %d", st)
+	}
+	one := c.Compute.ID
+	var refusal struct {
+		Error struct{ Code, Message string } `json:"error"`
+	}
+	if st := d.postJSON(t, "/api/v1/projects/"+ps[1].Project.ID+"/compute", `{"config":{"resources":{"memory":"128Mi"}}}`, &refusal); st != 429 ||
+		refusal.Error.Code != "quota_exceeded" || !strings.Contains(refusal.Error.Message, "max_active_memory 128Mi") {
+		t.Fatalf("create two's compute over the quota: %d %+v", st, refusal)
+	}
+	if s := d.computeState(ps[1].Project.ID); s != "suspended" {
+		t.Fatalf("two's refused compute is %q, want suspended (whole, not half-created)", s)
+	}
+	o, err := d.mariadb(t, ps[1].Role.MySQLUser, ps[1].Role.Password, "-e", "SELECT 1")
+	if err == nil || !strings.Contains(o, "1226") || !strings.Contains(o, "max_active_memory") {
+		t.Fatalf("login to two over the quota: %v %q, want ERROR 1226 naming the quota", err, o)
+	}
+	if st := d.postJSON(t, "/api/v1/projects/"+ps[0].Project.ID+"/compute/"+one+"/suspend", "", &c); st != 200 {
+		t.Fatalf("suspend one: %d", st)
+	}
+	if o, err := d.mariadb(t, ps[1].Role.MySQLUser, ps[1].Role.Password, "-e", "SELECT 1"); err != nil || o != "1" {
+		t.Fatalf("login to two once one sleeps: %v %q", err, o)
+	}
+}
+
+// TestMonthlyQuota spends a tenant's compute_seconds_per_month: the
+// compute, though its idle timeout is "never", suspends at its next idle
+// point, and a login then gets MySQL error 1226 naming the quota.
+func TestMonthlyQuota(t *testing.T) {
+	d := startDaemon(t, "", "SERVERLESSD_SCHEDULER_INTERVAL=200ms")
+	d.postJSON(t, "/api/v1/tenants", `{"name":"team-a","quotas":{"compute_seconds_per_month":2}}`, &struct{}{})
+	var p projectOut
+	if st := d.postJSON(t, "/api/v1/projects", `{"name":"one","tenant":"team-a","config":{"idle_timeout":0}}`, &p); st != 201 {
+		t.Fatalf("create project: %d", st)
+	}
+	if st := d.postJSON(t, "/api/v1/projects/"+p.Project.ID+"/compute", `{"config":{"resources":{"memory":"128Mi"}}}`, &struct{}{}); st != 201 {
+		t.Fatalf("create compute: %d", st)
+	}
+	if o, err := d.mariadb(t, p.Role.MySQLUser, p.Role.Password, "-e", "SELECT 1"); err != nil || o != "1" {
+		t.Fatalf("login within the quota: %v %q", err, o)
+	}
+	d.waitState(t, p.Project.ID, "suspended", 20*time.Second)
+	o, err := d.mariadb(t, p.Role.MySQLUser, p.Role.Password, "-e", "SELECT 1")
+	if err == nil || !strings.Contains(o, "1226") || !strings.Contains(o, "compute_seconds_per_month is 2") {
+		t.Fatalf("login with the quota spent: %v %q, want ERROR 1226 naming the quota", err, o)
+	}
+}

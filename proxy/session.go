@@ -283,6 +283,10 @@ func (ss *session) wake() (compute.WakeResult, error) {
 	defer cancel()
 	t0 := time.Now()
 	res, err := ss.s.waker.Wake(ctx, ss.projectID)
+	var qe *compute.QuotaError
+	if errors.As(err, &qe) {
+		return res, refuse(CountWakeFailed, mysql.ER_USER_LIMIT_REACHED, "serverlessd: "+qe.Msg, err)
+	}
 	if errors.Is(err, compute.ErrNodeFull) {
 		return res, refuse(CountWakeFailed, mysql.ER_OUT_OF_RESOURCES, fmt.Sprintf(
 			"serverlessd: the node is full: no room to start the database of project %q while the other databases are busy; try again in a moment", clip(ss.project, 64)), err)

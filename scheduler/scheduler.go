@@ -24,10 +24,16 @@ type Options struct {
 	StorageInterval time.Duration
 	Metrics         *metrics.Metrics
 	Logger          *slog.Logger
+	// Spent, when set, reports whether a project's tenant has used up a
+	// quota that keeps its computes down (compute-seconds this month):
+	// such a compute suspends at its next idle point, one interval without
+	// commands, whatever its idle timeout.
+	Spent func(ctx context.Context, projectID string) bool
 }
 
 // Scheduler suspends idle computes.
 type Scheduler struct {
+	spent    func(ctx context.Context, projectID string) bool
 	st       store.Store
 	mgr      *compute.Manager
 	interval time.Duration
@@ -43,7 +49,7 @@ type Scheduler struct {
 func New(opts Options) *Scheduler {
 	return &Scheduler{
 		st: opts.Store, mgr: opts.Manager, interval: opts.Interval, storage: opts.StorageInterval, met: opts.Metrics,
-		log: opts.Logger.With("component", "scheduler"), postponed: map[string]bool{},
+		log: opts.Logger.With("component", "scheduler"), postponed: map[string]bool{}, spent: opts.Spent,
 	}
 }
 
@@ -176,6 +182,9 @@ func (s *Scheduler) idle(ctx context.Context, w compute.WakeResult, now time.Tim
 		return
 	}
 	timeout := time.Duration(p.Config.IdleTimeout) * time.Second
+	if s.spent != nil && s.spent(ctx, w.ProjectID) && (timeout == 0 || timeout > s.interval) {
+		timeout = s.interval
+	}
 	if timeout == 0 {
 		return // 0 means never suspend
 	}

@@ -50,6 +50,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var br badRequest
 	var fb forbidden
 	var quota quotaError
+	var startQuota *compute.QuotaError
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &fb):
@@ -60,6 +61,8 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("the request body is over %d bytes", maxBody))
 	case errors.As(err, &br), errors.Is(err, compute.ErrInvalidRole):
 		writeError(w, http.StatusBadRequest, "invalid", err.Error())
+	case errors.As(err, &startQuota):
+		writeError(w, http.StatusTooManyRequests, "quota_exceeded", startQuota.Msg)
 	case errors.Is(err, compute.ErrNodeFull):
 		writeError(w, http.StatusServiceUnavailable, "node_full", err.Error()+"; suspend a compute or raise compute.local.max_memory")
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, compute.ErrNoCompute):

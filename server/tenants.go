@@ -16,10 +16,16 @@ type quotasInput struct {
 	MaxProjects              *int    `json:"max_projects"`
 	MaxComputeMemory         *string `json:"max_compute_memory"`
 	MaxConnectionsPerProject *int    `json:"max_connections_per_project"`
+	MaxActiveMemory          *string `json:"max_active_memory"`
+	ComputeSecondsPerMonth   *int64  `json:"compute_seconds_per_month"`
 }
 
-// maxProjectsQuota bounds max_projects to catch unit mistakes.
-const maxProjectsQuota = 1_000_000
+// Bounds that catch unit mistakes: a million projects, a thousand years
+// of compute-seconds a month.
+const (
+	maxProjectsQuota = 1_000_000
+	maxSecondsQuota  = 1000 * 365 * 24 * 3600 / 12
+)
 
 func (in *quotasInput) apply(q *store.TenantQuotas) error {
 	if in == nil {
@@ -31,14 +37,27 @@ func (in *quotasInput) apply(q *store.TenantQuotas) error {
 	if v := in.MaxConnectionsPerProject; v != nil && (*v < 0 || *v > maxProjectConnections) {
 		return invalid("quotas.max_connections_per_project must be between 0 (no limit) and %d, got %d", maxProjectConnections, *v)
 	}
-	if v := in.MaxComputeMemory; v != nil && *v != "" {
-		if _, err := quantity.Parse(*v); err != nil {
-			return invalid("quotas.max_compute_memory: %v", err)
+	for _, f := range []struct {
+		name string
+		v    *string
+	}{{"max_compute_memory", in.MaxComputeMemory}, {"max_active_memory", in.MaxActiveMemory}} {
+		if f.v == nil || *f.v == "" {
+			continue
 		}
+		if _, err := quantity.Units(*f.v); err != nil || len(*f.v) > 64 {
+			return invalid("quotas.%s must be a quantity like 2Gi, got %q", f.name, *f.v)
+		}
+	}
+	if v := in.ComputeSecondsPerMonth; v != nil && (*v < 0 || *v > maxSecondsQuota) {
+		return invalid("quotas.compute_seconds_per_month must be between 0 (no limit) and %d, got %d", int64(maxSecondsQuota), *v)
 	}
 	setInt(&q.MaxProjects, in.MaxProjects)
 	setInt(&q.MaxConnectionsPerProject, in.MaxConnectionsPerProject)
 	setString(&q.MaxComputeMemory, in.MaxComputeMemory)
+	setString(&q.MaxActiveMemory, in.MaxActiveMemory)
+	if in.ComputeSecondsPerMonth != nil {
+		q.ComputeSecondsPerMonth = *in.ComputeSecondsPerMonth
+	}
 	return nil
 }
 

@@ -121,21 +121,10 @@ func (s *Server) tenantUsage(w http.ResponseWriter, r *http.Request) {
 
 // tenantReport writes the report of the tenant's current projects.
 func (s *Server) tenantReport(w http.ResponseWriter, r *http.Request, tenantID string) {
-	ids := map[string]bool{}
-	page := store.Page{Limit: 1000}
-	for {
-		list, err := s.st.ListProjects(r.Context(), tenantID, page)
-		if err != nil {
-			s.fail(w, r, err)
-			return
-		}
-		for _, p := range list {
-			ids[p.ID] = true
-		}
-		if len(list) < page.Limit {
-			break
-		}
-		page.After = list[len(list)-1].ID
+	ids, err := store.ProjectIDsOf(r.Context(), s.st, tenantID)
+	if err != nil {
+		s.fail(w, r, err)
+		return
 	}
 	s.report(w, r, ids)
 }

@@ -97,6 +97,13 @@ type TenantQuotas struct {
 	MaxComputeMemory string `json:"max_compute_memory,omitempty"`
 	// MaxConnectionsPerProject caps each project's client connections.
 	MaxConnectionsPerProject int `json:"max_connections_per_project,omitempty"`
+	// MaxActiveMemory caps the memory of the tenant's computes running at
+	// once (a quantity); a start past it is refused.
+	MaxActiveMemory string `json:"max_active_memory,omitempty"`
+	// ComputeSecondsPerMonth caps the compute-seconds of the tenant's
+	// projects in a calendar month (UTC); once spent, starts are refused
+	// until the month ends or the quota is raised.
+	ComputeSecondsPerMonth int64 `json:"compute_seconds_per_month,omitempty"`
 }
 
 // API key scopes.
@@ -369,6 +376,26 @@ type Store interface {
 	// Ping checks that the store answers (for /readyz).
 	Ping(ctx context.Context) error
 	Close() error
+}
+
+// ProjectIDsOf returns the set of a tenant's project ids, read a page at a
+// time.
+func ProjectIDsOf(ctx context.Context, s Store, tenantID string) (map[string]bool, error) {
+	ids := map[string]bool{}
+	page := Page{Limit: 1000}
+	for {
+		list, err := s.ListProjects(ctx, tenantID, page)
+		if err != nil {
+			return nil, fmt.Errorf("projects of tenant %s: %w", tenantID, err)
+		}
+		for _, p := range list {
+			ids[p.ID] = true
+		}
+		if len(list) < page.Limit {
+			return ids, nil
+		}
+		page.After = list[len(list)-1].ID
+	}
 }
 
 // NewID returns a random id with the given prefix, e.g. "prj_3kq8...". The
