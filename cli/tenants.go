@@ -42,6 +42,7 @@ func tenantPath(t string) string { return "/api/v1/tenants/" + url.PathEscape(t)
 type quotaFlags struct {
 	maxProjects, maxConnections int
 	maxMemory, maxActiveMemory  string
+	maxStorage                  string
 	secondsPerMonth             int64
 }
 
@@ -50,6 +51,7 @@ func (q *quotaFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&q.maxMemory, "max-compute-memory", "", `most memory one compute may have, e.g. 2Gi ("" = no limit)`)
 	cmd.Flags().IntVar(&q.maxConnections, "max-connections-per-project", 0, "most client connections per project (0 = no limit)")
 	cmd.Flags().StringVar(&q.maxActiveMemory, "max-active-memory", "", `most memory of the tenant's computes running at once, e.g. 4Gi ("" = no limit)`)
+	cmd.Flags().StringVar(&q.maxStorage, "max-storage", "", `most storage of each project, e.g. 20Gi ("" = no limit)`)
 	cmd.Flags().Int64Var(&q.secondsPerMonth, "compute-seconds-per-month", 0, "most compute-seconds in a calendar month, UTC (0 = no limit)")
 }
 
@@ -68,6 +70,9 @@ func (q *quotaFlags) body(cmd *cobra.Command) map[string]any {
 	}
 	if cmd.Flags().Changed("max-active-memory") {
 		m["max_active_memory"] = q.maxActiveMemory
+	}
+	if cmd.Flags().Changed("max-storage") {
+		m["max_storage"] = q.maxStorage
 	}
 	if cmd.Flags().Changed("compute-seconds-per-month") {
 		m["compute_seconds_per_month"] = q.secondsPerMonth
@@ -164,9 +169,9 @@ func newTenant(g *globals) *cobra.Command {
 
 func tenantTable(w *tabwriter.Writer, t store.Tenant) {
 	q := t.Quotas
-	fmt.Fprintf(w, "id:\t%s\nname:\t%s\nmax_projects:\t%s\nmax_compute_memory:\t%s\nmax_connections_per_project:\t%s\nmax_active_memory:\t%s\ncompute_seconds_per_month:\t%s\ncreated:\t%s\nupdated:\t%s\n",
+	fmt.Fprintf(w, "id:\t%s\nname:\t%s\nmax_projects:\t%s\nmax_compute_memory:\t%s\nmax_connections_per_project:\t%s\nmax_active_memory:\t%s\nmax_storage:\t%s\ncompute_seconds_per_month:\t%s\ncreated:\t%s\nupdated:\t%s\n",
 		t.ID, t.Name, limit(q.MaxProjects), limitStr(q.MaxComputeMemory), limit(q.MaxConnectionsPerProject),
-		limitStr(q.MaxActiveMemory), limit(int(q.ComputeSecondsPerMonth)), fmtTime(t.CreatedAt), fmtTime(t.UpdatedAt))
+		limitStr(q.MaxActiveMemory), limitStr(q.MaxStorage), limit(int(q.ComputeSecondsPerMonth)), fmtTime(t.CreatedAt), fmtTime(t.UpdatedAt))
 }
 
 // limit renders a quota, where 0 means none.

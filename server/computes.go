@@ -70,7 +70,7 @@ func (s *Server) createCompute(w http.ResponseWriter, r *http.Request) {
 	}
 	p, err := s.project(r)
 	if err == nil {
-		err = s.checkMemoryQuota(r, p, spec)
+		err = s.applyComputeQuotas(r, p, &spec)
 	}
 	if err != nil {
 		s.fail(w, r, err)

@@ -17,6 +17,7 @@ type quotasInput struct {
 	MaxComputeMemory         *string `json:"max_compute_memory"`
 	MaxConnectionsPerProject *int    `json:"max_connections_per_project"`
 	MaxActiveMemory          *string `json:"max_active_memory"`
+	MaxStorage               *string `json:"max_storage"`
 	ComputeSecondsPerMonth   *int64  `json:"compute_seconds_per_month"`
 }
 
@@ -40,7 +41,7 @@ func (in *quotasInput) apply(q *store.TenantQuotas) error {
 	for _, f := range []struct {
 		name string
 		v    *string
-	}{{"max_compute_memory", in.MaxComputeMemory}, {"max_active_memory", in.MaxActiveMemory}} {
+	}{{"max_compute_memory", in.MaxComputeMemory}, {"max_active_memory", in.MaxActiveMemory}, {"max_storage", in.MaxStorage}} {
 		if f.v == nil || *f.v == "" {
 			continue
 		}
@@ -55,6 +56,7 @@ func (in *quotasInput) apply(q *store.TenantQuotas) error {
 	setInt(&q.MaxConnectionsPerProject, in.MaxConnectionsPerProject)
 	setString(&q.MaxComputeMemory, in.MaxComputeMemory)
 	setString(&q.MaxActiveMemory, in.MaxActiveMemory)
+	setString(&q.MaxStorage, in.MaxStorage)
 	if in.ComputeSecondsPerMonth != nil {
 		q.ComputeSecondsPerMonth = *in.ComputeSecondsPerMonth
 	}
@@ -273,12 +275,53 @@ func (s *Server) checkConnectionsQuota(r *http.Request, p *store.Project) error 
 	return nil
 }
 
+// applyComputeQuotas refuses a compute over its tenant's
+// max_compute_memory or max_storage, and gives one that asks no storage
+// at most max_storage.
+func (s *Server) applyComputeQuotas(r *http.Request, p *store.Project, spec *store.ComputeSpec) error {
+	t, err := s.st.GetTenant(r.Context(), p.TenantID)
+	if err != nil {
+		return err
+	}
+	if err := s.checkMemoryQuota(t, *spec); err != nil {
+		return err
+	}
+	return s.applyStorageQuota(t, spec)
+}
+
+func (s *Server) applyStorageQuota(t *store.Tenant, spec *store.ComputeSpec) error {
+	max := t.Quotas.MaxStorage
+	if max == "" {
+		return nil
+	}
+	limit, err := quantity.Units(max)
+	if err != nil {
+		return fmt.Errorf("tenant %s: max_storage %q: %w", t.Name, max, err)
+	}
+	asked := spec.Storage
+	if asked == "" && s.mgr != nil {
+		if def := s.mgr.DefaultSpec().Storage; def != "" {
+			if n, err := quantity.Units(def); err != nil || n > limit {
+				spec.Storage = max // the default is over the quota: the quota
+			}
+			return nil
+		}
+	}
+	if asked == "" {
+		spec.Storage = max
+		return nil
+	}
+	if n, err := quantity.Units(asked); err != nil || n > limit {
+		return quotaError{fmt.Sprintf("storage %s is over the tenant's quota max_storage %s: ask less, or ask an admin to raise the quota", asked, max)}
+	}
+	return nil
+}
+
 // checkMemoryQuota refuses a compute whose memory (or the default one) is
 // over its tenant's max_compute_memory.
-func (s *Server) checkMemoryQuota(r *http.Request, p *store.Project, spec store.ComputeSpec) error {
-	t, err := s.st.GetTenant(r.Context(), p.TenantID)
-	if err != nil || t.Quotas.MaxComputeMemory == "" {
-		return err
+func (s *Server) checkMemoryQuota(t *store.Tenant, spec store.ComputeSpec) error {
+	if t.Quotas.MaxComputeMemory == "" {
+		return nil
 	}
 	mem := spec.Resources.Memory
 	if mem == "" && s.mgr != nil {

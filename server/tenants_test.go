@@ -322,11 +322,15 @@ func TestMetricsScope(t *testing.T) {
 // connection cap over max_connections_per_project, and creates nothing.
 func TestComputeQuotas(t *testing.T) {
 	tn := newTenancy(t)
-	tn.mustCall(t, "token", "PATCH", "/api/v1/tenants/team-a", `{"quotas":{"max_compute_memory":"128Mi","max_connections_per_project":5}}`, 200)
+	tn.mustCall(t, "token", "PATCH", "/api/v1/tenants/team-a", `{"quotas":{"max_compute_memory":"128Mi","max_connections_per_project":5,"max_storage":"1Gi"}}`, 200)
 	p := "/api/v1/projects/shop"
 	r := tn.mustCall(t, "a-rw", "POST", p+"/compute", `{"config":{"resources":{"memory":"256Mi"}}}`, 403)
 	if r.errCode() != "quota_exceeded" || !strings.Contains(r.raw, "max_compute_memory 128Mi") {
 		t.Fatalf("memory quota refusal: %s", r.raw)
+	}
+	r = tn.mustCall(t, "a-rw", "POST", p+"/compute", `{"config":{"resources":{"memory":"128Mi"},"storage":"2Gi"}}`, 403)
+	if r.errCode() != "quota_exceeded" || !strings.Contains(r.raw, "max_storage 1Gi") {
+		t.Fatalf("storage quota refusal: %s", r.raw)
 	}
 	tn.mustCall(t, "a-rw", "GET", p+"/compute", "", 404) // nothing half-created
 	r = tn.mustCall(t, "a-rw", "PATCH", p, `{"config":{"max_connections":6}}`, 403)
@@ -335,6 +339,9 @@ func TestComputeQuotas(t *testing.T) {
 	}
 	tn.mustCall(t, "a-rw", "POST", "/api/v1/projects", `{"name":"big","config":{"max_connections":9}}`, 403)
 	tn.mustCall(t, "a-rw", "PATCH", p, `{"config":{"max_connections":5}}`, 200)
-	tn.mustCall(t, "a-rw", "POST", p+"/compute", `{"config":{"resources":{"memory":"128Mi"}}}`, 201)
+	r = tn.mustCall(t, "a-rw", "POST", p+"/compute", `{"config":{"resources":{"memory":"128Mi"}}}`, 201)
+	if got := str(r, "compute", "spec", "storage"); got != "1Gi" {
+		t.Errorf("a compute that asks no storage gets %q, want the quota 1Gi", got)
+	}
 	tn.mustCall(t, "token", "PATCH", "/api/v1/tenants/team-a", `{"quotas":{"max_compute_memory":"lots"}}`, 400)
 }

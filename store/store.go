@@ -97,6 +97,10 @@ type TenantQuotas struct {
 	MaxComputeMemory string `json:"max_compute_memory,omitempty"`
 	// MaxConnectionsPerProject caps each project's client connections.
 	MaxConnectionsPerProject int `json:"max_connections_per_project,omitempty"`
+	// MaxStorage caps each project's storage (a quantity): a compute
+	// asking more is refused, one asking nothing gets at most this, and a
+	// compute at its limit turns read-only.
+	MaxStorage string `json:"max_storage,omitempty"`
 	// MaxActiveMemory caps the memory of the tenant's computes running at
 	// once (a quantity); a start past it is refused.
 	MaxActiveMemory string `json:"max_active_memory,omitempty"`
