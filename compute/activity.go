@@ -10,6 +10,7 @@ type WakeResult struct {
 	Address   string `json:"address"`
 	ComputeID string `json:"compute_id"`
 	ProjectID string `json:"project_id"`
+	TenantID  string `json:"tenant_id,omitempty"`
 	// ColdStart is true when this call (or the start it joined) started the compute.
 	ColdStart bool `json:"cold_start"`
 	// MaxClients is how many client connections the compute takes, so

@@ -264,7 +264,8 @@ func (m *Manager) dropWarm(c *store.Compute) {
 }
 
 func (m *Manager) resultOf(c *store.Compute, cold bool) WakeResult {
-	res := WakeResult{Address: c.Address, ComputeID: c.ID, ProjectID: c.ProjectID, ColdStart: cold, memory: memoryOf(c.Spec)}
+	res := WakeResult{Address: c.Address, ComputeID: c.ID, ProjectID: c.ProjectID, TenantID: c.TenantID,
+		ColdStart: cold, memory: memoryOf(c.Spec)}
 	if cl, ok := m.drv.(clientLimiter); ok {
 		res.MaxClients = cl.MaxClients(c.Spec)
 	}

@@ -12,7 +12,7 @@ import (
 // openInterval records that c became active now. An interval already open
 // (an adopted compute's) is kept: nothing is counted twice.
 func (m *Manager) openInterval(ctx context.Context, c *store.Compute) {
-	iv := &store.UsageInterval{ProjectID: c.ProjectID, ComputeID: c.ID, Start: store.Now()}
+	iv := &store.UsageInterval{ProjectID: c.ProjectID, TenantID: c.TenantID, ComputeID: c.ID, Start: store.Now(), MemoryBytes: memoryOf(c.Spec)}
 	if err := m.st.StartInterval(ctx, iv); err != nil && !errors.Is(err, store.ErrAlreadyExists) {
 		m.log.Error("could not record usage interval start", "compute", c.ID, "project", c.ProjectID, "err", err)
 	}
@@ -34,7 +34,7 @@ func (m *Manager) Sample(ctx context.Context, c *store.Compute) error {
 		return fmt.Errorf("measure storage of compute %s: %w", c.ID, err)
 	}
 	in, out := m.Activity(c.ID).TakeDelta()
-	s := &store.UsageSample{ProjectID: c.ProjectID, ComputeID: c.ID, StorageBytes: size, BytesIn: in, BytesOut: out}
+	s := &store.UsageSample{ProjectID: c.ProjectID, TenantID: c.TenantID, ComputeID: c.ID, StorageBytes: size, BytesIn: in, BytesOut: out}
 	if err := m.st.AddUsageSample(ctx, s); err != nil {
 		return fmt.Errorf("record usage sample of compute %s: %w", c.ID, err)
 	}

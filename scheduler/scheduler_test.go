@@ -310,11 +310,22 @@ func TestUsage(t *testing.T) {
 			ProjectName    string  `json:"project_name"`
 			ComputeSeconds float64 `json:"compute_seconds"`
 		} `json:"projects"`
+		Tenants []struct {
+			TenantName       string  `json:"tenant_name"`
+			ComputeSeconds   float64 `json:"compute_seconds"`
+			MemoryGiBSeconds float64 `json:"memory_gib_seconds"`
+			StorageGiBHours  float64 `json:"storage_gib_hours"`
+		} `json:"tenants"`
 		Total struct {
 			ComputeSeconds float64 `json:"compute_seconds"`
 		} `json:"total"`
 	}
 	getJSON(t, e.api.URL+"/api/v1/usage?"+q, &report)
+	if len(report.Tenants) != 1 || report.Tenants[0].TenantName != "default" ||
+		report.Tenants[0].ComputeSeconds != report.Total.ComputeSeconds ||
+		report.Tenants[0].MemoryGiBSeconds <= 0 || report.Tenants[0].StorageGiBHours <= 0 {
+		t.Fatalf("the report by tenant: %+v", report.Tenants)
+	}
 	var sum float64
 	for _, p := range report.Projects {
 		sum += p.ComputeSeconds
@@ -332,6 +343,17 @@ func TestUsage(t *testing.T) {
 	resp.Body.Close()
 	if lines := strings.Split(strings.TrimSpace(string(body)), "\n"); len(lines) != 4 || !strings.HasPrefix(lines[0], "project_id,") {
 		t.Fatalf("CSV report:\n%s", body)
+	}
+	req, _ = http.NewRequest("GET", e.api.URL+"/api/v1/usage?group=tenant&"+q, nil)
+	req.Header.Set("Accept", "text/csv")
+	if resp, err = http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if lines := strings.Split(strings.TrimSpace(string(body)), "\n"); len(lines) != 3 || !strings.HasPrefix(lines[0], "tenant_id,tenant_name,") ||
+		!strings.HasPrefix(lines[1], "ten_default,default,") {
+		t.Fatalf("CSV report by tenant:\n%s", body)
 	}
 }
 

@@ -83,14 +83,17 @@ func (s *Server) usageRows(r *http.Request, projectID string, from, to time.Time
 	return ivs, samples, err
 }
 
-// billing is GET /api/v1/usage?from=&to=: usage per project, as JSON or,
-// with Accept: text/csv, as CSV. An admin sees every project (one tenant's
-// with ?tenant=), a tenant key its tenant's, a project key its project's.
+// billing is GET /api/v1/usage?from=&to=: usage per project and per
+// tenant, as JSON or, with Accept: text/csv, as CSV (?group=tenant for one
+// line per tenant). An admin sees every tenant (one with ?tenant=), a
+// tenant key its tenant, a project key its project.
 func (s *Server) billing(w http.ResponseWriter, r *http.Request) {
 	p := who(r)
 	switch {
 	case p.projectID != "":
-		s.report(w, r, map[string]bool{p.projectID: true})
+		s.report(w, r, func(from, to time.Time) ([]store.UsageInterval, []store.UsageSample, error) {
+			return s.usageRows(r, p.projectID, from, to)
+		})
 	case !p.admin:
 		s.tenantReport(w, r, p.tenantID)
 	case r.URL.Query().Get("tenant") != "":
@@ -101,12 +104,14 @@ func (s *Server) billing(w http.ResponseWriter, r *http.Request) {
 		}
 		s.tenantReport(w, r, t.ID)
 	default:
-		s.report(w, r, nil)
+		s.report(w, r, func(from, to time.Time) ([]store.UsageInterval, []store.UsageSample, error) {
+			return s.usageRows(r, "", from, to)
+		})
 	}
 }
 
 // tenantUsage is GET /api/v1/tenants/{id}/usage: the billing report of one
-// tenant's projects.
+// tenant's projects, deleted ones included.
 func (s *Server) tenantUsage(w http.ResponseWriter, r *http.Request) {
 	t, err := s.tenant(r)
 	if err == nil && who(r).projectID != "" {
@@ -119,31 +124,32 @@ func (s *Server) tenantUsage(w http.ResponseWriter, r *http.Request) {
 	s.tenantReport(w, r, t.ID)
 }
 
-// tenantReport writes the report of the tenant's current projects.
+// tenantReport writes the report of one tenant, from its own rows.
 func (s *Server) tenantReport(w http.ResponseWriter, r *http.Request, tenantID string) {
-	ids, err := store.ProjectIDsOf(r.Context(), s.st, tenantID)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	s.report(w, r, ids)
+	s.report(w, r, func(from, to time.Time) ([]store.UsageInterval, []store.UsageSample, error) {
+		ivs, err := s.st.ListTenantIntervals(r.Context(), tenantID, from, to)
+		if err != nil {
+			return nil, nil, err
+		}
+		samples, err := s.st.ListTenantUsageSamples(r.Context(), tenantID, from, to)
+		return ivs, samples, err
+	})
 }
 
-// report writes the usage of the projects in only (nil: all).
-func (s *Server) report(w http.ResponseWriter, r *http.Request, only map[string]bool) {
+// usageSource reads the usage rows a report covers.
+type usageSource func(from, to time.Time) ([]store.UsageInterval, []store.UsageSample, error)
+
+// report writes the usage of the rows rows reads.
+func (s *Server) report(w http.ResponseWriter, r *http.Request, rows usageSource) {
 	from, to, err := period(r)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	ivs, samples, err := s.usageRows(r, "", from, to)
+	ivs, samples, err := rows(from, to)
 	if err != nil {
 		s.fail(w, r, err)
 		return
-	}
-	if only != nil {
-		ivs = keep(ivs, func(iv store.UsageInterval) bool { return only[iv.ProjectID] })
-		samples = keep(samples, func(s store.UsageSample) bool { return only[s.ProjectID] })
 	}
 	lines, total := usage.Report(ivs, samples, from, to, time.Now())
 	for i := range lines {
@@ -152,34 +158,47 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request, only map[string]
 			lines[i].ProjectName = p.Name
 		}
 	}
-	if lines == nil {
-		lines = []usage.Line{}
-	}
-	if strings.Contains(r.Header.Get("Accept"), "text/csv") {
-		writeCSV(w, append(lines, total))
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"from": from, "to": to, "projects": lines, "total": total})
-}
-
-// keep returns the items ok accepts, reusing list's array.
-func keep[T any](list []T, ok func(T) bool) []T {
-	out := list[:0]
-	for _, v := range list {
-		if ok(v) {
-			out = append(out, v)
+	tenants := usage.ByTenant(lines)
+	for i := range tenants {
+		if t, err := s.st.GetTenant(r.Context(), tenants[i].TenantID); err == nil {
+			tenants[i].TenantName = t.Name
 		}
 	}
-	return out
+	if lines == nil {
+		lines, tenants = []usage.Line{}, []usage.Line{}
+	}
+	if strings.Contains(r.Header.Get("Accept"), "text/csv") {
+		if r.URL.Query().Get("group") == "tenant" {
+			writeCSV(w, append(tenants, total), "tenant")
+			return
+		}
+		writeCSV(w, append(lines, total), "project")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"from": from, "to": to, "projects": lines, "tenants": tenants, "total": total})
 }
 
-func writeCSV(w http.ResponseWriter, lines []usage.Line) {
+// writeCSV writes one line per project or per tenant (by), total last.
+func writeCSV(w http.ResponseWriter, lines []usage.Line, by string) {
 	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 	cw := csv.NewWriter(w)
-	_ = cw.Write([]string{"project_id", "project_name", "compute_seconds", "storage_bytes", "bytes_in", "bytes_out"})
+	head := []string{"project_id", "project_name", "tenant_id"}
+	if by == "tenant" {
+		head = []string{"tenant_id", "tenant_name"}
+	}
+	_ = cw.Write(append(head, "compute_seconds", "memory_gib_seconds", "storage_bytes", "storage_gib_hours", "bytes_in", "bytes_out"))
 	for _, l := range lines {
-		_ = cw.Write([]string{l.ProjectID, l.ProjectName, strconv.FormatFloat(l.ComputeSeconds, 'f', 3, 64),
-			strconv.FormatInt(l.StorageBytes, 10), strconv.FormatInt(l.BytesIn, 10), strconv.FormatInt(l.BytesOut, 10)})
+		row := []string{l.ProjectID, l.ProjectName, l.TenantID}
+		if by == "tenant" {
+			row = []string{l.TenantID, l.TenantName}
+			if l.ProjectID == "total" {
+				row[0] = "total"
+			}
+		}
+		_ = cw.Write(append(row, fmtFloat(l.ComputeSeconds), fmtFloat(l.MemoryGiBSeconds), strconv.FormatInt(l.StorageBytes, 10),
+			fmtFloat(l.StorageGiBHours), strconv.FormatInt(l.BytesIn, 10), strconv.FormatInt(l.BytesOut, 10)))
 	}
 	cw.Flush()
 }
+
+func fmtFloat(v float64) string { return strconv.FormatFloat(v, 'f', 3, 64) }

@@ -160,10 +160,13 @@ type ComputeSpec struct {
 
 // Compute is a project's database server: a mariadbd process or a Pod.
 type Compute struct {
-	ID        string       `json:"id"`
-	ProjectID string       `json:"project_id"`
-	State     ComputeState `json:"state"`
-	Driver    string       `json:"driver"`
+	ID        string `json:"id"`
+	ProjectID string `json:"project_id"`
+	// TenantID is the project's tenant, read with the compute (it is not
+	// written: a project never changes tenant).
+	TenantID string       `json:"tenant_id,omitempty"`
+	State    ComputeState `json:"state"`
+	Driver   string       `json:"driver"`
 	// Node is the daemon node whose disk holds the compute (local driver).
 	Node string      `json:"node,omitempty"`
 	Spec ComputeSpec `json:"spec"`
@@ -236,12 +239,17 @@ type Operation struct {
 // Usage rows carry project and compute ids but no foreign keys: billing must
 // still see them after the project or compute is deleted.
 type UsageInterval struct {
-	ID        string    `json:"id"`
-	ProjectID string    `json:"project_id"`
-	ComputeID string    `json:"compute_id"`
-	Start     time.Time `json:"start"`
-	End       time.Time `json:"end,omitzero"`
-	LastSeen  time.Time `json:"last_seen"`
+	ID        string `json:"id"`
+	ProjectID string `json:"project_id"`
+	// TenantID is the project's tenant; empty on write means the default.
+	TenantID string `json:"tenant_id"`
+	// MemoryBytes is the compute's memory while the interval ran (0:
+	// unknown), for memory-seconds.
+	MemoryBytes int64     `json:"memory_bytes,omitempty"`
+	ComputeID   string    `json:"compute_id"`
+	Start       time.Time `json:"start"`
+	End         time.Time `json:"end,omitzero"`
+	LastSeen    time.Time `json:"last_seen"`
 }
 
 // UsageSample is a point-in-time measure of a compute: its storage (a gauge,
@@ -249,7 +257,9 @@ type UsageInterval struct {
 // (deltas, so that a report sums them and a daemon restart loses at most one
 // sample's worth rather than resetting a counter).
 type UsageSample struct {
-	ProjectID    string    `json:"project_id"`
+	ProjectID string `json:"project_id"`
+	// TenantID is the project's tenant; empty on write means the default.
+	TenantID     string    `json:"tenant_id"`
 	ComputeID    string    `json:"compute_id"`
 	At           time.Time `json:"at"`
 	StorageBytes int64     `json:"storage_bytes"`
@@ -368,6 +378,9 @@ type Store interface {
 	// of all projects; ordered by start. A zero from or to leaves that side
 	// unbounded. Intervals are returned whole: callers clip them to the range.
 	ListIntervals(ctx context.Context, projectID string, from, to time.Time) ([]UsageInterval, error)
+	// ListTenantIntervals is ListIntervals of a tenant's projects, deleted
+	// ones included.
+	ListTenantIntervals(ctx context.Context, tenantID string, from, to time.Time) ([]UsageInterval, error)
 
 	// AddUsageSample records a sample. A zero At is now; s is updated only on
 	// success.
@@ -376,6 +389,9 @@ type Store interface {
 	// or, when projectID is "", of all projects; ordered by At. A zero from
 	// or to leaves that side unbounded.
 	ListUsageSamples(ctx context.Context, projectID string, from, to time.Time) ([]UsageSample, error)
+	// ListTenantUsageSamples is ListUsageSamples of a tenant's projects,
+	// deleted ones included.
+	ListTenantUsageSamples(ctx context.Context, tenantID string, from, to time.Time) ([]UsageSample, error)
 
 	// Ping checks that the store answers (for /readyz).
 	Ping(ctx context.Context) error

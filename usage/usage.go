@@ -74,15 +74,37 @@ func overlap(iv store.UsageInterval, from, to, now time.Time) time.Duration {
 	return end.Sub(start)
 }
 
-// Line is one project's usage over a whole report period.
+// Line is one project's (or tenant's) usage over a whole report period.
 type Line struct {
-	ProjectID      string  `json:"project_id"`
+	ProjectID      string  `json:"project_id,omitempty"`
 	ProjectName    string  `json:"project_name,omitempty"`
+	TenantID       string  `json:"tenant_id,omitempty"`
+	TenantName     string  `json:"tenant_name,omitempty"`
 	ComputeSeconds float64 `json:"compute_seconds"`
-	// StorageBytes is the project's largest storage sample in the period.
+	// MemoryGiBSeconds is compute-seconds weighted by the compute's
+	// memory in GiB.
+	MemoryGiBSeconds float64 `json:"memory_gib_seconds"`
+	// StorageBytes is the project's largest storage sample in the period
+	// (for a tenant, the sum of its projects').
 	StorageBytes int64 `json:"storage_bytes"`
-	BytesIn      int64 `json:"bytes_in"`
-	BytesOut     int64 `json:"bytes_out"`
+	// StorageGiBHours is the storage held over the period: each sample's
+	// size holds until the compute's next sample (the first one back to
+	// the period's start, the last one to its end).
+	StorageGiBHours float64 `json:"storage_gib_hours"`
+	BytesIn         int64   `json:"bytes_in"`
+	BytesOut        int64   `json:"bytes_out"`
+}
+
+const gib = float64(1 << 30)
+
+// add adds o's figures to l.
+func (l *Line) add(o Line) {
+	l.ComputeSeconds += o.ComputeSeconds
+	l.MemoryGiBSeconds += o.MemoryGiBSeconds
+	l.StorageBytes += o.StorageBytes
+	l.StorageGiBHours += o.StorageGiBHours
+	l.BytesIn += o.BytesIn
+	l.BytesOut += o.BytesOut
 }
 
 // Report adds up usage per project over [from, to), in the order projects
@@ -99,20 +121,76 @@ func Report(ivs []store.UsageInterval, samples []store.UsageSample, from, to, no
 		return &lines[i]
 	}
 	for _, iv := range ivs {
-		line(iv.ProjectID).ComputeSeconds += overlap(iv, from, to, now).Seconds()
+		l := line(iv.ProjectID)
+		l.TenantID = iv.TenantID
+		secs := overlap(iv, from, to, now).Seconds()
+		l.ComputeSeconds += secs
+		l.MemoryGiBSeconds += secs * float64(iv.MemoryBytes) / gib
 	}
+	end := to
+	if now.Before(end) {
+		end = now
+	}
+	held := storageHeld(samples, from, end)
 	for _, s := range samples {
 		l := line(s.ProjectID)
+		l.TenantID = s.TenantID
 		l.StorageBytes = max(l.StorageBytes, s.StorageBytes)
 		l.BytesIn += s.BytesIn
 		l.BytesOut += s.BytesOut
 	}
+	for i := range lines {
+		lines[i].StorageGiBHours = held[lines[i].ProjectID]
+	}
 	total.ProjectID = "total"
 	for _, l := range lines {
-		total.ComputeSeconds += l.ComputeSeconds
-		total.StorageBytes += l.StorageBytes
-		total.BytesIn += l.BytesIn
-		total.BytesOut += l.BytesOut
+		total.add(l)
 	}
 	return lines, total
+}
+
+// storageHeld is each project's storage over [from, end) in GiB-hours.
+// samples are ordered by time.
+func storageHeld(samples []store.UsageSample, from, end time.Time) map[string]float64 {
+	type last struct {
+		project string
+		at      time.Time
+		bytes   int64
+	}
+	out := map[string]float64{}
+	prev := map[string]*last{} // by compute
+	hold := func(project string, bytes int64, a, b time.Time) {
+		if b.After(a) {
+			out[project] += float64(bytes) / gib * b.Sub(a).Hours()
+		}
+	}
+	for _, s := range samples {
+		if p, ok := prev[s.ComputeID]; ok {
+			hold(p.project, p.bytes, p.at, s.At)
+		} else {
+			hold(s.ProjectID, s.StorageBytes, from, s.At)
+		}
+		prev[s.ComputeID] = &last{s.ProjectID, s.At, s.StorageBytes}
+	}
+	for _, p := range prev {
+		hold(p.project, p.bytes, p.at, end)
+	}
+	return out
+}
+
+// ByTenant groups a report's project lines by tenant, in the order
+// tenants first appear.
+func ByTenant(lines []Line) []Line {
+	idx := map[string]int{}
+	var out []Line
+	for _, l := range lines {
+		i, ok := idx[l.TenantID]
+		if !ok {
+			i = len(out)
+			idx[l.TenantID] = i
+			out = append(out, Line{TenantID: l.TenantID})
+		}
+		out[i].add(l)
+	}
+	return out
 }

@@ -77,3 +77,42 @@ func TestStep(t *testing.T) {
 		t.Error("Step(week) must fail")
 	}
 }
+
+// TestMemoryStorageAndTenants weighs compute-seconds by memory, holds each
+// storage sample until the next, and groups projects by tenant.
+func TestMemoryStorageAndTenants(t *testing.T) {
+	const g = 1 << 30
+	ivs := []store.UsageInterval{
+		{ProjectID: "p1", TenantID: "a", ComputeID: "c1", Start: at(0), End: at(60), MemoryBytes: g / 2},
+		{ProjectID: "p2", TenantID: "b", ComputeID: "c2", Start: at(0), End: at(30), MemoryBytes: 2 * g},
+		{ProjectID: "p3", TenantID: "a", ComputeID: "c3", Start: at(0), End: at(60)}, // memory unknown
+	}
+	samples := []store.UsageSample{
+		{ProjectID: "p1", TenantID: "a", ComputeID: "c1", At: at(30), StorageBytes: g, BytesIn: 5},
+		{ProjectID: "p1", TenantID: "a", ComputeID: "c1", At: at(90), StorageBytes: 2 * g, BytesIn: 7},
+	}
+	lines, total := Report(ivs, samples, at(0), at(120), at(120))
+	byID := map[string]Line{}
+	for _, l := range lines {
+		byID[l.ProjectID] = l
+	}
+	if got := byID["p1"].MemoryGiBSeconds; got != 1800 { // 3600 s x 0.5 GiB
+		t.Errorf("p1 memory-seconds %v, want 1800", got)
+	}
+	if got := byID["p2"].MemoryGiBSeconds; got != 3600 { // 1800 s x 2 GiB
+		t.Errorf("p2 memory-seconds %v, want 3600", got)
+	}
+	// 1 GiB from 0 to 90 min (the first sample holds back to the start),
+	// then 2 GiB to 120 min: 1.5 + 1 GiB-hours.
+	if got := byID["p1"].StorageGiBHours; got != 2.5 {
+		t.Errorf("p1 storage GiB-hours %v, want 2.5", got)
+	}
+	tenants := ByTenant(lines)
+	if len(tenants) != 2 || tenants[0].TenantID != "a" || tenants[0].ComputeSeconds != 7200 ||
+		tenants[0].BytesIn != 12 || tenants[1].TenantID != "b" || tenants[1].MemoryGiBSeconds != 3600 {
+		t.Errorf("ByTenant = %+v", tenants)
+	}
+	if total.MemoryGiBSeconds != 5400 || total.StorageGiBHours != 2.5 {
+		t.Errorf("total = %+v", total)
+	}
+}

@@ -189,7 +189,8 @@ func TestNewRejectsBadQuantities(t *testing.T) {
 
 func checkLabels(t *testing.T, l map[string]string, c *store.Compute) {
 	t.Helper()
-	if l[ManagedByLabel] != ManagedByValue || l[ComputeLabel] != c.ID || l[ProjectLabel] != c.ProjectID {
+	if l[ManagedByLabel] != ManagedByValue || l[ComputeLabel] != c.ID || l[ProjectLabel] != c.ProjectID ||
+		c.TenantID == "" || l[TenantLabel] != c.TenantID {
 		t.Errorf("labels = %v", l)
 	}
 }

@@ -46,7 +46,7 @@ func newTestDriver(t *testing.T, objs ...runtime.Object) (*Driver, *fake.Clients
 
 // testCompute returns a compute with a fresh id.
 func testCompute() *store.Compute {
-	return &store.Compute{ID: store.NewID("cmp"), ProjectID: store.NewID("prj"), Driver: "kubernetes"}
+	return &store.Compute{ID: store.NewID("cmp"), ProjectID: store.NewID("prj"), TenantID: store.NewID("ten"), Driver: "kubernetes"}
 }
 
 // mysqlStub answers every connection on ip:3306 with the first bytes of a

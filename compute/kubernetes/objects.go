@@ -18,12 +18,13 @@ import (
 
 // Labels on every object the driver creates. Running and the crash monitor
 // select Pods by ManagedByLabel; the id labels let an operator find a
-// project's objects with kubectl.
+// project's or a tenant's objects with kubectl (-l serverlessd.io/tenant-id=...).
 const (
 	ManagedByLabel = "app.kubernetes.io/managed-by"
 	ManagedByValue = "serverlessd"
 	ComputeLabel   = "serverlessd.io/compute-id"
 	ProjectLabel   = "serverlessd.io/project-id"
+	TenantLabel    = "serverlessd.io/tenant-id"
 )
 
 // Secret keys.
@@ -79,6 +80,9 @@ func labelsFor(c *store.Compute) map[string]string {
 	}
 	if c.ProjectID != "" {
 		l[ProjectLabel] = c.ProjectID
+	}
+	if c.TenantID != "" {
+		l[TenantLabel] = c.TenantID
 	}
 	return l
 }

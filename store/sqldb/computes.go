@@ -35,6 +35,9 @@ func (s *Store) CreateCompute(ctx context.Context, c *store.Compute) error {
 	if err != nil {
 		return s.mapErr(err, "create compute for project %s", n.ProjectID)
 	}
+	if err := s.q.projectTenant.QueryRowContext(ctx, n.ProjectID).Scan(&n.TenantID); err != nil {
+		return fmt.Errorf("create compute for project %s: read its tenant: %w", n.ProjectID, err)
+	}
 	*c = n
 	return nil
 }
@@ -140,7 +143,7 @@ func scanCompute(r scanner) (*store.Compute, error) {
 	var c store.Compute
 	err := r.Scan(&c.ID, &c.ProjectID, &c.State, &c.Driver, &c.Node, jsonCol{&c.Spec},
 		&c.Address, &c.Error, timeCol{&c.LastActive}, timeCol{&c.StartedAt},
-		timeCol{&c.SuspendedAt}, timeCol{&c.CreatedAt}, timeCol{&c.UpdatedAt}, &c.Version)
+		timeCol{&c.SuspendedAt}, timeCol{&c.CreatedAt}, timeCol{&c.UpdatedAt}, &c.Version, &c.TenantID)
 	if err != nil {
 		return nil, err
 	}

@@ -16,10 +16,15 @@ const (
 	apiKeyCols  = "id, tenant_id, name, scope, project_id, read_only, hash, expires_at, created_at, last_used_at"
 	computeCols = "id, project_id, state, driver, node, spec, address, error, " +
 		"last_active, started_at, suspended_at, created_at, updated_at, version"
+	// computeRead selects a compute with its project's tenant (a project
+	// never changes tenant, so the join is always current).
+	computeRead = `SELECT c.id, c.project_id, c.state, c.driver, c.node, c.spec, c.address, c.error,
+		c.last_active, c.started_at, c.suspended_at, c.created_at, c.updated_at, c.version, p.tenant_id
+		FROM computes c JOIN projects p ON p.id = c.project_id`
 	roleCols      = "project_id, name, password_hash, created_at, updated_at"
 	operationCols = "id, project_id, compute_id, action, status, reason, error, started_at, finished_at, detached_sessions"
-	intervalCols  = "id, project_id, compute_id, started_at, ended_at, last_seen_at"
-	sampleCols    = "project_id, compute_id, sampled_at, storage_bytes, bytes_in, bytes_out"
+	intervalCols  = "id, project_id, compute_id, started_at, ended_at, last_seen_at, tenant_id, memory_bytes"
+	sampleCols    = "project_id, compute_id, sampled_at, storage_bytes, bytes_in, bytes_out, tenant_id"
 )
 
 // queries are the shared SQL, prepared once. Preparing saves SQLite from
@@ -34,16 +39,17 @@ type queries struct {
 	listProjects, listTenantProjects, countProjects                           *sql.Stmt
 
 	insertCompute, getCompute, getComputeByProject, listComputes *sql.Stmt
-	casCompute, computeExists, deleteCompute                     *sql.Stmt
+	casCompute, computeExists, deleteCompute, projectTenant      *sql.Stmt
 
 	insertRole, getRole, listRoles, updateRole, deleteRole *sql.Stmt
 
 	insertOperation, finishOperation, listOperations *sql.Stmt
 	runningOperations, failRunningOperations         *sql.Stmt
 
-	insertInterval, endInterval, openIntervals *sql.Stmt
-	listIntervals, listAllIntervals            *sql.Stmt
-	insertSample, listSamples, listAllSamples  *sql.Stmt
+	insertInterval, endInterval, openIntervals           *sql.Stmt
+	listIntervals, listAllIntervals, listTenantIntervals *sql.Stmt
+	insertSample, listSamples, listAllSamples            *sql.Stmt
+	listTenantSamples                                    *sql.Stmt
 
 	all []*sql.Stmt // for Close
 }
@@ -118,9 +124,10 @@ func newQueries(r func(string) *sql.Stmt) *queries {
 
 		insertCompute: r(`INSERT INTO computes (` + computeCols + `)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-		getCompute:          r(`SELECT ` + computeCols + ` FROM computes WHERE id = ?`),
-		getComputeByProject: r(`SELECT ` + computeCols + ` FROM computes WHERE project_id = ?`),
-		listComputes:        r(`SELECT ` + computeCols + ` FROM computes WHERE id > ? ORDER BY id LIMIT ?`),
+		getCompute:          r(computeRead + ` WHERE c.id = ?`),
+		getComputeByProject: r(computeRead + ` WHERE c.project_id = ?`),
+		listComputes:        r(computeRead + ` WHERE c.id > ? ORDER BY c.id LIMIT ?`),
+		projectTenant:       r(`SELECT tenant_id FROM projects WHERE id = ?`),
 		// The compare-and-set: one statement, so the database's own row lock
 		// decides the race and no transaction is needed.
 		casCompute: r(`UPDATE computes SET state = ?, driver = ?, node = ?, spec = ?, address = ?,
@@ -152,7 +159,7 @@ func newQueries(r func(string) *sql.Stmt) *queries {
 		failRunningOperations: r(`UPDATE operations SET status = ?, error = ?, finished_at = ?
 			WHERE compute_id = ? AND status = 'running' AND started_at <= ?`),
 
-		insertInterval: r(`INSERT INTO usage_intervals (` + intervalCols + `) VALUES (?, ?, ?, ?, ?, ?)`),
+		insertInterval: r(`INSERT INTO usage_intervals (` + intervalCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
 		// The CASE keeps an interval from ending before it started (a clock
 		// step, a bad caller), which would bill negative seconds.
 		endInterval: r(`UPDATE usage_intervals
@@ -170,13 +177,19 @@ func newQueries(r func(string) *sql.Stmt) *queries {
 		listIntervals: r(`SELECT ` + intervalCols + ` FROM usage_intervals
 			WHERE project_id = ? AND started_at < ? AND COALESCE(ended_at, ?) > ?
 			ORDER BY started_at, id`),
+		listTenantIntervals: r(`SELECT ` + intervalCols + ` FROM usage_intervals
+			WHERE tenant_id = ? AND started_at < ? AND COALESCE(ended_at, ?) > ?
+			ORDER BY started_at, id`),
 		listAllIntervals: r(`SELECT ` + intervalCols + ` FROM usage_intervals
 			WHERE started_at < ? AND COALESCE(ended_at, ?) > ?
 			ORDER BY started_at, id`),
 
-		insertSample: r(`INSERT INTO usage_samples (` + sampleCols + `) VALUES (?, ?, ?, ?, ?, ?)`),
+		insertSample: r(`INSERT INTO usage_samples (` + sampleCols + `) VALUES (?, ?, ?, ?, ?, ?, ?)`),
 		listSamples: r(`SELECT ` + sampleCols + ` FROM usage_samples
 			WHERE project_id = ? AND sampled_at >= ? AND sampled_at < ?
+			ORDER BY sampled_at, compute_id`),
+		listTenantSamples: r(`SELECT ` + sampleCols + ` FROM usage_samples
+			WHERE tenant_id = ? AND sampled_at >= ? AND sampled_at < ?
 			ORDER BY sampled_at, compute_id`),
 		listAllSamples: r(`SELECT ` + sampleCols + ` FROM usage_samples
 			WHERE sampled_at >= ? AND sampled_at < ?

@@ -36,8 +36,11 @@ func (s *Store) StartInterval(ctx context.Context, iv *store.UsageInterval) erro
 	}
 	n.Start = orNow(n.Start, store.Now())
 	n.LastSeen = orNow(n.LastSeen, n.Start)
+	if n.TenantID == "" {
+		n.TenantID = store.DefaultTenantID
+	}
 	_, err := s.q.insertInterval.ExecContext(ctx,
-		n.ID, n.ProjectID, n.ComputeID, micros(n.Start), nil, micros(n.LastSeen))
+		n.ID, n.ProjectID, n.ComputeID, micros(n.Start), nil, micros(n.LastSeen), n.TenantID, n.MemoryBytes)
 	if s.d.IsUniqueViolation != nil && s.d.IsUniqueViolation(err) {
 		return fmt.Errorf("start usage interval %s: compute %s has an open interval already (or the id is taken): %w",
 			n.ID, n.ComputeID, store.ErrAlreadyExists)
@@ -121,6 +124,28 @@ func (s *Store) ListIntervals(ctx context.Context, projectID string, from, to ti
 	return out, nil
 }
 
+// ListTenantIntervals lists the intervals overlapping [from, to) of a
+// tenant's projects, deleted ones included.
+func (s *Store) ListTenantIntervals(ctx context.Context, tenantID string, from, to time.Time) ([]store.UsageInterval, error) {
+	lo, hi := bounds(from, to)
+	out, err := queryAll(ctx, s.q.listTenantIntervals, scanInterval, tenantID, hi, store.Now().UnixMicro(), lo)
+	if err != nil {
+		return nil, fmt.Errorf("list usage intervals of tenant %s: %w", tenantID, err)
+	}
+	return out, nil
+}
+
+// ListTenantUsageSamples lists the samples in [from, to) of a tenant's
+// projects, deleted ones included.
+func (s *Store) ListTenantUsageSamples(ctx context.Context, tenantID string, from, to time.Time) ([]store.UsageSample, error) {
+	lo, hi := bounds(from, to)
+	out, err := queryAll(ctx, s.q.listTenantSamples, scanSample, tenantID, lo, hi)
+	if err != nil {
+		return nil, fmt.Errorf("list usage samples of tenant %s: %w", tenantID, err)
+	}
+	return out, nil
+}
+
 // AddUsageSample inserts a sample.
 func (s *Store) AddUsageSample(ctx context.Context, us *store.UsageSample) error {
 	n := *us
@@ -129,8 +154,11 @@ func (s *Store) AddUsageSample(ctx context.Context, us *store.UsageSample) error
 			n.ProjectID, n.ComputeID)
 	}
 	n.At = orNow(n.At, store.Now())
+	if n.TenantID == "" {
+		n.TenantID = store.DefaultTenantID
+	}
 	_, err := s.q.insertSample.ExecContext(ctx,
-		n.ProjectID, n.ComputeID, micros(n.At), n.StorageBytes, n.BytesIn, n.BytesOut)
+		n.ProjectID, n.ComputeID, micros(n.At), n.StorageBytes, n.BytesIn, n.BytesOut, n.TenantID)
 	if err != nil {
 		return s.mapErr(err, "add usage sample of compute %s", n.ComputeID)
 	}
@@ -187,7 +215,7 @@ func queryAll[T any](ctx context.Context, st *sql.Stmt, scan func(scanner) (*T, 
 func scanInterval(r scanner) (*store.UsageInterval, error) {
 	var iv store.UsageInterval
 	err := r.Scan(&iv.ID, &iv.ProjectID, &iv.ComputeID,
-		timeCol{&iv.Start}, timeCol{&iv.End}, timeCol{&iv.LastSeen})
+		timeCol{&iv.Start}, timeCol{&iv.End}, timeCol{&iv.LastSeen}, &iv.TenantID, &iv.MemoryBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -197,7 +225,7 @@ func scanInterval(r scanner) (*store.UsageInterval, error) {
 func scanSample(r scanner) (*store.UsageSample, error) {
 	var us store.UsageSample
 	err := r.Scan(&us.ProjectID, &us.ComputeID, timeCol{&us.At},
-		&us.StorageBytes, &us.BytesIn, &us.BytesOut)
+		&us.StorageBytes, &us.BytesIn, &us.BytesOut, &us.TenantID)
 	if err != nil {
 		return nil, err
 	}

@@ -52,6 +52,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"UsageListIntervals", testUsageListIntervals},
 		{"UsageSamples", testUsageSamples},
 		{"UsageSurvivesDelete", testUsageSurvivesDelete},
+		{"UsageByTenant", testUsageByTenant},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

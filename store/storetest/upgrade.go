@@ -83,7 +83,7 @@ func RunUpgrade(t *testing.T, db *sql.DB, d sqldb.Dialect) {
 	if err != nil {
 		t.Fatalf("GetCompute after the upgrade: %v", err)
 	}
-	same(t, "the version-1 compute", c, &store.Compute{ID: "cmp_old", ProjectID: "prj_old",
+	same(t, "the version-1 compute", c, &store.Compute{ID: "cmp_old", ProjectID: "prj_old", TenantID: store.DefaultTenantID,
 		State: store.StateSuspended, Driver: "local", Node: "node-a",
 		Spec:       store.ComputeSpec{Image: "mariadb:11", Resources: store.Resources{CPU: "500m"}},
 		LastActive: us(2), SuspendedAt: us(3), CreatedAt: us(0), UpdatedAt: us(3), Version: 3})

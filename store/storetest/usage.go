@@ -403,3 +403,45 @@ func testUsageSurvivesDelete(t *testing.T, s store.Store) {
 		t.Errorf("a new project of the same name has intervals %v, %v", ivs, err)
 	}
 }
+
+// testUsageByTenant lists a tenant's usage rows alone, with memory, and
+// keeps them after the project is deleted.
+func testUsageByTenant(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	tn := newTenant(t, s, "billed")
+	p := &store.Project{Name: "app", TenantID: tn.ID}
+	if err := s.CreateProject(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	c := newCompute(t, s, p.ID)
+	other := newProject(t, s, "other")
+	oc := newCompute(t, s, other.ID)
+	iv := &store.UsageInterval{ProjectID: p.ID, TenantID: tn.ID, ComputeID: c.ID, Start: at(0), MemoryBytes: 256 << 20}
+	if err := s.StartInterval(ctx, iv); err != nil {
+		t.Fatal(err)
+	}
+	startInterval(t, s, other.ID, oc.ID, at(0))
+	for _, sm := range []*store.UsageSample{
+		{ProjectID: p.ID, TenantID: tn.ID, ComputeID: c.ID, At: at(5), StorageBytes: 10},
+		{ProjectID: other.ID, ComputeID: oc.ID, At: at(5), StorageBytes: 20},
+	} {
+		if err := s.AddUsageSample(ctx, sm); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.DeleteProject(ctx, p.ID); err != nil {
+		t.Fatal(err)
+	}
+	ivs, err := s.ListTenantIntervals(ctx, tn.ID, time.Time{}, time.Time{})
+	if err != nil || len(ivs) != 1 || ivs[0].ID != iv.ID || ivs[0].MemoryBytes != 256<<20 || ivs[0].TenantID != tn.ID {
+		t.Errorf("ListTenantIntervals = %+v, %v; want the tenant's one interval with its memory", ivs, err)
+	}
+	samples, err := s.ListTenantUsageSamples(ctx, tn.ID, time.Time{}, time.Time{})
+	if err != nil || len(samples) != 1 || samples[0].StorageBytes != 10 {
+		t.Errorf("ListTenantUsageSamples = %+v, %v; want the tenant's one sample", samples, err)
+	}
+	def, err := s.ListTenantIntervals(ctx, store.DefaultTenantID, time.Time{}, time.Time{})
+	if err != nil || len(def) != 1 || def[0].ProjectID != other.ID {
+		t.Errorf("the default tenant's intervals = %+v, %v", def, err)
+	}
+}
