@@ -165,7 +165,8 @@ func open(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemon, er
 	registerMetrics(met, st, mgr, px)
 	api := server.New(server.Options{
 		Store: st, Manager: mgr, Tokens: cfg.API.Tokens, ProxyAddr: cfg.Proxy.Listen, Logger: log,
-		Metrics: &server.Metrics{Full: met.Handler(), Public: met.PublicHandler()},
+		DefaultQuotas: store.TenantQuotas(cfg.Tenants.DefaultQuotas),
+		Metrics:       &server.Metrics{Full: met.Handler(), Public: met.PublicHandler()},
 	})
 	sched := scheduler.New(scheduler.Options{Store: st, Manager: mgr, Interval: cfg.Scheduler.Interval,
 		StorageInterval: cfg.Scheduler.StorageInterval, Metrics: met, Logger: log, Spent: quotas.Spent})

@@ -29,7 +29,25 @@ type Config struct {
 	Scheduler  Scheduler  `mapstructure:"scheduler"`
 	Kubernetes Kubernetes `mapstructure:"kubernetes"`
 	Metrics    Metrics    `mapstructure:"metrics"`
+	Tenants    Tenants    `mapstructure:"tenants"`
 	Log        Log        `mapstructure:"log"`
+}
+
+// Tenants configures what new tenants get.
+type Tenants struct {
+	// DefaultQuotas are a new tenant's quotas where its create names none.
+	DefaultQuotas Quotas `mapstructure:"default_quotas"`
+}
+
+// Quotas are a tenant's quotas; zero is no limit. The fields are
+// store.TenantQuotas's, in its order, so that one converts to the other.
+type Quotas struct {
+	MaxProjects              int    `mapstructure:"max_projects"`
+	MaxComputeMemory         string `mapstructure:"max_compute_memory"`
+	MaxConnectionsPerProject int    `mapstructure:"max_connections_per_project"`
+	MaxStorage               string `mapstructure:"max_storage"`
+	MaxActiveMemory          string `mapstructure:"max_active_memory"`
+	ComputeSecondsPerMonth   int64  `mapstructure:"compute_seconds_per_month"`
 }
 
 // Kubernetes configures the kubernetes compute driver.
@@ -306,6 +324,18 @@ func (c *Config) Validate() error {
 	}
 	if _, err := c.Compute.Local.MemoryBudget(0); err != nil {
 		bad("compute.local.max_memory", "%v", err)
+	}
+	q := c.Tenants.DefaultQuotas
+	for key, v := range map[string]string{"max_compute_memory": q.MaxComputeMemory, "max_active_memory": q.MaxActiveMemory, "max_storage": q.MaxStorage} {
+		if _, err := quantity.Units(v); v != "" && err != nil {
+			bad("tenants.default_quotas."+key, "%v", err)
+		}
+	}
+	for key, v := range map[string]int64{"max_projects": int64(q.MaxProjects), "max_connections_per_project": int64(q.MaxConnectionsPerProject),
+		"compute_seconds_per_month": q.ComputeSecondsPerMonth} {
+		if v < 0 {
+			bad("tenants.default_quotas."+key, "must be 0 (no limit) or more, got %d", v)
+		}
 	}
 	if c.Scheduler.Interval < 100*time.Millisecond {
 		bad("scheduler.interval", "must be at least 100ms, got %s", c.Scheduler.Interval)

@@ -190,13 +190,17 @@ func TestNodeMemoryBudget(t *testing.T) {
 // max_active_memory: 429 on the API, MySQL error 1226 naming the quota at
 // login; once the other compute suspends, the login works.
 func TestActiveMemoryQuota(t *testing.T) {
-	d := startDaemon(t, "")
+	d := startDaemon(t, "", "SERVERLESSD_TENANTS_DEFAULT_QUOTAS_MAX_PROJECTS=2")
 	d.postJSON(t, "/api/v1/tenants", `{"name":"team-a","quotas":{"max_active_memory":"128Mi"}}`, &struct{}{})
 	ps := make([]projectOut, 2)
 	for i, name := range []string{"one", "two"} {
 		if st := d.postJSON(t, "/api/v1/projects", `{"name":"`+name+`","tenant":"team-a"}`, &ps[i]); st != 201 {
 			t.Fatalf("create %s: %d", name, st)
 		}
+	}
+	// The config's default quotas: team-a got max_projects 2.
+	if st := d.postJSON(t, "/api/v1/projects", `{"name":"three","tenant":"team-a"}`, &struct{}{}); st != 403 {
+		t.Fatalf("a third project over the default quota max_projects 2: %d, want 403", st)
 	}
 	var c computeOut
 	if st := d.postJSON(t, "/api/v1/projects/"+ps[0].Project.ID+"/compute", `{"config":{"resources":{"memory":"128Mi"}}}`, &c); st != 201 {

@@ -28,6 +28,8 @@ type Options struct {
 	// (without per-project series) to anyone else.
 	Metrics *Metrics
 	Logger  *slog.Logger
+	// DefaultQuotas are a new tenant's quotas where its create names none.
+	DefaultQuotas store.TenantQuotas
 	// Limits bound the resources a compute may ask for; zero fields take
 	// defaults (see Limits).
 	Limits Limits
@@ -44,6 +46,7 @@ type Server struct {
 	proxyAddr string
 	log       *slog.Logger
 	limits    resourceLimits
+	quotas    store.TenantQuotas // for new tenants
 	handler   http.Handler
 	http      *http.Server
 }
@@ -53,7 +56,8 @@ const maxBody = 1 << 20
 
 // New builds the API server and its routes.
 func New(opts Options) *Server {
-	s := &Server{st: opts.Store, mgr: opts.Manager, proxyAddr: opts.ProxyAddr, log: opts.Logger.With("component", "api")}
+	s := &Server{st: opts.Store, mgr: opts.Manager, proxyAddr: opts.ProxyAddr, quotas: opts.DefaultQuotas,
+		log: opts.Logger.With("component", "api")}
 	// Without a manager (tests of the HTTP plumbing) the stricter, local bounds apply.
 	s.limits = opts.Limits.resolve(opts.Manager == nil || opts.Manager.Driver().NodeLocal())
 	for _, t := range opts.Tokens {

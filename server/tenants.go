@@ -108,7 +108,7 @@ func (s *Server) createTenant(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	t := &store.Tenant{Name: *in.Name}
+	t := &store.Tenant{Name: *in.Name, Quotas: s.quotas}
 	if err := in.Quotas.apply(&t.Quotas); err != nil {
 		s.fail(w, r, err)
 		return
