@@ -215,10 +215,7 @@ func (s *Server) listOperations(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if ops == nil {
-		ops = []store.Operation{}
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"operations": ops})
+	writeList(w, "operations", ops)
 }
 
 func splitHostPort(addr string) (string, string) {

@@ -31,6 +31,14 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
+// writeList writes {key: list}, an empty list as [] rather than null.
+func writeList[T any](w http.ResponseWriter, key string, list []T) {
+	if list == nil {
+		list = []T{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{key: list})
+}
+
 func writeError(w http.ResponseWriter, status int, code, msg string) {
 	var e apiError
 	e.Error.Code, e.Error.Message = code, msg

@@ -182,10 +182,7 @@ func (s *Server) listProjects(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if ps == nil {
-		ps = []store.Project{}
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"projects": ps})
+	writeList(w, "projects", ps)
 }
 
 // listVisible lists the projects the principal sees, filtered in the

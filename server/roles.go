@@ -2,8 +2,6 @@ package server
 
 import (
 	"net/http"
-
-	"github.com/serverlessd/serverlessd/store"
 )
 
 type createRoleInput struct {
@@ -44,10 +42,7 @@ func (s *Server) listRoles(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if roles == nil {
-		roles = []store.Role{}
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"roles": roles})
+	writeList(w, "roles", roles)
 }
 
 func (s *Server) resetPassword(w http.ResponseWriter, r *http.Request) {

@@ -139,10 +139,7 @@ func (s *Server) listTenants(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if list == nil {
-		list = []store.Tenant{}
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"tenants": list})
+	writeList(w, "tenants", list)
 }
 
 func (s *Server) getTenant(w http.ResponseWriter, r *http.Request) {
@@ -445,10 +442,7 @@ func (s *Server) listAPIKeys(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if keys == nil {
-		keys = []store.APIKey{}
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"api_keys": keys})
+	writeList(w, "api_keys", keys)
 }
 
 func (s *Server) deleteAPIKey(w http.ResponseWriter, r *http.Request) {
