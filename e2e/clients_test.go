@@ -1,14 +1,11 @@
 package e2e
 
 import (
-	"database/sql"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/go-sql-driver/mysql"
 )
 
 // mariadb runs the Debian mariadb client through the proxy.
@@ -71,13 +68,7 @@ func TestUserJourney(t *testing.T) {
 		}
 	}
 
-	cfg := mysql.NewConfig()
-	cfg.User, cfg.Passwd, cfg.Net, cfg.Addr, cfg.DBName = user, pw, "tcp", d.proxy, "shop"
-	connector, err := mysql.NewConnector(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db := sql.OpenDB(connector)
+	db := d.openDB(t, user, pw, "shop")
 	var n int
 	if err := db.QueryRow("SELECT COUNT(*) FROM sbtest1").Scan(&n); err != nil || n != 1000 {
 		t.Fatalf("Go driver through the proxy: n=%d err=%v", n, err)

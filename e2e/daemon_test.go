@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"bytes"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -17,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/go-sql-driver/mysql"
 
 	"github.com/serverlessd/serverlessd/compute/local/localtest"
 )
@@ -174,6 +177,21 @@ func (d *daemon) getJSON(path string, v any) int {
 		d.t.Fatal(err)
 	}
 	return resp.StatusCode
+}
+
+// openDB opens a go-sql-driver pool to the proxy as user, on database db
+// ("" for none); it is closed when the test ends.
+func (d *daemon) openDB(t testing.TB, user, pw, db string) *sql.DB {
+	t.Helper()
+	cfg := mysql.NewConfig()
+	cfg.User, cfg.Passwd, cfg.Net, cfg.Addr, cfg.DBName = user, pw, "tcp", d.proxy, db
+	connector, err := mysql.NewConnector(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := sql.OpenDB(connector)
+	t.Cleanup(func() { pool.Close() })
+	return pool
 }
 
 // mariadbdPIDs lists the mariadbd processes whose command line names dir.

@@ -1,14 +1,11 @@
 package e2e
 
 import (
-	"database/sql"
 	"net/http"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/go-sql-driver/mysql"
 
 	"github.com/serverlessd/serverlessd/compute/local/localtest"
 	"github.com/serverlessd/serverlessd/store/postgres/pgtest"
@@ -25,14 +22,7 @@ func TestPostgresOutage(t *testing.T) {
 	var p projectOut
 	d.cliJSON(&p, "project", "create", "pgshop", "--memory", "128Mi")
 
-	cfg := mysql.NewConfig()
-	cfg.User, cfg.Passwd, cfg.Net, cfg.Addr = p.Role.MySQLUser, p.Role.Password, "tcp", d.proxy
-	connector, err := mysql.NewConnector(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db := sql.OpenDB(connector)
-	defer db.Close()
+	db := d.openDB(t, p.Role.MySQLUser, p.Role.Password, "")
 	conn, err := db.Conn(t.Context())
 	if err != nil {
 		t.Fatalf("login through the proxy: %v", err)

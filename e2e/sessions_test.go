@@ -12,8 +12,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/go-sql-driver/mysql"
 )
 
 // suspendCycles is how many suspends the pools live through.
@@ -147,14 +145,7 @@ func TestPoolsSurviveSuspend(t *testing.T) {
 // with @who.
 func openGoPool(t *testing.T, d *daemon, user, pw string, n int) []*sql.Conn {
 	t.Helper()
-	cfg := mysql.NewConfig()
-	cfg.User, cfg.Passwd, cfg.Net, cfg.Addr, cfg.DBName = user, pw, "tcp", d.proxy, "app"
-	connector, err := mysql.NewConnector(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db := sql.OpenDB(connector)
-	t.Cleanup(func() { db.Close() })
+	db := d.openDB(t, user, pw, "app")
 	var conns []*sql.Conn
 	for i := range n {
 		c, err := db.Conn(context.Background())

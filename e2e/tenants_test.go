@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -116,14 +115,7 @@ func TestConnectionQuota(t *testing.T) {
 	if st := d.postJSON(t, "/api/v1/projects/"+p.Project.ID+"/compute", `{}`, &struct{}{}); st != 201 {
 		t.Fatalf("create compute: %d", st)
 	}
-	cfg := mysql.NewConfig()
-	cfg.User, cfg.Passwd, cfg.Net, cfg.Addr = p.Role.MySQLUser, p.Role.Password, "tcp", d.proxy
-	connector, err := mysql.NewConnector(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db := sql.OpenDB(connector)
-	t.Cleanup(func() { db.Close() })
+	db := d.openDB(t, p.Role.MySQLUser, p.Role.Password, "")
 	ctx := context.Background()
 	for i := range 2 {
 		c, err := db.Conn(ctx)
@@ -135,7 +127,7 @@ func TestConnectionQuota(t *testing.T) {
 		}
 		defer c.Close()
 	}
-	_, err = db.Conn(ctx)
+	_, err := db.Conn(ctx)
 	var me *mysql.MySQLError
 	if !errors.As(err, &me) || me.Number != 1040 || !strings.Contains(me.Message, "Too many connections") {
 		t.Fatalf("third connection: %v, want MySQL error 1040", err)
