@@ -154,7 +154,7 @@ func (s *Server) createProject(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if err := s.checkConnectionsQuota(r, p); err != nil {
+	if err := s.checkProjectQuotas(r, p); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -271,7 +271,7 @@ func (s *Server) patchProject(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if err := s.checkConnectionsQuota(r, p); err != nil {
+	if err := s.checkProjectQuotas(r, p); err != nil {
 		s.fail(w, r, err)
 		return
 	}

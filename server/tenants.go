@@ -256,20 +256,23 @@ func (s *Server) checkProjectQuota(r *http.Request, t *store.Tenant) error {
 	return nil
 }
 
-// checkConnectionsQuota refuses a project whose max_connections is over
-// its tenant's max_connections_per_project. A project without its own
-// limit is bounded by the quota at login (proxy.StoreDirectory).
-func (s *Server) checkConnectionsQuota(r *http.Request, p *store.Project) error {
-	max := 0
-	if t, err := s.st.GetTenant(r.Context(), p.TenantID); err != nil {
+// checkProjectQuotas refuses a project config over its tenant's quotas:
+// max_connections over max_connections_per_project (a project without its
+// own limit is bounded by the quota at login, in proxy.StoreDirectory),
+// storage_size over max_storage.
+func (s *Server) checkProjectQuotas(r *http.Request, p *store.Project) error {
+	t, err := s.st.GetTenant(r.Context(), p.TenantID)
+	if err != nil {
 		return err
-	} else {
-		max = t.Quotas.MaxConnectionsPerProject
 	}
-	if max > 0 && p.Config.MaxConnections > max {
+	if max := t.Quotas.MaxConnectionsPerProject; max > 0 && p.Config.MaxConnections > max {
 		return quotaError{fmt.Sprintf("max_connections %d is over the tenant's quota max_connections_per_project %d: ask a lower one, or ask an admin to raise the quota", p.Config.MaxConnections, max)}
 	}
-	return nil
+	if p.Config.StorageSize == "" {
+		return nil
+	}
+	spec := store.ComputeSpec{Storage: p.Config.StorageSize}
+	return s.applyStorageQuota(t, &spec)
 }
 
 // applyComputeQuotas refuses a compute over its tenant's

@@ -338,6 +338,7 @@ func TestComputeQuotas(t *testing.T) {
 		t.Fatalf("connection quota refusal: %s", r.raw)
 	}
 	tn.mustCall(t, "a-rw", "POST", "/api/v1/projects", `{"name":"big","config":{"max_connections":9}}`, 403)
+	tn.mustCall(t, "a-rw", "PATCH", p, `{"config":{"storage_size":"5Gi"}}`, 403)
 	tn.mustCall(t, "a-rw", "PATCH", p, `{"config":{"max_connections":5}}`, 200)
 	r = tn.mustCall(t, "a-rw", "POST", p+"/compute", `{"config":{"resources":{"memory":"128Mi"}}}`, 201)
 	if got := str(r, "compute", "spec", "storage"); got != "1Gi" {
