@@ -62,24 +62,35 @@ func SysbenchPrepare(ctx context.Context, t Target) error {
 type SysbenchResult struct {
 	TPS    float64 // transactions per second
 	QPS    float64
-	P95ms  float64 // 95th percentile latency of a transaction
+	P95ms  float64 // 95th percentile latency of a transaction (SysbenchRun)
 	Errors float64 // ignored errors per second (deadlocks in read_write)
+	// PctMs is the latency of a transaction at the percentile the run asked
+	// for (95 for SysbenchRun), in ms.
+	PctMs float64
 }
 
 var (
 	reTPS = regexp.MustCompile(`transactions:\s+\d+\s+\(([0-9.]+) per sec`)
 	reQPS = regexp.MustCompile(`queries:\s+\d+\s+\(([0-9.]+) per sec`)
-	reP95 = regexp.MustCompile(`95th percentile:\s+([0-9.]+)`)
+	rePct = regexp.MustCompile(`\d+th percentile:\s+([0-9.]+)`)
 	reErr = regexp.MustCompile(`ignored errors:\s+\d+\s+\(([0-9.]+) per sec`)
 )
 
 // SysbenchRun runs one workload (oltp_point_select, oltp_read_only,
 // oltp_read_write) through t for d with the given client threads.
 func SysbenchRun(ctx context.Context, t Target, workload string, threads int, d time.Duration) (SysbenchResult, error) {
+	r, err := SysbenchRunPct(ctx, t, workload, threads, d, 95)
+	r.P95ms = r.PctMs
+	return r, err
+}
+
+// SysbenchRunPct is SysbenchRun reporting the latency at percentile pct
+// (1-99) in PctMs: 99 for a tail.
+func SysbenchRunPct(ctx context.Context, t Target, workload string, threads int, d time.Duration, pct int) (SysbenchResult, error) {
 	args := append([]string{workload}, t.args()...)
 	args = append(args, tableArgs()...)
 	args = append(args, fmt.Sprintf("--threads=%d", threads), fmt.Sprintf("--time=%d", int(d.Round(time.Second)/time.Second)),
-		"--report-interval=0", "--percentile=95", "run")
+		"--report-interval=0", fmt.Sprintf("--percentile=%d", pct), "run")
 	out, err := exec.CommandContext(ctx, "sysbench", args...).CombinedOutput()
 	if err != nil {
 		return SysbenchResult{}, fmt.Errorf("sysbench %s %d threads via %s: %v\n%s", workload, threads, t.Name, err, tail(out))
@@ -89,7 +100,7 @@ func SysbenchRun(ctx context.Context, t Target, workload string, threads int, d 
 	for _, f := range []struct {
 		re  *regexp.Regexp
 		dst *float64
-	}{{reTPS, &r.TPS}, {reQPS, &r.QPS}, {reP95, &r.P95ms}, {reErr, &r.Errors}} {
+	}{{reTPS, &r.TPS}, {reQPS, &r.QPS}, {rePct, &r.PctMs}, {reErr, &r.Errors}} {
 		m := f.re.FindStringSubmatch(s)
 		if m == nil {
 			return r, fmt.Errorf("sysbench %s via %s: cannot parse its output:\n%s", workload, t.Name, tail(out))

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/serverlessd/serverlessd/bench"
 )
@@ -39,6 +42,13 @@ type daemon struct {
 // the default, 30s) and waits until /readyz answers. Logs go to <dataDir>.log at warn level: at
 // info, 500 logins a second would be measured writing log lines.
 func startDaemon(bin, dataDir string, interval time.Duration) (*daemon, error) {
+	return startDaemonEnv(bin, dataDir, interval)
+}
+
+// startDaemonEnv is startDaemon with extra environment variables
+// ("SERVERLESSD_...=value"); they override the defaults set here, log level
+// included.
+func startDaemonEnv(bin, dataDir string, interval time.Duration, env ...string) (*daemon, error) {
 	api, err := bench.FreeAddr()
 	if err != nil {
 		return nil, err
@@ -60,6 +70,7 @@ func startDaemon(bin, dataDir string, interval time.Duration) (*daemon, error) {
 	if interval > 0 {
 		d.cmd.Env = append(d.cmd.Env, "SERVERLESSD_SCHEDULER_INTERVAL="+interval.String())
 	}
+	d.cmd.Env = append(d.cmd.Env, env...) // of duplicates, exec uses the last
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
 	if err := d.cmd.Start(); err != nil {
 		return nil, err
@@ -116,6 +127,11 @@ func (e *apiError) Error() string {
 
 // call sends a JSON request and decodes a JSON answer into out (if not nil).
 func (d *daemon) call(method, path string, in, out any) error {
+	return d.callAs("", method, path, in, out)
+}
+
+// callAs is call with an API key as bearer token ("": none, an admin).
+func (d *daemon) callAs(key, method, path string, in, out any) error {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -129,6 +145,9 @@ func (d *daemon) call(method, path string, in, out any) error {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
 	resp, err := d.http.Do(req)
 	if err != nil {
 		return err
@@ -148,9 +167,20 @@ func (d *daemon) call(method, path string, in, out any) error {
 }
 
 // get times one GET and drains the answer (for API latency figures).
-func (d *daemon) get(path string) (time.Duration, error) {
+func (d *daemon) get(path string) (time.Duration, error) { return d.getAs(path, "") }
+
+// getAs is get with an API key as bearer token ("": none, which is an
+// admin on a daemon without api.tokens).
+func (d *daemon) getAs(path, key string) (time.Duration, error) {
+	req, err := http.NewRequest("GET", "http://"+d.api+path, nil)
+	if err != nil {
+		return 0, err
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
 	t0 := time.Now()
-	resp, err := d.http.Get("http://" + d.api + path)
+	resp, err := d.http.Do(req)
 	if err != nil {
 		return 0, err
 	}
@@ -166,23 +196,54 @@ func (d *daemon) get(path string) (time.Duration, error) {
 type project struct {
 	ID       string
 	Name     string
+	User     string // the root role's MySQL user, as the API gives it
 	Password string
 	Compute  string // compute id, once created
 	Socket   string // the compute's unix socket, once created
 }
 
-// createProject creates a project (idle timeout in seconds) and returns it
-// with its root password.
+// ref names the project in API paths: its id, which an admin may use for a
+// project of any tenant (a name finds only the default tenant's).
+func (p *project) ref() string {
+	if p.ID != "" {
+		return p.ID
+	}
+	return p.Name
+}
+
+// createProject creates a project (idle timeout in seconds) in the default
+// tenant and returns it with its root password.
 func (d *daemon) createProject(name string, idle int) (*project, error) {
+	return d.createProjectIn("", name, idle)
+}
+
+// createProjectIn creates a project in a tenant (an id or a name; "": the
+// default tenant).
+func (d *daemon) createProjectIn(tenant, name string, idle int) (*project, error) {
 	var out struct {
 		Project struct{ ID, Name string }
-		Role    struct{ Password string }
+		Role    struct {
+			Password  string
+			MySQLUser string `json:"mysql_user"`
+		}
 	}
-	err := d.call("POST", "/api/v1/projects", map[string]any{"name": name, "config": map[string]any{"idle_timeout": idle}}, &out)
-	if err != nil {
+	in := map[string]any{"name": name, "config": map[string]any{"idle_timeout": idle}}
+	if tenant != "" {
+		in["tenant"] = tenant
+	}
+	if err := d.call("POST", "/api/v1/projects", in, &out); err != nil {
 		return nil, fmt.Errorf("create project %s: %w", name, err)
 	}
-	return &project{ID: out.Project.ID, Name: name, Password: out.Role.Password}, nil
+	return &project{ID: out.Project.ID, Name: name, User: out.Role.MySQLUser, Password: out.Role.Password}, nil
+}
+
+// createTenant creates a tenant without quotas and returns its id.
+func (d *daemon) createTenant(name string) (string, error) {
+	var out struct{ Tenant struct{ ID string } }
+	if err := d.call("POST", "/api/v1/tenants", map[string]any{"name": name}, &out); err != nil {
+		return "", fmt.Errorf("create tenant %s: %w", name, err)
+	}
+	return out.Tenant.ID, nil
 }
 
 type computeJSON struct {
@@ -194,12 +255,22 @@ type computeJSON struct {
 // createCompute creates the project's compute (memory "" = the default)
 // and records its id and socket.
 func (d *daemon) createCompute(p *project, memory string) error {
-	cfg := map[string]any{}
+	res := map[string]any{}
 	if memory != "" {
-		cfg["resources"] = map[string]any{"memory": memory}
+		res["memory"] = memory
+	}
+	return d.createComputeWith(p, res)
+}
+
+// createComputeWith creates the project's compute with these
+// config.resources (memory, cpu; empty: the defaults).
+func (d *daemon) createComputeWith(p *project, resources map[string]any) error {
+	cfg := map[string]any{}
+	if len(resources) > 0 {
+		cfg["resources"] = resources
 	}
 	var out struct{ Compute computeJSON }
-	if err := d.call("POST", "/api/v1/projects/"+p.Name+"/compute", map[string]any{"config": cfg}, &out); err != nil {
+	if err := d.call("POST", "/api/v1/projects/"+p.ref()+"/compute", map[string]any{"config": cfg}, &out); err != nil {
 		return fmt.Errorf("create compute of %s: %w", p.Name, err)
 	}
 	p.Compute = out.Compute.ID
@@ -209,18 +280,18 @@ func (d *daemon) createCompute(p *project, memory string) error {
 
 func (d *daemon) compute(p *project) (computeJSON, error) {
 	var out struct{ Compute computeJSON }
-	err := d.call("GET", "/api/v1/projects/"+p.Name+"/compute", nil, &out)
+	err := d.call("GET", "/api/v1/projects/"+p.ref()+"/compute", nil, &out)
 	return out.Compute, err
 }
 
 // suspend suspends the compute; it returns once mariadbd has exited.
 func (d *daemon) suspend(p *project) error {
-	return d.call("POST", "/api/v1/projects/"+p.Name+"/compute/"+p.Compute+"/suspend", nil, nil)
+	return d.call("POST", "/api/v1/projects/"+p.ref()+"/compute/"+p.Compute+"/suspend", nil, nil)
 }
 
 func (d *daemon) resume(p *project) error {
 	var out struct{ Compute computeJSON }
-	if err := d.call("POST", "/api/v1/projects/"+p.Name+"/compute/"+p.Compute+"/resume", nil, &out); err != nil {
+	if err := d.call("POST", "/api/v1/projects/"+p.ref()+"/compute/"+p.Compute+"/resume", nil, &out); err != nil {
 		return err
 	}
 	p.Socket = strings.TrimPrefix(out.Compute.Address, "unix:")
@@ -238,7 +309,7 @@ type operation struct {
 // operations lists the project's operations that started at or after since.
 func (d *daemon) operations(p *project, since time.Time) ([]operation, error) {
 	var out struct{ Operations []operation }
-	if err := d.call("GET", "/api/v1/projects/"+p.Name+"/operations?limit=1000", nil, &out); err != nil {
+	if err := d.call("GET", "/api/v1/projects/"+p.ref()+"/operations?limit=1000", nil, &out); err != nil {
 		return nil, err
 	}
 	var ops []operation
@@ -347,9 +418,18 @@ func (d *daemon) computeDir(p *project) string {
 	return filepath.Join(d.dataDir, "computes", p.Compute)
 }
 
-// proxyDSN is a go-sql-driver DSN for a login through the daemon.
+// proxyDSN is a go-sql-driver DSN for a login through the daemon, as the
+// root role's MySQL user (<name>.root in the default tenant, <id>.root in
+// others).
 func (d *daemon) proxyDSN(p *project, db string) string {
-	return fmt.Sprintf("%s.root:%s@tcp(%s)/%s?timeout=60s&readTimeout=60s", p.Name, p.Password, d.proxy, db)
+	return fmt.Sprintf("%s:%s@tcp(%s)/%s?timeout=60s&readTimeout=60s", p.mysqlUser(), p.Password, d.proxy, db)
+}
+
+func (p *project) mysqlUser() string {
+	if p.User != "" {
+		return p.User
+	}
+	return p.Name + ".root"
 }
 
 // directDSN is a DSN straight to the compute's unix socket, as the same
@@ -359,8 +439,12 @@ func directDSN(p *project, db string) string {
 }
 
 // procStatusKB reads a "VmRSS"-style field of /proc/<pid>/status, in kB.
-func procStatusKB(pid int, field string) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+func procStatusKB(pid int, field string) (int64, error) { return procKB(pid, "status", field) }
+
+// procKB reads a field given in kB from /proc/<pid>/<file> (status,
+// smaps_rollup).
+func procKB(pid int, file, field string) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, file))
 	if err != nil {
 		return 0, err
 	}
@@ -369,7 +453,7 @@ func procStatusKB(pid int, field string) (int64, error) {
 			return strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
 		}
 	}
-	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
+	return 0, fmt.Errorf("no %s in /proc/%d/%s", field, pid, file)
 }
 
 // mariadbdPID reads the compute's pid file.
@@ -384,4 +468,97 @@ func mariadbdPID(dir string) (int, error) {
 // withTimeout is context.WithTimeout on Background, for one operation.
 func withTimeout(d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), d)
+}
+
+// mariadbdPIDs finds the daemon's mariadbd processes: those whose command
+// line names a file under its data dir (--defaults-file=<data
+// dir>/computes/<id>/my.cnf). They run in sessions of their own, so the
+// command line is a surer mark than the parent pid.
+func (d *daemon) mariadbdPIDs() []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(b), "\x00")
+		if filepath.Base(args[0]) == "mariadbd" && strings.Contains(string(b), d.dataDir+"/") {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// rssKB reads VmRSS of each pid, in kB; processes gone meanwhile are
+// skipped.
+func rssKB(pids []int) []int64 {
+	var out []int64
+	for _, pid := range pids {
+		if kb, err := procStatusKB(pid, "VmRSS"); err == nil {
+			out = append(out, kb)
+		}
+	}
+	return out
+}
+
+// pssSumKB adds up the proportional set size of the pids, in kB: RSS with
+// each shared page (mariadbd's binary and libraries, mapped by every one)
+// divided among the processes that map it, so that the sum is the memory
+// they hold together. 0 where smaps_rollup is missing (before Linux 4.14).
+func pssSumKB(pids []int) int64 {
+	var n int64
+	for _, pid := range pids {
+		if kb, err := procKB(pid, "smaps_rollup", "Pss"); err == nil {
+			n += kb
+		}
+	}
+	return n
+}
+
+// suspendAll suspends the projects' active computes through the API, four
+// at a time, and returns once every one is suspended.
+func (d *daemon) suspendAll(ps []*project) error {
+	var g errgroup.Group
+	g.SetLimit(4)
+	for _, p := range ps {
+		g.Go(func() error {
+			if c, err := d.compute(p); err == nil && c.State == "suspended" {
+				return nil
+			}
+			if err := d.suspend(p); err != nil {
+				return fmt.Errorf("suspend %s: %w", p.Name, err)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// stopAndReap stops the daemon, then kills any of its mariadbd left
+// running, saying so.
+func (d *daemon) stopAndReap() {
+	d.stop()
+	if n := d.reap(); n > 0 {
+		log.Printf("killed %d mariadbd the daemon left running at its stop (see %s)", n, d.logPath)
+	}
+}
+
+// reap kills whatever mariadbd of the daemon is still running once it has
+// stopped (its shutdown suspends computes four at a time within a deadline,
+// which many computes may outlast), so that no phase leaves one behind. It
+// returns how many it had to kill.
+func (d *daemon) reap() int {
+	pids := d.mariadbdPIDs()
+	for _, pid := range pids {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	return len(pids)
 }

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -97,7 +99,46 @@ type Results struct {
 	Churn      *ChurnResult
 	Scale      *ScaleResult
 	PoolChurn  *PoolChurnResult
+	TenantAPI  *TenantAPIResult
+	CrossStorm *CrossStormResult
+	Density    *DensityResult
+	Neighbor   *NeighborResult
 	GoBench    *GoBenchResult
 	Profile    *ProfileResult
 	Targets    []Target
+}
+
+// memInfoKB reads fields of /proc/meminfo ("MemTotal", "MemAvailable"), in kB.
+func memInfoKB(fields ...string) (map[string]int64, error) {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int64{}
+	for _, line := range strings.Split(string(b), "\n") {
+		name, v, ok := strings.Cut(line, ":")
+		if !ok || !slices.Contains(fields, name) {
+			continue
+		}
+		if out[name], err = strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64); err != nil {
+			return nil, fmt.Errorf("parse %s in /proc/meminfo: %w", name, err)
+		}
+	}
+	for _, f := range fields {
+		if _, ok := out[f]; !ok {
+			return nil, fmt.Errorf("no %s in /proc/meminfo", f)
+		}
+	}
+	return out, nil
+}
+
+// memUsedKB is the machine's memory in use, MemTotal - MemAvailable: what
+// the kernel could not hand out without swapping, page cache that can be
+// dropped excluded.
+func memUsedKB() (int64, error) {
+	m, err := memInfoKB("MemTotal", "MemAvailable")
+	if err != nil {
+		return 0, err
+	}
+	return m["MemTotal"] - m["MemAvailable"], nil
 }

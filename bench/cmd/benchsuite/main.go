@@ -32,7 +32,8 @@ import (
 )
 
 // phases, in the order they run. Each is independent of the others' results.
-var allPhases = []string{"cold", "reattach", "warm", "throughput", "storm", "churn", "scale", "poolchurn", "gobench", "profile"}
+var allPhases = []string{"cold", "reattach", "warm", "throughput", "storm", "churn", "scale", "poolchurn",
+	"tenantapi", "crossstorm", "density", "neighbor", "gobench", "profile"}
 
 type options struct {
 	out     string
@@ -59,6 +60,15 @@ type options struct {
 	poolN          int
 	profileFor     time.Duration
 	interval       time.Duration
+	tenantsN       int
+	tenantProjects int
+	tenantRequests int
+	crossN         int
+	crossRounds    int
+	densityMax     string
+	densityCap     int
+	densityFor     time.Duration
+	neighborFor    time.Duration
 }
 
 func main() {
@@ -87,6 +97,15 @@ func main() {
 	flag.IntVar(&o.poolN, "poolchurn-projects", 20, "projects, each with a pool of kept connections, in the pool churn run")
 	flag.DurationVar(&o.profileFor, "profile-time", 20*time.Second, "sysbench time under the CPU profile of the proxy")
 	flag.DurationVar(&o.interval, "interval", 200*time.Millisecond, "scheduler interval of the churn, scale and pool churn daemons")
+	flag.IntVar(&o.tenantsN, "tenantapi-tenants", 100, "tenants in the store for the tenant API key figures")
+	flag.IntVar(&o.tenantProjects, "tenantapi-projects", 10000, "projects in the store for the tenant API key figures, spread evenly over the tenants")
+	flag.IntVar(&o.tenantRequests, "tenantapi-requests", 500, "timed requests of each kind (list, get; tenant key, admin)")
+	flag.IntVar(&o.crossN, "crossstorm-projects", 100, "projects, each with a 64Mi compute, woken at once in the cross-project storm")
+	flag.IntVar(&o.crossRounds, "crossstorm-rounds", 2, "cross-project storms to run")
+	flag.StringVar(&o.densityMax, "density-max-memory", "", "the density daemon's compute.local.max_memory, e.g. 1Gi (empty: its default, 80% of the machine's memory)")
+	flag.IntVar(&o.densityCap, "density-cap", 400, "the most 64Mi computes the density run creates")
+	flag.DurationVar(&o.densityFor, "density-time", 10*time.Minute, "time after which the density run stops creating computes")
+	flag.DurationVar(&o.neighborFor, "neighbor-time", 20*time.Second, "length of each sysbench run of the quiet tenant, alone and beside the noisy one")
 	rerender := flag.String("render", "", "only render the report from a results.json that an earlier run saved in its work directory")
 	flag.Parse()
 	if *rerender != "" {
@@ -270,6 +289,10 @@ func (s *suite) run() int {
 		s.phase("churn+scale", s.churnAndScale)
 	}
 	s.phase("poolchurn", s.poolChurn)
+	s.phase("tenantapi", s.tenantAPI)
+	s.phase("crossstorm", s.crossStorm)
+	s.phase("density", s.density)
+	s.phase("neighbor", s.neighbor)
 	s.phase("gobench", s.goBench)
 	s.phase("profile", s.profile)
 

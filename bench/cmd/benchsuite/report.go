@@ -222,7 +222,89 @@ func targets(r *Results) []Target {
 		add(Target{Issue: "7", Goal: "churn: 0 failed connections", Status: notRun})
 	}
 	add(poolChurnTarget(r.PoolChurn))
+
+	// Tenants and the node's memory; these rows name no issue either.
+	add(tenantAPITarget(r.TenantAPI))
+	add(crossStormTarget(r.CrossStorm))
+	add(densityTarget(r.Density))
+	add(neighborTarget(r.Neighbor, r.Machine.Cores))
 	return ts
+}
+
+// tenantAPITarget checks list and get through a tenant-scoped API key; the
+// admin path on the same store says whether a miss is the key's cost.
+func tenantAPITarget(ta *TenantAPIResult) Target {
+	if ta == nil || ta.KeyList.N == 0 {
+		return Target{Issue: "—", Goal: "API through a tenant API key: list and get p99 < 10 ms", Status: notRun}
+	}
+	t := Target{Issue: "—", Goal: fmt.Sprintf("API through a tenant API key (%d tenants, %d projects): list (limit=100) and get p99 < 10 ms", ta.Tenants, ta.Projects),
+		Measured: fmt.Sprintf("tenant key: list p99 %.2f ms, get p99 %.2f ms; admin: list p99 %.2f ms, get p99 %.2f ms",
+			ta.KeyList.P99, ta.KeyGet.P99, ta.AdminList.P99, ta.AdminGet.P99),
+		Status: status(ta.KeyList.P99 < 10 && ta.KeyGet.P99 < 10)}
+	if t.Status != met {
+		t.Limit = fmt.Sprintf("p50 with the key: list %.2f ms, get %.2f ms, against %.2f and %.2f ms as an admin, interleaved on the same store",
+			ta.KeyList.P50, ta.KeyGet.P50, ta.AdminList.P50, ta.AdminGet.P50)
+	}
+	return t
+}
+
+// crossStormTarget checks that every login of a storm across projects
+// succeeds, and gives what the simultaneous starts cost.
+func crossStormTarget(cs *CrossStormResult) Target {
+	if cs == nil || len(cs.Rounds) == 0 {
+		return Target{Issue: "—", Goal: "cross-project storm: 0 errors", Status: notRun}
+	}
+	var p99, wall float64
+	var peak int64
+	for _, r := range cs.Rounds {
+		p99, wall, peak = max(p99, r.Login.P99), max(wall, r.Wall), max(peak, r.PeakMemKB)
+	}
+	t := Target{Issue: "—", Goal: fmt.Sprintf("cross-project storm (%d suspended %s computes, one login each, all at once): 0 errors", cs.Projects, cs.Memory),
+		Measured: fmt.Sprintf("%d errors over %d storms; worst login p99 %.0f ms, last answer after %.0f ms; machine memory peak +%.0f MiB",
+			cs.Errors, len(cs.Rounds), p99, wall, mib(peak)),
+		Status: status(cs.Errors == 0)}
+	if t.Status != met {
+		t.Limit = strings.Join(cs.ErrorKind, "; ")
+	}
+	return t
+}
+
+// densityTarget checks the node's memory budget: the computes active at
+// once never ask more than it, and the run shows how many that is.
+func densityTarget(de *DensityResult) Target {
+	if de == nil || de.Created == 0 {
+		return Target{Issue: "—", Goal: "active computes stay within the node's memory budget", Status: notRun}
+	}
+	t := Target{Issue: "—", Goal: fmt.Sprintf("active %s computes stay within the node's memory budget (%.0f MiB)", de.Memory, float64(de.BudgetBytes)/(1<<20)),
+		Measured: fmt.Sprintf("%d active at the peak (%.0f MiB asked); stopped: %s; mariadbd RSS median %.0f MiB, %.0f MiB of PSS per compute; daemon RSS %.0f MiB",
+			de.PeakActive, float64(de.PeakAsked)/(1<<20), de.Stop, mib(de.RSSMedKB), mib(de.PssSumKB)/float64(max(de.Mariadbds, 1)), mib(de.DaemonRSSKB)),
+		Status: status(de.PeakAsked <= de.BudgetBytes)}
+	if t.Status != met {
+		t.Limit = fmt.Sprintf("%d computes of %s were active at once, more than the budget holds", de.PeakActive, de.Memory)
+	}
+	return t
+}
+
+// neighborTarget checks how much a CPU-bound tenant slows a quiet one's
+// tail latency on the same node.
+func neighborTarget(nb *NeighborResult, cores int) Target {
+	if nb == nil || nb.UnloadedP99 == 0 {
+		return Target{Issue: "—", Goal: "noisy neighbour: a quiet tenant's p99 beside another's CPU load ≤ 3× alone", Status: notRun}
+	}
+	limit := "none (the API refused one)"
+	if nb.NoisyCPU != "" {
+		limit = nb.NoisyCPU + " CPU"
+	}
+	t := Target{Issue: "—", Goal: "noisy neighbour: a quiet tenant's point_select p99 (1 thread) beside another tenant's CPU-bound load ≤ 3× alone",
+		Measured: fmt.Sprintf("p99 %.2f ms alone, %.2f ms beside the load (%.2f×); %.0f → %.0f transactions/s; the noisy compute (limit %s) used %.2f cores",
+			nb.UnloadedP99, nb.LoadedP99, nb.Ratio, nb.UnloadedTPS, nb.LoadedTPS, limit, nb.NoisyCores),
+		Status: status(nb.Ratio <= 3)}
+	if t.Status != met {
+		t.Limit = fmt.Sprintf("the noisy compute held %.2f cores of this machine's %d for its %d busy threads, and the quiet path (sysbench, the daemon's relay, the quiet mariadbd) ran on what was left. "+
+			"Its CPU limit bounds its CPU time per 100 ms period, not when its threads run within one, so a quiet thread that wakes behind a noisy one can wait out its time slice (a few ms): a likely source of the tail",
+			nb.NoisyCores, cores, nb.LoadConn)
+	}
+	return t
 }
 
 // reattachTargets checks the first query after a suspend on an open
@@ -309,6 +391,7 @@ func render(r *Results) ([]byte, error) {
 		"f2":    func(v float64) string { return fmt.Sprintf("%.2f", v) },
 		"f3":    func(v float64) string { return fmt.Sprintf("%.3f", v) },
 		"mib":   mib,
+		"bmib":  func(b int64) float64 { return float64(b) / (1 << 20) },
 		"short": short,
 		"sub":   func(a, b float64) float64 { return a - b },
 		"inc":   func(i int) int { return i + 1 },
