@@ -79,6 +79,7 @@ type Driver struct {
 	user      string // mariadbd --user; empty when the user has no name
 	owners    owners // per-compute uids; owners.r is nil unless root
 	cgroups   bool   // computes get a cgroup with their resource limits
+	cpus      *cpuPlacer
 
 	uidMu sync.Mutex // one uid allocation at a time
 
@@ -125,6 +126,7 @@ func New(opts Options) (*Driver, error) {
 		mariadbd: mariadbd, installDB: installDB, version: version, user: processUser(),
 		owners: owners{dir: opts.Dir},
 		procs:  map[string]*instance{}, locks: map[string]chan struct{}{}, sysSizes: map[string]int64{},
+		cpus: newCPUPlacer(allowedCPUs()),
 	}
 	if err := d.isolate(); err != nil {
 		return nil, err

@@ -72,6 +72,7 @@ func (d *Driver) launch(l layout, sz sizing) (*instance, error) {
 		}
 		return nil, err
 	}
+	d.pin(inst, sz.cgroup.CPUMilli)
 	d.track(inst)
 	// Write the pid file at once: mariadbd writes the same one only once it
 	// listens, ~100 ms later, and a daemon killed in between must still find
@@ -84,6 +85,19 @@ func (d *Driver) launch(l layout, sz sizing) (*instance, error) {
 	}
 	go d.watch(inst, l, pidfd)
 	return inst, nil
+}
+
+// pin gives a compute with a CPU limit its own cores (cpuPlacer). A
+// failure only loses the placement: the cgroup still bounds its CPU time.
+func (d *Driver) pin(inst *instance, milli int64) {
+	cpus := d.cpus.place(inst.id, milli)
+	if cpus == nil {
+		return
+	}
+	if err := pinCPUs(inst.pid, cpus); err != nil {
+		d.cpus.release(inst.id)
+		d.log.Warn("cannot give the compute its own CPUs; it runs on all of them", "compute", inst.id, "cpus", cpus, "err", err)
+	}
 }
 
 // spawn execs mariadbd on the compute's my.cnf, as uid when it is not -1,
@@ -199,6 +213,7 @@ func (d *Driver) exited(inst *instance, l layout, waitErr error) {
 	d.mu.Unlock()
 	inst.exitErr = fmt.Errorf("mariadbd (pid %d) %v: %s", inst.pid, waitErr, logTail(l.logFile(), inst.logOffset))
 	d.release(inst.id, inst.cgroup)
+	d.cpus.release(inst.id)
 	close(inst.done)
 	if !crash {
 		return

@@ -9,3 +9,9 @@ func openPidfd(int) *os.File { return nil }
 
 // reserve: no fallocate outside Linux; the copy writes every data region.
 func reserve(*os.File, int64) error { return nil }
+
+// allowedCPUs: no affinity outside Linux; computes run anywhere.
+func allowedCPUs() []int { return nil }
+
+// pinCPUs: no affinity outside Linux.
+func pinCPUs(int, []int) error { return nil }
