@@ -2,21 +2,12 @@ package cli
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
-	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/serverlessd/serverlessd/compute"
-	"github.com/serverlessd/serverlessd/compute/local"
-	"github.com/serverlessd/serverlessd/compute/local/localtest"
-	"github.com/serverlessd/serverlessd/server"
-	"github.com/serverlessd/serverlessd/store/sqlite"
+	"github.com/serverlessd/serverlessd/server/servertest"
 )
 
 const adminToken = "cli-test-admin-token-0123456789"
@@ -29,23 +20,7 @@ type cliEnv struct {
 
 func newCLIEnv(t *testing.T) *cliEnv {
 	t.Helper()
-	dir := localtest.Dir(t)
-	st, err := sqlite.Open(filepath.Join(dir, "state.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	drv, err := local.New(local.Options{Dir: filepath.Join(dir, "computes"), StopTimeout: 30 * time.Second, Logger: log})
-	if err != nil {
-		t.Fatalf("local driver (is mariadb-server installed?): %v", err)
-	}
-	mgr := compute.New(compute.Options{Store: st, Driver: drv, Node: "test", Logger: log})
-	srv := httptest.NewServer(server.New(server.Options{Store: st, Manager: mgr, Tokens: []string{adminToken}, ProxyAddr: "127.0.0.1:3306", Logger: log}).Handler())
-	t.Cleanup(func() {
-		srv.Close()
-		_ = mgr.SuspendAll(context.Background(), compute.ReasonShutdown)
-	})
+	srv, _ := servertest.New(t, servertest.Options{Tokens: []string{adminToken}})
 	return &cliEnv{url: srv.URL}
 }
 

@@ -1,22 +1,16 @@
 package server_test
 
 import (
-	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http/httptest"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/serverlessd/serverlessd/compute"
 	"github.com/serverlessd/serverlessd/compute/local"
-	"github.com/serverlessd/serverlessd/compute/local/localtest"
 	"github.com/serverlessd/serverlessd/server"
-	"github.com/serverlessd/serverlessd/store/sqlite"
+	"github.com/serverlessd/serverlessd/server/servertest"
 )
 
 // TestComputeLimits: resources no compute can run with are a 400 that
@@ -139,23 +133,8 @@ func TestLimitsFollowTheDriver(t *testing.T) {
 // newSharedAPI serves the API over a manager whose driver is not node-local.
 func newSharedAPI(t *testing.T, limits server.Limits) *httptest.Server {
 	t.Helper()
-	dir := localtest.Dir(t)
-	st, err := sqlite.Open(filepath.Join(dir, "state.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	drv, err := local.New(local.Options{Dir: filepath.Join(dir, "computes"), StopTimeout: 30 * time.Second, Logger: log})
-	if err != nil {
-		t.Fatalf("local driver (is mariadb-server installed?): %v", err)
-	}
-	mgr := compute.New(compute.Options{Store: st, Driver: &sharedDriver{drv}, Node: "test", Logger: log})
-	srv := httptest.NewServer(server.New(server.Options{Store: st, Manager: mgr, Limits: limits, Logger: log}).Handler())
-	t.Cleanup(func() {
-		srv.Close()
-		_ = mgr.SuspendAll(context.Background(), compute.ReasonShutdown)
-	})
+	srv, _ := servertest.New(t, servertest.Options{Limits: limits,
+		Driver: func(d *local.Driver) compute.Driver { return &sharedDriver{d} }})
 	return srv
 }
 

@@ -1,23 +1,16 @@
 package server_test
 
 import (
-	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/serverlessd/serverlessd/compute"
-	"github.com/serverlessd/serverlessd/compute/local"
-	"github.com/serverlessd/serverlessd/compute/local/localtest"
-	"github.com/serverlessd/serverlessd/server"
-	"github.com/serverlessd/serverlessd/store/sqlite"
+	"github.com/serverlessd/serverlessd/server/servertest"
 )
 
 const token = "test-token-0123456789"
@@ -26,24 +19,7 @@ const token = "test-token-0123456789"
 // the real local driver.
 func newAPI(t *testing.T, tokens ...string) (*httptest.Server, string) {
 	t.Helper()
-	dir := localtest.Dir(t)
-	st, err := sqlite.Open(filepath.Join(dir, "state.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	drv, err := local.New(local.Options{Dir: filepath.Join(dir, "computes"), StopTimeout: 30 * time.Second, Logger: log})
-	if err != nil {
-		t.Fatalf("local driver (is mariadb-server installed?): %v", err)
-	}
-	mgr := compute.New(compute.Options{Store: st, Driver: drv, Node: "test", Logger: log})
-	srv := httptest.NewServer(server.New(server.Options{Store: st, Manager: mgr, Tokens: tokens, ProxyAddr: "127.0.0.1:3306", Logger: log}).Handler())
-	t.Cleanup(func() {
-		srv.Close()
-		_ = mgr.SuspendAll(context.Background(), compute.ReasonShutdown)
-	})
-	return srv, filepath.Join(dir, "computes")
+	return servertest.New(t, servertest.Options{Tokens: tokens})
 }
 
 type reply struct {

@@ -158,15 +158,8 @@ func crossStormRound(d *daemon, ps []*project, kinds map[string]int) (CrossStorm
 	for _, kb := range rss {
 		r.RSSSumKB += kb
 	}
-	var ok []time.Duration
-	for i, err := range errs {
-		if err != nil {
-			r.Errors++
-			kinds[socketPath.ReplaceAllString(err.Error(), "<compute socket>")]++
-			continue
-		}
-		ok = append(ok, lat[i])
-	}
+	ok, failed := tally(errs, lat, kinds)
+	r.Errors = failed
 	r.Login = bench.Summarize(ok)
 	return r, nil
 }

@@ -103,15 +103,8 @@ func (s *suite) stormOne(d *daemon, name, memory string) (*StormResult, error) {
 		done.Wait()
 		wall := time.Since(since)
 		r := StormRound{Clients: n, Wall: bench.Ms(wall)}
-		var ok []time.Duration
-		for i, err := range errs {
-			if err != nil {
-				r.Errors++
-				kinds[socketPath.ReplaceAllString(err.Error(), "<compute socket>")]++
-				continue
-			}
-			ok = append(ok, lat[i])
-		}
+		ok, failed := tally(errs, lat, kinds)
+		r.Errors = failed
 		r.Login = bench.Summarize(ok)
 		all = append(all, ok...)
 		ops, err := d.operations(p, since.Add(-time.Millisecond))
@@ -138,3 +131,18 @@ func (s *suite) stormOne(d *daemon, name, memory string) (*StormResult, error) {
 // socketPath matches a compute's socket path in an error message, so that
 // the same error from different runs reads the same.
 var socketPath = regexp.MustCompile(`/\S*mysqld\.sock`)
+
+// tally splits logins into the latencies of those that worked and a count
+// of those that failed, counting each failure's message in kinds (compute
+// socket paths made alike).
+func tally(errs []error, lat []time.Duration, kinds map[string]int) (ok []time.Duration, failed int) {
+	for i, err := range errs {
+		if err != nil {
+			failed++
+			kinds[socketPath.ReplaceAllString(err.Error(), "<compute socket>")]++
+			continue
+		}
+		ok = append(ok, lat[i])
+	}
+	return ok, failed
+}
