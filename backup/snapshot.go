@@ -103,36 +103,55 @@ func describe(p, rel string, e fs.DirEntry) (File, error) {
 		Size: info.Size(), ModTime: info.ModTime().UTC()}, nil
 }
 
-// store hashes the file and, unless t has that content already, stores it
-// compressed.
+// store reads the file once, hashing and compressing it into a staging
+// file, then stores that under the hash unless t has the content already.
+// Naming an object only after reading it means an object's name always
+// matches what it holds, even if the file changed while it was read.
 func store(ctx context.Context, t Target, p string, f *File, st *Stats) error {
-	sum, err := hashFile(p)
-	if err != nil {
-		return err
-	}
-	f.SHA256 = sum
-	st.BytesRead += f.Size
-	if ok, err := t.Exists(ctx, objectKey(sum)); err != nil {
-		return err
-	} else if ok {
-		st.Reused++
-		return nil
-	}
 	src, err := os.Open(p)
 	if err != nil {
 		return err
 	}
 	defer src.Close()
-	pr, pw := io.Pipe()
-	counted := &countingReader{r: pr}
-	go func() { pw.CloseWithError(compress(pw, src)) }()
-	if err := t.Put(ctx, objectKey(sum), counted); err != nil {
-		pr.CloseWithError(err)
+	stage, err := os.CreateTemp("", "serverlessd-backup-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(stage.Name())
+	defer stage.Close()
+	h := sha256.New()
+	n, err := compressCount(stage, io.TeeReader(src, h))
+	if err != nil {
+		return fmt.Errorf("read %s: %w", f.Path, err)
+	}
+	f.SHA256 = hex.EncodeToString(h.Sum(nil))
+	st.BytesRead += n
+	if ok, err := t.Exists(ctx, objectKey(f.SHA256)); err != nil {
+		return err
+	} else if ok {
+		st.Reused++
+		return nil
+	}
+	size, err := stage.Seek(0, io.SeekEnd)
+	if err == nil {
+		_, err = stage.Seek(0, io.SeekStart)
+	}
+	if err != nil {
+		return err
+	}
+	if err := t.Put(ctx, objectKey(f.SHA256), stage); err != nil {
 		return fmt.Errorf("store %s: %w", f.Path, err)
 	}
 	st.Uploaded++
-	st.BytesStored += counted.n
+	st.BytesStored += size
 	return nil
+}
+
+// compressCount compresses r into w and returns how many bytes it read.
+func compressCount(w io.Writer, r io.Reader) (int64, error) {
+	c := &countingReader{r: r}
+	err := compress(w, c)
+	return c.n, err
 }
 
 func compress(w io.Writer, r io.Reader) error {
@@ -145,19 +164,6 @@ func compress(w io.Writer, r io.Reader) error {
 		return err
 	}
 	return zw.Close()
-}
-
-func hashFile(p string) (string, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 type countingReader struct {
