@@ -80,7 +80,7 @@ func Snapshot(ctx context.Context, t Target, root string, prev *Manifest) (*Mani
 		if old, ok := known[f.Path]; ok && old.Size == f.Size && old.ModTime.Equal(f.ModTime) && old.Mode == f.Mode && old.SHA256 != "" {
 			f.SHA256 = old.SHA256
 			st.Reused++
-		} else if err := store(ctx, t, p, &f, &st); err != nil {
+		} else if err := storeFile(ctx, t, p, &f, &st); err != nil {
 			return err
 		}
 		m.Files = append(m.Files, f)
@@ -103,11 +103,11 @@ func describe(p, rel string, e fs.DirEntry) (File, error) {
 		Size: info.Size(), ModTime: info.ModTime().UTC()}, nil
 }
 
-// store reads the file once, hashing and compressing it into a staging
+// storeFile reads the file once, hashing and compressing it into a staging
 // file, then stores that under the hash unless t has the content already.
 // Naming an object only after reading it means an object's name always
 // matches what it holds, even if the file changed while it was read.
-func store(ctx context.Context, t Target, p string, f *File, st *Stats) error {
+func storeFile(ctx context.Context, t Target, p string, f *File, st *Stats) error {
 	src, err := os.Open(p)
 	if err != nil {
 		return err

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/serverlessd/serverlessd/backup"
 	"github.com/serverlessd/serverlessd/compute"
 	"github.com/serverlessd/serverlessd/compute/local"
 	"github.com/serverlessd/serverlessd/config"
@@ -83,6 +84,7 @@ type daemon struct {
 	api   *server.Server
 	proxy *proxy.Server
 	sched *scheduler.Scheduler
+	snap  *backup.Snapshotter // nil when backups are off
 }
 
 // serve starts every subsystem, runs until ctx ends (SIGTERM) or one fails,
@@ -148,8 +150,13 @@ func open(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemon, er
 	}
 	met := metrics.New(cfg.Metrics.PerProjectLabels)
 	quotas := &quota.Checker{Store: st}
-	mgr := compute.New(compute.Options{Store: st, Driver: drv, Node: cfg.NodeName, Logger: log, Metrics: met,
-		DefaultSpec: defaultSpec(cfg), MemoryBudget: memoryBudget(cfg, log), Quotas: quotas})
+	mopts := compute.Options{Store: st, Driver: drv, Node: cfg.NodeName, Logger: log, Metrics: met,
+		DefaultSpec: defaultSpec(cfg), MemoryBudget: memoryBudget(cfg, log), Quotas: quotas}
+	snap := snapshotter(cfg, st, drv, log)
+	if snap != nil {
+		mopts.AfterSuspend = snap.AfterSuspend
+	}
+	mgr := compute.New(mopts)
 	if err := mgr.Reconcile(ctx); err != nil {
 		st.Close()
 		return nil, err
@@ -170,7 +177,7 @@ func open(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemon, er
 	})
 	sched := scheduler.New(scheduler.Options{Store: st, Manager: mgr, Interval: cfg.Scheduler.Interval,
 		StorageInterval: cfg.Scheduler.StorageInterval, Metrics: met, Logger: log, Spent: quotas.Spent})
-	return &daemon{cfg: cfg, log: log, store: st, mgr: mgr, api: api, proxy: px, sched: sched}, nil
+	return &daemon{cfg: cfg, log: log, store: st, mgr: mgr, api: api, proxy: px, sched: sched, snap: snap}, nil
 }
 
 func openStore(ctx context.Context, cfg config.Config) (store.Store, error) {
@@ -222,6 +229,24 @@ func openDriver(cfg config.Config, log *slog.Logger) (compute.Driver, error) {
 }
 
 // defaultSpec is what a new compute runs with when its request names none.
+// snapshotter takes snapshots of local computes after clean suspends,
+// when backups are on.
+func snapshotter(cfg config.Config, st store.Store, drv compute.Driver, log *slog.Logger) *backup.Snapshotter {
+	ld, ok := drv.(*local.Driver)
+	if !cfg.Backup.Enabled || !ok {
+		return nil
+	}
+	dir := cfg.Backup.Dir
+	if dir == "" {
+		dir = filepath.Join(cfg.DataDir, "backups")
+	}
+	s := &backup.Snapshotter{Target: backup.Dir{Root: dir}, Store: st, Log: log,
+		Folder: func(c *store.Compute) (string, bool) { return ld.Folder(c), true }}
+	s.Start()
+	log.Info("snapshots after clean suspends", "component", "backup", "target", dir)
+	return s
+}
+
 // memoryBudget is the local node's memory budget for its computes; a
 // Kubernetes cluster schedules its own Pods.
 func memoryBudget(cfg config.Config, log *slog.Logger) int64 {
@@ -262,6 +287,9 @@ func (d *daemon) shutdown() {
 	defer cancel()
 	if err := d.mgr.SuspendAll(ctx, compute.ReasonShutdown); err != nil {
 		d.log.Error("some computes did not suspend cleanly", "err", err)
+	}
+	if d.snap != nil {
+		d.snap.Stop() // uploads in progress are abandoned, taken at the next suspend
 	}
 	d.log.Info("shutdown complete", "duration_ms", time.Since(t0).Milliseconds())
 }

@@ -217,6 +217,9 @@ func (m *Manager) suspendLocked(ctx context.Context, c *store.Compute, reason st
 		return c, op, fmt.Errorf("mark compute %s suspended: %w", c.ID, err)
 	}
 	m.met.Suspended(reason)
+	if m.afterSuspend != nil && reason != ReasonShutdown {
+		m.afterSuspend(*c) // must not block: the compute's lock is held
+	}
 	return c, op, nil
 }
 

@@ -51,6 +51,10 @@ type Options struct {
 	MemoryBudget int64
 	// Quotas, when set, may refuse a start for its tenant's quotas.
 	Quotas StartChecker
+	// AfterSuspend, when set, is told of every compute a suspend stopped
+	// cleanly (but at shutdown), with its version as suspended. It must
+	// return at once: it runs under the compute's lock.
+	AfterSuspend func(c store.Compute)
 }
 
 // Manager owns every compute's lifecycle in this daemon.
@@ -76,6 +80,8 @@ type Manager struct {
 	budget   int64 // MemoryBudget
 	reserved int64 // memory held for starts in progress
 	quotas   StartChecker
+
+	afterSuspend func(store.Compute)
 }
 
 // Detacher moves the client sessions of a compute about to stop off their
@@ -129,6 +135,8 @@ func New(opts Options) *Manager {
 		activity: map[string]*Activity{},
 		budget:   opts.MemoryBudget,
 		quotas:   opts.Quotas,
+
+		afterSuspend: opts.AfterSuspend,
 	}
 	m.drv.SetExitHandler(m.onExit)
 	return m

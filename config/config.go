@@ -30,7 +30,19 @@ type Config struct {
 	Kubernetes Kubernetes `mapstructure:"kubernetes"`
 	Metrics    Metrics    `mapstructure:"metrics"`
 	Tenants    Tenants    `mapstructure:"tenants"`
+	Backup     Backup     `mapstructure:"backup"`
 	Log        Log        `mapstructure:"log"`
+}
+
+// Backup configures snapshots of suspended computes.
+type Backup struct {
+	// Enabled takes a snapshot of each local compute after every clean
+	// suspend where anything changed. Off until backups are complete
+	// (restore API, retention) and their cost per suspend is measured.
+	Enabled bool `mapstructure:"enabled"`
+	// Dir is the backup target, a local folder; empty means
+	// <data_dir>/backups.
+	Dir string `mapstructure:"dir"`
 }
 
 // Tenants configures what new tenants get.

@@ -265,3 +265,7 @@ func (d *Driver) layoutFor(id string) (layout, error) {
 	}
 	return l, nil
 }
+
+// Folder is the compute's folder: its datadir, my.cnf and logs. While the
+// compute is suspended nothing writes to it.
+func (d *Driver) Folder(c *store.Compute) string { return filepath.Join(d.opts.Dir, c.ID) }
