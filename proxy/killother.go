@@ -26,13 +26,24 @@ type killOrder struct {
 	queryOnly bool
 }
 
-// killsOtherRole recognizes in a small command a KILL, by one of our
-// connection ids, of a session logged in as another role of this project.
-func (ss *session) killsOtherRole(p []byte) (killOrder, bool) {
+// daemonKill recognizes in a small command a KILL, by one of our
+// connection ids, that the daemon runs (of a session logged in as another
+// role of this project) or answers itself (of a detached session).
+func (ss *session) daemonKill(p []byte) (k killOrder, detached, ok bool) {
 	id, queryOnly, ok := killedID(p)
 	if !ok {
-		return killOrder{}, false
+		return killOrder{}, false, false
 	}
+	if k, ok := ss.killsOtherRole(id, queryOnly); ok {
+		return k, false, true
+	}
+	k, ok = ss.killsDetached(id, queryOnly)
+	return k, true, ok
+}
+
+// killsOtherRole recognizes a KILL of a session logged in as another role
+// of this project.
+func (ss *session) killsOtherRole(id uint64, queryOnly bool) (killOrder, bool) {
 	if _, ok := ss.s.waker.(threadKiller); !ok {
 		return killOrder{}, false
 	}
@@ -64,13 +75,11 @@ func killedID(p []byte) (id uint64, queryOnly, ok bool) {
 	return 0, false, false
 }
 
-// killsDetached recognizes a KILL, by one of our connection ids, of a
-// session of this project that has no backend connection now (its
-// compute suspended): nothing runs there, and no backend knows it, so
-// the daemon answers it.
-func (ss *session) killsDetached(p []byte) (killOrder, bool) {
-	id, queryOnly, ok := killedID(p)
-	if !ok || id < connIDBase || id > 1<<32-1 {
+// killsDetached recognizes a KILL of a session of this project that has
+// no backend connection now (its compute suspended): nothing runs there,
+// and no backend knows it, so the daemon answers it.
+func (ss *session) killsDetached(id uint64, queryOnly bool) (killOrder, bool) {
+	if id < connIDBase || id > 1<<32-1 {
 		return killOrder{}, false
 	}
 	ss.s.mu.Lock()

@@ -220,10 +220,7 @@ func (ss *session) plan(c *command) (respKind, bool) {
 // or answers itself: a KILL of another role's session or of a detached
 // one, or a DROP that frees space on a full compute.
 func (ss *session) daemonAnswers(p []byte) bool {
-	if _, ok := ss.killsOtherRole(p); ok {
-		return true
-	}
-	if _, ok := ss.killsDetached(p); ok {
+	if _, _, ok := ss.daemonKill(p); ok {
 		return true
 	}
 	return ss.freesSpace(p)
@@ -253,11 +250,10 @@ func (ss *session) slowCommand(c *command) error {
 // too large to hold, whose first bytes still give its flags.
 func (ss *session) query(c *command) error {
 	if c.payload != nil && c.n <= maxInspectQuery {
-		if k, ok := ss.killsOtherRole(c.payload); ok {
-			return ss.killOther(k)
-		}
-		if k, ok := ss.killsDetached(c.payload); ok {
+		if k, detached, ok := ss.daemonKill(c.payload); ok && detached {
 			return ss.killDetached(k)
+		} else if ok {
+			return ss.killOther(k)
 		}
 		if ss.freesSpace(c.payload) {
 			ss.allowFreeing()

@@ -150,7 +150,7 @@ func (s *Server) validToken(got []byte) bool {
 	return ok
 }
 
-// sees reports whether the principal may see a tenant.
+// seesTenant reports whether the principal may see a tenant.
 func (p principal) seesTenant(tenantID string) bool {
 	return p.admin || p.tenantID == tenantID
 }

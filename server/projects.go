@@ -17,12 +17,13 @@ var projectName = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$`)
 // maxIdleTimeout bounds idle_timeout (30 days) to catch unit mistakes.
 const maxIdleTimeout = 30 * 24 * 3600
 
-func validateName(name string) error {
+// validateName checks a project's or a tenant's (kind) name.
+func validateName(kind, name string) error {
 	if len(name) > 40 {
 		return invalid("name must be at most 40 characters (1-40 from a-z, 0-9 and '-'), got %d", len(name))
 	}
 	if !projectName.MatchString(name) {
-		return invalid("invalid project name %q: use 1-40 characters from a-z, 0-9 and '-', starting and ending with a letter or digit", name)
+		return invalid("invalid %s name %q: use 1-40 characters from a-z, 0-9 and '-', starting and ending with a letter or digit", kind, name)
 	}
 	return nil
 }
@@ -134,7 +135,7 @@ func (s *Server) createProject(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if err := validateName(in.Name); err != nil {
+	if err := validateName("project", in.Name); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -143,7 +144,7 @@ func (s *Server) createProject(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if err := s.checkProjectQuota(r, tenant); err != nil {
+	if err := s.checkProjectCount(r, tenant); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -154,7 +155,7 @@ func (s *Server) createProject(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if err := s.checkProjectQuotas(r, p); err != nil {
+	if err := checkProjectQuotas(tenant, p); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -261,7 +262,7 @@ func (s *Server) patchProject(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if in.Name != nil {
-		if err := validateName(*in.Name); err != nil {
+		if err := validateName("project", *in.Name); err != nil {
 			s.fail(w, r, err)
 			return
 		}
@@ -271,7 +272,11 @@ func (s *Server) patchProject(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if err := s.checkProjectQuotas(r, p); err != nil {
+	t, err := s.st.GetTenant(r.Context(), p.TenantID)
+	if err == nil {
+		err = checkProjectQuotas(t, p)
+	}
+	if err != nil {
 		s.fail(w, r, err)
 		return
 	}

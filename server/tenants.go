@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/http"
@@ -104,7 +105,7 @@ func (s *Server) createTenant(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, invalid("name is required"))
 		return
 	}
-	if err := validateName(*in.Name); err != nil {
+	if err := validateName("tenant", *in.Name); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -186,7 +187,7 @@ func (s *Server) renameTenant(t *store.Tenant, name string) error {
 	if t.ID == store.DefaultTenantID && name != store.DefaultTenantName {
 		return fmt.Errorf("the default tenant keeps its name: %w", store.ErrConflict)
 	}
-	if err := validateName(name); err != nil {
+	if err := validateName("tenant", name); err != nil {
 		return err
 	}
 	t.Name = name
@@ -240,8 +241,8 @@ type quotaError struct{ msg string }
 
 func (e quotaError) Error() string { return e.msg }
 
-// checkProjectQuota refuses a project over the tenant's max_projects.
-func (s *Server) checkProjectQuota(r *http.Request, t *store.Tenant) error {
+// checkProjectCount refuses a project over the tenant's max_projects.
+func (s *Server) checkProjectCount(r *http.Request, t *store.Tenant) error {
 	max := t.Quotas.MaxProjects
 	if max == 0 {
 		return nil
@@ -260,19 +261,14 @@ func (s *Server) checkProjectQuota(r *http.Request, t *store.Tenant) error {
 // max_connections over max_connections_per_project (a project without its
 // own limit is bounded by the quota at login, in proxy.StoreDirectory),
 // storage_size over max_storage.
-func (s *Server) checkProjectQuotas(r *http.Request, p *store.Project) error {
-	t, err := s.st.GetTenant(r.Context(), p.TenantID)
-	if err != nil {
-		return err
-	}
+func checkProjectQuotas(t *store.Tenant, p *store.Project) error {
 	if max := t.Quotas.MaxConnectionsPerProject; max > 0 && p.Config.MaxConnections > max {
 		return quotaError{fmt.Sprintf("max_connections %d is over the tenant's quota max_connections_per_project %d: ask a lower one, or ask an admin to raise the quota", p.Config.MaxConnections, max)}
 	}
 	if p.Config.StorageSize == "" {
 		return nil
 	}
-	spec := store.ComputeSpec{Storage: p.Config.StorageSize}
-	return s.applyStorageQuota(t, &spec)
+	return applyStorageQuota(t, &store.ComputeSpec{Storage: p.Config.StorageSize}, "")
 }
 
 // applyComputeQuotas refuses a compute over its tenant's
@@ -283,13 +279,20 @@ func (s *Server) applyComputeQuotas(r *http.Request, p *store.Project, spec *sto
 	if err != nil {
 		return err
 	}
-	if err := s.checkMemoryQuota(t, *spec); err != nil {
+	var def store.ComputeSpec
+	if s.mgr != nil {
+		def = s.mgr.DefaultSpec()
+	}
+	if err := checkMemoryQuota(t, spec.Resources.Memory, def.Resources.Memory); err != nil {
 		return err
 	}
-	return s.applyStorageQuota(t, spec)
+	return applyStorageQuota(t, spec, def.Storage)
 }
 
-func (s *Server) applyStorageQuota(t *store.Tenant, spec *store.ComputeSpec) error {
+// applyStorageQuota refuses spec's storage (or def, when it asks none)
+// over the tenant's max_storage; a spec that asks none, where def is over
+// the quota or unset, gets the quota.
+func applyStorageQuota(t *store.Tenant, spec *store.ComputeSpec, def string) error {
 	max := t.Quotas.MaxStorage
 	if max == "" {
 		return nil
@@ -298,36 +301,22 @@ func (s *Server) applyStorageQuota(t *store.Tenant, spec *store.ComputeSpec) err
 	if err != nil {
 		return fmt.Errorf("tenant %s: max_storage %q: %w", t.Name, max, err)
 	}
-	asked := spec.Storage
-	if asked == "" && s.mgr != nil {
-		if def := s.mgr.DefaultSpec().Storage; def != "" {
-			if n, err := quantity.Units(def); err != nil || n > limit {
-				spec.Storage = max // the default is over the quota: the quota
-			}
-			return nil
-		}
+	asked := cmp.Or(spec.Storage, def)
+	if n, err := quantity.Units(asked); asked != "" && err == nil && n <= limit {
+		return nil
 	}
-	if asked == "" {
+	if spec.Storage == "" {
 		spec.Storage = max
 		return nil
 	}
-	if n, err := quantity.Units(asked); err != nil || n > limit {
-		return quotaError{fmt.Sprintf("storage %s is over the tenant's quota max_storage %s: ask less, or ask an admin to raise the quota", asked, max)}
-	}
-	return nil
+	return quotaError{fmt.Sprintf("storage %s is over the tenant's quota max_storage %s: ask less, or ask an admin to raise the quota", asked, max)}
 }
 
-// checkMemoryQuota refuses a compute whose memory (or the default one) is
-// over its tenant's max_compute_memory.
-func (s *Server) checkMemoryQuota(t *store.Tenant, spec store.ComputeSpec) error {
-	if t.Quotas.MaxComputeMemory == "" {
-		return nil
-	}
-	mem := spec.Resources.Memory
-	if mem == "" && s.mgr != nil {
-		mem = s.mgr.DefaultSpec().Resources.Memory
-	}
-	if mem == "" {
+// checkMemoryQuota refuses a compute whose memory (or def, when it asks
+// none) is over its tenant's max_compute_memory.
+func checkMemoryQuota(t *store.Tenant, mem, def string) error {
+	mem = cmp.Or(mem, def)
+	if t.Quotas.MaxComputeMemory == "" || mem == "" {
 		return nil
 	}
 	got, err1 := quantity.Units(mem)
