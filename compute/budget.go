@@ -24,9 +24,10 @@ func (e *QuotaError) Error() string { return e.Msg }
 // StartChecker may refuse a compute's start for its tenant's quotas,
 // before any room is made for it.
 type StartChecker interface {
-	// CheckStart gets the compute and the memory (bytes) of the computes
-	// this daemon runs, by project id; it returns a *QuotaError to refuse.
-	CheckStart(ctx context.Context, c *store.Compute, running map[string]int64) error
+	// CheckStart gets the compute (with its TenantID) and the memory
+	// (bytes) of the tenant's other computes this daemon runs; it returns
+	// a *QuotaError to refuse.
+	CheckStart(ctx context.Context, c *store.Compute, tenantRunning int64) error
 }
 
 // checkStart runs the StartChecker, if any.
@@ -34,18 +35,16 @@ func (m *Manager) checkStart(ctx context.Context, c *store.Compute) error {
 	if m.quotas == nil {
 		return nil
 	}
+	var running int64
 	m.mu.Lock()
-	running := make(map[string]int64, len(m.warm))
-	for p, w := range m.warm {
-		running[p] = w.memory
+	for _, w := range m.warm {
+		if w.TenantID == c.TenantID && w.ComputeID != c.ID {
+			running += w.memory
+		}
 	}
 	m.mu.Unlock()
 	return m.quotas.CheckStart(ctx, c, running)
 }
-
-// MemoryOf is the memory a compute's spec asks for, in bytes; 0 when it
-// names none or cannot be read.
-func MemoryOf(spec store.ComputeSpec) int64 { return memoryOf(spec) }
 
 // ReasonMemory is the operation reason of a suspend that makes room for
 // another compute's start.
@@ -56,9 +55,9 @@ const ReasonMemory = "memory"
 // not idle.
 const idleGrace = time.Second
 
-// memoryOf is the memory a compute's spec asks for, in bytes; 0 when it
+// MemoryOf is the memory a compute's spec asks for, in bytes; 0 when it
 // names none or cannot be read.
-func memoryOf(spec store.ComputeSpec) int64 {
+func MemoryOf(spec store.ComputeSpec) int64 {
 	if spec.Resources.Memory == "" {
 		return 0
 	}
@@ -73,7 +72,7 @@ func memoryOf(spec store.ComputeSpec) int64 {
 // the least recently used idle computes while it does not fit. The caller
 // holds c's lock and calls release once c is warm or failed to start.
 func (m *Manager) reserve(ctx context.Context, c *store.Compute) (release func(), err error) {
-	need := memoryOf(c.Spec)
+	need := MemoryOf(c.Spec)
 	if m.budget <= 0 || need <= 0 {
 		return func() {}, nil
 	}

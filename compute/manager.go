@@ -273,7 +273,7 @@ func (m *Manager) dropWarm(c *store.Compute) {
 
 func (m *Manager) resultOf(c *store.Compute, cold bool) WakeResult {
 	res := WakeResult{Address: c.Address, ComputeID: c.ID, ProjectID: c.ProjectID, TenantID: c.TenantID,
-		ColdStart: cold, memory: memoryOf(c.Spec)}
+		ColdStart: cold, memory: MemoryOf(c.Spec)}
 	if cl, ok := m.drv.(clientLimiter); ok {
 		res.MaxClients = cl.MaxClients(c.Spec)
 	}

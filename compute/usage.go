@@ -12,7 +12,7 @@ import (
 // openInterval records that c became active now. An interval already open
 // (an adopted compute's) is kept: nothing is counted twice.
 func (m *Manager) openInterval(ctx context.Context, c *store.Compute) {
-	iv := &store.UsageInterval{ProjectID: c.ProjectID, TenantID: c.TenantID, ComputeID: c.ID, Start: store.Now(), MemoryBytes: memoryOf(c.Spec)}
+	iv := &store.UsageInterval{ProjectID: c.ProjectID, TenantID: c.TenantID, ComputeID: c.ID, Start: store.Now(), MemoryBytes: MemoryOf(c.Spec)}
 	if err := m.st.StartInterval(ctx, iv); err != nil && !errors.Is(err, store.ErrAlreadyExists) {
 		m.log.Error("could not record usage interval start", "compute", c.ID, "project", c.ProjectID, "err", err)
 	}

@@ -24,7 +24,7 @@ import (
 const spentTTL = time.Minute
 
 // Checker is a compute.StartChecker over a store. Give it the daemon's
-// caching store: a start then reads the project and tenant from memory.
+// caching store: a start then reads the tenant from memory.
 type Checker struct {
 	Store store.Store
 	// Now is the clock; nil means time.Now.
@@ -55,16 +55,12 @@ var _ compute.StartChecker = (*Checker)(nil)
 // CheckStart refuses c's start when its tenant's running computes plus c
 // would pass max_active_memory, or when the tenant spent its
 // compute_seconds_per_month.
-func (q *Checker) CheckStart(ctx context.Context, c *store.Compute, running map[string]int64) error {
-	p, err := q.Store.GetProject(ctx, c.ProjectID)
+func (q *Checker) CheckStart(ctx context.Context, c *store.Compute, tenantRunning int64) error {
+	t, err := q.Store.GetTenant(ctx, c.TenantID)
 	if err != nil {
 		return fmt.Errorf("quotas of project %s: %w", c.ProjectID, err)
 	}
-	t, err := q.Store.GetTenant(ctx, p.TenantID)
-	if err != nil {
-		return fmt.Errorf("quotas of project %s: %w", c.ProjectID, err)
-	}
-	if err := q.checkMemory(ctx, t, c, running); err != nil {
+	if err := checkMemory(t, compute.MemoryOf(c.Spec)+tenantRunning); err != nil {
 		return err
 	}
 	if err := q.checkSeconds(ctx, t, q.now()); err != nil {
@@ -78,15 +74,11 @@ func (q *Checker) CheckStart(ctx context.Context, c *store.Compute, running map[
 	return nil
 }
 
-// Spent reports whether the project's tenant has used up its
+// Spent reports whether the tenant has used up its
 // compute_seconds_per_month: its computes then suspend at their next idle
 // point and stay down (CheckStart refuses them).
-func (q *Checker) Spent(ctx context.Context, projectID string) bool {
-	p, err := q.Store.GetProject(ctx, projectID)
-	if err != nil {
-		return false
-	}
-	t, err := q.Store.GetTenant(ctx, p.TenantID)
+func (q *Checker) Spent(ctx context.Context, tenantID string) bool {
+	t, err := q.Store.GetTenant(ctx, tenantID)
 	if err != nil {
 		return false
 	}
@@ -101,23 +93,15 @@ func (q *Checker) now() time.Time {
 	return time.Now().UTC()
 }
 
-func (q *Checker) checkMemory(ctx context.Context, t *store.Tenant, c *store.Compute, running map[string]int64) error {
+// checkMemory refuses a start that would bring the memory of the tenant's
+// running computes to used, past max_active_memory.
+func checkMemory(t *store.Tenant, used int64) error {
 	if t.Quotas.MaxActiveMemory == "" {
 		return nil
 	}
 	limit, err := quantity.Units(t.Quotas.MaxActiveMemory)
 	if err != nil {
 		return fmt.Errorf("tenant %s: max_active_memory %q: %w", t.Name, t.Quotas.MaxActiveMemory, err)
-	}
-	used := compute.MemoryOf(c.Spec)
-	for projectID, mem := range running {
-		if projectID == c.ProjectID {
-			continue
-		}
-		p, err := q.Store.GetProject(ctx, projectID)
-		if err == nil && p.TenantID == t.ID {
-			used += mem
-		}
 	}
 	if used > limit {
 		return &compute.QuotaError{Msg: fmt.Sprintf("tenant %s would run %s of computes at once, over its quota max_active_memory %s: "+

@@ -57,18 +57,13 @@ func TestActiveMemory(t *testing.T) {
 	q := &quota.Checker{Store: st}
 	ctx := context.Background()
 	a, b := cs["a"], cs["b"]
-	running := map[string]int64{a[0].ProjectID: 128 * mi, b[0].ProjectID: 128 * mi, b[1].ProjectID: 128 * mi}
-	if err := q.CheckStart(ctx, a[1], running); err != nil {
+	if err := q.CheckStart(ctx, a[1], 128*mi); err != nil {
 		t.Fatalf("a second 128Mi compute of a (256Mi in all): %v", err)
 	}
-	running[a[1].ProjectID] = 128 * mi
-	if err := q.CheckStart(ctx, a[2], running); !refused(err, "max_active_memory 256Mi") {
+	if err := q.CheckStart(ctx, a[2], 256*mi); !refused(err, "max_active_memory 256Mi") {
 		t.Fatalf("a third 128Mi compute of a: %v, want a QuotaError naming max_active_memory", err)
 	}
-	if err := q.CheckStart(ctx, a[1], running); err != nil {
-		t.Fatalf("a compute already counted as running: %v", err)
-	}
-	if err := q.CheckStart(ctx, b[2], running); err != nil {
+	if err := q.CheckStart(ctx, b[2], 256*mi); err != nil {
 		t.Fatalf("tenant b has no quota: %v", err)
 	}
 }
@@ -90,15 +85,15 @@ func TestComputeSecondsPerMonth(t *testing.T) {
 	a, b := cs["a"], cs["b"]
 	interval(a[0], month.Add(-2*time.Hour), 150*time.Minute) // 1800 s of it in this month
 	interval(b[0], month, 10*time.Hour)                      // another tenant's
-	if err := (&quota.Checker{Store: st, Now: clock}).CheckStart(ctx, a[1], nil); err != nil {
+	if err := (&quota.Checker{Store: st, Now: clock}).CheckStart(ctx, a[1], 0); err != nil {
 		t.Fatalf("a spent 1800 s of its 3600 this month: %v", err)
 	}
 	interval(a[1], month.Add(time.Hour), 30*time.Minute) // 3600 s in all: spent
 	q := &quota.Checker{Store: st, Now: clock}           // a fresh checker: no cached sum
-	if err := q.CheckStart(ctx, a[2], nil); !refused(err, "compute_seconds_per_month is 3600") {
+	if err := q.CheckStart(ctx, a[2], 0); !refused(err, "compute_seconds_per_month is 3600") {
 		t.Fatalf("a over its monthly quota: %v, want a QuotaError", err)
 	}
-	if err := q.CheckStart(ctx, b[1], nil); err != nil {
+	if err := q.CheckStart(ctx, b[1], 0); err != nil {
 		t.Fatalf("tenant b has no quota: %v", err)
 	}
 }
@@ -115,15 +110,15 @@ func TestOpenIntervalsKeepCounting(t *testing.T) {
 	if err := st.StartInterval(ctx, &store.UsageInterval{ProjectID: a[0].ProjectID, ComputeID: a[0].ID, Start: month.Add(5*time.Hour + 30*time.Minute)}); err != nil {
 		t.Fatal(err)
 	}
-	if err := q.CheckStart(ctx, a[1], nil); err != nil || q.Spent(ctx, a[1].ProjectID) {
+	if err := q.CheckStart(ctx, a[1], 0); err != nil || q.Spent(ctx, a[1].TenantID) {
 		t.Fatalf("1800 s of 3600 spent: %v", err)
 	}
 	now = now.Add(30 * time.Minute) // past the cache: read again
-	if err := q.CheckStart(ctx, a[1], nil); !refused(err, "compute_seconds_per_month") || !q.Spent(ctx, a[1].ProjectID) {
+	if err := q.CheckStart(ctx, a[1], 0); !refused(err, "compute_seconds_per_month") || !q.Spent(ctx, a[1].TenantID) {
 		t.Fatalf("3600 s of 3600 spent: %v", err)
 	}
 	now = month.Add(6*time.Hour + 30*time.Minute + 10*time.Second) // cached: the open interval still counts
-	if !q.Spent(ctx, a[2].ProjectID) {
+	if !q.Spent(ctx, a[2].TenantID) {
 		t.Fatal("the cached read forgot the open interval")
 	}
 }

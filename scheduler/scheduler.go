@@ -24,11 +24,11 @@ type Options struct {
 	StorageInterval time.Duration
 	Metrics         *metrics.Metrics
 	Logger          *slog.Logger
-	// Spent, when set, reports whether a project's tenant has used up a
-	// quota that keeps its computes down (compute-seconds this month):
+	// Spent, when set, reports whether a tenant has used up a quota that
+	// keeps its computes down (compute-seconds this month):
 	// such a compute suspends at its next idle point, one interval without
 	// commands, whatever its idle timeout.
-	Spent func(ctx context.Context, projectID string) bool
+	Spent func(ctx context.Context, tenantID string) bool
 }
 
 // Scheduler suspends idle computes.
@@ -182,7 +182,7 @@ func (s *Scheduler) idle(ctx context.Context, w compute.WakeResult, now time.Tim
 		return
 	}
 	timeout := time.Duration(p.Config.IdleTimeout) * time.Second
-	if s.spent != nil && s.spent(ctx, w.ProjectID) && (timeout == 0 || timeout > s.interval) {
+	if s.spent != nil && s.spent(ctx, w.TenantID) && (timeout == 0 || timeout > s.interval) {
 		timeout = s.interval
 	}
 	if timeout == 0 {
