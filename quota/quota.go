@@ -17,7 +17,7 @@ import (
 )
 
 // spentTTL is how long a tenant's intervals of this month are reused
-// before they are read again: the read takes every interval of the month.
+// before they are read again: the read takes every interval of its month.
 // The intervals open at the read keep counting until now, and a start
 // through CheckStart drops the tenant's read, so only a compute started by
 // another daemon is missed, for at most this long.
@@ -136,22 +136,16 @@ func (q *Checker) spentThisMonth(ctx context.Context, tenantID string, now time.
 	if ok && s.month.Equal(month) && now.Sub(s.at) < spentTTL {
 		return s.until(now), nil
 	}
-	ids, err := store.ProjectIDsOf(ctx, q.Store, tenantID)
-	if err != nil {
-		return 0, err
-	}
-	ivs, err := q.Store.ListIntervals(ctx, "", month, now)
+	ivs, err := q.Store.ListTenantIntervals(ctx, tenantID, month, now)
 	if err != nil {
 		return 0, fmt.Errorf("compute-seconds of tenant %s: %w", tenantID, err)
 	}
 	s = spent{month: month, at: now}
 	var closed []store.UsageInterval
 	for _, iv := range ivs {
-		switch {
-		case !ids[iv.ProjectID]:
-		case iv.End.IsZero():
+		if iv.End.IsZero() {
 			s.open = append(s.open, maxTime(iv.Start, month))
-		default:
+		} else {
 			closed = append(closed, iv)
 		}
 	}

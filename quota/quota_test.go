@@ -74,7 +74,7 @@ func TestComputeSecondsPerMonth(t *testing.T) {
 	month := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
 	clock := func() time.Time { return month.Add(6 * time.Hour) }
 	interval := func(c *store.Compute, start time.Time, d time.Duration) {
-		iv := &store.UsageInterval{ProjectID: c.ProjectID, ComputeID: c.ID, Start: start}
+		iv := &store.UsageInterval{ProjectID: c.ProjectID, TenantID: c.TenantID, ComputeID: c.ID, Start: start}
 		if err := st.StartInterval(ctx, iv); err != nil {
 			t.Fatal(err)
 		}
@@ -107,7 +107,7 @@ func TestOpenIntervalsKeepCounting(t *testing.T) {
 	now := month.Add(6 * time.Hour)
 	q := &quota.Checker{Store: st, Now: func() time.Time { return now }}
 	a := cs["a"]
-	if err := st.StartInterval(ctx, &store.UsageInterval{ProjectID: a[0].ProjectID, ComputeID: a[0].ID, Start: month.Add(5*time.Hour + 30*time.Minute)}); err != nil {
+	if err := st.StartInterval(ctx, &store.UsageInterval{ProjectID: a[0].ProjectID, TenantID: a[0].TenantID, ComputeID: a[0].ID, Start: month.Add(5*time.Hour + 30*time.Minute)}); err != nil {
 		t.Fatal(err)
 	}
 	if err := q.CheckStart(ctx, a[1], 0); err != nil || q.Spent(ctx, a[1].TenantID) {

@@ -398,26 +398,6 @@ type Store interface {
 	Close() error
 }
 
-// ProjectIDsOf returns the set of a tenant's project ids, read a page at a
-// time.
-func ProjectIDsOf(ctx context.Context, s Store, tenantID string) (map[string]bool, error) {
-	ids := map[string]bool{}
-	page := Page{Limit: 1000}
-	for {
-		list, err := s.ListProjects(ctx, tenantID, page)
-		if err != nil {
-			return nil, fmt.Errorf("projects of tenant %s: %w", tenantID, err)
-		}
-		for _, p := range list {
-			ids[p.ID] = true
-		}
-		if len(list) < page.Limit {
-			return ids, nil
-		}
-		page.After = list[len(list)-1].ID
-	}
-}
-
 // NewID returns a random id with the given prefix, e.g. "prj_3kq8...". The
 // underscore keeps ids apart from project names, which are DNS labels.
 func NewID(prefix string) string {
