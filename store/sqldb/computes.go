@@ -54,14 +54,7 @@ func (s *Store) GetComputeByProject(ctx context.Context, projectID string) (*sto
 
 // getCompute runs a single-compute query; what names it in errors.
 func (s *Store) getCompute(ctx context.Context, query *sql.Stmt, key, what string) (*store.Compute, error) {
-	c, err := scanCompute(query.QueryRowContext(ctx, key))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("%s %s: %w", what, key, store.ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", what, key, err)
-	}
-	return c, nil
+	return getOne(query.QueryRowContext(ctx, key), scanCompute, "%s %s", what, key)
 }
 
 // ListComputes lists computes ordered by id.

@@ -36,14 +36,14 @@ func (s *Store) CreateProject(ctx context.Context, p *store.Project) error {
 
 // GetProject finds a project by id, or by name in the default tenant.
 func (s *Store) GetProject(ctx context.Context, idOrName string) (*store.Project, error) {
-	return getOne(fmt.Sprintf("get project %q", idOrName), scanProject,
-		s.q.getProject.QueryRowContext(ctx, idOrName, idOrName, idOrName))
+	return getOne(s.q.getProject.QueryRowContext(ctx, idOrName, idOrName, idOrName), scanProject,
+		"get project %q", idOrName)
 }
 
 // GetTenantProject finds one of a tenant's projects by id or name.
 func (s *Store) GetTenantProject(ctx context.Context, tenantID, idOrName string) (*store.Project, error) {
-	return getOne(fmt.Sprintf("get project %q of tenant %s", idOrName, tenantID), scanProject,
-		s.q.getTenantProject.QueryRowContext(ctx, tenantID, idOrName, idOrName, idOrName))
+	return getOne(s.q.getTenantProject.QueryRowContext(ctx, tenantID, idOrName, idOrName, idOrName), scanProject,
+		"get project %q of tenant %s", idOrName, tenantID)
 }
 
 // CountProjects counts a tenant's projects.
@@ -117,13 +117,14 @@ func scanProject(r scanner) (*store.Project, error) {
 }
 
 // getOne scans the one row a lookup returns; no row is store.ErrNotFound.
-func getOne[T any](what string, scan func(scanner) (*T, error), row *sql.Row) (*T, error) {
+// Errors start with format and args, formatted only on failure.
+func getOne[T any](row *sql.Row, scan func(scanner) (*T, error), format string, args ...any) (*T, error) {
 	v, err := scan(row)
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("%s: %w", what, store.ErrNotFound)
+		err = store.ErrNotFound
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", what, err)
+		return nil, fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), err)
 	}
 	return v, nil
 }

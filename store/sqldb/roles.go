@@ -2,8 +2,6 @@ package sqldb
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 
 	"github.com/serverlessd/serverlessd/store"
@@ -25,14 +23,7 @@ func (s *Store) CreateRole(ctx context.Context, r *store.Role) error {
 
 // GetRole finds a project's role by name.
 func (s *Store) GetRole(ctx context.Context, projectID, name string) (*store.Role, error) {
-	r, err := scanRole(s.q.getRole.QueryRowContext(ctx, projectID, name))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("get role %q in project %s: %w", name, projectID, store.ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("get role %q in project %s: %w", name, projectID, err)
-	}
-	return r, nil
+	return getOne(s.q.getRole.QueryRowContext(ctx, projectID, name), scanRole, "get role %q in project %s", name, projectID)
 }
 
 // ListRoles lists a project's roles ordered by name. An unknown project has

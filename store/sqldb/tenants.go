@@ -31,8 +31,7 @@ func (s *Store) CreateTenant(ctx context.Context, t *store.Tenant) error {
 
 // GetTenant finds a tenant by id or by name.
 func (s *Store) GetTenant(ctx context.Context, idOrName string) (*store.Tenant, error) {
-	return getOne(fmt.Sprintf("get tenant %q", idOrName), scanTenant,
-		s.q.getTenant.QueryRowContext(ctx, idOrName, idOrName, idOrName))
+	return getOne(s.q.getTenant.QueryRowContext(ctx, idOrName, idOrName, idOrName), scanTenant, "get tenant %q", idOrName)
 }
 
 // ListTenants lists tenants ordered by id.
@@ -106,7 +105,7 @@ func (s *Store) CreateAPIKey(ctx context.Context, k *store.APIKey) error {
 
 // GetAPIKeyByHash finds a key by the hash of its secret.
 func (s *Store) GetAPIKeyByHash(ctx context.Context, hash string) (*store.APIKey, error) {
-	return getOne("get API key by hash", scanAPIKey, s.q.getAPIKeyByHash.QueryRowContext(ctx, hash))
+	return getOne(s.q.getAPIKeyByHash.QueryRowContext(ctx, hash), scanAPIKey, "get API key by hash")
 }
 
 // ListAPIKeys lists a tenant's keys ordered by id.
