@@ -7,6 +7,7 @@ import (
 	"os"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/serverlessd/serverlessd/backup"
 	"github.com/serverlessd/serverlessd/compute"
@@ -76,7 +77,11 @@ func TestSnapshotsAfterSuspend(t *testing.T) {
 	if _, _, err := e.mgr.Suspend(ctx, c.ID, compute.ReasonAPI); err != nil {
 		t.Fatal(err)
 	}
-	<-tgt.waiting
+	select {
+	case <-tgt.waiting:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no upload began after a suspend with new rows")
+	}
 	if _, err := e.mgr.Resume(ctx, c.ID); err != nil {
 		t.Fatal(err)
 	}

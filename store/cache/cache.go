@@ -1,8 +1,8 @@
 // Package cache wraps a store.Store with a read cache for the lookups on the
 // proxy's login path: a project by id or name, its tenant (for its quotas),
-// and a role. Writes through
-// the wrapper invalidate what they touch, so one daemon never serves stale
-// data; a TTL bounds staleness when other daemons share the store.
+// and a role. Writes through the wrapper invalidate what they touch, so one
+// daemon never serves stale data; a TTL bounds staleness when other daemons
+// share the store.
 package cache
 
 import (
