@@ -9,7 +9,8 @@ LDFLAGS := -s -w -X github.com/serverlessd/serverlessd/cli.Version=$(VERSION)
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Packages the daemon needs to run, and the extra ones the tests need.
-RUN_PKGS  := mariadb-server mariadb-client
+# mariadb-backup takes the snapshots of computes that never go idle.
+RUN_PKGS  := mariadb-server mariadb-client mariadb-backup
 # Client libraries of other languages prove that pooled sessions survive
 # suspends: PyMySQL, and MariaDB Connector/J run from source by a JDK
 # (installed only when no javac is on the PATH).

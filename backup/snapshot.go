@@ -25,7 +25,14 @@ var ErrCorrupt = errors.New("backup object is corrupt")
 // Manifest lists a snapshot's files.
 type Manifest struct {
 	TakenAt time.Time `json:"taken_at"`
-	Files   []File    `json:"files"`
+	// Timeline is the datadir's history this snapshot belongs to, and
+	// Binlog the newest binary log it holds: a point-in-time restore from
+	// it replays the timeline's binary logs after that one. A hot backup's
+	// data stops inside Binlog, at BinlogPos: the replay starts there.
+	Timeline  string `json:"timeline,omitempty"`
+	Binlog    string `json:"binlog,omitempty"`
+	BinlogPos uint64 `json:"binlog_pos,omitempty"`
+	Files     []File `json:"files"`
 }
 
 // File is one file or folder of a snapshot.
@@ -89,7 +96,20 @@ func Snapshot(ctx context.Context, t Target, root string, prev *Manifest) (*Mani
 	if err != nil {
 		return nil, st, fmt.Errorf("snapshot %s: %w", root, err)
 	}
+	m.Binlog = newestBinlog(m.Files)
 	return m, st, nil
+}
+
+// newestBinlog names the newest binary log among a snapshot's files: the
+// compute started on them writes the next one.
+func newestBinlog(files []File) string {
+	newest := ""
+	for _, f := range files {
+		if binlogName.MatchString(f.Path) && f.Path > newest {
+			newest = f.Path
+		}
+	}
+	return newest
 }
 
 // describe reads a file's metadata.
@@ -108,23 +128,12 @@ func describe(p, rel string, e fs.DirEntry) (File, error) {
 // Naming an object only after reading it means an object's name always
 // matches what it holds, even if the file changed while it was read.
 func storeFile(ctx context.Context, t Target, p string, f *File, st *Stats) error {
-	src, err := os.Open(p)
-	if err != nil {
-		return err
-	}
-	defer src.Close()
-	stage, err := os.CreateTemp("", "serverlessd-backup-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(stage.Name())
-	defer stage.Close()
-	h := sha256.New()
-	n, err := compressCount(stage, io.TeeReader(src, h))
+	stage, sum, n, err := stageFile(p)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", f.Path, err)
 	}
-	f.SHA256 = hex.EncodeToString(h.Sum(nil))
+	defer closeStage(stage)
+	f.SHA256 = sum
 	st.BytesRead += n
 	if ok, err := t.Exists(ctx, objectKey(f.SHA256)); err != nil {
 		return err
@@ -132,19 +141,51 @@ func storeFile(ctx context.Context, t Target, p string, f *File, st *Stats) erro
 		st.Reused++
 		return nil
 	}
-	size, err := stage.Seek(0, io.SeekEnd)
-	if err == nil {
-		_, err = stage.Seek(0, io.SeekStart)
-	}
+	size, err := putStage(ctx, t, objectKey(f.SHA256), stage)
 	if err != nil {
-		return err
-	}
-	if err := t.Put(ctx, objectKey(f.SHA256), stage); err != nil {
 		return fmt.Errorf("store %s: %w", f.Path, err)
 	}
 	st.Uploaded++
 	st.BytesStored += size
 	return nil
+}
+
+// stageFile reads the file at p once, hashing it and compressing it into
+// a temporary file, and returns that file (to be closed with closeStage),
+// the content's SHA-256 and the bytes read.
+func stageFile(p string) (stage *os.File, sum string, n int64, err error) {
+	src, err := os.Open(p)
+	if err != nil {
+		return nil, "", 0, err
+	}
+	defer src.Close()
+	stage, err = os.CreateTemp("", "serverlessd-backup-*")
+	if err != nil {
+		return nil, "", 0, err
+	}
+	h := sha256.New()
+	if n, err = compressCount(stage, io.TeeReader(src, h)); err != nil {
+		closeStage(stage)
+		return nil, "", 0, err
+	}
+	return stage, hex.EncodeToString(h.Sum(nil)), n, nil
+}
+
+func closeStage(f *os.File) {
+	f.Close()
+	os.Remove(f.Name())
+}
+
+// putStage stores a staged file under key and returns its size.
+func putStage(ctx context.Context, t Target, key string, stage *os.File) (int64, error) {
+	size, err := stage.Seek(0, io.SeekEnd)
+	if err == nil {
+		_, err = stage.Seek(0, io.SeekStart)
+	}
+	if err != nil {
+		return 0, err
+	}
+	return size, t.Put(ctx, key, stage)
 }
 
 // compressCount compresses r into w and returns how many bytes it read.

@@ -17,7 +17,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
+	"time"
 )
 
 // ErrNotFound means the target has no object under the key.
@@ -32,6 +34,17 @@ type Target interface {
 	Get(ctx context.Context, key string) (io.ReadCloser, error)
 	// Exists reports whether key holds an object.
 	Exists(ctx context.Context, key string) (bool, error)
+	// List returns the objects whose keys start with prefix, sorted by key.
+	List(ctx context.Context, prefix string) ([]Object, error)
+	// Delete removes the object under key; deleting a missing one is no error.
+	Delete(ctx context.Context, key string) error
+}
+
+// Object is one stored object, as List returns it.
+type Object struct {
+	Key     string
+	Size    int64
+	ModTime time.Time
 }
 
 // Dir is a Target in a local folder (the default: <data_dir>/backups).
@@ -102,6 +115,57 @@ func (d Dir) Exists(_ context.Context, key string) (bool, error) {
 		return false, nil
 	}
 	return err == nil, err
+}
+
+// List walks the folder under prefix. Temporary files of a Put in
+// progress are left out.
+func (d Dir) List(ctx context.Context, prefix string) ([]Object, error) {
+	var out []Object
+	err := filepath.WalkDir(d.Root, func(p string, e fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if e.IsDir() || strings.HasPrefix(e.Name(), ".put-") {
+			return nil
+		}
+		rel, err := filepath.Rel(d.Root, p)
+		if err != nil {
+			return err
+		}
+		key := filepath.ToSlash(rel)
+		if !strings.HasPrefix(key, prefix) {
+			return nil
+		}
+		info, err := e.Info()
+		if err != nil {
+			return err
+		}
+		out = append(out, Object{Key: key, Size: info.Size(), ModTime: info.ModTime()})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list backup target %s: %w", d.Root, err)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out, nil
+}
+
+// Delete removes the object's file.
+func (d Dir) Delete(_ context.Context, key string) error {
+	p, err := d.path(key)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("delete backup object %s: %w", key, err)
+	}
+	return nil
 }
 
 // ctxReader stops a copy once ctx ends.

@@ -52,6 +52,8 @@ func newRoot() *cobra.Command {
 		newUsage(g),
 		newTenant(g),
 		newAPIKey(g),
+		newBackup(g),
+		newBranch(g),
 	)
 	return root
 }

@@ -77,14 +77,14 @@ func newLogger(c config.Log, w *os.File) *slog.Logger {
 
 // daemon is the set of subsystems `serve` runs under one context.
 type daemon struct {
-	cfg   config.Config
-	log   *slog.Logger
-	store store.Store
-	mgr   *compute.Manager
-	api   *server.Server
-	proxy *proxy.Server
-	sched *scheduler.Scheduler
-	snap  *backup.Snapshotter // nil when backups are off
+	cfg     config.Config
+	log     *slog.Logger
+	store   store.Store
+	mgr     *compute.Manager
+	api     *server.Server
+	proxy   *proxy.Server
+	sched   *scheduler.Scheduler
+	backups *backup.Service // nil when backups are off
 }
 
 // serve starts every subsystem, runs until ctx ends (SIGTERM) or one fails,
@@ -152,9 +152,13 @@ func open(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemon, er
 	quotas := &quota.Checker{Store: st}
 	mopts := compute.Options{Store: st, Driver: drv, Node: cfg.NodeName, Logger: log, Metrics: met,
 		DefaultSpec: defaultSpec(cfg), MemoryBudget: memoryBudget(cfg, log), Quotas: quotas}
-	snap := snapshotter(cfg, st, drv, log)
-	if snap != nil {
-		mopts.AfterSuspend = snap.AfterSuspend
+	backups, err := backupService(ctx, cfg, st, drv, log)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	if backups != nil {
+		mopts.AfterSuspend, mopts.AfterProvision = backups.AfterSuspend, backups.AfterProvision
 	}
 	mgr := compute.New(mopts)
 	if err := mgr.Reconcile(ctx); err != nil {
@@ -170,14 +174,20 @@ func open(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemon, er
 	}
 	mgr.SetDetacher(px.Detach)
 	registerMetrics(met, st, mgr, px)
+	if backups != nil {
+		backups.Computes, backups.Metrics = mgr, backup.NewMetrics()
+		met.Register(backups.Metrics.Collectors()...)
+		backups.Start()
+	}
 	api := server.New(server.Options{
 		Store: st, Manager: mgr, Tokens: cfg.API.Tokens, ProxyAddr: cfg.Proxy.Listen, Logger: log,
 		DefaultQuotas: store.TenantQuotas(cfg.Tenants.DefaultQuotas),
 		Metrics:       &server.Metrics{Full: met.Handler(), Public: met.PublicHandler()},
+		Backups:       apiBackups(backups),
 	})
 	sched := scheduler.New(scheduler.Options{Store: st, Manager: mgr, Interval: cfg.Scheduler.Interval,
 		StorageInterval: cfg.Scheduler.StorageInterval, Metrics: met, Logger: log, Spent: quotas.Spent})
-	return &daemon{cfg: cfg, log: log, store: st, mgr: mgr, api: api, proxy: px, sched: sched, snap: snap}, nil
+	return &daemon{cfg: cfg, log: log, store: st, mgr: mgr, api: api, proxy: px, sched: sched, backups: backups}, nil
 }
 
 func openStore(ctx context.Context, cfg config.Config) (store.Store, error) {
@@ -219,6 +229,7 @@ func openDriver(cfg config.Config, log *slog.Logger) (compute.Driver, error) {
 			InstallDB:   cfg.Compute.Local.InstallDB,
 			StopTimeout: cfg.Compute.StopTimeout,
 			UIDs:        local.UIDRange{First: first, Last: last},
+			Binlog:      cfg.Backup.Enabled,
 			Logger:      log,
 		})
 	case "kubernetes":
@@ -229,22 +240,52 @@ func openDriver(cfg config.Config, log *slog.Logger) (compute.Driver, error) {
 }
 
 // defaultSpec is what a new compute runs with when its request names none.
-// snapshotter takes snapshots of local computes after clean suspends,
-// when backups are on.
-func snapshotter(cfg config.Config, st store.Store, drv compute.Driver, log *slog.Logger) *backup.Snapshotter {
+// backupService backs up local computes when backups are on: their binary
+// logs while they run, and a snapshot after each clean suspend.
+func backupService(ctx context.Context, cfg config.Config, st store.Store, drv compute.Driver, log *slog.Logger) (*backup.Service, error) {
 	ld, ok := drv.(*local.Driver)
-	if !cfg.Backup.Enabled || !ok {
+	if !cfg.Backup.Enabled {
+		return nil, nil
+	}
+	if !ok {
+		log.Warn("backups are not available for this compute driver yet", "component", "backup", "driver", drv.Name())
+		return nil, nil
+	}
+	t, where, err := backupTarget(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("backups on: binary logs shipped, snapshots after clean suspends", "component", "backup",
+		"target", where, "binlog_max_delay", cfg.Backup.BinlogMaxDelay)
+	return &backup.Service{Target: t, Store: st, Log: log, MaxDelay: cfg.Backup.BinlogMaxDelay, Interval: cfg.Backup.Interval,
+		DataDir: func(c *store.Compute) (string, bool) { return ld.DataDir(c), true },
+		Staging: ld.Staging}, nil
+}
+
+// apiBackups keeps a nil service a nil interface.
+func apiBackups(b *backup.Service) server.Backups {
+	if b == nil {
 		return nil
+	}
+	return b
+}
+
+// backupTarget opens the configured backup target and names it for the log.
+func backupTarget(ctx context.Context, cfg config.Config) (backup.Target, string, error) {
+	if cfg.Backup.Target == "s3" {
+		o := cfg.Backup.S3
+		t, err := backup.NewS3(ctx, backup.S3Options{Endpoint: o.Endpoint, Bucket: o.Bucket, Prefix: o.Prefix,
+			Region: o.Region, AccessKeyID: o.AccessKeyID, SecretAccessKey: o.SecretAccessKey})
+		if err != nil {
+			return nil, "", fmt.Errorf("backup target: %w", err)
+		}
+		return t, "s3://" + o.Bucket + "/" + o.Prefix, nil
 	}
 	dir := cfg.Backup.Dir
 	if dir == "" {
 		dir = filepath.Join(cfg.DataDir, "backups")
 	}
-	s := &backup.Snapshotter{Target: backup.Dir{Root: dir}, Store: st, Log: log,
-		Folder: func(c *store.Compute) (string, bool) { return ld.Folder(c), true }}
-	s.Start()
-	log.Info("snapshots after clean suspends", "component", "backup", "target", dir)
-	return s
+	return backup.Dir{Root: dir}, dir, nil
 }
 
 // memoryBudget is the local node's memory budget for its computes; a
@@ -288,8 +329,13 @@ func (d *daemon) shutdown() {
 	if err := d.mgr.SuspendAll(ctx, compute.ReasonShutdown); err != nil {
 		d.log.Error("some computes did not suspend cleanly", "err", err)
 	}
-	if d.snap != nil {
-		d.snap.Stop() // uploads in progress are abandoned, taken at the next suspend
+	if d.backups != nil {
+		// The binary logs the suspends just closed are shipped before the
+		// daemon goes; snapshots are left to the next suspend.
+		dctx, dcancel := context.WithTimeout(context.Background(), 30*time.Second)
+		d.backups.Drain(dctx)
+		dcancel()
+		d.backups.Stop()
 	}
 	d.log.Info("shutdown complete", "duration_ms", time.Since(t0).Milliseconds())
 }

@@ -3,15 +3,20 @@ package compute_test
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"io"
 	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/serverlessd/serverlessd/backup"
 	"github.com/serverlessd/serverlessd/compute"
+	"github.com/serverlessd/serverlessd/compute/local"
+	"github.com/serverlessd/serverlessd/compute/local/localtest"
 	"github.com/serverlessd/serverlessd/store"
+	"github.com/serverlessd/serverlessd/store/sqlite"
 )
 
 // gatedTarget holds every Put until open is closed, once armed.
@@ -43,29 +48,51 @@ func (g *gatedTarget) Put(ctx context.Context, key string, r io.Reader) error {
 	return g.Dir.Put(ctx, key, r)
 }
 
-// TestSnapshotsAfterSuspend: a clean suspend leaves a snapshot that
-// restores the compute's rows; an upload during which the compute wakes is
-// abandoned, so the newest snapshot is never one mariadbd wrote into.
-func TestSnapshotsAfterSuspend(t *testing.T) {
-	ctx := context.Background()
-	e := newEnv(t, "")
-	tgt := &gatedTarget{Dir: backup.Dir{Root: t.TempDir()}}
-	snap := &backup.Snapshotter{Target: tgt, Store: e.st, Log: testLogger(t),
-		Folder: func(c *store.Compute) (string, bool) { return e.drv.Folder(c), true }}
-	snap.Start()
-	t.Cleanup(snap.Stop)
-	e.mgr = compute.New(compute.Options{Store: e.st, Driver: e.drv, Node: "test", Logger: testLogger(t), AfterSuspend: snap.AfterSuspend})
-	_, c, pw := e.project(t, "snap")
-	db := rootDB(t, c.Address, pw)
-	mustExecAll(t, db, "CREATE TABLE t (id INT PRIMARY KEY)", "INSERT INTO t SELECT seq FROM seq_1_to_100")
-
-	if _, _, err := e.mgr.Suspend(ctx, c.ID, compute.ReasonAPI); err != nil {
+// newBackupEnv is newEnv with the binary log on and a backup service
+// shipping to t every maxDelay, and taking hot backups every interval.
+func newBackupEnv(t *testing.T, tgt backup.Target, maxDelay, interval time.Duration) (*env, *backup.Service) {
+	t.Helper()
+	dir := localtest.Dir(t)
+	st, err := sqlite.Open(filepath.Join(dir, "state.db"))
+	if err != nil {
 		t.Fatal(err)
 	}
-	snap.Wait()
-	first, err := backup.LoadManifest(ctx, tgt, backup.LatestKey(c))
+	t.Cleanup(func() { st.Close() })
+	drv, err := local.New(local.Options{Dir: filepath.Join(dir, "computes"), StopTimeout: 30 * time.Second,
+		Binlog: true, Logger: testLogger(t)})
 	if err != nil {
-		t.Fatalf("no snapshot after a clean suspend: %v", err)
+		t.Fatal(err)
+	}
+	svc := &backup.Service{Target: tgt, Store: st, Log: testLogger(t), MaxDelay: maxDelay, Interval: interval,
+		DataDir: func(c *store.Compute) (string, bool) { return drv.DataDir(c), true }, Staging: drv.Staging}
+	mgr := compute.New(compute.Options{Store: st, Driver: drv, Node: "test", Logger: testLogger(t),
+		AfterSuspend: svc.AfterSuspend, AfterProvision: svc.AfterProvision})
+	svc.Computes = mgr
+	svc.Start()
+	t.Cleanup(svc.Stop)
+	return &env{dir: dir, st: st, drv: drv, mgr: mgr}, svc
+}
+
+func drain(t *testing.T, svc *backup.Service) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	svc.Drain(ctx)
+}
+
+// TestSnapshotsAfterSuspend: a clean suspend leaves a snapshot; an upload
+// during which the compute wakes is abandoned, so no snapshot is ever one
+// mariadbd wrote into.
+func TestSnapshotsAfterSuspend(t *testing.T) {
+	ctx := context.Background()
+	tgt := &gatedTarget{Dir: backup.Dir{Root: t.TempDir()}}
+	e, svc := newBackupEnv(t, tgt, time.Hour, time.Hour)
+	_, c, pw := e.project(t, "snap")
+	mustExecAll(t, rootDB(t, c.Address, pw), "CREATE TABLE t (id INT PRIMARY KEY)", "INSERT INTO t SELECT seq FROM seq_1_to_100")
+	suspend(t, e, c)
+	drain(t, svc)
+	if snaps := listSnapshots(t, tgt, c); len(snaps) != 2 {
+		t.Fatalf("%d snapshots after a clean suspend, want 2 (the first, at creation, and the suspend's)", len(snaps))
 	}
 
 	// More rows; the next upload is held until the compute has woken.
@@ -74,9 +101,7 @@ func TestSnapshotsAfterSuspend(t *testing.T) {
 	}
 	mustExecAll(t, rootDB(t, c.Address, pw), "INSERT INTO t SELECT seq FROM seq_101_to_200")
 	tgt.arm()
-	if _, _, err := e.mgr.Suspend(ctx, c.ID, compute.ReasonAPI); err != nil {
-		t.Fatal(err)
-	}
+	suspend(t, e, c)
 	select {
 	case <-tgt.waiting:
 	case <-time.After(30 * time.Second):
@@ -86,31 +111,181 @@ func TestSnapshotsAfterSuspend(t *testing.T) {
 		t.Fatal(err)
 	}
 	close(tgt.open)
-	snap.Wait()
-	latest, err := backup.LoadManifest(ctx, tgt, backup.LatestKey(c))
-	if err != nil || !latest.TakenAt.Equal(first.TakenAt) {
-		t.Fatalf("after an upload during which the compute woke, the newest snapshot is %v (%v); want the first one, %v", latest.TakenAt, err, first.TakenAt)
+	drain(t, svc)
+	if snaps := listSnapshots(t, tgt, c); len(snaps) != 2 {
+		t.Fatalf("%d snapshots after an upload during which the compute woke, want still 2", len(snaps))
+	}
+}
+
+// TestPointInTimeRestore: rows inserted, the time noted, the table
+// dropped; a restore to the noted time brings the table and its rows back,
+// from a snapshot and the binary logs shipped after it. The restore
+// itself is undone by restoring to a time after the drop.
+func TestPointInTimeRestore(t *testing.T) {
+	ctx := context.Background()
+	tgt := backup.Dir{Root: t.TempDir()}
+	e, svc := newBackupEnv(t, tgt, time.Second, time.Hour)
+	_, c, pw := e.project(t, "pitr")
+	mustExecAll(t, rootDB(t, c.Address, pw), "CREATE TABLE t (id INT PRIMARY KEY)", "INSERT INTO t SELECT seq FROM seq_1_to_100")
+	suspend(t, e, c) // the snapshot
+	drain(t, svc)
+	if _, err := e.mgr.Resume(ctx, c.ID); err != nil {
+		t.Fatal(err)
+	}
+	c = getCompute(t, e, c.ID)
+	db := rootDB(t, c.Address, pw)
+	mustExecAll(t, db, "INSERT INTO t SELECT seq FROM seq_101_to_250")
+	// The binary log's times have one-second precision.
+	time.Sleep(1100 * time.Millisecond)
+	noted := time.Now()
+	time.Sleep(1100 * time.Millisecond)
+	mustExecAll(t, db, "DROP TABLE t")
+	time.Sleep(1100 * time.Millisecond)
+	afterDrop := time.Now()
+	db.Close()
+
+	op, err := svc.RestoreTo(ctx, c, noted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if op.Action != store.ActionRestore || op.Status != store.OpSucceeded {
+		t.Fatalf("restore operation %+v", op)
+	}
+	c = getCompute(t, e, c.ID)
+	if c.State != store.StateActive {
+		t.Fatalf("compute is %s after the restore, want active", c.State)
+	}
+	if n := countRows(t, rootDB(t, c.Address, pw)); n != 250 {
+		t.Fatalf("%d rows after the restore to before the drop, want 250", n)
 	}
 
-	// The first snapshot restores the first 100 rows.
-	if _, _, err := e.mgr.Suspend(ctx, c.ID, compute.ReasonAPI); err != nil {
+	// Undo: back to after the drop, on the timeline the restore left.
+	if _, err := svc.RestoreTo(ctx, c, afterDrop); err != nil {
 		t.Fatal(err)
 	}
-	snap.Wait()
-	folder := e.drv.Folder(c)
-	if err := os.RemoveAll(folder); err != nil {
+	c = getCompute(t, e, c.ID)
+	var n int
+	err = rootDB(t, c.Address, pw).QueryRow("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'app' AND table_name = 't'").Scan(&n)
+	if err != nil || n != 0 {
+		t.Fatalf("table t exists (%d, %v) after undoing the restore; it was dropped then", n, err)
+	}
+
+	// And forward again on the restored timeline: the first restore's
+	// result is itself restorable.
+	if _, err := svc.RestoreTo(ctx, c, noted); err != nil {
 		t.Fatal(err)
 	}
-	if err := backup.Restore(ctx, tgt, first, folder); err != nil {
+	c = getCompute(t, e, c.ID)
+	if n := countRows(t, rootDB(t, c.Address, pw)); n != 250 {
+		t.Fatalf("%d rows after restoring to before the drop again, want 250", n)
+	}
+	cat, err := svc.Catalog(ctx, c)
+	if err != nil || len(cat.Snapshots) < 3 || cat.Earliest.IsZero() || cat.Latest.Before(cat.Earliest) {
+		t.Fatalf("catalog %+v, %v", cat, err)
+	}
+}
+
+// TestHotBackupRestore: a compute that never suspends gets hot backups
+// (mariadb-backup) every interval, and a point-in-time restore starts from
+// the newest one, replaying its binary log from the position it stopped at.
+func TestHotBackupRestore(t *testing.T) {
+	ctx := context.Background()
+	tgt := backup.Dir{Root: t.TempDir()}
+	e, svc := newBackupEnv(t, tgt, time.Second, 2*time.Second)
+	_, c, pw := e.project(t, "hot")
+	db := rootDB(t, c.Address, pw)
+	mustExecAll(t, db, "CREATE TABLE t (id INT PRIMARY KEY)", "INSERT INTO t SELECT seq FROM seq_1_to_100")
+	first := len(listSnapshots(t, tgt, c))
+	deadline := time.Now().Add(60 * time.Second)
+	for len(listSnapshots(t, tgt, c)) == first {
+		if time.Now().After(deadline) {
+			t.Fatal("no hot backup of a running compute within 60 s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	mustExecAll(t, db, "INSERT INTO t SELECT seq FROM seq_101_to_150")
+	time.Sleep(1100 * time.Millisecond)
+	noted := time.Now()
+	time.Sleep(1100 * time.Millisecond)
+	mustExecAll(t, db, "DROP TABLE t")
+	db.Close()
+	if c = getCompute(t, e, c.ID); c.State != store.StateActive {
+		t.Fatalf("compute is %s; the test needs it never suspended", c.State)
+	}
+	if _, err := svc.RestoreTo(ctx, c, noted); err != nil {
 		t.Fatal(err)
+	}
+	c = getCompute(t, e, c.ID)
+	if n := countRows(t, rootDB(t, c.Address, pw)); n != 150 {
+		t.Fatalf("%d rows after the restore, want 150", n)
+	}
+	plan, err := backup.PlanRestore(ctx, tgt, c, noted)
+	if err != nil || plan.StartPos == 0 || plan.Snapshot.BinlogPos == 0 {
+		t.Fatalf("the restore to %s did not start from a hot backup: %+v, %v", noted, plan, err)
+	}
+}
+
+// TestRestoreRefusals: a time before the first snapshot and a corrupted
+// object each fail with a clear error, and the compute keeps its data.
+func TestRestoreRefusals(t *testing.T) {
+	ctx := context.Background()
+	tgt := backup.Dir{Root: t.TempDir()}
+	e, svc := newBackupEnv(t, tgt, time.Hour, time.Hour)
+	before := time.Now().Add(-time.Hour)
+	_, c, pw := e.project(t, "refuse")
+	mustExecAll(t, rootDB(t, c.Address, pw), "CREATE TABLE t (id INT PRIMARY KEY)", "INSERT INTO t SELECT seq FROM seq_1_to_10")
+	suspend(t, e, c)
+	drain(t, svc)
+	if _, err := svc.RestoreTo(ctx, c, before); !errors.Is(err, backup.ErrOutsideWindow) {
+		t.Fatalf("restore to before the first snapshot: %v, want ErrOutsideWindow", err)
+	}
+	// Damage every stored object: the restore must notice.
+	objs, err := tgt.List(ctx, "objects/")
+	if err != nil || len(objs) == 0 {
+		t.Fatalf("objects: %d, %v", len(objs), err)
+	}
+	for _, o := range objs {
+		p := filepath.Join(tgt.Root, filepath.FromSlash(o.Key))
+		if err := os.WriteFile(p, []byte("not zstd"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = svc.RestoreTo(ctx, c, time.Now())
+	if !errors.Is(err, backup.ErrCorrupt) {
+		t.Fatalf("restore from corrupted objects: %v, want ErrCorrupt", err)
 	}
 	res, err := e.mgr.Wake(ctx, c.ProjectID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := countRows(t, rootDB(t, res.Address, pw)); n != 100 {
-		t.Fatalf("restored compute has %d rows, want the snapshot's 100", n)
+	if n := countRows(t, rootDB(t, res.Address, pw)); n != 10 {
+		t.Fatalf("%d rows after a failed restore, want the 10 it had", n)
 	}
+}
+
+func suspend(t *testing.T, e *env, c *store.Compute) {
+	t.Helper()
+	if _, _, err := e.mgr.Suspend(context.Background(), c.ID, compute.ReasonAPI); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func getCompute(t *testing.T, e *env, id string) *store.Compute {
+	t.Helper()
+	c, err := e.st.GetCompute(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func listSnapshots(t *testing.T, tgt backup.Target, c *store.Compute) []backup.SnapshotRef {
+	t.Helper()
+	snaps, err := backup.ListSnapshots(context.Background(), tgt, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return snaps
 }
 
 func mustExecAll(t testing.TB, db *sql.DB, stmts ...string) {

@@ -17,11 +17,30 @@ const (
 	ReasonShutdown  = "shutdown"
 	ReasonReconcile = "reconcile"
 	ReasonCrash     = "crash"
+	ReasonRestore   = "restore"
+	ReasonBranch    = "branch"
 )
 
 // Create records a new compute for the project, provisions its storage and
 // starts it. It fails with store.ErrAlreadyExists if the project has one.
 func (m *Manager) Create(ctx context.Context, projectID string, spec store.ComputeSpec) (*store.Compute, *store.Operation, error) {
+	provision := m.drv.Provision
+	if m.afterProvision != nil {
+		provision = func(ctx context.Context, c *store.Compute) error {
+			if err := m.drv.Provision(ctx, c); err != nil {
+				return err
+			}
+			m.afterProvision(ctx, *c)
+			return nil
+		}
+	}
+	return m.create(ctx, projectID, spec, provision, nil)
+}
+
+// create is Create with the step that provisions the compute's storage,
+// and one run at its first start before roles are applied (may be nil).
+func (m *Manager) create(ctx context.Context, projectID string, spec store.ComputeSpec,
+	provision func(context.Context, *store.Compute) error, first func(*store.Compute, string) error) (*store.Compute, *store.Operation, error) {
 	if spec.Image == "" {
 		spec.Image = m.defs.Image
 	}
@@ -49,13 +68,17 @@ func (m *Manager) Create(ctx context.Context, projectID string, spec store.Compu
 	}
 	unlock := m.lock(c.ID)
 	defer unlock()
-	op, err := m.runOp(ctx, c, store.ActionCreate, ReasonAPI, func() error { return m.drv.Provision(ctx, c) })
+	op, err := m.runOp(ctx, c, store.ActionCreate, ReasonAPI, func() error { return provision(ctx, c) })
 	if err != nil {
 		m.markFailed(ctx, c, err)
 		return c, op, err
 	}
 	var qe *QuotaError
-	if _, err := m.startInBudget(ctx, c, ReasonAPI); errors.Is(err, ErrNodeFull) || errors.As(err, &qe) {
+	var firstStep func(string) error
+	if first != nil {
+		firstStep = func(addr string) error { return first(c, addr) }
+	}
+	if _, err := m.startInBudgetWith(ctx, c, ReasonAPI, firstStep); errors.Is(err, ErrNodeFull) || errors.As(err, &qe) {
 		// Provisioned but with no room to run: a whole compute, suspended,
 		// that the next wake starts once there is room.
 		c.State = store.StateSuspended
@@ -72,6 +95,12 @@ func (m *Manager) Create(ctx context.Context, projectID string, spec store.Compu
 
 // startInBudget starts c once the node's memory budget has room for it.
 func (m *Manager) startInBudget(ctx context.Context, c *store.Compute, reason string) (WakeResult, error) {
+	return m.startInBudgetWith(ctx, c, reason, nil)
+}
+
+// startInBudgetWith is startInBudget with a step run once the backend
+// runs, before roles are applied (see startWith).
+func (m *Manager) startInBudgetWith(ctx context.Context, c *store.Compute, reason string, first func(addr string) error) (WakeResult, error) {
 	if err := m.checkStart(ctx, c); err != nil {
 		return WakeResult{}, err
 	}
@@ -80,7 +109,7 @@ func (m *Manager) startInBudget(ctx context.Context, c *store.Compute, reason st
 		return WakeResult{}, err
 	}
 	defer release()
-	return m.start(ctx, c, reason)
+	return m.startWith(ctx, c, reason, first)
 }
 
 // Resume starts a suspended or failed compute and returns it with the start
@@ -97,6 +126,13 @@ func (m *Manager) Resume(ctx context.Context, computeID string) (*store.Compute,
 // start runs the compute and marks it active. The caller holds its lock; c
 // is the compute as last read from the store.
 func (m *Manager) start(ctx context.Context, c *store.Compute, reason string) (WakeResult, error) {
+	return m.startWith(ctx, c, reason, nil)
+}
+
+// startWith is start with a step, when first is not nil, run as soon as
+// the backend runs: before roles are applied and before any client can
+// reach it (a restore's binlog replay).
+func (m *Manager) startWith(ctx context.Context, c *store.Compute, reason string, first func(addr string) error) (WakeResult, error) {
 	from := c.State
 	c.State, c.Error = store.StateResuming, ""
 	if err := m.st.UpdateCompute(ctx, c, from); err != nil {
@@ -112,6 +148,11 @@ func (m *Manager) start(ctx context.Context, c *store.Compute, reason string) (W
 		var err error
 		if addr, err = m.drv.Start(ctx, c); err != nil {
 			return err
+		}
+		if first != nil {
+			if err := first(addr); err != nil {
+				return err
+			}
 		}
 		return m.syncRoles(ctx, c, addr)
 	})
@@ -217,8 +258,8 @@ func (m *Manager) suspendLocked(ctx context.Context, c *store.Compute, reason st
 		return c, op, fmt.Errorf("mark compute %s suspended: %w", c.ID, err)
 	}
 	m.met.Suspended(reason)
-	if m.afterSuspend != nil && reason != ReasonShutdown {
-		m.afterSuspend(*c) // must not block: the compute's lock is held
+	if m.afterSuspend != nil && reason != ReasonRestore {
+		m.afterSuspend(*c, reason) // must not block: the compute's lock is held
 	}
 	return c, op, nil
 }

@@ -52,9 +52,13 @@ type Options struct {
 	// Quotas, when set, may refuse a start for its tenant's quotas.
 	Quotas StartChecker
 	// AfterSuspend, when set, is told of every compute a suspend stopped
-	// cleanly (but at shutdown), with its version as suspended. It must
-	// return at once: it runs under the compute's lock.
-	AfterSuspend func(c store.Compute)
+	// cleanly (but for a restore), with its version as suspended and the
+	// suspend's reason. It must return at once: it runs under the
+	// compute's lock.
+	AfterSuspend func(c store.Compute, reason string)
+	// AfterProvision, when set, is told of every new compute once its
+	// storage is provisioned from the template, before its first start.
+	AfterProvision func(ctx context.Context, c store.Compute)
 }
 
 // Manager owns every compute's lifecycle in this daemon.
@@ -81,7 +85,8 @@ type Manager struct {
 	reserved int64 // memory held for starts in progress
 	quotas   StartChecker
 
-	afterSuspend func(store.Compute)
+	afterSuspend   func(store.Compute, string)
+	afterProvision func(context.Context, store.Compute)
 }
 
 // Detacher moves the client sessions of a compute about to stop off their
@@ -136,7 +141,8 @@ func New(opts Options) *Manager {
 		budget:   opts.MemoryBudget,
 		quotas:   opts.Quotas,
 
-		afterSuspend: opts.AfterSuspend,
+		afterSuspend:   opts.AfterSuspend,
+		afterProvision: opts.AfterProvision,
 	}
 	m.drv.SetExitHandler(m.onExit)
 	return m

@@ -34,15 +34,35 @@ type Config struct {
 	Log        Log        `mapstructure:"log"`
 }
 
-// Backup configures snapshots of suspended computes.
+// Backup configures backups: snapshots of suspended computes and their
+// binary logs, for point-in-time restores.
 type Backup struct {
-	// Enabled takes a snapshot of each local compute after every clean
-	// suspend where anything changed. Off until backups are complete
-	// (restore API, retention) and their cost per suspend is measured.
+	// Enabled turns the binary log on in every compute, ships it within
+	// BinlogMaxDelay and takes a snapshot after every clean suspend where
+	// anything changed.
 	Enabled bool `mapstructure:"enabled"`
-	// Dir is the backup target, a local folder; empty means
-	// <data_dir>/backups.
+	// Target is "dir" (a local folder) or "s3".
+	Target string `mapstructure:"target"`
+	// Dir is the folder of the dir target; empty means <data_dir>/backups.
 	Dir string `mapstructure:"dir"`
+	S3  S3     `mapstructure:"s3"`
+	// BinlogMaxDelay bounds how long a committed transaction waits to be
+	// shipped: the binary log of a running compute is rotated this often.
+	BinlogMaxDelay time.Duration `mapstructure:"binlog_max_delay"`
+	// Interval is the longest a running compute goes without a snapshot:
+	// one that never suspends gets a hot backup (mariadb-backup).
+	Interval time.Duration `mapstructure:"interval"`
+}
+
+// S3 is an S3-compatible bucket. Credentials left empty come from the
+// standard AWS environment variables and files.
+type S3 struct {
+	Endpoint        string `mapstructure:"endpoint"`
+	Bucket          string `mapstructure:"bucket"`
+	Prefix          string `mapstructure:"prefix"`
+	Region          string `mapstructure:"region"`
+	AccessKeyID     string `mapstructure:"access_key_id"`
+	SecretAccessKey string `mapstructure:"secret_access_key"`
 }
 
 // Tenants configures what new tenants get.
@@ -249,7 +269,8 @@ func Default() Config {
 			CPU:         "500m",
 			Memory:      "1Gi",
 		},
-		Log: Log{Level: "info", Format: "text"},
+		Backup: Backup{Target: "dir", BinlogMaxDelay: 60 * time.Second, Interval: 24 * time.Hour},
+		Log:    Log{Level: "info", Format: "text"},
 	}
 }
 
@@ -349,6 +370,7 @@ func (c *Config) Validate() error {
 			bad("tenants.default_quotas."+key, "must be 0 (no limit) or more, got %d", v)
 		}
 	}
+	validateBackup(bad, c.Backup)
 	if c.Scheduler.Interval < 100*time.Millisecond {
 		bad("scheduler.interval", "must be at least 100ms, got %s", c.Scheduler.Interval)
 	}
@@ -366,6 +388,25 @@ func (c *Config) Validate() error {
 		bad("log.format", "must be text or json, got %q", c.Log.Format)
 	}
 	return errors.Join(errs...)
+}
+
+// validateBackup checks the backup target and delays.
+func validateBackup(bad func(string, string, ...any), b Backup) {
+	switch b.Target {
+	case "dir":
+	case "s3":
+		if b.S3.Bucket == "" {
+			bad("backup.s3.bucket", "is required when backup.target is s3")
+		}
+	default:
+		bad("backup.target", "must be dir or s3, got %q", b.Target)
+	}
+	if b.BinlogMaxDelay < time.Second {
+		bad("backup.binlog_max_delay", "must be at least 1s, got %s", b.BinlogMaxDelay)
+	}
+	if b.Interval < time.Second {
+		bad("backup.interval", "must be at least 1s, got %s", b.Interval)
+	}
 }
 
 // validateProxyLimits checks the per-source, per-project and per-role

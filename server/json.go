@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/serverlessd/serverlessd/backup"
 	"github.com/serverlessd/serverlessd/compute"
 	"github.com/serverlessd/serverlessd/store"
 )
@@ -67,7 +68,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusForbidden, "quota_exceeded", err.Error())
 	case errors.As(err, &tooBig):
 		writeError(w, http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("the request body is over %d bytes", maxBody))
-	case errors.As(err, &br), errors.Is(err, compute.ErrInvalidRole):
+	case errors.As(err, &br), errors.Is(err, compute.ErrInvalidRole), errors.Is(err, backup.ErrOutsideWindow):
 		writeError(w, http.StatusBadRequest, "invalid", err.Error())
 	case errors.As(err, &startQuota):
 		writeError(w, http.StatusTooManyRequests, "quota_exceeded", startQuota.Msg)
@@ -78,7 +79,8 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, store.ErrAlreadyExists):
 		writeError(w, http.StatusConflict, "already_exists", err.Error())
 	case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrInUse),
-		errors.Is(err, compute.ErrDestroying), errors.Is(err, compute.ErrOtherNode):
+		errors.Is(err, compute.ErrDestroying), errors.Is(err, compute.ErrOtherNode),
+		errors.Is(err, errBackupsOff), errors.Is(err, backup.ErrNoData), errors.Is(err, compute.ErrCannotRestore):
 		writeError(w, http.StatusConflict, "conflict", err.Error())
 	case s.storeDown(r):
 		s.log.Warn("request failed: the state store is unavailable", "method", r.Method, "path", r.URL.Path, "err", err)

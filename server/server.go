@@ -33,6 +33,8 @@ type Options struct {
 	// Limits bound the resources a compute may ask for; zero fields take
 	// defaults (see Limits).
 	Limits Limits
+	// Backups, when set, serves backups and restores.
+	Backups Backups
 }
 
 // Metrics are the two views of the daemon's metrics.
@@ -47,6 +49,7 @@ type Server struct {
 	log       *slog.Logger
 	limits    resourceLimits
 	quotas    store.TenantQuotas // for new tenants
+	backups   Backups            // nil when backups are off
 	handler   http.Handler
 	http      *http.Server
 }
@@ -57,7 +60,7 @@ const maxBody = 1 << 20
 // New builds the API server and its routes.
 func New(opts Options) *Server {
 	s := &Server{st: opts.Store, mgr: opts.Manager, proxyAddr: opts.ProxyAddr, quotas: opts.DefaultQuotas,
-		log: opts.Logger.With("component", "api")}
+		log: opts.Logger.With("component", "api"), backups: opts.Backups}
 	// Without a manager (tests of the HTTP plumbing) the stricter, local bounds apply.
 	s.limits = opts.Limits.resolve(opts.Manager == nil || opts.Manager.Driver().NodeLocal())
 	for _, t := range opts.Tokens {
@@ -120,6 +123,9 @@ func (s *Server) routes(mux *http.ServeMux) {
 	mux.HandleFunc("DELETE /api/v1/projects/{id}/roles/{name}", s.deleteRole)
 
 	mux.HandleFunc("GET /api/v1/projects/{id}/operations", s.listOperations)
+	mux.HandleFunc("GET /api/v1/projects/{id}/backups", s.listBackups)
+	mux.HandleFunc("POST /api/v1/projects/{id}/restore", s.restoreProject)
+	mux.HandleFunc("POST /api/v1/projects/{id}/branches", s.createBranch)
 	mux.HandleFunc("GET /api/v1/projects/{id}/usage", s.projectUsage)
 	mux.HandleFunc("GET /api/v1/usage", s.billing)
 	mux.HandleFunc("GET /wake_compute", s.wakeCompute)

@@ -19,7 +19,7 @@ const token = "test-token-0123456789"
 // the real local driver.
 func newAPI(t *testing.T, tokens ...string) (*httptest.Server, string) {
 	t.Helper()
-	return servertest.New(t, servertest.Options{Tokens: tokens})
+	return servertest.New(t, servertest.Options{Tokens: tokens, Backups: true})
 }
 
 type reply struct {
@@ -97,6 +97,12 @@ func TestBadInput(t *testing.T) {
 		{"wake without key", "GET", "/wake_compute", ``, 400, "invalid", "endpointish"},
 		{"wake unknown", "GET", "/wake_compute?endpointish=ghost", ``, 404, "not_found", "ghost"},
 		{"bad limit", "GET", "/api/v1/projects?limit=x", ``, 400, "invalid", "limit"},
+		{"restore without time", "POST", "/api/v1/projects/shop/restore", `{}`, 400, "invalid", "RFC 3339"},
+		{"restore bad time", "POST", "/api/v1/projects/shop/restore", `{"to":"yesterday"}`, 400, "invalid", "yesterday"},
+		{"restore future", "POST", "/api/v1/projects/shop/restore", `{"to":"2999-01-01T00:00:00Z"}`, 400, "invalid", "future"},
+		{"restore before backups", "POST", "/api/v1/projects/shop/restore", `{"to":"2001-01-01T00:00:00Z"}`, 400, "invalid", "no snapshot"},
+		{"restore unknown field", "POST", "/api/v1/projects/shop/restore", `{"at":"2001-01-01T00:00:00Z"}`, 400, "invalid", "at"},
+		{"backups unknown project", "GET", "/api/v1/projects/nope/backups", ``, 404, "not_found", "nope"},
 		{"oversized body", "POST", "/api/v1/projects", `{"name":"` + strings.Repeat("a", 2<<20) + `"}`, 413, "body_too_large", "bytes"},
 	}
 	for _, tt := range tests {

@@ -118,6 +118,8 @@ func TestScopes(t *testing.T) {
 		{"POST", p + "/roles/app/reset_password", "", true},
 		{"DELETE", p + "/roles/app", "", true},
 		{"GET", p + "/operations", "", false},
+		{"GET", p + "/backups", "", false},
+		{"POST", p + "/restore", `{"to":"2020-01-01T00:00:00Z"}`, true},
 		{"GET", p + "/usage", "", false},
 		{"GET", "/wake_compute?endpointish=" + tn.pa, "", false},
 		{"GET", "/api/v1/tenants/team-a", "", false},

@@ -200,6 +200,7 @@ const (
 	ActionStart   = "start"
 	ActionSuspend = "suspend"
 	ActionDestroy = "destroy"
+	ActionRestore = "restore"
 )
 
 // Operation statuses.

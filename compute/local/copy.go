@@ -51,12 +51,22 @@ func copyTree(dst, src string) error {
 	return syncPaths(paths)
 }
 
-// copyFile copies the data regions of src (a template file, made sparse by
+// copyFile copies src into a new file with src's modification time (so
+// that a backup of the copy knows its files unchanged from the original's,
+// without reading them), then copyContent's bytes.
+func copyFile(dst, src string, info fs.FileInfo) error {
+	if err := copyContent(dst, src, info); err != nil {
+		return err
+	}
+	return os.Chtimes(dst, info.ModTime(), info.ModTime())
+}
+
+// copyContent copies the data regions of src (a template file, made sparse by
 // sparsify) into a new file. A fresh datadir is mostly zeros (the redo log,
 // ibdata1's free pages), so this moves a few MB instead of ~50. The full
 // size is first reserved with fallocate, as InnoDB itself extends its files,
 // so that a later write into a hole never fails with ENOSPC.
-func copyFile(dst, src string, info fs.FileInfo) error {
+func copyContent(dst, src string, info fs.FileInfo) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err
@@ -69,6 +79,9 @@ func copyFile(dst, src string, info fs.FileInfo) error {
 	defer out.Close()
 	size := info.Size()
 	if size == 0 {
+		return out.Close()
+	}
+	if cloneFile(out, in) == nil {
 		return out.Close()
 	}
 	if err := reserve(out, size); err != nil {

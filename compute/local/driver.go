@@ -64,6 +64,8 @@ type Options struct {
 	// (default DefaultUIDRange). It is ignored otherwise: computes then run
 	// as the daemon's own user, which New logs.
 	UIDs UIDRange
+	// Binlog turns mariadbd's binary log on, for point-in-time restore.
+	Binlog bool
 	// Logger receives the driver's logs (default slog.Default()).
 	Logger *slog.Logger
 }

@@ -94,7 +94,7 @@ func memoryOf(spec string) (int64, error) {
 
 // renderConfig returns the compute's my.cnf. Each choice is explained
 // inline; the file is regenerated at every start so spec changes apply.
-func renderConfig(l layout, mem, storage int64) []byte {
+func renderConfig(l layout, mem, storage int64, binlog bool) []byte {
 	m := sizeMemory(mem)
 	var b bytes.Buffer
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
@@ -120,10 +120,22 @@ func renderConfig(l layout, mem, storage int64) []byte {
 	for _, o := range mariadb.SessionOptions {
 		w("%s", o)
 	}
-	w("# Fast start-up: no DNS lookups, no binlog, no performance schema, a 1M")
-	w("# temporary tablespace (the default 12M is written out at every start).")
+	w("# Fast start-up: no DNS lookups, no performance schema, a 1M temporary")
+	w("# tablespace (the default 12M is written out at every start).")
 	w("skip-name-resolve")
-	w("skip-log-bin")
+	if binlog {
+		w("# Binary log for point-in-time restore, in the datadir: ROW events,")
+		w("# synced at every commit like the redo log, so that a committed")
+		w("# transaction is in both. The daemon rotates it, ships closed files to")
+		w("# the backup target and purges them once shipped.")
+		w("log-bin=binlog")
+		w("binlog-format=ROW")
+		w("sync-binlog=1")
+		w("server-id=1")
+		w("max-binlog-size=%d", 64*mib)
+	} else {
+		w("skip-log-bin")
+	}
 	w("performance-schema=OFF")
 	if t := tempSpace(storage); t > 0 {
 		w("innodb-temp-data-file-path=ibtmp1:1M:autoextend:max:%dM", t/mib)

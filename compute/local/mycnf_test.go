@@ -33,7 +33,7 @@ func TestSizeMemory(t *testing.T) {
 
 func TestRenderConfig(t *testing.T) {
 	l := layout{root: "/var/lib/serverlessd/computes/cmp_1"}
-	cnf := string(renderConfig(l, 1<<30, 10<<30))
+	cnf := string(renderConfig(l, 1<<30, 10<<30, false))
 	for _, want := range []string{
 		"[mariadbd]",
 		`datadir="/var/lib/serverlessd/computes/cmp_1/data"`,

@@ -39,14 +39,17 @@ func dirMode() os.FileMode {
 }
 
 // uidOf returns the uid that owns the compute's datadir.
-func uidOf(l layout) (int, error) {
-	info, err := os.Stat(l.data())
+func uidOf(l layout) (int, error) { return ownerOf(l.data()) }
+
+// ownerOf returns the uid that owns p.
+func ownerOf(p string) (int, error) {
+	info, err := os.Stat(p)
 	if err != nil {
 		return 0, err
 	}
 	st, ok := info.Sys().(*syscall.Stat_t)
 	if !ok {
-		return 0, fmt.Errorf("%s: no owner information", l.data())
+		return 0, fmt.Errorf("%s: no owner information", p)
 	}
 	return int(st.Uid), nil
 }

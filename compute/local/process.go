@@ -45,7 +45,7 @@ func (d *Driver) launch(l layout, sz sizing) (*instance, error) {
 		return nil, err
 	}
 	// my.cnf is the daemon's and only readable by the compute.
-	if err := writeConfig(l.cnf(), renderConfig(l, sz.mem, sz.storage), 0o644); err != nil {
+	if err := writeConfig(l.cnf(), renderConfig(l, sz.mem, sz.storage, d.opts.Binlog), 0o644); err != nil {
 		return nil, err
 	}
 	if err := writeInitFile(l); err != nil {

@@ -2,7 +2,10 @@
 
 package local
 
-import "os"
+import (
+	"errors"
+	"os"
+)
 
 // openPidfd: pidfds are Linux's; elsewhere exits are polled.
 func openPidfd(int) *os.File { return nil }
@@ -15,3 +18,6 @@ func allowedCPUs() []int { return nil }
 
 // pinCPUs: no affinity outside Linux.
 func pinCPUs(int, []int) error { return nil }
+
+// cloneFile: no reflinks outside Linux; the caller copies.
+func cloneFile(_, _ *os.File) error { return errors.ErrUnsupported }

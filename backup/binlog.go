@@ -1,0 +1,152 @@
+package backup
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Binlog is one closed binary log file of a compute, as archived. Its key
+// carries everything a restore plans with, so that listing the target is
+// enough to know the restorable window.
+type Binlog struct {
+	Name     string    `json:"name"`      // binlog.000007
+	ClosedAt time.Time `json:"closed_at"` // its last write: every event in it is older
+	SHA256   string    `json:"sha256"`
+	Key      string    `json:"-"`
+	Stored   int64     `json:"stored_bytes"` // compressed
+}
+
+// keyTime formats times in keys: sortable, and free of ':'.
+const keyTime = "20060102T150405.000000000Z"
+
+// binlogName is a binary log file's name as the compute's my.cnf makes it.
+var binlogName = regexp.MustCompile(`^binlog\.[0-9]{6,}$`)
+
+// BinlogPrefix is where a compute's binary logs of one timeline are kept.
+// A timeline is one history of the data: a restore starts a new one, so
+// that the files it writes never mix with those of the history it left.
+func BinlogPrefix(projectID, computeID, timeline string) string {
+	return fmt.Sprintf("binlogs/%s/%s/%s/", projectID, computeID, timeline)
+}
+
+func binlogKey(prefix string, b Binlog) string {
+	return prefix + b.Name + "_" + b.ClosedAt.UTC().Format(keyTime) + "_" + b.SHA256 + ".zst"
+}
+
+func parseBinlogKey(prefix string, o Object) (Binlog, bool) {
+	rest, ok := strings.CutPrefix(o.Key, prefix)
+	if !ok {
+		return Binlog{}, false
+	}
+	parts := strings.Split(strings.TrimSuffix(rest, ".zst"), "_")
+	if len(parts) != 3 || !binlogName.MatchString(parts[0]) || len(parts[2]) != sha256.Size*2 {
+		return Binlog{}, false
+	}
+	at, err := time.Parse(keyTime, parts[1])
+	if err != nil {
+		return Binlog{}, false
+	}
+	return Binlog{Name: parts[0], ClosedAt: at, SHA256: parts[2], Key: o.Key, Stored: o.Size}, true
+}
+
+// IndexedBinlogs lists the binary logs a datadir's binlog.index names,
+// oldest first; none when the binary log was never on.
+func IndexedBinlogs(dataDir string) ([]string, error) {
+	f, err := os.Open(filepath.Join(dataDir, "binlog.index"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var names []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		name := filepath.Base(strings.TrimSpace(sc.Text()))
+		if binlogName.MatchString(name) {
+			names = append(names, name)
+		}
+	}
+	return names, sc.Err()
+}
+
+// ShipBinlog stores the closed binary log at path under prefix. Its time
+// is the file's last write.
+func ShipBinlog(ctx context.Context, t Target, prefix, path string) (Binlog, error) {
+	info, err := os.Stat(path)
+	if err != nil {
+		return Binlog{}, err
+	}
+	stage, sum, _, err := stageFile(path)
+	if err != nil {
+		return Binlog{}, fmt.Errorf("read binary log %s: %w", path, err)
+	}
+	defer closeStage(stage)
+	b := Binlog{Name: filepath.Base(path), ClosedAt: info.ModTime().UTC(), SHA256: sum}
+	b.Key = binlogKey(prefix, b)
+	if b.Stored, err = putStage(ctx, t, b.Key, stage); err != nil {
+		return Binlog{}, fmt.Errorf("store binary log %s: %w", b.Name, err)
+	}
+	return b, nil
+}
+
+// ListBinlogs lists the binary logs archived under prefix, by name. A file
+// shipped twice (the daemon died before it knew) is listed once.
+func ListBinlogs(ctx context.Context, t Target, prefix string) ([]Binlog, error) {
+	objs, err := t.List(ctx, prefix)
+	if err != nil {
+		return nil, err
+	}
+	var out []Binlog
+	for _, o := range objs {
+		b, ok := parseBinlogKey(prefix, o)
+		if !ok {
+			continue
+		}
+		if n := len(out); n > 0 && out[n-1].Name == b.Name {
+			continue
+		}
+		out = append(out, b)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// FetchBinlog writes an archived binary log to path, verifying its
+// checksum: a damaged object is ErrCorrupt.
+func FetchBinlog(ctx context.Context, t Target, b Binlog, path string) error {
+	obj, err := t.Get(ctx, b.Key)
+	if err != nil {
+		return err
+	}
+	defer obj.Close()
+	out, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	h := sha256.New()
+	err = decompress(io.MultiWriter(out, h), obj)
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("binary log %s: %w", b.Name, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != b.SHA256 {
+		return fmt.Errorf("binary log %s has SHA-256 %s, its key says %s: %w", b.Name, got, b.SHA256, ErrCorrupt)
+	}
+	return nil
+}
