@@ -18,7 +18,7 @@ TEST_PKGS := $(RUN_PKGS) postgresql sysbench haproxy python3-pymysql libmariadb-
 # The benchmarks also count each relay's system calls with strace.
 BENCH_PKGS := $(TEST_PKGS) strace
 
-.PHONY: all build run test test-unit test-kube e2e bench bench-proxy deps-run deps-test deps-bench fmt vet clean
+.PHONY: all build run test test-unit test-kube e2e bench bench-proxy deps-run deps-test deps-s3 deps-bench fmt vet clean
 
 all: build
 
@@ -46,6 +46,13 @@ deps-test:
 	$(call install-pkgs,$(TEST_PKGS))
 	$(if $(shell command -v javac),,$(call install-pkgs,default-jdk-headless))
 
+# deps-s3 builds the S3-compatible server the backup tests store to
+# (versitygw, from its Go module: about 2.5 minutes cold, once).
+VERSITYGW := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/serverlessd-s3/v1.8.0/versitygw
+deps-s3:
+	@test -x $(VERSITYGW) || { echo "building versitygw v1.8.0 into $(dir $(VERSITYGW))"; \
+		GOBIN=$(dir $(VERSITYGW)) CGO_ENABLED=0 $(GO) install github.com/versity/versitygw/cmd/versitygw@v1.8.0; }
+
 deps-bench:
 	$(call install-pkgs,$(BENCH_PKGS))
 
@@ -62,7 +69,7 @@ vet:
 
 # test runs every test. Nothing skips: the tests fail if mariadbd or
 # PostgreSQL is missing.
-test: deps-test fmt vet build test-unit test-kube
+test: deps-test deps-s3 fmt vet build test-unit test-kube
 
 test-unit:
 	$(GO) test -count=1 -timeout 30m ./...

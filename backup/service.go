@@ -22,6 +22,9 @@ import (
 // binary log is shipped, by default.
 const DefaultMaxDelay = 60 * time.Second
 
+// DefaultRetention is how far back restores reach, by default.
+const DefaultRetention = 7 * 24 * time.Hour
+
 // DefaultInterval is the longest a running compute goes without a
 // snapshot, by default.
 const DefaultInterval = 24 * time.Hour
@@ -72,6 +75,9 @@ type Service struct {
 	// Interval is the longest a running compute goes without a snapshot
 	// (DefaultInterval): one that never suspends gets a hot backup.
 	Interval time.Duration
+	// Retention is how far back restores reach (DefaultRetention): older
+	// backups are pruned every hour.
+	Retention time.Duration
 
 	mu       sync.Mutex
 	computes map[string]*state // by compute id
@@ -102,6 +108,7 @@ type state struct {
 	failures int
 	retryAt  time.Time
 	running  bool // a job is under way
+	gone     bool // the compute is being destroyed: no job touches it
 }
 
 // Start readies the service and starts shipping binary logs; Stop cancels
@@ -112,6 +119,9 @@ func (s *Service) Start() {
 	}
 	if s.Interval <= 0 {
 		s.Interval = DefaultInterval
+	}
+	if s.Retention <= 0 {
+		s.Retention = DefaultRetention
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.computes = map[string]*state{}
@@ -239,8 +249,11 @@ func (s *Service) catchUp(ctx context.Context, st *state) error {
 	st.lock.Lock()
 	defer st.lock.Unlock()
 	s.mu.Lock()
-	c, names, snap := st.c, st.pending, st.snapshot
+	c, names, snap, gone := st.c, st.pending, st.snapshot, st.gone
 	s.mu.Unlock()
+	if gone {
+		return nil
+	}
 	if err := s.ship(ctx, st, &c, names); err != nil {
 		return err
 	}

@@ -19,6 +19,7 @@ func (s *Service) loop() {
 	defer s.wg.Done()
 	t := time.NewTicker(min(tick, s.MaxDelay))
 	defer t.Stop()
+	pruned := time.Now().Add(firstPrune - pruneEvery)
 	for {
 		select {
 		case <-s.ctx.Done():
@@ -27,7 +28,31 @@ func (s *Service) loop() {
 		}
 		s.retryDue()
 		s.rotateDue()
+		if time.Since(pruned) >= pruneEvery {
+			s.prune()
+			pruned = time.Now()
+		}
 	}
+}
+
+// Backups older than the retention are pruned every pruneEvery, the first
+// time firstPrune after the start.
+const (
+	pruneEvery = time.Hour
+	firstPrune = time.Minute
+)
+
+// prune deletes the backups no restore within the retention needs.
+func (s *Service) prune() {
+	log := s.Log.With("component", "backup")
+	t0 := time.Now()
+	st, err := Prune(s.ctx, s.Target, t0, s.Retention)
+	if err != nil {
+		log.Warn("pruning old backups failed; it is tried again in an hour", "err", err)
+		return
+	}
+	log.Info("old backups pruned", "retention", s.Retention, "snapshots", st.Snapshots, "binlogs", st.Binlogs,
+		"objects", st.Objects, "duration", time.Since(t0))
 }
 
 // retryDue restarts the failed jobs whose backoff ended.

@@ -53,7 +53,20 @@ func newBackup(g *globals) *cobra.Command {
 	})
 	restore.Flags().StringVar(&to, "to", "", "the time to return to, e.g. 2026-12-01T10:00:00Z, or latest")
 	_ = restore.MarkFlagRequired("to")
-	cmd.AddCommand(list, restore)
+	undelete := clientCmd(g, "undelete PROJECT_ID", "Bring back a project deleted within the backup retention", cobra.ExactArgs(1), func(c *client, a []string) error {
+		var r struct {
+			Project   store.Project    `json:"project"`
+			Compute   store.Compute    `json:"compute"`
+			Operation *store.Operation `json:"operation"`
+		}
+		if err := c.do("POST", projectPath(a[0])+"/undelete", nil, &r); err != nil {
+			return fmt.Errorf("undelete %s: %w", a[0], err)
+		}
+		return c.print(r, func(w *tabwriter.Writer) {
+			fmt.Fprintf(w, "project:\t%s (%s)\ncompute:\t%s %s\n", r.Project.Name, r.Project.ID, r.Compute.ID, r.Compute.State)
+		})
+	})
+	cmd.AddCommand(list, restore, undelete)
 	return cmd
 }
 

@@ -258,8 +258,9 @@ func backupService(ctx context.Context, cfg config.Config, st store.Store, drv c
 	log.Info("backups on: binary logs shipped, snapshots after clean suspends", "component", "backup",
 		"target", where, "binlog_max_delay", cfg.Backup.BinlogMaxDelay)
 	return &backup.Service{Target: t, Store: st, Log: log, MaxDelay: cfg.Backup.BinlogMaxDelay, Interval: cfg.Backup.Interval,
-		DataDir: func(c *store.Compute) (string, bool) { return ld.DataDir(c), true },
-		Staging: ld.Staging}, nil
+		Retention: cfg.Backup.Retention,
+		DataDir:   func(c *store.Compute) (string, bool) { return ld.DataDir(c), true },
+		Staging:   ld.Staging}, nil
 }
 
 // apiBackups keeps a nil service a nil interface.

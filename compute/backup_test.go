@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -11,7 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/serverlessd/serverlessd/backup"
+	"github.com/serverlessd/serverlessd/backup/s3test"
 	"github.com/serverlessd/serverlessd/compute"
 	"github.com/serverlessd/serverlessd/compute/local"
 	"github.com/serverlessd/serverlessd/compute/local/localtest"
@@ -294,5 +298,78 @@ func mustExecAll(t testing.TB, db *sql.DB, stmts ...string) {
 		if _, err := db.Exec(q); err != nil {
 			t.Fatalf("%s: %v", q, err)
 		}
+	}
+}
+
+// TestObjectStoreOutage stops a real S3 server (versitygw) while a
+// compute suspends and wakes: the suspends and wakes go on, the service
+// reports itself behind, and once the server is back every binary log of
+// the outage is uploaded, so a restore reaches a time inside it.
+func TestObjectStoreOutage(t *testing.T) {
+	ctx := context.Background()
+	srv := s3test.Start(t)
+	tgt, err := backup.NewS3(ctx, srv.Options("outage"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, svc := newBackupEnv(t, tgt, time.Second, time.Hour)
+	met := backup.NewMetrics()
+	svc.Metrics = met
+	_, c, pw := e.project(t, "outage")
+	mustExecAll(t, rootDB(t, c.Address, pw), "CREATE TABLE t (id INT PRIMARY KEY)", "INSERT INTO t SELECT seq FROM seq_1_to_100")
+	suspend(t, e, c)
+	drain(t, svc)
+
+	srv.Stop()
+	for i := range 3 {
+		if _, err := e.mgr.Resume(ctx, c.ID); err != nil {
+			t.Fatalf("resume during the outage: %v", err)
+		}
+		c = getCompute(t, e, c.ID)
+		mustExecAll(t, rootDB(t, c.Address, pw), fmt.Sprintf("INSERT INTO t VALUES (%d)", 1000+i))
+		suspend(t, e, c)
+	}
+	waitGauge(t, met, "serverlessd_backup_behind_computes", 1)
+	time.Sleep(1100 * time.Millisecond)
+	noted := time.Now() // after every row of the outage
+	time.Sleep(1100 * time.Millisecond)
+
+	srv.Restart()
+	waitGauge(t, met, "serverlessd_backup_behind_computes", 0)
+	drain(t, svc)
+	if _, err := e.mgr.Resume(ctx, c.ID); err != nil {
+		t.Fatal(err)
+	}
+	c = getCompute(t, e, c.ID)
+	mustExecAll(t, rootDB(t, c.Address, pw), "DROP TABLE t")
+	if _, err := svc.RestoreTo(ctx, c, noted); err != nil {
+		t.Fatal(err)
+	}
+	c = getCompute(t, e, c.ID)
+	if n := countRows(t, rootDB(t, c.Address, pw)); n != 103 {
+		t.Fatalf("%d rows after restoring to the end of the outage, want 103", n)
+	}
+}
+
+// waitGauge waits up to a minute for a gauge of met to read want.
+func waitGauge(t *testing.T, met *backup.Metrics, name string, want float64) {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(met.Collectors()...)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		families, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range families {
+			if f.GetName() == name && f.GetMetric()[0].GetGauge().GetValue() == want {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never read %v", name, want)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

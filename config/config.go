@@ -52,6 +52,9 @@ type Backup struct {
 	// Interval is the longest a running compute goes without a snapshot:
 	// one that never suspends gets a hot backup (mariadb-backup).
 	Interval time.Duration `mapstructure:"interval"`
+	// Retention is how far back restores reach; older backups are pruned,
+	// and deleted projects can be brought back within it.
+	Retention time.Duration `mapstructure:"retention"`
 }
 
 // S3 is an S3-compatible bucket. Credentials left empty come from the
@@ -269,8 +272,9 @@ func Default() Config {
 			CPU:         "500m",
 			Memory:      "1Gi",
 		},
-		Backup: Backup{Target: "dir", BinlogMaxDelay: 60 * time.Second, Interval: 24 * time.Hour},
-		Log:    Log{Level: "info", Format: "text"},
+		Backup: Backup{Target: "dir", BinlogMaxDelay: 60 * time.Second, Interval: 24 * time.Hour,
+			Retention: 7 * 24 * time.Hour},
+		Log: Log{Level: "info", Format: "text"},
 	}
 }
 
@@ -406,6 +410,9 @@ func validateBackup(bad func(string, string, ...any), b Backup) {
 	}
 	if b.Interval < time.Second {
 		bad("backup.interval", "must be at least 1s, got %s", b.Interval)
+	}
+	if b.Retention < time.Hour {
+		bad("backup.retention", "must be at least 1h, got %s", b.Retention)
 	}
 }
 

@@ -347,3 +347,35 @@ func TestBranches(t *testing.T) {
 		t.Fatalf("projects after the refused branches: %+v, want shop and its 3 branches", list.Projects)
 	}
 }
+
+// TestUndelete deletes a project and brings it back with its data, its id
+// and name, and its roles' passwords.
+func TestUndelete(t *testing.T) {
+	d := startDaemon(t, "", backupEnv...)
+	p, _ := newBackupProject(t, d, "gone")
+	root, pw := p.Role.MySQLUser, p.Role.Password
+	if out, err := d.mariadb(t, root, pw, "-e", "CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY); INSERT INTO app.t SELECT seq FROM app.seq_1_to_321"); err != nil {
+		t.Fatalf("write: %v %s", err, out)
+	}
+	if st := d.sendJSON(t, "DELETE", "/api/v1/projects/gone", "", &struct{}{}); st != 200 {
+		t.Fatalf("delete: %d; log:\n%s", st, d.log)
+	}
+	if out, err := d.mariadb(t, root, pw, "-e", "SELECT 1"); err == nil {
+		t.Fatalf("a deleted project's login works: %s", out)
+	}
+	out := d.mustCLI("backup", "undelete", p.Project.ID)
+	if !strings.Contains(out, p.Project.ID) || !strings.Contains(out, "active") {
+		t.Fatalf("backup undelete printed:\n%s", out)
+	}
+	if n, err := d.mariadb(t, root, pw, "-e", "SELECT COUNT(*) FROM app.t"); err != nil || n != "321" {
+		t.Fatalf("after the undelete: %v %s, want 321 rows", err, n)
+	}
+	for path, want := range map[string]int{
+		"/api/v1/projects/" + p.Project.ID + "/undelete": 404, // its tombstone is gone
+		"/api/v1/projects/prj_never/undelete":            404,
+	} {
+		if st := d.postJSON(t, path, "", &struct{}{}); st != want {
+			t.Errorf("POST %s: %d, want %d", path, st, want)
+		}
+	}
+}

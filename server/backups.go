@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -16,6 +17,9 @@ type Backups interface {
 	Catalog(ctx context.Context, c *store.Compute) (backup.Catalog, error)
 	RestoreTo(ctx context.Context, c *store.Compute, to time.Time) (*store.Operation, error)
 	BranchSteps(from *store.Compute, at time.Time) compute.RestoreSteps
+	Retire(ctx context.Context, p *store.Project, roles []store.Role, c *store.Compute) error
+	LoadTombstone(ctx context.Context, projectID string) (*backup.Tombstone, error)
+	DropTombstone(ctx context.Context, projectID string) error
 }
 
 // errBackupsOff answers backup requests on a daemon without backups.
@@ -90,4 +94,83 @@ func (s *Server) restoreProject(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"compute": c, "operation": op})
+}
+
+// retire keeps a project's data for undelete before it is deleted: its
+// compute is suspended, and its binary logs and a snapshot are stored.
+// A project whose data cannot be kept is not deleted.
+func (s *Server) retire(r *http.Request, p *store.Project, c *store.Compute) error {
+	if s.backups == nil {
+		return nil
+	}
+	c, _, err := s.mgr.Suspend(r.Context(), c.ID, compute.ReasonAPI)
+	if err != nil {
+		return err
+	}
+	roles, err := s.st.ListRoles(r.Context(), p.ID)
+	if err != nil {
+		return err
+	}
+	if err := s.backups.Retire(r.Context(), p, roles, c); err != nil {
+		return fmt.Errorf("%w; the project is not deleted: retry once the backup target is reachable", err)
+	}
+	return nil
+}
+
+// undeleteProject brings back a project deleted within the backup
+// retention: the same id, name, tenant, config and role passwords, and
+// its data as it was when it was deleted.
+func (s *Server) undeleteProject(w http.ResponseWriter, r *http.Request) {
+	if s.backups == nil {
+		s.fail(w, r, errBackupsOff)
+		return
+	}
+	ts, err := s.backups.LoadTombstone(r.Context(), r.PathValue("id"))
+	if err == nil && !s.mayUndelete(r, ts) {
+		err = fmt.Errorf("deleted project %s: %w", r.PathValue("id"), store.ErrNotFound)
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	p := ts.Project
+	if err := s.st.CreateProject(r.Context(), &p); err != nil {
+		if errors.Is(err, store.ErrAlreadyExists) {
+			err = fmt.Errorf("project name %q is taken again in its tenant: %w; rename or delete that project first", p.Name, err)
+		}
+		s.fail(w, r, err)
+		return
+	}
+	c, op, err := s.restoreDeleted(r, ts)
+	if err != nil {
+		s.dropBranch(r.Context(), &p)
+		s.fail(w, r, err)
+		return
+	}
+	if err := s.backups.DropTombstone(r.Context(), p.ID); err != nil {
+		s.log.Warn("undeleted project keeps its tombstone", "project", p.ID, "err", err)
+	}
+	s.log.Info("project undeleted", "project", p.ID, "name", p.Name, "deleted_at", ts.DeletedAt)
+	writeJSON(w, http.StatusOK, map[string]any{"project": p, "compute": c, "operation": op})
+}
+
+// mayUndelete applies the API key's scope to a deleted project: an admin,
+// or a key of its tenant that is not scoped to one project.
+func (s *Server) mayUndelete(r *http.Request, ts *backup.Tombstone) bool {
+	p := who(r)
+	return p.admin || (p.projectID == "" && p.tenantID == ts.Project.TenantID)
+}
+
+// restoreDeleted puts back a deleted project's roles and its compute, with
+// the data its backups hold at their latest.
+func (s *Server) restoreDeleted(r *http.Request, ts *backup.Tombstone) (*store.Compute, *store.Operation, error) {
+	now := store.Now()
+	for _, role := range ts.Roles {
+		err := s.st.CreateRole(r.Context(), &store.Role{ProjectID: ts.Project.ID, Name: role.Name,
+			PasswordHash: role.PasswordHash, CreatedAt: now, UpdatedAt: now})
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+	return s.mgr.CreateFrom(r.Context(), ts.Project.ID, ts.Compute.Spec, s.backups.BranchSteps(&ts.Compute, time.Time{}))
 }

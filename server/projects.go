@@ -298,6 +298,10 @@ func (s *Server) deleteProject(w http.ResponseWriter, r *http.Request) {
 	c, err := s.st.GetComputeByProject(r.Context(), p.ID)
 	switch {
 	case err == nil:
+		if err := s.retire(r, p, c); err != nil {
+			s.fail(w, r, err)
+			return
+		}
 		if _, err := s.mgr.Destroy(r.Context(), c.ID, compute.ReasonAPI); err != nil {
 			s.fail(w, r, err)
 			return

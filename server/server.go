@@ -126,6 +126,7 @@ func (s *Server) routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/projects/{id}/backups", s.listBackups)
 	mux.HandleFunc("POST /api/v1/projects/{id}/restore", s.restoreProject)
 	mux.HandleFunc("POST /api/v1/projects/{id}/branches", s.createBranch)
+	mux.HandleFunc("POST /api/v1/projects/{id}/undelete", s.undeleteProject)
 	mux.HandleFunc("GET /api/v1/projects/{id}/usage", s.projectUsage)
 	mux.HandleFunc("GET /api/v1/usage", s.billing)
 	mux.HandleFunc("GET /wake_compute", s.wakeCompute)

@@ -2,12 +2,14 @@
 // S3-compatible gateway, serving a folder of the test's.
 //
 // The gateway is built from source once per version with `go install`
-// (a few minutes cold) into the user's cache folder,
-// $HOME/.cache/serverlessd-s3/<version>/versitygw on Linux, and reused by
-// every later test run; a lock file keeps test packages that start at the
-// same time from building it twice. To pre-build it:
+// (about three minutes on two cores with a cold Go build cache, seconds
+// with a warm one) into the user's cache folder (os.UserCacheDir):
+// ${XDG_CACHE_HOME:-$HOME/.cache}/serverlessd-s3/<version>/versitygw on
+// Linux. Every later test run reuses it; a lock file keeps test packages
+// that start at the same time from building it twice. To pre-build it:
 //
-//	GOBIN=$HOME/.cache/serverlessd-s3/v1.8.0 CGO_ENABLED=0 go install github.com/versity/versitygw/cmd/versitygw@v1.8.0
+//	GOBIN=${XDG_CACHE_HOME:-$HOME/.cache}/serverlessd-s3/v1.8.0 CGO_ENABLED=0 \
+//		go install github.com/versity/versitygw/cmd/versitygw@v1.8.0
 //
 // SERVERLESSD_VERSITYGW, when set, names a versitygw binary to use instead.
 package s3test
