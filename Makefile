@@ -15,8 +15,9 @@ RUN_PKGS  := mariadb-server mariadb-client mariadb-backup
 # suspends: PyMySQL, and MariaDB Connector/J run from source by a JDK
 # (installed only when no javac is on the PATH).
 TEST_PKGS := $(RUN_PKGS) postgresql sysbench haproxy python3-pymysql libmariadb-java
-# The benchmarks also count each relay's system calls with strace.
-BENCH_PKGS := $(TEST_PKGS) strace
+# The benchmarks also count each relay's system calls with strace, and
+# branch onto an XFS loop mount (reflinks) made with xfsprogs.
+BENCH_PKGS := $(TEST_PKGS) strace xfsprogs
 
 .PHONY: all build run test test-unit test-kube e2e bench bench-proxy deps-run deps-test deps-s3 deps-bench fmt vet clean
 
