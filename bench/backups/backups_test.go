@@ -25,6 +25,7 @@ import (
 	"github.com/serverlessd/serverlessd/bench"
 	"github.com/serverlessd/serverlessd/compute"
 	"github.com/serverlessd/serverlessd/compute/local"
+	"github.com/serverlessd/serverlessd/compute/local/localtest"
 	"github.com/serverlessd/serverlessd/store"
 	"github.com/serverlessd/serverlessd/store/sqlite"
 )
@@ -40,7 +41,7 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 // the mount point; it is unmounted when b ends.
 func xfsMount(b *testing.B) string {
 	b.Helper()
-	dir := b.TempDir()
+	dir := localtest.Dir(b)
 	img, mnt := filepath.Join(dir, "xfs.img"), filepath.Join(dir, "mnt")
 	for _, cmd := range [][]string{
 		{"truncate", "-s", "8G", img},
@@ -56,7 +57,11 @@ func xfsMount(b *testing.B) string {
 	if err := os.Chmod(mnt, 0o711); err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { _ = exec.Command("umount", mnt).Run() })
+	b.Cleanup(func() {
+		if exec.Command("umount", mnt).Run() != nil {
+			_ = exec.Command("umount", "-l", mnt).Run()
+		}
+	})
 	return mnt
 }
 
@@ -83,7 +88,7 @@ func fill(b *testing.B, db *sql.DB, name string, rows int) {
 		"CREATE TABLE IF NOT EXISTS app." + name + " (id INT PRIMARY KEY, v VARBINARY(1024))"}
 	const chunk = 65536
 	for from := 1; from <= rows; from += chunk {
-		stmts = append(stmts, fmt.Sprintf("INSERT INTO app.%s SELECT seq, RANDOM_BYTES(%d) FROM seq_%d_to_%d",
+		stmts = append(stmts, fmt.Sprintf("INSERT INTO app.%s SELECT seq, RANDOM_BYTES(%d) FROM app.seq_%d_to_%d",
 			name, rowBytes, from, min(from+chunk-1, rows)))
 	}
 	for _, q := range stmts {
@@ -104,7 +109,7 @@ func spec1Gi() store.ComputeSpec {
 func BenchmarkBranch1GiB(b *testing.B) {
 	for _, fs := range []string{"reflink", "copy"} {
 		b.Run(fs, func(b *testing.B) {
-			dir := b.TempDir()
+			dir := localtest.Dir(b)
 			if fs == "reflink" {
 				dir = xfsMount(b)
 			}
@@ -127,6 +132,7 @@ func branchBench(b *testing.B, dir string) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	b.Cleanup(func() { _ = d.Stop(context.Background(), src) })
 	db := adminDB(b, d, src, addr)
 	fill(b, db, "t", 1<<20)
 	db.Close()
@@ -197,10 +203,7 @@ func BenchmarkRestore1GiB(b *testing.B) {
 // 100 MiB of binary log after the snapshot, all shipped.
 func restoreSetup(b *testing.B, i int) (*compute.Manager, *backup.Service, *store.Compute, float64) {
 	ctx := context.Background()
-	dir := b.TempDir()
-	if err := os.Chmod(dir, 0o711); err != nil {
-		b.Fatal(err)
-	}
+	dir := localtest.Dir(b)
 	st, err := sqlite.Open(filepath.Join(dir, "state.db"))
 	if err != nil {
 		b.Fatal(err)
@@ -242,26 +245,16 @@ func restoreSetup(b *testing.B, i int) (*compute.Manager, *backup.Service, *stor
 	fill(b, db, "u", 100*1024) // ~100 MiB of row events
 	db.Close()
 	time.Sleep(3 * time.Second) // a rotation ships it
-	logs, _ := tgt.List(ctx, "binlogs/")
-	var binlog int64
-	for _, o := range logs {
-		binlog += o.Size
-	}
 	c, _ = st.GetCompute(ctx, c.ID)
-	return mgr, svc, c, float64(binlogSize(d.DataDir(c), binlog)) / mib
-}
-
-// binlogSize is the uncompressed size of the binary logs in dataDir, or
-// stored when none is left there.
-func binlogSize(dataDir string, stored int64) int64 {
-	names, _ := backup.IndexedBinlogs(dataDir)
-	var n int64
-	for _, name := range names {
-		if info, err := os.Stat(filepath.Join(dataDir, name)); err == nil {
-			n += info.Size()
-		}
+	plan, err := backup.PlanRestore(ctx, tgt, c, time.Time{})
+	if err != nil {
+		b.Fatal(err)
 	}
-	return max(n, stored)
+	var replay int64 // stored compressed; random rows do not compress
+	for _, l := range plan.Binlogs {
+		replay += l.Stored
+	}
+	return mgr, svc, c, float64(replay) / mib
 }
 
 // BenchmarkBinlogCost runs sysbench's oltp_read_write against two
@@ -272,10 +265,7 @@ func BenchmarkBinlogCost(b *testing.B) {
 	ctx := context.Background()
 	targets := map[bool]bench.Target{}
 	for _, on := range []bool{false, true} {
-		dir := b.TempDir()
-		if err := os.Chmod(dir, 0o711); err != nil {
-			b.Fatal(err)
-		}
+		dir := localtest.Dir(b)
 		d, err := local.New(local.Options{Dir: filepath.Join(dir, "computes"), Binlog: on, Logger: quiet})
 		if err != nil {
 			b.Fatal(err)
