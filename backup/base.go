@@ -20,8 +20,8 @@ func (s *Service) AfterProvision(ctx context.Context, c store.Compute) {
 		return
 	}
 	st := s.stateOf(&c)
-	st.lock.Lock()
-	defer st.lock.Unlock()
+	st.snapMu.Lock()
+	defer st.snapMu.Unlock()
 	s.mu.Lock()
 	tpl := s.template
 	s.mu.Unlock()

@@ -4,10 +4,8 @@ import (
 	"bufio"
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -128,25 +126,8 @@ func ListBinlogs(ctx context.Context, t Target, prefix string) ([]Binlog, error)
 // FetchBinlog writes an archived binary log to path, verifying its
 // checksum: a damaged object is ErrCorrupt.
 func FetchBinlog(ctx context.Context, t Target, b Binlog, path string) error {
-	obj, err := t.Get(ctx, b.Key)
-	if err != nil {
-		return err
-	}
-	defer obj.Close()
-	out, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	h := sha256.New()
-	err = decompress(io.MultiWriter(out, h), obj)
-	if cerr := out.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	if err := fetchVerified(ctx, t, b.Key, b.SHA256, path); err != nil {
 		return fmt.Errorf("binary log %s: %w", b.Name, err)
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != b.SHA256 {
-		return fmt.Errorf("binary log %s has SHA-256 %s, its key says %s: %w", b.Name, got, b.SHA256, ErrCorrupt)
 	}
 	return nil
 }

@@ -88,8 +88,8 @@ func (s *Service) hotSnapshot(ctx context.Context, st *state, c *store.Compute) 
 		return fmt.Errorf("project %s: %w", c.ProjectID, err)
 	}
 	copied := time.Since(t0)
-	st.lock.Lock()
-	defer st.lock.Unlock()
+	st.snapMu.Lock()
+	defer st.snapMu.Unlock()
 	m, stats, err := Snapshot(ctx, s.Target, dst, st.prev)
 	if err != nil {
 		return err
@@ -98,13 +98,9 @@ func (s *Service) hotSnapshot(ctx context.Context, st *state, c *store.Compute) 
 		return err
 	}
 	m.Binlog, m.BinlogPos = pos.File, pos.Pos
-	if err := saveSnapshot(ctx, s.Target, c, m); err != nil {
+	if err := s.save(ctx, st, c, m); err != nil {
 		return err
 	}
-	st.prev = m
-	s.mu.Lock()
-	st.lastSnap, st.snapsKnown = m.TakenAt, true
-	s.mu.Unlock()
 	s.log(c).Info("hot backup taken", "binlog", pos.File, "position", pos.Pos, "files", stats.Files,
 		"stored_bytes", stats.BytesStored, "copy", copied, "duration", time.Since(t0))
 	return nil

@@ -53,7 +53,14 @@ func Replay(ctx context.Context, files []string, start uint64, to time.Time, add
 	args = append(args, files...)
 	read := exec.CommandContext(ctx, binlogTool, args...)
 	read.Env = append(os.Environ(), "TZ=UTC") // --stop-datetime is read in the local zone
-	apply := exec.CommandContext(ctx, client, append([]string{"--defaults-extra-file=" + cnf, "--binary-mode"}, target(addr)...)...)
+	conn := append([]string{"--defaults-extra-file=" + cnf}, target(addr)...)
+	// A row-based statement's events arrive as one BINLOG statement, as
+	// large as the rows it changed: the server must take such a packet.
+	raise := exec.CommandContext(ctx, client, append(conn, "-e", "SET GLOBAL max_allowed_packet = 1073741824")...)
+	if out, err := raise.CombinedOutput(); err != nil {
+		return fmt.Errorf("prepare the binary log replay: %s: %w: %s", client, err, lastLine(string(out)))
+	}
+	apply := exec.CommandContext(ctx, client, append(conn, "--binary-mode", "--max-allowed-packet=1G")...)
 	var readErr, applyErr bytes.Buffer
 	read.Stderr, apply.Stderr = &readErr, &applyErr
 	pipe, err := read.StdoutPipe()
@@ -67,10 +74,10 @@ func Replay(ctx context.Context, files []string, start uint64, to time.Time, add
 	if err := apply.Run(); err != nil {
 		_, _ = io.Copy(io.Discard, pipe)
 		_ = read.Wait()
-		return fmt.Errorf("replay binary logs: %s: %w: %s", client, err, strings.TrimSpace(applyErr.String()))
+		return fmt.Errorf("replay binary logs: %s: %w: %s", client, err, lastLine(applyErr.String()))
 	}
 	if err := read.Wait(); err != nil {
-		return fmt.Errorf("read binary logs: %s: %w: %s", binlogTool, err, strings.TrimSpace(readErr.String()))
+		return fmt.Errorf("read binary logs: %s: %w: %s", binlogTool, err, lastLine(readErr.String()))
 	}
 	return nil
 }
@@ -103,4 +110,11 @@ func tool(names ...string) (string, error) {
 func isExec(p string) bool {
 	info, err := os.Stat(p)
 	return err == nil && info.Mode()&0o111 != 0
+}
+
+// lastLine is a tool's last line of output: its error, after the
+// statement it echoes (a BINLOG statement can be megabytes).
+func lastLine(out string) string {
+	out = strings.TrimSpace(out)
+	return tail(out[strings.LastIndexByte(out, '\n')+1:], 500)
 }

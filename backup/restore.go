@@ -128,9 +128,12 @@ func (s *Service) saveBase(ctx context.Context, c *store.Compute, from *Manifest
 		return err
 	}
 	st := s.stateOf(c)
-	st.lock.Lock()
-	st.prev, st.shipped = &base, nil
-	st.lock.Unlock()
+	st.snapMu.Lock()
+	st.prev = &base
+	st.snapMu.Unlock()
+	st.shipMu.Lock()
+	st.shipped = nil // a new timeline: listed again at the next ship
+	st.shipMu.Unlock()
 	s.mu.Lock()
 	st.lastSnap, st.snapsKnown = base.TakenAt, true
 	s.mu.Unlock()

@@ -83,17 +83,20 @@ type Service struct {
 	computes map[string]*state // by compute id
 	template *Manifest         // the last new compute's first snapshot
 	hotBusy  bool              // a hot backup runs (one at a time)
+	rotators chan struct{}     // one per rotation under way
 	wg       sync.WaitGroup
 	ctx      context.Context
 	cancel   context.CancelFunc
 }
 
-// state is what the service knows of one compute. Its lock serializes
-// everything that ships, snapshots or purges the compute's files.
+// state is what the service knows of one compute. shipMu serializes what
+// ships and purges its binary logs (and guards shipped); snapMu what takes
+// its snapshots (and guards prev). Two locks, so that a long snapshot
+// upload never holds back the binary log of a compute that woke.
 type state struct {
-	lock sync.Mutex
-	c    store.Compute
-	prev *Manifest // last snapshot saved by this daemon
+	shipMu, snapMu sync.Mutex
+	c              store.Compute
+	prev           *Manifest // last snapshot saved by this daemon
 	// lastSnap is the newest snapshot's time, once snapsKnown.
 	lastSnap   time.Time
 	snapsKnown bool
@@ -108,6 +111,7 @@ type state struct {
 	failures int
 	retryAt  time.Time
 	running  bool // a job is under way
+	rotating bool // a rotation is under way
 	gone     bool // the compute is being destroyed: no job touches it
 }
 
@@ -125,6 +129,7 @@ func (s *Service) Start() {
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.computes = map[string]*state{}
+	s.rotators = make(chan struct{}, rotators)
 	s.wg.Add(1)
 	go s.loop()
 }
@@ -246,15 +251,16 @@ func backoff(failures int, max time.Duration) time.Duration {
 
 // catchUp ships the binary logs a suspend left and takes the snapshot due.
 func (s *Service) catchUp(ctx context.Context, st *state) error {
-	st.lock.Lock()
-	defer st.lock.Unlock()
 	s.mu.Lock()
 	c, names, snap, gone := st.c, st.pending, st.snapshot, st.gone
 	s.mu.Unlock()
 	if gone {
 		return nil
 	}
-	if err := s.ship(ctx, st, &c, names); err != nil {
+	st.shipMu.Lock()
+	err := s.ship(ctx, st, &c, names)
+	st.shipMu.Unlock()
+	if err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -263,6 +269,8 @@ func (s *Service) catchUp(ctx context.Context, st *state) error {
 	if !snap {
 		return nil
 	}
+	st.snapMu.Lock()
+	defer st.snapMu.Unlock()
 	if err := s.snapshot(ctx, st, &c, true); err != nil {
 		return err
 	}
@@ -275,7 +283,7 @@ func (s *Service) catchUp(ctx context.Context, st *state) error {
 }
 
 // ship stores the closed binary logs names of c's datadir that are not
-// stored yet. The caller holds st.lock.
+// stored yet. The caller holds st.shipMu.
 func (s *Service) ship(ctx context.Context, st *state, c *store.Compute, names []string) error {
 	if len(names) == 0 {
 		return nil
@@ -325,12 +333,16 @@ func (s *Service) loadShipped(ctx context.Context, st *state, c *store.Compute, 
 }
 
 // snapshot uploads c's datadir and saves its manifest, unless nothing
-// changed since the last one or c woke meanwhile. The caller holds st.lock.
+// changed since the last one or c woke meanwhile. The caller holds st.snapMu.
 func (s *Service) snapshot(ctx context.Context, st *state, c *store.Compute, background bool) error {
 	log := s.log(c)
 	dir, _ := s.DataDir(c)
 	t0 := time.Now()
 	m, stats, err := Snapshot(ctx, s.Target, dir, st.prev)
+	if err != nil && background && s.woke(ctx, c) {
+		log.Info("snapshot abandoned: the compute woke during the upload; it is taken again at the next suspend", "err", err)
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -352,6 +364,23 @@ func (s *Service) snapshot(ctx context.Context, st *state, c *store.Compute, bac
 		}
 		return fmt.Errorf("snapshot of compute %s: it woke during the upload", c.ID)
 	}
+	if err := s.save(ctx, st, c, m); err != nil {
+		return err
+	}
+	log.Info("snapshot taken", "files", stats.Files, "read_bytes", stats.BytesRead, "stored_bytes", stats.BytesStored,
+		"uploaded", stats.Uploaded, "duration", time.Since(t0))
+	return nil
+}
+
+// woke reports whether c has changed since it was suspended.
+func (s *Service) woke(ctx context.Context, c *store.Compute) bool {
+	now, err := s.Store.GetCompute(ctx, c.ID)
+	return err == nil && (now.State != store.StateSuspended || now.Version != c.Version)
+}
+
+// save stores a snapshot's manifest and makes it c's newest. The caller
+// holds st.snapMu.
+func (s *Service) save(ctx context.Context, st *state, c *store.Compute, m *Manifest) error {
 	if err := saveSnapshot(ctx, s.Target, c, m); err != nil {
 		return err
 	}
@@ -359,8 +388,6 @@ func (s *Service) snapshot(ctx context.Context, st *state, c *store.Compute, bac
 	s.mu.Lock()
 	st.lastSnap, st.snapsKnown = m.TakenAt, true
 	s.mu.Unlock()
-	log.Info("snapshot taken", "files", stats.Files, "read_bytes", stats.BytesRead, "stored_bytes", stats.BytesStored,
-		"uploaded", stats.Uploaded, "duration", time.Since(t0))
 	return nil
 }
 

@@ -10,14 +10,15 @@ import (
 	"github.com/serverlessd/serverlessd/store"
 )
 
-// tick is how often the loop looks for work: rotations due, retries due.
+// tick is how often the loop looks for work (rotations due, retries due),
+// at most: a quarter of MaxDelay when that is shorter.
 const tick = time.Second
 
 // loop ships running computes' binary logs every MaxDelay and retries
 // failed jobs when their backoff ends.
 func (s *Service) loop() {
 	defer s.wg.Done()
-	t := time.NewTicker(min(tick, s.MaxDelay))
+	t := time.NewTicker(min(tick, s.MaxDelay/4))
 	defer t.Stop()
 	pruned := time.Now().Add(firstPrune - pruneEvery)
 	for {
@@ -71,9 +72,10 @@ func (s *Service) retryDue() {
 	}
 }
 
-// rotateDue rotates and ships the binary log of each running compute last
-// rotated MaxDelay ago, one compute at a time, and starts a hot backup of
-// one whose newest snapshot is Interval old.
+// rotateDue starts, for each running compute last rotated MaxDelay/2 ago,
+// the rotation and shipping of its binary log, at most rotators at once
+// (a compute writing fast ships big files; the others go on meanwhile),
+// and a hot backup of one whose newest snapshot is Interval old.
 func (s *Service) rotateDue() {
 	if s.Computes == nil {
 		return
@@ -85,19 +87,37 @@ func (s *Service) rotateDue() {
 		}
 		st := s.stateOf(c)
 		s.mu.Lock()
-		due := time.Since(st.rotated) >= s.MaxDelay && !st.retryAt.After(time.Now())
+		// Every MaxDelay/2: a commit just after a rotation waits at most
+		// that, plus a tick, plus the upload, for the next one to ship it.
+		due := !st.rotating && time.Since(st.rotated) >= s.MaxDelay/2 && !st.retryAt.After(time.Now())
+		if due && s.ctx.Err() == nil && len(s.rotators) < cap(s.rotators) {
+			st.rotating = true
+			s.rotators <- struct{}{}
+			s.wg.Add(1)
+			go s.rotateOne(st, *c)
+		}
 		s.mu.Unlock()
-		if !due || s.ctx.Err() != nil {
-			continue
-		}
-		err := s.rotate(s.ctx, st, c)
-		if err != nil && !s.active(c.ID) {
-			err = nil // it suspended meanwhile: the suspend ships its binary log
-		}
-		s.settle(st, err)
-		if err == nil && s.hotDue(s.ctx, st, c) {
-			s.startHot(st, *c)
-		}
+	}
+}
+
+// rotators bounds the rotations that run at once.
+const rotators = 4
+
+// rotateOne rotates and ships one compute's binary log, then checks
+// whether it is due a hot backup.
+func (s *Service) rotateOne(st *state, c store.Compute) {
+	defer s.wg.Done()
+	err := s.rotate(s.ctx, st, &c)
+	if err != nil && !s.active(c.ID) {
+		err = nil // it suspended meanwhile: the suspend ships its binary log
+	}
+	s.mu.Lock()
+	st.rotating = false
+	<-s.rotators
+	s.mu.Unlock()
+	s.settle(st, err)
+	if err == nil && s.hotDue(s.ctx, st, &c) {
+		s.startHot(st, c)
 	}
 }
 
@@ -110,16 +130,17 @@ func (s *Service) active(computeID string) bool {
 // rotate closes c's binary log, ships the closed files and purges them
 // from the compute.
 func (s *Service) rotate(ctx context.Context, st *state, c *store.Compute) error {
-	if !st.lock.TryLock() {
-		return nil // a snapshot is being stored: rotate at the next tick
+	if !st.shipMu.TryLock() {
+		return nil // a suspend's binary logs are being shipped: rotate at the next tick
 	}
-	defer st.lock.Unlock()
+	defer st.shipMu.Unlock()
 	s.mu.Lock()
 	since := st.pos
 	s.mu.Unlock()
-	rctx, cancel := context.WithTimeout(ctx, s.MaxDelay)
+	// The statements have a deadline; the upload, as long as it takes.
+	actx, cancel := context.WithTimeout(ctx, adminTimeout)
 	defer cancel()
-	names, pos, err := s.Computes.RotateBinlog(rctx, c.ID, since)
+	names, pos, err := s.Computes.RotateBinlog(actx, c.ID, since)
 	if err != nil || len(names) == 0 {
 		return err
 	}
@@ -130,11 +151,16 @@ func (s *Service) rotate(ctx context.Context, st *state, c *store.Compute) error
 	if len(closed) == 0 {
 		return nil
 	}
-	if err := s.ship(rctx, st, c, closed); err != nil {
+	if err := s.ship(ctx, st, c, closed); err != nil {
 		return err
 	}
-	return s.Computes.PurgeBinlogs(rctx, c.ID, names[len(names)-1])
+	actx, cancel = context.WithTimeout(ctx, adminTimeout)
+	defer cancel()
+	return s.Computes.PurgeBinlogs(actx, c.ID, names[len(names)-1])
 }
+
+// adminTimeout bounds the statements that rotate and purge a binary log.
+const adminTimeout = 30 * time.Second
 
 // errNoDatadir means the compute's datadir is gone (a lost disk).
 var errNoDatadir = errors.New("the compute's datadir does not exist")
@@ -151,8 +177,10 @@ func (s *Service) Backup(ctx context.Context, c *store.Compute) (*Manifest, erro
 		return nil, errNoDatadir
 	}
 	st := s.stateOf(c)
-	st.lock.Lock()
-	defer st.lock.Unlock()
+	st.shipMu.Lock()
+	defer st.shipMu.Unlock()
+	st.snapMu.Lock()
+	defer st.snapMu.Unlock()
 	names, err := IndexedBinlogs(dir)
 	if err != nil {
 		return nil, err
@@ -168,4 +196,59 @@ func (s *Service) Backup(ctx context.Context, c *store.Compute) (*Manifest, erro
 	st.pending, st.snapshot = nil, false
 	s.mu.Unlock()
 	return st.prev, nil
+}
+
+// Recover ships, in the background, the binary logs that suspended
+// computes hold and a daemon that stopped abruptly may not have shipped.
+// The target is asked only about computes that hold any.
+func (s *Service) Recover(st store.Store) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		shipped := 0
+		page := store.Page{Limit: 200}
+		for s.ctx.Err() == nil {
+			cs, err := st.ListComputes(s.ctx, page)
+			if err != nil {
+				s.Log.Warn("listing computes to ship their binary logs failed", "component", "backup", "err", err)
+				return
+			}
+			for i := range cs {
+				shipped += s.recoverOne(&cs[i])
+			}
+			if len(cs) < page.Limit {
+				break
+			}
+			page.After = cs[len(cs)-1].ID
+		}
+		if shipped > 0 {
+			s.Log.Info("binary logs left unshipped by an earlier daemon shipped", "component", "backup", "files", shipped)
+		}
+	}()
+}
+
+// recoverOne ships a suspended compute's binary logs not shipped yet and
+// returns how many it shipped.
+func (s *Service) recoverOne(c *store.Compute) int {
+	dir, ok := s.DataDir(c)
+	if !ok || c.State != store.StateSuspended {
+		return 0
+	}
+	names, err := IndexedBinlogs(dir)
+	if err != nil || len(names) == 0 {
+		return 0
+	}
+	st := s.stateOf(c)
+	st.shipMu.Lock()
+	defer st.shipMu.Unlock()
+	_, err = s.loadShipped(s.ctx, st, c, dir)
+	before := len(st.shipped)
+	if err == nil {
+		err = s.ship(s.ctx, st, c, names)
+	}
+	if err != nil {
+		s.log(c).Warn("shipping the binary logs of a suspended compute failed; its next suspend ships them", "err", err)
+		return 0
+	}
+	return len(st.shipped) - before
 }

@@ -259,12 +259,22 @@ func restoreOne(ctx context.Context, t Target, root string, f File) error {
 		}
 		return finish(p, f)
 	}
-	obj, err := t.Get(ctx, objectKey(f.SHA256))
+	if err := fetchVerified(ctx, t, objectKey(f.SHA256), f.SHA256, p); err != nil {
+		return err
+	}
+	return finish(p, f)
+}
+
+// fetchVerified writes the object under key, decompressed, to a new file
+// at path, and checks that its content has the SHA-256 sum: a damaged
+// object is ErrCorrupt.
+func fetchVerified(ctx context.Context, t Target, key, sum, path string) error {
+	obj, err := t.Get(ctx, key)
 	if err != nil {
 		return err
 	}
 	defer obj.Close()
-	out, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	out, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
 	}
@@ -276,10 +286,10 @@ func restoreOne(ctx context.Context, t Target, root string, f File) error {
 	if err != nil {
 		return err
 	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != f.SHA256 {
-		return fmt.Errorf("content has SHA-256 %s, the manifest says %s: %w", got, f.SHA256, ErrCorrupt)
+	if got := hex.EncodeToString(h.Sum(nil)); got != sum {
+		return fmt.Errorf("content has SHA-256 %s, where %s was stored: %w", got, sum, ErrCorrupt)
 	}
-	return finish(p, f)
+	return nil
 }
 
 func decompress(w io.Writer, r io.Reader) error {

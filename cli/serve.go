@@ -178,6 +178,7 @@ func open(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemon, er
 		backups.Computes, backups.Metrics = mgr, backup.NewMetrics()
 		met.Register(backups.Metrics.Collectors()...)
 		backups.Start()
+		backups.Recover(st)
 	}
 	api := server.New(server.Options{
 		Store: st, Manager: mgr, Tokens: cfg.API.Tokens, ProxyAddr: cfg.Proxy.Listen, Logger: log,

@@ -373,3 +373,35 @@ func waitGauge(t *testing.T, met *backup.Metrics, name string, want float64) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestRecoverShipsLeftBinlogs: a daemon that stopped before shipping a
+// suspended compute's binary logs leaves them to the next one, whose
+// Recover ships them.
+func TestRecoverShipsLeftBinlogs(t *testing.T) {
+	ctx := context.Background()
+	tgt := backup.Dir{Root: t.TempDir()}
+	e, svc := newBackupEnv(t, tgt, time.Hour, time.Hour)
+	_, c, pw := e.project(t, "left")
+	mustExecAll(t, rootDB(t, c.Address, pw), "CREATE TABLE t (id INT PRIMARY KEY)", "INSERT INTO t SELECT seq FROM seq_1_to_10")
+	svc.Stop() // the daemon dies: nothing ships the suspend's binary log
+	suspend(t, e, c)
+	if logs, _ := tgt.List(ctx, "binlogs/"); len(logs) != 0 {
+		t.Fatalf("%d binary logs shipped by a stopped service", len(logs))
+	}
+	next := &backup.Service{Target: tgt, Store: e.st, Log: testLogger(t), Staging: e.drv.Staging,
+		DataDir: func(c *store.Compute) (string, bool) { return e.drv.DataDir(c), true }}
+	next.Start()
+	next.Recover(e.st)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		logs, _ := tgt.List(ctx, "binlogs/")
+		if len(logs) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Recover shipped no binary log of the suspended compute")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	next.Stop()
+}

@@ -120,6 +120,7 @@ func TestScopes(t *testing.T) {
 		{"GET", p + "/operations", "", false},
 		{"GET", p + "/backups", "", false},
 		{"POST", p + "/restore", `{"to":"2020-01-01T00:00:00Z"}`, true},
+		{"POST", p + "/branches", `{"name":"shop-dev"}`, true},
 		{"GET", p + "/usage", "", false},
 		{"GET", "/wake_compute?endpointish=" + tn.pa, "", false},
 		{"GET", "/api/v1/tenants/team-a", "", false},

@@ -33,21 +33,11 @@ func (d *Driver) Staging(c *store.Compute) (string, error) {
 // Staging, owned from then on by the compute's user. The old datadir is
 // removed: the caller has kept what it needs of it.
 func (d *Driver) ReplaceData(ctx context.Context, c *store.Compute, src string) error {
-	l, err := d.layoutFor(c.ID)
-	if err != nil {
-		return err
-	}
-	unlock, err := d.lock(ctx, c.ID)
+	l, unlock, err := d.lockStopped(ctx, c, "replace the datadir of")
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	d.mu.Lock()
-	_, running := d.procs[c.ID]
-	d.mu.Unlock()
-	if running {
-		return fmt.Errorf("replace the datadir of compute %s: it is running; suspend it first", c.ID)
-	}
 	uid, err := d.computeUID(l)
 	if errors.Is(err, fs.ErrNotExist) {
 		uid, err = ownerOf(l.run()) // the datadir is lost; run/ is the compute's too
@@ -121,21 +111,11 @@ func (d *Driver) dropStaging(src string) {
 // with reflinks where the filesystem has them (constant time), and returns
 // the copy's path, for ProvisionFrom (a branch).
 func (d *Driver) CloneData(ctx context.Context, c *store.Compute) (string, error) {
-	l, err := d.layoutFor(c.ID)
-	if err != nil {
-		return "", err
-	}
-	unlock, err := d.lock(ctx, c.ID)
+	l, unlock, err := d.lockStopped(ctx, c, "copy the datadir of")
 	if err != nil {
 		return "", err
 	}
 	defer unlock()
-	d.mu.Lock()
-	_, running := d.procs[c.ID]
-	d.mu.Unlock()
-	if running {
-		return "", fmt.Errorf("copy the datadir of compute %s: it is running; suspend it first", c.ID)
-	}
 	dir, err := d.Staging(c)
 	if err != nil {
 		return "", err
@@ -148,4 +128,25 @@ func (d *Driver) CloneData(ctx context.Context, c *store.Compute) (string, error
 	}
 	d.log.Info("datadir copied", "compute", c.ID, "duration", time.Since(t0))
 	return dst, nil
+}
+
+// lockStopped takes the compute's lock for an action on its files, which
+// needs it stopped; the error names the action.
+func (d *Driver) lockStopped(ctx context.Context, c *store.Compute, action string) (layout, func(), error) {
+	l, err := d.layoutFor(c.ID)
+	if err != nil {
+		return l, nil, err
+	}
+	unlock, err := d.lock(ctx, c.ID)
+	if err != nil {
+		return l, nil, err
+	}
+	d.mu.Lock()
+	_, running := d.procs[c.ID]
+	d.mu.Unlock()
+	if running {
+		unlock()
+		return l, nil, fmt.Errorf("%s compute %s: it is running; suspend it first", action, c.ID)
+	}
+	return l, unlock, nil
 }
