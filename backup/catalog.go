@@ -80,6 +80,9 @@ func ListCatalog(ctx context.Context, t Target, c *store.Compute, timeline strin
 		return Catalog{Snapshots: snaps}, err
 	}
 	cat := Catalog{Snapshots: snaps, Earliest: snaps[0].TakenAt, Latest: snaps[len(snaps)-1].TakenAt}
+	if timeline == "" {
+		return cat, nil
+	}
 	logs, err := ListBinlogs(ctx, t, BinlogPrefix(c.ProjectID, c.ID, timeline))
 	if err != nil {
 		return cat, err

@@ -122,3 +122,17 @@ func TestPlanRestore(t *testing.T) {
 		t.Fatalf("a restore before the hole: %v", err)
 	}
 }
+
+// TestCatalogWritesNothing: listing the backups of a compute whose folder
+// is not on this node answers, and creates nothing.
+func TestCatalogWritesNothing(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "elsewhere", "data")
+	s := &Service{Target: Dir{Root: t.TempDir()}, DataDir: func(*store.Compute) (string, bool) { return dir, true }}
+	cat, err := s.Catalog(context.Background(), &store.Compute{ID: "cmp_x", ProjectID: "prj_x"})
+	if err != nil || len(cat.Snapshots) != 0 || !cat.Latest.IsZero() {
+		t.Fatalf("catalog %+v, %v", cat, err)
+	}
+	if _, err := os.Stat(filepath.Dir(dir)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("listing created %s (%v)", filepath.Dir(dir), err)
+	}
+}

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/serverlessd/serverlessd/compute"
@@ -146,11 +148,13 @@ func (s *Service) Catalog(ctx context.Context, c *store.Compute) (Catalog, error
 	if !ok {
 		return Catalog{}, ErrNoData
 	}
-	tl, err := Timeline(dir)
-	if err != nil {
+	// Read, never made: a listing writes nothing (the folder may not be
+	// on this node). Without one, no binlog was shipped yet.
+	b, err := os.ReadFile(timelineFile(dir))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return Catalog{}, err
 	}
-	return ListCatalog(ctx, s.Target, c, tl)
+	return ListCatalog(ctx, s.Target, c, strings.TrimSpace(string(b)))
 }
 
 // RestoreTo brings a compute's data back to the time to (zero: the latest
