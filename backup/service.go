@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -243,6 +244,17 @@ func (s *Service) settle(st *state, err error) {
 	}
 }
 
+// without returns list less every name in drop.
+func without(list, drop []string) []string {
+	var out []string
+	for _, n := range list {
+		if !slices.Contains(drop, n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
 // backoff doubles from a second up to max.
 func backoff(failures int, max time.Duration) time.Duration {
 	d := time.Second << min(failures-1, 16)
@@ -264,7 +276,7 @@ func (s *Service) catchUp(ctx context.Context, st *state) error {
 		return err
 	}
 	s.mu.Lock()
-	st.pending = st.pending[len(names):]
+	st.pending = without(st.pending, names) // others may have changed it meanwhile
 	s.mu.Unlock()
 	if !snap {
 		return nil
