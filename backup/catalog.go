@@ -181,8 +181,6 @@ func PlanRestore(ctx context.Context, t Target, c *store.Compute, to time.Time) 
 // compute may hold the rest, which a restore ships first.
 var errWindowEnd = fmt.Errorf("the backups end before that time: %w", ErrOutsideWindow)
 
-func errorsIsWindowEnd(err error) bool { return errors.Is(err, errWindowEnd) }
-
 // follows checks that b is the binary log after the last one of have (or
 // the first the snapshot m needs), so that no file of the history is
 // missing.

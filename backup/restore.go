@@ -166,7 +166,7 @@ func (s *Service) RestoreTo(ctx context.Context, c *store.Compute, to time.Time)
 	}
 	// Fail fast, before stopping anything, when the backups cannot reach
 	// to; the plan is made again once everything is shipped.
-	if _, err := PlanRestore(ctx, s.Target, c, to); err != nil && !errorsIsWindowEnd(err) {
+	if _, err := PlanRestore(ctx, s.Target, c, to); err != nil && !errors.Is(err, errWindowEnd) {
 		return nil, err
 	}
 	return s.Computes.Restore(ctx, c.ID, s.RestoreSteps(c, to))

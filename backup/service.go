@@ -200,7 +200,8 @@ func (s *Service) AfterSuspend(c store.Compute, reason string) {
 	s.kick(st)
 }
 
-// kick runs st's due work in the background unless a job runs already.
+// kick runs st's due work in the background unless a job runs already;
+// that job then runs again for what was queued meanwhile.
 func (s *Service) kick(st *state) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -211,11 +212,18 @@ func (s *Service) kick(st *state) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		err := s.catchUp(s.ctx, st)
-		s.mu.Lock()
-		st.running = false
-		s.mu.Unlock()
-		s.settle(st, err)
+		for {
+			err := s.catchUp(s.ctx, st)
+			// A suspend that came during the job queued more: run again.
+			s.mu.Lock()
+			again := err == nil && s.ctx.Err() == nil && !st.gone && (len(st.pending) > 0 || st.snapshot)
+			st.running = again
+			s.mu.Unlock()
+			if !again {
+				s.settle(st, err)
+				return
+			}
+		}
 	}()
 }
 

@@ -119,6 +119,24 @@ func TestSnapshotsAfterSuspend(t *testing.T) {
 	if snaps := listSnapshots(t, tgt, c); len(snaps) != 2 {
 		t.Fatalf("%d snapshots after an upload during which the compute woke, want still 2", len(snaps))
 	}
+
+	// A suspend that comes while an upload runs is snapshotted after it.
+	c = getCompute(t, e, c.ID)
+	mustExecAll(t, rootDB(t, c.Address, pw), "INSERT INTO t SELECT seq FROM seq_201_to_300")
+	tgt.arm()
+	suspend(t, e, c)
+	<-tgt.waiting
+	if _, err := e.mgr.Resume(ctx, c.ID); err != nil {
+		t.Fatal(err)
+	}
+	c = getCompute(t, e, c.ID)
+	mustExecAll(t, rootDB(t, c.Address, pw), "INSERT INTO t SELECT seq FROM seq_301_to_400")
+	suspend(t, e, c)
+	close(tgt.open)
+	drain(t, svc)
+	if snaps := listSnapshots(t, tgt, c); len(snaps) != 3 {
+		t.Fatalf("%d snapshots after a suspend during an upload, want 3 (its own after the abandoned one)", len(snaps))
+	}
 }
 
 // TestPointInTimeRestore: rows inserted, the time noted, the table

@@ -143,7 +143,7 @@ func (s *Server) undeleteProject(w http.ResponseWriter, r *http.Request) {
 	}
 	c, op, err := s.restoreDeleted(r, ts)
 	if err != nil {
-		s.dropBranch(r.Context(), &p)
+		s.dropProject(r.Context(), &p)
 		s.fail(w, r, err)
 		return
 	}

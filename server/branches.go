@@ -46,7 +46,7 @@ func (s *Server) createBranch(w http.ResponseWriter, r *http.Request) {
 	}
 	out, err := s.fillBranch(r, src, srcC, p, at)
 	if err != nil {
-		s.dropBranch(r.Context(), p)
+		s.dropProject(r.Context(), p)
 		s.fail(w, r, err)
 		return
 	}
@@ -136,8 +136,8 @@ func (s *Server) fillBranch(r *http.Request, src *store.Project, srcC *store.Com
 	return map[string]any{"project": p, "roles": creds, "compute": c, "operation": op, "branch_of": from}, nil
 }
 
-// dropBranch removes what a failed branch left.
-func (s *Server) dropBranch(ctx context.Context, p *store.Project) {
+// dropProject removes what a failed branch or undelete left.
+func (s *Server) dropProject(ctx context.Context, p *store.Project) {
 	ctx = context.WithoutCancel(ctx)
 	if c, err := s.st.GetComputeByProject(ctx, p.ID); err == nil {
 		if _, err := s.mgr.Destroy(ctx, c.ID, compute.ReasonAPI); err != nil {
