@@ -221,12 +221,18 @@ func (m *Manager) SuspendIfIdleFor(ctx context.Context, computeID string, idleSi
 func (m *Manager) suspendLocked(ctx context.Context, c *store.Compute, reason string) (*store.Compute, *store.Operation, error) {
 	wasRunning := c.State == store.StateActive && m.isWarm(c)
 	from := c.State
+	// New wakes take the slow path and queue on the compute's lock from
+	// before the store says suspending: nobody who sees that state can be
+	// answered with the address from memory.
+	m.dropWarm(c)
 	c.State = store.StateSuspending
 	if err := m.st.UpdateCompute(ctx, c, from); err != nil {
+		c.State = from
+		if wasRunning {
+			m.setWarm(c)
+		}
 		return c, nil, fmt.Errorf("suspend compute %s: %w", c.ID, err)
 	}
-	// New wakes now take the slow path and queue on the compute's lock.
-	m.dropWarm(c)
 	if wasRunning {
 		// Users created or dropped in SQL since the last pull must be in
 		// the store before the compute goes away.
@@ -275,12 +281,15 @@ func (m *Manager) Destroy(ctx context.Context, computeID, reason string) (*store
 	if err := m.checkNode(c); err != nil {
 		return nil, err
 	}
-	from := c.State
+	from, wasWarm := c.State, m.isWarm(c)
+	m.dropWarm(c) // before the store says destroying, as in suspendLocked
 	c.State = store.StateDestroying
 	if err := m.st.UpdateCompute(ctx, c, from); err != nil {
+		if wasWarm {
+			m.setWarm(c)
+		}
 		return nil, fmt.Errorf("destroy compute %s: %w", c.ID, err)
 	}
-	m.dropWarm(c)
 	m.closeInterval(ctx, c, store.Now())
 	op, err := m.runOp(ctx, c, store.ActionDestroy, reason, func() error { return m.drv.Destroy(ctx, c) })
 	if err != nil {
