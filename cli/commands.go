@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"net/url"
+	"strconv"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -49,19 +50,22 @@ func clientCmd(g *globals, use, short string, args cobra.PositionalArgs, run fun
 func projectPath(p string) string { return "/api/v1/projects/" + url.PathEscape(p) }
 
 func newProject(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "project", Short: "Create, list, show and delete projects"}
+	cmd := &cobra.Command{Use: "project", Short: "Create, list, show, update and delete projects"}
 	var idle int
-	var memory, tenant, listTenant string
+	var memory, tenant, listTenant, poolMode string
 	var noCompute bool
 	create := clientCmd(g, "create NAME", "Create a project and its compute, and print how to connect", cobra.ExactArgs(1),
-		func(c *client, a []string) error { return createProject(c, a[0], tenant, idle, memory, noCompute) })
+		func(c *client, a []string) error {
+			return createProject(c, a[0], tenant, idle, memory, poolMode, noCompute)
+		})
 	create.Flags().IntVar(&idle, "idle-timeout", -1, "seconds without traffic before suspending (0 = never; default 300)")
 	create.Flags().StringVar(&memory, "memory", "", "compute memory, e.g. 512Mi (default from the daemon's config)")
+	create.Flags().StringVar(&poolMode, "pool-mode", "", `"session" (default) or "transaction": client sessions share backend connections, one per transaction`)
 	create.Flags().BoolVar(&noCompute, "no-compute", false, "create the project only")
 	create.Flags().StringVar(&tenant, "tenant", "", "tenant (id or name) to create the project in (default: the API key's tenant, or the default tenant)")
 	list := clientCmd(g, "list", "List projects", cobra.NoArgs, func(c *client, _ []string) error { return listProjects(c, listTenant) })
 	list.Flags().StringVar(&listTenant, "tenant", "", "list only this tenant's projects (id or name)")
-	cmd.AddCommand(create, list,
+	cmd.AddCommand(create, list, newProjectUpdate(g),
 		clientCmd(g, "get PROJECT", "Show a project", cobra.ExactArgs(1), func(c *client, a []string) error {
 			var r projectReply
 			if err := c.do("GET", projectPath(a[0]), nil, &r); err != nil {
@@ -80,13 +84,60 @@ func newProject(g *globals) *cobra.Command {
 	return cmd
 }
 
-func createProject(c *client, name, tenant string, idle int, memory string, noCompute bool) error {
+// projectFlags are the project settings `project update` changes: only
+// those given on the command line.
+var projectFlags = []struct{ flag, key, usage string }{
+	{"idle-timeout", "idle_timeout", "seconds without traffic before suspending (0 = never)"},
+	{"pinned-idle-timeout", "pinned_idle_timeout", "seconds a session holding a transaction or locks may stay idle before it is closed (0 = never)"},
+	{"max-connections", "max_connections", "most client connections to the project (0 = the daemon's default)"},
+	{"pool-size", "pool_size", "backend connections pooled sessions share (0 = half of what the compute takes)"},
+	{"pool-wait-timeout", "pool_wait_timeout", "seconds a pooled session waits for a busy pool before its statement fails (0 = 30)"},
+}
+
+func newProjectUpdate(g *globals) *cobra.Command {
+	ints := make([]int, len(projectFlags))
+	var poolMode string
+	var cmd *cobra.Command
+	cmd = clientCmd(g, "update PROJECT", "Change a project's settings", cobra.ExactArgs(1), func(c *client, a []string) error {
+		cfg := map[string]any{}
+		for i, f := range projectFlags {
+			if cmd.Flags().Changed(f.flag) {
+				cfg[f.key] = ints[i]
+			}
+		}
+		if cmd.Flags().Changed("pool-mode") {
+			cfg["pool_mode"] = poolMode
+		}
+		if len(cfg) == 0 {
+			return fmt.Errorf("nothing to change: give at least one setting (see --help)")
+		}
+		var r projectReply
+		if err := c.do("PATCH", projectPath(a[0]), map[string]any{"config": cfg}, &r); err != nil {
+			return err
+		}
+		return c.print(r, func(w *tabwriter.Writer) { projectTable(w, r.Project) })
+	})
+	for i, f := range projectFlags {
+		cmd.Flags().IntVar(&ints[i], f.flag, 0, f.usage)
+	}
+	cmd.Flags().StringVar(&poolMode, "pool-mode", "", `"session": a backend connection per client session; "transaction": client sessions share the pool's connections, one per transaction`)
+	return cmd
+}
+
+func createProject(c *client, name, tenant string, idle int, memory, poolMode string, noCompute bool) error {
 	body := map[string]any{"name": name}
 	if tenant != "" {
 		body["tenant"] = tenant
 	}
+	cfg := map[string]any{}
 	if idle >= 0 {
-		body["config"] = map[string]any{"idle_timeout": idle}
+		cfg["idle_timeout"] = idle
+	}
+	if poolMode != "" {
+		cfg["pool_mode"] = poolMode
+	}
+	if len(cfg) > 0 {
+		body["config"] = cfg
 	}
 	var p projectReply
 	if err := c.do("POST", "/api/v1/projects", body, &p); err != nil {
@@ -112,7 +163,24 @@ func createProject(c *client, name, tenant string, idle int, memory string, noCo
 }
 
 func projectTable(w *tabwriter.Writer, p store.Project) {
-	fmt.Fprintf(w, "id:\t%s\nname:\t%s\ntenant:\t%s\nidle_timeout:\t%ds\ncreated:\t%s\n", p.ID, p.Name, p.TenantID, p.Config.IdleTimeout, fmtTime(p.CreatedAt))
+	fmt.Fprintf(w, "id:\t%s\nname:\t%s\ntenant:\t%s\nidle_timeout:\t%ds\n", p.ID, p.Name, p.TenantID, p.Config.IdleTimeout)
+	mode := p.Config.PoolMode
+	if mode == "" {
+		mode = store.PoolSession
+	}
+	fmt.Fprintf(w, "pool_mode:\t%s\n", mode)
+	if mode == store.PoolTransaction {
+		fmt.Fprintf(w, "pool_size:\t%s\n", orDefault(p.Config.PoolSize, "default"))
+		fmt.Fprintf(w, "pool_wait_timeout:\t%s\n", orDefault(p.Config.PoolWaitTimeout, "30"))
+	}
+	fmt.Fprintf(w, "created:\t%s\n", fmtTime(p.CreatedAt))
+}
+
+func orDefault(v int, def string) string {
+	if v == 0 {
+		return def
+	}
+	return strconv.Itoa(v)
 }
 
 func listProjects(c *client, tenant string) error {

@@ -69,11 +69,36 @@ func registerMetrics(m *metrics.Metrics, st store.Store, mgr *compute.Manager, p
 		metrics.NewFunc("proxy_sessions_pinned", "Client sessions holding state that cannot move to another connection, by what they hold.", false, []string{"reason"}, func() []metrics.Sample {
 			return samples(px.SessionStats().Pinned)
 		}),
-		metrics.NewFunc("proxy_session_events_total", "Client session events: detached for a suspend, re-attached warm or cold, closed at the pinned idle timeout, ended by a lost compute, statements prepared again.", true, []string{"event"}, func() []metrics.Sample {
+		metrics.NewFunc("proxy_session_events_total", "Client session events: detached for a suspend, re-attached warm or cold, closed at the pinned idle timeout, ended by a lost compute, statements prepared again, pooled connections reset for another session or taken over as they were.", true, []string{"event"}, func() []metrics.Sample {
 			return samples(px.SessionStats().Events)
 		}),
 		metrics.NewFunc("proxy_reattach_failures_total", "Re-attaches that failed, by reason (wake, backend, login_refused, restore).", true, []string{"reason"}, func() []metrics.Sample {
 			return samples(px.SessionStats().ReattachFailures)
+		}),
+		metrics.NewFunc("proxy_pool_connections", "Pooled backend connections by compute and state: size (the pool's bound), in_use, parked (with an idle session, free to take), idle (no session).", false, []string{"compute", "state"}, func() []metrics.Sample {
+			var out []metrics.Sample
+			for _, p := range px.PoolStats() {
+				for state, v := range map[string]int{"size": p.Size, "in_use": p.Open - p.Idle - p.Parked, "parked": p.Parked, "idle": p.Idle} {
+					out = append(out, metrics.Sample{Labels: []string{p.ComputeID, state}, Value: float64(v)})
+				}
+			}
+			return out
+		}),
+		metrics.NewFunc("proxy_pool_waiters", "Pooled client sessions waiting for a backend connection, by compute.", false, []string{"compute"}, func() []metrics.Sample {
+			var out []metrics.Sample
+			for _, p := range px.PoolStats() {
+				out = append(out, metrics.Sample{Labels: []string{p.ComputeID}, Value: float64(p.Waiting)})
+			}
+			return out
+		}),
+		metrics.NewFunc("proxy_pool_events_total", "Pool events by compute: waits (a session found the pool busy), timeouts (it waited pool_wait_timeout in vain), reclaims (a connection taken from an idle session).", true, []string{"compute", "event"}, func() []metrics.Sample {
+			var out []metrics.Sample
+			for _, p := range px.PoolStats() {
+				for ev, v := range map[string]int64{"wait": p.Waits, "timeout": p.Timeouts, "reclaim": p.Reclaims} {
+					out = append(out, metrics.Sample{Labels: []string{p.ComputeID, ev}, Value: float64(v)})
+				}
+			}
+			return out
 		}),
 		metrics.NewFunc("proxy_bytes_total", "Bytes through the proxy: in is client to database, out is database to client.", true, []string{"direction"}, func() []metrics.Sample {
 			in, out := mgr.TotalBytes()

@@ -30,6 +30,7 @@ type Metrics struct {
 	readOnly   prometheus.Gauge
 	projWakes  *prometheus.CounterVec // only with per-project labels
 	reattach   *prometheus.HistogramVec
+	poolWait   prometheus.Histogram
 }
 
 // New builds the metric set on a fresh registry, with the Go runtime and
@@ -62,7 +63,12 @@ func New(perProject bool) *Metrics {
 		Help:    "Time for an open client session to get a backend connection again (wake, login, state restored): cold (the compute was started) or warm.",
 		Buckets: []float64{.0005, .001, .005, .01, .025, .05, .1, .15, .2, .3, .4, .5, .75, 1, 2, 5, 10},
 	}, []string{"kind"})
-	m.reg.MustRegister(m.wake, m.suspends, m.reattach, m.postponed, m.opFailures, m.readOnly,
+	m.poolWait = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: namespace, Name: "proxy_pool_wait_seconds",
+		Help:    "Time a pooled client session waited for a backend connection while its compute's pool was busy (granted or timed out).",
+		Buckets: []float64{.0005, .001, .005, .01, .025, .05, .1, .25, .5, 1, 2, 5, 10, 30, 60},
+	})
+	m.reg.MustRegister(m.wake, m.suspends, m.reattach, m.poolWait, m.postponed, m.opFailures, m.readOnly,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if perProject {
 		m.projWakes = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -135,6 +141,14 @@ func (m *Metrics) ObserveWake(projectID string, cold bool, d time.Duration) {
 	if m.perProject {
 		m.projWakes.WithLabelValues(projectID, kind).Inc()
 	}
+}
+
+// ObservePoolWait records one wait for a pooled backend connection.
+func (m *Metrics) ObservePoolWait(d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.poolWait.Observe(d.Seconds())
 }
 
 // ObserveReattach records one client session's re-attach latency.

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-mysql-org/go-mysql/mysql"
@@ -32,6 +34,16 @@ type link struct {
 	types     map[uint32]bool   // statements executed here with their parameter types
 	lastUsed  time.Time
 	dead      bool // the backend closed it (seen by an event loop)
+
+	// Of a pooled link: its pool, its key there, the role logged in, and
+	// the session that used it last (which needs no reset to use it again).
+	pool      *backendPool
+	key       string
+	user      string
+	owner     *session
+	sig       string    // the state it was left in (session.stateSig)
+	sticky    time.Time // parked, it stays with its session until then
+	discarded atomic.Bool
 }
 
 func newLink(c net.Conn, res compute.WakeResult) *link {
@@ -50,6 +62,7 @@ const idleProbe = 10 * time.Millisecond
 // ensureAttached gives the session a live backend connection, attaching it
 // again (wake, login, restore) when it has none.
 func (ss *session) ensureAttached() error {
+	ss.unpark()
 	if l := ss.link; l != nil {
 		if !l.dead && (time.Since(l.lastUsed) < idleProbe || peerAlive(l.conn, l.br)) {
 			return nil
@@ -76,27 +89,56 @@ func (ss *session) attach() error {
 		ss.s.stats.reattachFailed("wake")
 		return ss.answerRefusal(err, false)
 	}
-	l, _, err := ss.backendLogin(res, ss.st.schema)
+	l, fresh, err := ss.login(res)
 	if err != nil {
 		var r *refusal
 		fatal := errors.As(err, &r) && r.kind == CountBackendRefused
-		ss.s.stats.reattachFailed(map[bool]string{true: "login_refused", false: "backend"}[fatal])
+		reason := map[bool]string{true: "login_refused", false: "backend"}[fatal]
+		if errors.As(err, &r) && r.kind == CountPoolTimeout {
+			reason = "pool_timeout"
+		}
+		ss.s.stats.reattachFailed(reason)
 		return ss.answerRefusal(err, fatal)
 	}
+	if !fresh {
+		return ss.setLinkOrClose(l)
+	}
 	if err := ss.restore(l); err != nil {
-		l.conn.Close()
+		l.discard()
 		ss.s.stats.reattachFailed("restore")
 		ss.log.Warn("restoring session state failed", "project", ss.project, "err", err)
 		return ss.fatal(mysql.NewError(mysql.ER_UNKNOWN_ERROR, fmt.Sprintf(
 			"serverlessd: the session's state could not be restored on the database of project %q: %s; reconnect",
 			clip(ss.project, 64), clip(err.Error(), 200))))
 	}
-	if !ss.setLink(l) {
-		return net.ErrClosed
+	if err := ss.setLinkOrClose(l); err != nil {
+		return err
+	}
+	if ss.pooled() && !res.ColdStart {
+		return nil // a borrow, as every transaction does: not worth a line
 	}
 	ss.s.stats.reattached(res.ColdStart, time.Since(t0))
 	ss.log.Info("session attached again", "project", ss.project, "user", ss.user, "compute", res.ComputeID,
 		"cold_start", res.ColdStart, "duration", time.Since(t0))
+	return nil
+}
+
+// login gets the session a backend connection to res's compute: its own
+// login, or one from the pool. fresh tells whether the connection lacks
+// the session's state.
+func (ss *session) login(res compute.WakeResult) (*link, bool, error) {
+	if ss.pooled() {
+		l, _, fresh, err := ss.borrowLink(res)
+		return l, fresh, err
+	}
+	l, _, err := ss.backendLogin(res, ss.st.schema)
+	return l, true, err
+}
+
+func (ss *session) setLinkOrClose(l *link) error {
+	if !ss.setLink(l) {
+		return net.ErrClosed
+	}
 	return nil
 }
 
@@ -139,6 +181,11 @@ func (ss *session) restore(l *link) error {
 			}
 		}
 	}
+	if st.lastInsertID != 0 {
+		if _, err := l.query("DO LAST_INSERT_ID(" + strconv.FormatUint(st.lastInsertID, 10) + ")"); err != nil {
+			return fmt.Errorf("restoring LAST_INSERT_ID(): %w", err)
+		}
+	}
 	for name, ts := range st.textStmts {
 		if err := l.inSchema(ts.schema, st.schema, func() error { _, err := l.query(ts.query); return err }); err != nil {
 			return fmt.Errorf("preparing %s again: %w", name, err)
@@ -153,7 +200,7 @@ func (ss *session) setLink(l *link) bool {
 	ss.cmu.Lock()
 	if ss.closed {
 		ss.cmu.Unlock()
-		l.conn.Close()
+		l.discard()
 		return false
 	}
 	ss.link = l
@@ -169,18 +216,11 @@ func (ss *session) setLink(l *link) bool {
 // dropLink closes the session's backend connection; the session stays
 // open, detached.
 func (ss *session) dropLink() {
-	ss.cmu.Lock()
-	l := ss.link
-	ss.link = nil
-	ss.cmu.Unlock()
+	l := ss.takeLink()
 	if l == nil {
 		return
 	}
-	l.conn.Close()
-	ss.s.mu.Lock()
-	ss.ready = false
-	ss.s.mu.Unlock()
-	ss.s.stats.attach(-1)
+	l.discard()
 	// Pinned state lives on the connection and is gone with it. (Detach
 	// never gets here with a pinned session, so the relay's unlocked read
 	// of ss.pinned while it waits for a command races with nothing.)
@@ -195,6 +235,23 @@ func (ss *session) dropLink() {
 	for _, s := range ss.st.stmts {
 		s.cursor = false
 	}
+}
+
+// takeLink detaches the session from its link, if it has one, and
+// returns it.
+func (ss *session) takeLink() *link {
+	ss.cmu.Lock()
+	l := ss.link
+	ss.link = nil
+	ss.cmu.Unlock()
+	if l == nil {
+		return nil
+	}
+	ss.s.mu.Lock()
+	ss.ready = false
+	ss.s.mu.Unlock()
+	ss.s.stats.attach(-1)
+	return l
 }
 
 // switchLease moves the session's activity lease to computeID (a project
@@ -327,6 +384,7 @@ func (s *Server) Detach(ctx context.Context, computeID string) int {
 		}()
 	}
 	wg.Wait()
+	s.closePool(computeID)
 	return n
 }
 

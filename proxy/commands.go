@@ -176,7 +176,7 @@ func (ss *session) changeUser(c *command) error {
 		ss.st.schema = schema
 	}
 	ss.remapIDs = true
-	ss.link.ids, ss.link.types = map[uint32]uint32{}, map[uint32]bool{}
+	ss.link.ids, ss.link.types, ss.link.user = map[uint32]uint32{}, map[uint32]bool{}, user
 	return nil
 }
 

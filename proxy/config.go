@@ -97,6 +97,9 @@ type Config struct {
 	PinnedIdleTimeout time.Duration
 	// OnReattach observes each re-attach's latency (metrics); optional.
 	OnReattach ReattachObserver
+	// OnPoolWait observes each wait for a pooled backend connection
+	// (metrics); optional.
+	OnPoolWait func(time.Duration)
 	// Relay is how sessions are relayed between the commands the daemon
 	// handles itself: RelayEventLoop (the default on Linux) or
 	// RelayGoroutines. TLS sessions always use goroutines.

@@ -30,6 +30,7 @@ const (
 	CountTooManyFromSource                 // refused: MaxConnectionsPerSource reached
 	CountTooManyForProject                 // refused: the project's connection limit reached
 	CountSpaceFreed                        // DROP or TRUNCATE on a read-only compute, passed to the daemon to lift it
+	CountPoolTimeout                       // no pooled backend connection became free within pool_wait_timeout
 	numCounters
 )
 
@@ -39,7 +40,7 @@ var counterNames = [numCounters]string{
 	"tls_required", "tls_failed", "wake_failed", "backend_failed", "backend_refused",
 	"capability_mismatch", "kill_rewritten", "change_user", "change_user_refused",
 	"password_checks", "auth_delayed", "too_many_connections_source", "too_many_connections_project",
-	"space_freed",
+	"space_freed", "pool_timeout",
 }
 
 func (c Counter) String() string {

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"time"
 
 	"github.com/serverlessd/serverlessd/store"
 )
@@ -40,6 +41,17 @@ func (d StoreDirectory) ProjectMaxConnections(ctx context.Context, projectID str
 		return quota, nil
 	}
 	return own, nil
+}
+
+// ProjectPooling returns the project's pool settings.
+func (d StoreDirectory) ProjectPooling(ctx context.Context, projectID string) (PoolSettings, error) {
+	p, err := d.Store.GetProject(ctx, projectID)
+	if err != nil {
+		return PoolSettings{}, err
+	}
+	c := p.Config
+	return PoolSettings{Transaction: c.PoolMode == store.PoolTransaction, Size: c.PoolSize,
+		Wait: time.Duration(c.PoolWaitTimeout) * time.Second}, nil
 }
 
 // ProjectPinnedIdleTimeout returns the project's pinned_idle_timeout in

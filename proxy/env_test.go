@@ -29,7 +29,7 @@ var (
 )
 
 // Users in the shared backend and their passwords.
-var backendUsers = map[string]string{"u": "pw", "v": "pw2", "a.b": "dotted", "nohash": "x"}
+var backendUsers = map[string]string{"u": "pw", "v": "pw2", "a.b": "dotted", "nohash": "x", "pool": "pw3"}
 
 func TestMain(m *testing.M) {
 	var err error
@@ -72,6 +72,7 @@ type testDir struct {
 	projects map[string]string            // name or id -> project id
 	roles    map[string]map[string]string // project id -> role -> hash
 	limits   map[string]int               // project id -> max_connections (0: unset)
+	pools    map[string]PoolSettings      // project id -> pooling (unset: session mode)
 	calls    atomic.Int64
 }
 
@@ -80,6 +81,13 @@ func (d *testDir) ProjectMaxConnections(ctx context.Context, projectID string) (
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.limits[projectID], nil
+}
+
+// ProjectPooling makes testDir a ProjectPooling.
+func (d *testDir) ProjectPooling(ctx context.Context, projectID string) (PoolSettings, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.pools[projectID], nil
 }
 
 func (d *testDir) LookupRole(ctx context.Context, project, user string) (string, string, error) {
@@ -210,10 +218,10 @@ func newEnvLogger(t testing.TB, mod func(*Config), logger *slog.Logger) *env {
 	t.Helper()
 	m := needBackend(t)
 	e := &env{t: t, db: m,
-		dir:   &testDir{projects: map[string]string{}, roles: map[string]map[string]string{}, limits: map[string]int{}},
+		dir:   &testDir{projects: map[string]string{}, roles: map[string]map[string]string{}, limits: map[string]int{}, pools: map[string]PoolSettings{}},
 		waker: &testWaker{addrs: map[string]string{}, fail: map[string]error{}, calls: map[string]int{}, acts: map[string]*compute.Activity{}, started: map[string]bool{}, backend: m},
 	}
-	roles := map[string]string{"u": "pw", "v": "pw2", "a.b": "dotted", "nohash": ""}
+	roles := map[string]string{"u": "pw", "v": "pw2", "a.b": "dotted", "nohash": "", "pool": "pw3"}
 	for _, p := range []struct{ name, id, addr string }{
 		{"shop", "p-shop", m.unixAddr()}, {"tcpshop", "p-tcp", m.tcpAddr()},
 		{"other", "p-other", m.unixAddr()}, {"broken", "p-broken", ""}, {"nocompute", "p-none", ""},

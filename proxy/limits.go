@@ -91,7 +91,8 @@ func (ss *session) admitProject() error {
 	if ss.s.projects.acquire(ss.projectID, limit) {
 		return nil
 	}
-	return refuse(CountTooManyForProject, mysql.ER_CON_COUNT_ERROR, "Too many connections for project "+clip(ss.project, 64),
+	return refuse(CountTooManyForProject, mysql.ER_CON_COUNT_ERROR, fmt.Sprintf(
+		"Too many connections for project %s: its limit is %d client connections (max_connections)", clip(ss.project, 64), limit),
 		fmt.Errorf("project limit is %d", limit))
 }
 

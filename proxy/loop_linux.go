@@ -95,7 +95,7 @@ const maxLoopIn = 4 + maxWholeCommand
 
 // loopable reports whether the session can go to an event loop now.
 func (ss *session) loopable() bool {
-	return ss.s.loops != nil && !ss.noLoop && !ss.tls && ss.link != nil && !ss.link.dead && ss.link.br.Buffered() == 0
+	return ss.s.loops != nil && !ss.noLoop && !ss.pooled() && !ss.tls && ss.link != nil && !ss.link.dead && ss.link.br.Buffered() == 0
 }
 
 // relayInLoop gives the session to a loop until it hands it back, and

@@ -146,7 +146,7 @@ type command struct {
 func (ss *session) command(c *command) error {
 	switch c.code {
 	case mysql.COM_QUIT:
-		if ss.link != nil {
+		if ss.link != nil && !ss.pooled() {
 			ss.link.conn.Write(append(c.hdr[:], c.payload...))
 		}
 		return errQuit
@@ -394,6 +394,7 @@ func (ss *session) afterCommand(c *command) {
 	if ss.link != nil {
 		ss.link.lastUsed = time.Now()
 	}
+	ss.releaseAtBoundary()
 }
 
 // applyFlags records the pins a successful text query took or released.

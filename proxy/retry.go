@@ -21,10 +21,7 @@ func (ss *session) connect() (compute.WakeResult, *link, []byte, error) {
 		if err != nil {
 			return res, nil, nil, err
 		}
-		if err := ss.admitCompute(res); err != nil {
-			return res, nil, nil, err
-		}
-		l, ok, err := ss.backendLogin(res, ss.resp.Database)
+		l, ok, err := ss.firstLogin(res)
 		var r *refusal
 		if err == nil || attempt == backendAttempts || !errors.As(err, &r) || r.kind != CountBackendFailed || ss.isClosed() {
 			return res, l, ok, err
@@ -40,4 +37,19 @@ func (ss *session) isClosed() bool {
 	ss.cmu.Lock()
 	defer ss.cmu.Unlock()
 	return ss.closed
+}
+
+// firstLogin opens the session's first backend connection: a pooled
+// session borrows one from the compute's pool, which bounds its backend
+// connections; any other takes one of the compute's own, within the
+// client connections the compute takes.
+func (ss *session) firstLogin(res compute.WakeResult) (*link, []byte, error) {
+	if ss.pooled() {
+		l, ok, _, err := ss.borrowLink(res)
+		return l, ok, err
+	}
+	if err := ss.admitCompute(res); err != nil {
+		return nil, nil, err
+	}
+	return ss.backendLogin(res, ss.resp.Database)
 }

@@ -365,7 +365,7 @@ func TestPerProjectCap(t *testing.T) {
 		}
 		wakes := e.waker.wakes(tc.id)
 		me := expectErr(t, dialRaw(t, e.addr).loginNative(tc.project+".u", "pw"), gomysql.ER_CON_COUNT_ERROR)
-		if me.Message != "Too many connections for project "+tc.project || e.waker.wakes(tc.id) != wakes {
+		if !strings.HasPrefix(me.Message, "Too many connections for project "+tc.project+": its limit is ") || e.waker.wakes(tc.id) != wakes {
 			t.Fatalf("%s: %q, wakes %d -> %d", tc.project, me.Message, wakes, e.waker.wakes(tc.id))
 		}
 		open[0].conn.Close()

@@ -82,7 +82,11 @@ type Server struct {
 	wg        sync.WaitGroup
 
 	stats sessionStats
-	loops *loopGroup // nil: every session uses the goroutine engine
+	pools pools // backend connections of pooled sessions, by compute
+	// rowCountGrace is rowCountGrace, but in tests that need it longer
+	// than any pause of a loaded machine.
+	rowCountGrace atomic.Int64 // nanoseconds
+	loops         *loopGroup   // nil: every session uses the goroutine engine
 }
 
 // New checks cfg, loads or generates the TLS certificate and RSA key, and
@@ -130,6 +134,7 @@ func New(cfg Config, dir Directory, waker Waker, logger *slog.Logger) (*Server, 
 	}
 	s.nextID.Store(connIDBase)
 	s.profile.Store(defaultProfile(cfg.ServerVersion))
+	s.rowCountGrace.Store(int64(rowCountGrace))
 	return s, nil
 }
 
@@ -231,10 +236,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// closeLoops stops the event loops once no session is left in them.
+// closeLoops stops the event loops once no session is left in them, and
+// closes the pooled backend connections no session holds any more.
 func (s *Server) closeLoops() {
 	if s.loops != nil {
 		s.loops.Close()
+	}
+	for _, p := range s.pools.all() {
+		p.closeIdle(time.Time{})
 	}
 }
 

@@ -78,7 +78,9 @@ type session struct {
 	leaseIn      int64
 	leaseOut     int64
 
-	noLoop bool // the event loops could not take the session
+	noLoop   bool         // the event loops could not take the session
+	poolSet  PoolSettings // the project's pooling, read at login
+	loggedIn bool         // past the login, which always resets a pooled link: it must reach the backend as the session's role
 
 	cmu    sync.Mutex
 	closed bool
@@ -146,6 +148,7 @@ func (ss *session) run() error {
 	}
 	defer ss.s.projects.release(ss.projectID)
 	ss.st = newSessionState(ss.resp.Database)
+	ss.loadPoolSettings()
 	ss.pinTimeout = ss.s.pinnedIdleTimeout(ss.s.baseCtx, ss)
 	res, l, okPayload, err := ss.connect()
 	if err != nil {
@@ -166,6 +169,12 @@ func (ss *session) run() error {
 	if _, err := wire.WritePacket(ss.conn, ss.seq, okPayload); err != nil {
 		return err
 	}
+	ss.loggedIn = true
+	if ss.pooled() {
+		ss.bmu.Lock()
+		ss.releaseAtBoundary()
+		ss.bmu.Unlock()
+	}
 	ss.s.counters.inc(CountLogins)
 	ss.log.Info("login", "project", ss.project, "project_id", ss.projectID, "user", ss.user,
 		"compute", res.ComputeID, "cold_start", res.ColdStart, "tls", ss.tls,
@@ -177,7 +186,9 @@ func (ss *session) run() error {
 // endSession releases what an established session holds.
 func (ss *session) endSession() {
 	ss.bmu.Lock()
-	ss.dropLink()
+	if !ss.pooled() || !ss.giveBackLink() {
+		ss.dropLink()
+	}
 	ss.bmu.Unlock()
 	if ss.lease != nil {
 		ss.lease.Release()

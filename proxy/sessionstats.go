@@ -17,11 +17,13 @@ const (
 	statLostState                         // pinned sessions ended because their compute was lost
 	statLostMidCommand                    // backend connections lost during a command
 	statReprepared                        // statements prepared again after a re-attach
+	statPoolReset                         // pooled backend connections reset for another session
+	statPoolMatched                       // pooled backend connections taken over without a reset
 	numSessionStats
 )
 
 var sessionStatNames = [numSessionStats]string{
-	"detached", "reattach_warm", "reattach_cold", "pin_timeout", "lost_state", "lost_mid_command", "reprepared",
+	"detached", "reattach_warm", "reattach_cold", "pin_timeout", "lost_state", "lost_mid_command", "reprepared", "pool_reset", "pool_matched",
 }
 
 // ReattachObserver receives each re-attach's latency (the metrics

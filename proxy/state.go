@@ -26,6 +26,11 @@ type sessionState struct {
 	// collationStale: the connection's character set changed, and the
 	// tracker does not report the collation that came with it.
 	collationStale bool
+	// lastInsertID is the last id an OK packet reported, which a new
+	// connection gets back through LAST_INSERT_ID(expr).
+	lastInsertID uint64
+	// affected is the last OK packet's affected rows: ROW_COUNT().
+	affected uint64
 
 	stmts      map[uint32]*stmt // by the id the client knows
 	nextStmtID uint32           // the next id handed out after a re-attach
@@ -112,6 +117,10 @@ func pinKind(reason string) string {
 // observe applies an OK packet or result-set terminator.
 func (st *sessionState) observe(ok wire.OK) {
 	st.inTrans = ok.Status&wire.StatusInTrans != 0
+	if ok.InsertID != 0 {
+		st.lastInsertID = ok.InsertID
+	}
+	st.affected = ok.Affected
 	if len(ok.State) == 0 {
 		return
 	}

@@ -20,6 +20,11 @@ const (
 	// maxProjectConnections bounds a project's max_connections; 0 is the
 	// daemon's default.
 	maxProjectConnections = 100_000
+	// maxPoolSize bounds pool_size; the compute's own connection count
+	// bounds it further when sessions borrow.
+	maxPoolSize = 10_000
+	// maxPoolWait bounds pool_wait_timeout, in seconds.
+	maxPoolWait = 3600
 )
 
 // Limits bound the resources the API accepts for a compute, so that a unit

@@ -73,6 +73,10 @@ func TestFieldLimits(t *testing.T) {
 		{"negative max_connections", "POST", "/api/v1/projects", `{"name":"a","config":{"max_connections":-1}}`, []string{"max_connections", "100000"}},
 		{"huge max_connections", "PATCH", "/api/v1/projects/shop", `{"config":{"max_connections":100001}}`, []string{"max_connections", "100000"}},
 		{"negative pinned_idle_timeout", "PATCH", "/api/v1/projects/shop", `{"config":{"pinned_idle_timeout":-1}}`, []string{"pinned_idle_timeout", "2592000"}},
+		{"unknown pool_mode", "PATCH", "/api/v1/projects/shop", `{"config":{"pool_mode":"` + long(5000) + `"}}`, []string{"pool_mode", `"transaction"`}},
+		{"statement pool_mode", "POST", "/api/v1/projects", `{"name":"a","config":{"pool_mode":"statement"}}`, []string{"pool_mode", `"statement"`}},
+		{"huge pool_size", "PATCH", "/api/v1/projects/shop", `{"config":{"pool_size":10001}}`, []string{"pool_size", "10000"}},
+		{"negative pool_wait_timeout", "PATCH", "/api/v1/projects/shop", `{"config":{"pool_wait_timeout":-5}}`, []string{"pool_wait_timeout", "3600"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -94,6 +98,11 @@ func TestFieldLimits(t *testing.T) {
 	r = call(t, srv, "PATCH", "/api/v1/projects/shop", `{"config":{"pinned_idle_timeout":0}}`)
 	if got := r.body["project"].(map[string]any)["config"].(map[string]any)["pinned_idle_timeout"]; r.status != 200 || got != 0.0 {
 		t.Fatalf("pinned_idle_timeout 0 (never): %d %v", r.status, got)
+	}
+	r = call(t, srv, "PATCH", "/api/v1/projects/shop", `{"config":{"pool_mode":"transaction","pool_size":20,"pool_wait_timeout":5}}`)
+	cfg = r.body["project"].(map[string]any)["config"].(map[string]any)
+	if r.status != 200 || cfg["pool_mode"] != "transaction" || cfg["pool_size"] != 20.0 || cfg["pool_wait_timeout"] != 5.0 {
+		t.Fatalf("pool settings: %d %.300v", r.status, cfg)
 	}
 }
 

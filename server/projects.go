@@ -38,6 +38,9 @@ type projectConfigInput struct {
 	SafekeeperURL              *string `json:"safekeeper_url"`
 	MaxConnections             *int    `json:"max_connections"`
 	PinnedIdleTimeout          *int    `json:"pinned_idle_timeout"`
+	PoolMode                   *string `json:"pool_mode"`
+	PoolSize                   *int    `json:"pool_size"`
+	PoolWaitTimeout            *int    `json:"pool_wait_timeout"`
 }
 
 // apply checks every given field, then sets them on c: a refused input
@@ -61,6 +64,9 @@ func (in *projectConfigInput) apply(c *store.ProjectConfig, storage quantity.Ran
 		v := *in.PinnedIdleTimeout
 		c.PinnedIdleTimeout = &v
 	}
+	setString(&c.PoolMode, in.PoolMode)
+	setInt(&c.PoolSize, in.PoolSize)
+	setInt(&c.PoolWaitTimeout, in.PoolWaitTimeout)
 	return nil
 }
 
@@ -70,6 +76,15 @@ func (in *projectConfigInput) check(storage quantity.Range) error {
 	}
 	if v := in.PinnedIdleTimeout; v != nil && (*v < 0 || *v > maxIdleTimeout) {
 		return invalid("pinned_idle_timeout must be between 0 (never) and %d seconds, got %d", maxIdleTimeout, *v)
+	}
+	if v := in.PoolMode; v != nil && *v != store.PoolSession && *v != store.PoolTransaction {
+		return invalid("pool_mode must be %q or %q, got %q", store.PoolSession, store.PoolTransaction, clip(*v))
+	}
+	if v := in.PoolSize; v != nil && (*v < 0 || *v > maxPoolSize) {
+		return invalid("pool_size must be between 0 (half of what the compute takes) and %d, got %d", maxPoolSize, *v)
+	}
+	if v := in.PoolWaitTimeout; v != nil && (*v < 0 || *v > maxPoolWait) {
+		return invalid("pool_wait_timeout must be between 0 (30 seconds) and %d seconds, got %d", maxPoolWait, *v)
 	}
 	if v := in.MaxConnections; v != nil && (*v < 0 || *v > maxProjectConnections) {
 		return invalid("max_connections must be between 0 (the daemon's default) and %d, got %d", maxProjectConnections, *v)

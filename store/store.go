@@ -68,7 +68,26 @@ type ProjectConfig struct {
 	// its transaction is rolled back. nil: the daemon's default (15
 	// minutes); 0: never.
 	PinnedIdleTimeout *int `json:"pinned_idle_timeout,omitempty"`
+	// PoolMode is how client sessions use backend connections:
+	// PoolSession ("" too) or PoolTransaction.
+	PoolMode string `json:"pool_mode,omitempty"`
+	// PoolSize bounds the backend connections pooled sessions use; 0 is
+	// half of what the compute takes.
+	PoolSize int `json:"pool_size,omitempty"`
+	// PoolWaitTimeout is how many seconds a pooled session waits for a
+	// busy pool before its command fails; 0 is 30.
+	PoolWaitTimeout int `json:"pool_wait_timeout,omitempty"`
 }
+
+// Pool modes.
+const (
+	// PoolSession gives each client session its own backend connection
+	// while it is attached.
+	PoolSession = "session"
+	// PoolTransaction lends a backend connection to a session for each
+	// transaction, or each statement in autocommit.
+	PoolTransaction = "transaction"
+)
 
 // The default tenant holds the projects made before tenants existed and
 // those created without naming a tenant. Its projects alone are reached by

@@ -1,0 +1,478 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Transaction pooling: a session of a project in pool mode "transaction"
+// borrows a backend connection (a link) from its compute's pool for each
+// transaction, or each statement in autocommit, and gives it back at the
+// boundary unless something pins it there. A link given back stays
+// parked with its session, so that the session's next command finds its
+// connection as it left it (ROW_COUNT(), FOUND_ROWS(), warnings), until
+// another session needs it: a waiter takes a parked link from a session
+// between commands, which then borrows again at its next command.
+//
+// Invariants, all under backendPool.mu:
+//   - open counts the links of the pool that exist: in use, parked, idle,
+//     and slots granted to a session that is logging in. open <= size.
+//   - a link is in idle or in parked or in use by one session, never two.
+//   - a waiter is granted a link or a slot exactly once, and the grant is
+//     either taken by the waiter or handed back (timeout).
+
+// PoolSettings are a project's pooling settings.
+type PoolSettings struct {
+	// Transaction turns transaction pooling on; off, each session holds
+	// one backend connection while attached.
+	Transaction bool
+	// Size bounds the backend connections of the project's compute that
+	// its pooled sessions use; 0 is the default share of the compute's
+	// connections.
+	Size int
+	// Wait bounds how long a session waits for a backend connection when
+	// all are busy; 0 is the default.
+	Wait time.Duration
+}
+
+// ProjectPooling is an optional Directory method: a project's pooling
+// settings, read at each login.
+type ProjectPooling interface {
+	ProjectPooling(ctx context.Context, projectID string) (PoolSettings, error)
+}
+
+// Defaults of PoolSettings.
+const (
+	defaultPoolWait = 30 * time.Second
+	// defaultPoolShare is the share of a compute's client connections a
+	// pool takes by default: the rest stays for session-mode logins.
+	defaultPoolShare = 2
+	defaultPoolSize  = 20 // when the compute's connection count is unknown
+	// poolIdleClose closes a free link unused this long.
+	poolIdleClose = time.Minute
+	// rowCountGrace is how long a link stays parked with a session whose
+	// last statement changed rows, even while others wait: long enough
+	// for the ROW_COUNT() that follows such a statement.
+	rowCountGrace = 100 * time.Millisecond
+)
+
+// errPoolTimeout: no backend connection freed up within the wait.
+var errPoolTimeout = errors.New("no backend connection became free in time")
+
+// poolSize is the pool size a project's settings give a compute that
+// takes maxClients client connections.
+func poolSize(set PoolSettings, maxClients int) int {
+	if set.Size > 0 {
+		if maxClients > 0 {
+			return min(set.Size, maxClients)
+		}
+		return set.Size
+	}
+	if maxClients > 0 {
+		return max(maxClients/defaultPoolShare, 1)
+	}
+	return defaultPoolSize
+}
+
+// backendPool is the pool of one compute's backend connections.
+type backendPool struct {
+	computeID string
+
+	mu      sync.Mutex
+	size    int
+	open    int
+	idle    []*link            // free links, most recently used last
+	parked  map[*link]*session // links parked with their idle sessions
+	waiters []*poolWaiter      // FIFO
+	stats   poolStats
+	swept   time.Time // when free links were last checked for poolIdleClose
+	// regrantAt is when a timer serves the waiters again (a sticky link
+	// becomes free to reclaim); zero when none is set.
+	regrantAt time.Time
+}
+
+// poolStats are a pool's counters, read for metrics.
+type poolStats struct {
+	waits, timeouts, reclaims int64
+}
+
+// grant is what a borrower gets: a link to use (it may need a reset or
+// another login), or a slot to open a new one (link nil).
+type grant struct{ l *link }
+
+type poolWaiter struct {
+	key string
+	ch  chan grant // buffered: a grant never blocks the granter
+}
+
+// pools holds the server's backend pools, by compute.
+type pools struct {
+	mu sync.Mutex
+	m  map[string]*backendPool
+}
+
+// get returns computeID's pool, made with size the first time; a later
+// size (the project's settings changed) applies from then on.
+func (ps *pools) get(computeID string, size int) *backendPool {
+	ps.mu.Lock()
+	p := ps.m[computeID]
+	if p == nil {
+		if ps.m == nil {
+			ps.m = map[string]*backendPool{}
+		}
+		p = &backendPool{computeID: computeID, size: size, parked: map[*link]*session{}}
+		ps.m[computeID] = p
+		ps.mu.Unlock()
+		return p
+	}
+	ps.mu.Unlock()
+	p.mu.Lock()
+	if p.size != size {
+		p.size = size
+		p.grantLocked() // a larger pool lets waiters open links
+	}
+	p.mu.Unlock()
+	return p
+}
+
+// lookup returns computeID's pool, or nil.
+func (ps *pools) lookup(computeID string) *backendPool {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	return ps.m[computeID]
+}
+
+// dropEmpty forgets p if it has no link and no waiter: a stopped
+// compute's pool, which a later borrow makes anew.
+func (ps *pools) dropEmpty(p *backendPool) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	p.mu.Lock()
+	empty := p.open == 0 && len(p.waiters) == 0
+	p.mu.Unlock()
+	if empty && ps.m[p.computeID] == p {
+		delete(ps.m, p.computeID)
+	}
+}
+
+// all lists the pools.
+func (ps *pools) all() []*backendPool {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	out := make([]*backendPool, 0, len(ps.m))
+	for _, p := range ps.m {
+		out = append(out, p)
+	}
+	return out
+}
+
+// borrow gets ss a link or a slot, in this order: a free link of the
+// same key (the same client capabilities), a new slot, a link parked
+// with an idle session, else it waits its turn until wait ends.
+func (p *backendPool) borrow(ctx context.Context, ss *session, key string, wait time.Duration) (grant, error) {
+	g, waited, err := p.borrowWait(ctx, ss, key, wait)
+	if waited > 0 && ss.s.cfg.OnPoolWait != nil {
+		ss.s.cfg.OnPoolWait(waited)
+	}
+	return g, err
+}
+
+// borrowWait is borrow, also returning how long it waited.
+func (p *backendPool) borrowWait(ctx context.Context, ss *session, key string, wait time.Duration) (grant, time.Duration, error) {
+	p.sweep()
+	p.mu.Lock()
+	if g, ok := p.takeLocked(key, ss); ok {
+		p.mu.Unlock()
+		return g, 0, nil
+	}
+	w := &poolWaiter{key: key, ch: make(chan grant, 1)}
+	p.waiters = append(p.waiters, w)
+	p.stats.waits++
+	p.regrantAfterStickyLocked()
+	p.mu.Unlock()
+	t0 := time.Now()
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case g := <-w.ch:
+		return g, time.Since(t0), nil
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.dropWaiterLocked(w) {
+		return <-w.ch, time.Since(t0), nil // granted as the wait ended
+	}
+	p.stats.timeouts++
+	if err := ctx.Err(); err != nil {
+		return grant{}, time.Since(t0), err
+	}
+	return grant{}, time.Since(t0), errPoolTimeout
+}
+
+// takeLocked finds a link or a slot at once, without waiting.
+func (p *backendPool) takeLocked(key string, ss *session) (grant, bool) {
+	if l := p.idleLocked(key, ss); l != nil {
+		return grant{l: l}, true
+	}
+	if p.open < p.size {
+		p.open++
+		return grant{}, true
+	}
+	if l := p.reclaimLocked(key); l != nil {
+		return grant{l: l}, true
+	}
+	if len(p.idle) > 0 {
+		// Only links of other capabilities are free: the borrower closes
+		// one and opens its own in its place.
+		l := p.idle[0]
+		p.idle = p.idle[1:]
+		return grant{l: l}, true
+	}
+	return grant{}, false
+}
+
+// idleLocked takes the free link of key that ss used last, else the most
+// recently used one of key.
+func (p *backendPool) idleLocked(key string, ss *session) *link {
+	at := -1
+	for i := len(p.idle) - 1; i >= 0; i-- {
+		l := p.idle[i]
+		if l.key != key {
+			continue
+		}
+		if l.owner == ss {
+			at = i
+			break
+		}
+		if at < 0 {
+			at = i
+		}
+	}
+	if at < 0 {
+		return nil
+	}
+	l := p.idle[at]
+	p.idle = append(p.idle[:at], p.idle[at+1:]...)
+	return l
+}
+
+// reclaimLocked takes a parked link from a session between two commands,
+// preferring one of key, then the longest parked. The session's
+// goroutine waits for a command without holding its bmu, so TryLock
+// succeeds just when the session is idle; it finds its link gone at its
+// next command. A session whose bmu is held is starting a command on its
+// link and is skipped.
+func (p *backendPool) reclaimLocked(key string) *link {
+	if len(p.parked) == 0 {
+		return nil
+	}
+	cands := make([]*link, 0, len(p.parked))
+	for l := range p.parked {
+		cands = append(cands, l)
+	}
+	slices.SortFunc(cands, func(a, b *link) int {
+		if (a.key == key) != (b.key == key) {
+			if a.key == key {
+				return -1
+			}
+			return 1
+		}
+		return a.lastUsed.Compare(b.lastUsed)
+	})
+	now := time.Now()
+	for _, l := range cands {
+		ss := p.parked[l]
+		if now.Before(l.sticky) || !ss.bmu.TryLock() {
+			continue
+		}
+		delete(p.parked, l)
+		if ss.link == l {
+			ss.forgetLink()
+		}
+		ss.bmu.Unlock()
+		p.stats.reclaims++
+		return l
+	}
+	return nil
+}
+
+// park leaves l with its idle session ss, to be reclaimed if needed. A
+// waiter gets it at once instead; park reports whether ss keeps it.
+func (p *backendPool) park(ss *session, l *link) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if i := p.waiterFor(l.key); i >= 0 && l.sticky.IsZero() {
+		w := p.waiters[i]
+		p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
+		w.ch <- grant{l: l}
+		return false
+	}
+	p.parked[l] = ss
+	p.regrantAfterStickyLocked()
+	return true
+}
+
+// regrantAfterStickyLocked serves the waiters again when the first
+// sticky parked link may be reclaimed, if anyone waits.
+func (p *backendPool) regrantAfterStickyLocked() {
+	if len(p.waiters) == 0 {
+		return
+	}
+	now := time.Now()
+	var first time.Time
+	for l := range p.parked {
+		if l.sticky.After(now) && (first.IsZero() || l.sticky.Before(first)) {
+			first = l.sticky
+		}
+	}
+	if first.IsZero() || (p.regrantAt.After(now) && !first.Before(p.regrantAt)) {
+		return // none sticky, or a timer comes first
+	}
+	p.regrantAt = first
+	time.AfterFunc(time.Until(first), func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.regrantAt = time.Time{}
+		p.grantLocked()
+		p.regrantAfterStickyLocked()
+	})
+}
+
+// unpark takes l back for its session's next command. The session holds
+// its bmu, so l cannot be reclaimed meanwhile.
+func (p *backendPool) unpark(l *link) {
+	p.mu.Lock()
+	delete(p.parked, l)
+	p.mu.Unlock()
+}
+
+// giveBack returns a healthy link nobody holds (its session ended).
+func (p *backendPool) giveBack(l *link) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.parked, l)
+	if i := p.waiterFor(l.key); i >= 0 {
+		w := p.waiters[i]
+		p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
+		w.ch <- grant{l: l}
+		return
+	}
+	l.lastUsed = time.Now()
+	p.idle = append(p.idle, l)
+	p.grantLocked()
+}
+
+// closed accounts for a link (or a granted slot) that no longer exists.
+func (p *backendPool) closed(l *link) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if l != nil {
+		delete(p.parked, l)
+	}
+	p.open--
+	p.grantLocked()
+}
+
+// waiterFor is the first waiter of key, else the first waiter, or -1.
+func (p *backendPool) waiterFor(key string) int {
+	for i, w := range p.waiters {
+		if w.key == key {
+			return i
+		}
+	}
+	if len(p.waiters) > 0 {
+		return 0
+	}
+	return -1
+}
+
+// grantLocked serves waiters in order while links or slots are free.
+func (p *backendPool) grantLocked() {
+	for len(p.waiters) > 0 {
+		w := p.waiters[0]
+		g, ok := p.takeLocked(w.key, nil)
+		if !ok {
+			return
+		}
+		p.waiters = p.waiters[1:]
+		w.ch <- g
+	}
+}
+
+// dropWaiterLocked removes w from the queue; false when it was granted.
+func (p *backendPool) dropWaiterLocked(w *poolWaiter) bool {
+	for i, x := range p.waiters {
+		if x == w {
+			p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// sweep closes the free links unused for poolIdleClose, at most once in
+// that time.
+func (p *backendPool) sweep() {
+	now := time.Now()
+	p.mu.Lock()
+	due := now.Sub(p.swept) >= poolIdleClose
+	if due {
+		p.swept = now
+	}
+	p.mu.Unlock()
+	if due {
+		p.closeIdle(now.Add(-poolIdleClose))
+	}
+}
+
+// closeIdle closes the free links unused since before, or all of them
+// (a zero before), and returns how many it closed.
+func (p *backendPool) closeIdle(before time.Time) int {
+	p.mu.Lock()
+	var keep, drop []*link
+	for _, l := range p.idle {
+		if before.IsZero() || l.lastUsed.Before(before) {
+			drop = append(drop, l)
+		} else {
+			keep = append(keep, l)
+		}
+	}
+	p.idle = keep
+	p.open -= len(drop)
+	p.grantLocked()
+	p.mu.Unlock()
+	for _, l := range drop {
+		l.conn.Close()
+	}
+	return len(drop)
+}
+
+// PoolStats is one compute's pool, for metrics.
+type PoolStats struct {
+	ComputeID                         string
+	Size, Open, Idle, Parked, Waiting int
+	Waits, Timeouts, Reclaims         int64
+	WaitSeconds                       float64
+}
+
+func (p *backendPool) snapshot() PoolStats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return PoolStats{ComputeID: p.computeID, Size: p.size, Open: p.open, Idle: len(p.idle),
+		Parked: len(p.parked), Waiting: len(p.waiters), Waits: p.stats.waits,
+		Timeouts: p.stats.timeouts, Reclaims: p.stats.reclaims}
+}
+
+// PoolStats lists the backend pools of the computes with pooled sessions.
+func (s *Server) PoolStats() []PoolStats {
+	var out []PoolStats
+	for _, p := range s.pools.all() {
+		out = append(out, p.snapshot())
+	}
+	return out
+}
