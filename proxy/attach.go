@@ -31,26 +31,31 @@ type link struct {
 	caps      uint32 // negotiated with the backend
 	nonce     []byte
 	ids       map[uint32]uint32 // client statement id -> id on this connection
-	types     map[uint32]bool   // statements executed here with their parameter types
-	lastUsed  time.Time
-	dead      bool // the backend closed it (seen by an event loop)
+	// shared finds the statements open on this connection by schema and
+	// SQL, so that a pooled session taking it over uses them as they are.
+	shared   map[string]uint32
+	types    map[uint32]bool // statements executed here with their parameter types
+	lastUsed time.Time
+	dead     bool // the backend closed it (seen by an event loop)
 
 	// Of a pooled link: its pool, its key there, the role logged in, and
 	// the session that used it last (which needs no reset to use it again).
-	pool      *backendPool
-	key       string
-	user      string
-	owner     *session
-	sig       string    // the state it was left in (session.stateSig)
-	sticky    time.Time // parked, it stays with its session until then
-	discarded atomic.Bool
+	pool   *backendPool
+	key    string
+	user   string
+	owner  *session
+	sig    string    // the state it was left in (session.stateSig)
+	sticky time.Time // parked, it stays with its session until then
+	// lastInsertID is LAST_INSERT_ID() as its last session left it.
+	lastInsertID uint64
+	discarded    atomic.Bool
 }
 
 func newLink(c net.Conn, res compute.WakeResult) *link {
 	return &link{
 		conn: c, br: bufio.NewReaderSize(c, respBufSize), bw: bufio.NewWriterSize(c, clientBufSize),
 		computeID: res.ComputeID, addr: res.Address, ids: map[uint32]uint32{}, types: map[uint32]bool{},
-		lastUsed: time.Now(),
+		shared: map[string]uint32{}, lastUsed: time.Now(),
 	}
 }
 
@@ -142,6 +147,12 @@ func (ss *session) setLinkOrClose(l *link) error {
 	return nil
 }
 
+// setInsertID sets the connection's LAST_INSERT_ID().
+func (l *link) setInsertID(v uint64) error {
+	_, err := l.query("DO LAST_INSERT_ID(" + strconv.FormatUint(v, 10) + ")")
+	return err
+}
+
 // answerRefusal answers the command with a refusal's error. fatal ends
 // the session.
 func (ss *session) answerRefusal(err error, fatal bool) error {
@@ -182,7 +193,7 @@ func (ss *session) restore(l *link) error {
 		}
 	}
 	if st.lastInsertID != 0 {
-		if _, err := l.query("DO LAST_INSERT_ID(" + strconv.FormatUint(st.lastInsertID, 10) + ")"); err != nil {
+		if err := l.setInsertID(st.lastInsertID); err != nil {
 			return fmt.Errorf("restoring LAST_INSERT_ID(): %w", err)
 		}
 	}
@@ -232,6 +243,9 @@ func (ss *session) dropLink() {
 		ss.pinned = ""
 	}
 	ss.st.inTrans, ss.st.xa, ss.st.userLocks, ss.st.tableLocks, ss.st.tempTables = false, false, false, false, 0
+	if ss.st.insertDirty { // lost before it was read: a new connection starts at 0
+		ss.st.lastInsertID, ss.st.insertDirty = 0, false
+	}
 	for _, s := range ss.st.stmts {
 		s.cursor = false
 	}
@@ -280,9 +294,33 @@ func (ss *session) detach() bool {
 			ss.log.Warn("cannot save the session's user variables; they are lost at this suspend", "project", ss.project, "err", err)
 		}
 	}
+	if err := ss.readInsertID(); err != nil {
+		ss.log.Warn("cannot read the session's LAST_INSERT_ID(); it is lost at this suspend", "project", ss.project, "err", err)
+	}
 	ss.dropLink()
 	ss.s.stats.inc(statDetached)
 	return true
+}
+
+// readInsertID reads LAST_INSERT_ID() after an insert reported an id, so
+// that the session's next connection gets it back.
+func (ss *session) readInsertID() error {
+	if !ss.st.insertDirty {
+		return nil
+	}
+	rows, err := ss.link.query("SELECT LAST_INSERT_ID()")
+	if err != nil {
+		return err
+	}
+	if len(rows) != 1 || len(rows[0]) != 1 || rows[0][0] == nil {
+		return errors.New("LAST_INSERT_ID(): unexpected answer")
+	}
+	v, err := strconv.ParseUint(*rows[0][0], 10, 64)
+	if err != nil {
+		return err
+	}
+	ss.st.lastInsertID, ss.st.insertDirty = v, false
+	return nil
 }
 
 // snapshotUserVars saves the session's user variables as SET assignments.

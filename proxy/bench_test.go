@@ -20,12 +20,14 @@ import (
 func benchTargets(b *testing.B) (e *env, targets []struct{ name, dsn string }) {
 	e = newEnv(b, nil)
 	m := e.db
+	e.dir.pools["p-other"] = PoolSettings{Transaction: true, Size: 4}
 	return e, []struct{ name, dsn string }{
 		{"direct-unix", fmt.Sprintf("u:pw@unix(%s)/app", m.sock)},
 		{"direct-tcp", fmt.Sprintf("u:pw@tcp(%s)/app", m.tcpAddr())},
 		{"proxy-to-unix", e.dsn("shop.u", "pw", "app", "")},
 		{"proxy-to-tcp", e.dsn("tcpshop.u", "pw", "app", "")},
 		{"proxy-tls-to-unix", e.dsn("shop.u", "pw", "app", "tls=skip-verify")},
+		{"proxy-pooled-to-unix", e.dsn("other.u", "pw", "app", "")},
 	}
 }
 

@@ -176,7 +176,8 @@ func (ss *session) changeUser(c *command) error {
 		ss.st.schema = schema
 	}
 	ss.remapIDs = true
-	ss.link.ids, ss.link.types, ss.link.user = map[uint32]uint32{}, map[uint32]bool{}, user
+	ss.link.forgetStmts()
+	ss.link.user = user
 	return nil
 }
 

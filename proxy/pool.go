@@ -291,6 +291,7 @@ func (p *backendPool) reclaimLocked(key string) *link {
 			continue
 		}
 		delete(p.parked, l)
+		l.sig = ss.stateSig() // ss is idle: its bmu is ours
 		if ss.link == l {
 			ss.forgetLink()
 		}
@@ -307,6 +308,7 @@ func (p *backendPool) park(ss *session, l *link) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if i := p.waiterFor(l.key); i >= 0 && l.sticky.IsZero() {
+		l.sig = ss.stateSig()
 		w := p.waiters[i]
 		p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
 		w.ch <- grant{l: l}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+
+	"github.com/go-mysql-org/go-mysql/mysql"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -165,14 +167,16 @@ func TestPooledSessionsKeepTheirState(t *testing.T) {
 	b := e.conn(t, e.dsn("shop.pool", "pw3", "", ""))
 	execAll(t, a, "USE app", "SET time_zone = '+03:00'", "SET sql_mode = 'ANSI_QUOTES'", "SET @v := 'a'")
 	execAll(t, b, "USE mysql", "SET time_zone = '+05:00'", "SET sql_mode = 'STRICT_ALL_TABLES'", "SET @v := 'b'")
-	execAll(t, a, "INSERT INTO ids (who) VALUES ('a')")
+	// a's explicit id is reported in the OK packet but leaves its
+	// LAST_INSERT_ID() at 1; b's rows get 101 and 102.
+	execAll(t, a, "INSERT INTO ids (who) VALUES ('a')", "INSERT INTO ids (id, who) VALUES (100, 'a')")
 	execAll(t, b, "INSERT INTO app.ids (who) VALUES ('b'), ('b')")
 	for _, c := range []struct {
 		conn *sql.Conn
 		want map[string]string
 	}{
 		{a, map[string]string{"DATABASE()": "app", "@@time_zone": "+03:00", "@@sql_mode": "ANSI_QUOTES", "@v": "a", "LAST_INSERT_ID()": "1"}},
-		{b, map[string]string{"DATABASE()": "mysql", "@@time_zone": "+05:00", "@@sql_mode": "STRICT_ALL_TABLES", "@v": "b", "LAST_INSERT_ID()": "2"}},
+		{b, map[string]string{"DATABASE()": "mysql", "@@time_zone": "+05:00", "@@sql_mode": "STRICT_ALL_TABLES", "@v": "b", "LAST_INSERT_ID()": "101"}},
 	} {
 		for q, want := range c.want {
 			if got := queryString(t, c.conn, "SELECT "+q); got != want {
@@ -311,16 +315,71 @@ func TestPooledRowCount(t *testing.T) {
 	}()
 	for i := range 20 {
 		execAll(t, a, fmt.Sprintf("UPDATE rc SET v = %d", i+2))
-		if got := queryString(t, a, "SELECT ROW_COUNT()"); got != fmt.Sprint(3+i) {
-			t.Fatalf("round %d: ROW_COUNT() = %s, want %d", i, got, 3+i)
+		if got := queryString(t, a, "SELECT ROW_COUNT()"); got != fmt.Sprint(3+2*i) {
+			t.Fatalf("round %d: ROW_COUNT() = %s, want %d", i, got, 3+2*i)
 		}
-		execAll(t, a, "INSERT INTO rc (v) VALUES (0)")
-		if got := queryString(t, a, "SELECT LAST_INSERT_ID()"); got != fmt.Sprint(4+i) {
-			t.Fatalf("round %d: LAST_INSERT_ID() = %s, want %d", i, got, 4+i)
+		r, err := a.ExecContext(context.Background(), "INSERT INTO rc (v) VALUES (0)")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := r.LastInsertId()
+		if got := queryString(t, a, "SELECT LAST_INSERT_ID()"); got != fmt.Sprint(want) {
+			t.Fatalf("round %d: LAST_INSERT_ID() = %s, want %d", i, got, want)
+		}
+		// An explicit id is reported in the OK packet too, but leaves
+		// LAST_INSERT_ID() alone.
+		execAll(t, a, fmt.Sprintf("INSERT INTO rc (id, v) VALUES (%d, 0)", 50000-i))
+		if got := queryString(t, a, "SELECT LAST_INSERT_ID()"); got != fmt.Sprint(want) {
+			t.Fatalf("round %d: after an explicit id, LAST_INSERT_ID() = %s, want %d", i, got, want)
 		}
 	}
 	close(stop)
 	if err := <-done; err != nil {
 		t.Fatalf("the other client: %v", err)
+	}
+}
+
+// TestIdleSessionLendsBuffers: a session idle past idleAfter lends its
+// buffers out, and takes them back for its next command, a large answer
+// included.
+func TestIdleSessionLendsBuffers(t *testing.T) {
+	e := pooledEnv(t, 2, 10*time.Second)
+	c := e.conn(t, e.dsn("shop.pool", "pw3", "app", ""))
+	for i := range 2 {
+		time.Sleep(idleAfter + 200*time.Millisecond)
+		if got := queryString(t, c, "SELECT LENGTH(REPEAT('x', 200000))"); got != "200000" {
+			t.Fatalf("round %d: %s", i, got)
+		}
+		var s string
+		if err := c.QueryRowContext(context.Background(), "SELECT REPEAT('y', 100000)").Scan(&s); err != nil || len(s) != 100000 {
+			t.Fatalf("round %d: a large answer after idling: %d bytes, %v", i, len(s), err)
+		}
+	}
+}
+
+// TestResetConnectionForgetsState: after the client's own
+// COM_RESET_CONNECTION, a session that moves to another backend
+// connection does not get back what it had set before the reset.
+func TestResetConnectionForgetsState(t *testing.T) {
+	e := pooledEnv(t, 1, 10*time.Second)
+	rc := dialRaw(t, e.addr)
+	expectOK(t, rc.loginNative("shop.pool", "pw3"))
+	for _, q := range []string{"USE app", "SET time_zone = '+04:00'", "SET @v := 7"} {
+		if _, err := rc.query(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	rc.seq = 0
+	rc.write([]byte{mysql.COM_RESET_CONNECTION})
+	expectOK(t, rc.read())
+	// Another client takes the pool's only connection, so the next
+	// command runs on a connection the proxy gives the session anew.
+	other := e.conn(t, e.dsn("shop.pool", "pw3", "", ""))
+	execAll(t, other, "SET time_zone = '+09:00'")
+	for q, want := range map[string]string{"SELECT @@time_zone": "SYSTEM", "SELECT @v": "NULL", "SELECT DATABASE()": "app"} {
+		rows, err := rc.query(q)
+		if err != nil || len(rows) != 1 || rows[0] != want {
+			t.Errorf("%s after the reset: %v %v, want %s", q, rows, err, want)
+		}
 	}
 }

@@ -83,8 +83,15 @@ func (ss *session) borrowLink(res compute.WakeResult) (l *link, ok []byte, fresh
 		return l, nil, false, nil
 	}
 	if ss.loggedIn && l.sig != "" && l.sig == ss.stateSig() {
-		// Left by a session in the same state: nothing to reset.
-		l.ids, l.types, l.owner = map[uint32]uint32{}, map[uint32]bool{}, ss
+		// Left by a session in the same state: nothing to reset but
+		// LAST_INSERT_ID().
+		if l.lastInsertID != ss.st.lastInsertID {
+			if err := l.setInsertID(ss.st.lastInsertID); err != nil {
+				l.discard()
+				return nil, nil, false, ss.unreachable(err)
+			}
+		}
+		l.newOwner(ss)
 		ss.s.stats.inc(statPoolMatched)
 		return l, nil, false, nil
 	}
@@ -98,12 +105,14 @@ func (ss *session) borrowLink(res compute.WakeResult) (l *link, ok []byte, fresh
 
 // stateSig sums up what a link keeps of the session that used it last,
 // so that another session in the same state can take it without a reset;
-// "" when it keeps something no other session may see (prepared
-// statements, user variables, a LAST_INSERT_ID()).
+// "" when it keeps something no other session may see (user variables,
+// text prepared statements, too many prepared statements). Statements
+// prepared with COM_STMT_PREPARE stay for the next session, which may
+// use them.
 func (ss *session) stateSig() string {
 	st := ss.st
-	if len(st.textStmts) > 0 || st.userVars != "" || st.unexplained || st.lastInsertID != 0 ||
-		(ss.link != nil && len(ss.link.ids) > 0) {
+	if len(st.textStmts) > 0 || st.userVars != "" || st.unexplained ||
+		(ss.link != nil && len(ss.link.shared) > maxSharedStmts) {
 		return ""
 	}
 	return ss.user + "\x00" + st.schema + "\x00" + st.restoreSQL() + "\x00" + st.trxNext + "\x00" +
@@ -146,7 +155,8 @@ func (ss *session) resetLink(l *link) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	l.ids, l.types, l.user = map[uint32]uint32{}, map[uint32]bool{}, ss.user
+	l.forgetStmts()
+	l.user = ss.user
 	ss.s.stats.inc(statPoolReset)
 	return ok, nil
 }
@@ -159,17 +169,22 @@ func (ss *session) releaseAtBoundary() {
 	if !ss.pooled() || l == nil || l.pool == nil || ss.pinned != "" || l.br.Buffered() > 0 {
 		return
 	}
+	// User variables and LAST_INSERT_ID() move with the session: read
+	// them while the link is still this session's.
+	var err error
 	if ss.st.unexplained {
-		// User variables move with the session: snapshot them while the
-		// link is still this session's.
-		if err := ss.snapshotUserVars(); err != nil {
-			ss.log.Info("backend connection lost after a command", "project", ss.project, "err", err)
-			ss.dropLink()
-			return
-		}
+		err = ss.snapshotUserVars()
 	}
+	if err == nil {
+		err = ss.readInsertID()
+	}
+	if err != nil {
+		ss.log.Info("backend connection lost after a command", "project", ss.project, "err", err)
+		ss.dropLink()
+		return
+	}
+	l.lastInsertID = ss.st.lastInsertID
 	l.lastUsed = time.Now()
-	l.sig = ss.stateSig()
 	l.sticky = time.Time{}
 	if ss.st.affected > 0 {
 		// ROW_COUNT() is the connection's: a statement that changed rows
@@ -200,7 +215,10 @@ func (ss *session) giveBackLink() bool {
 	if l == nil || l.pool == nil || ss.pinned != "" || l.dead || l.br.Buffered() > 0 {
 		return false
 	}
-	l.sig = ss.stateSig()
+	if ss.readInsertID() != nil {
+		return false
+	}
+	l.sig, l.lastInsertID = ss.stateSig(), ss.st.lastInsertID
 	ss.forgetLink()
 	l.owner = nil // let the session be collected
 	l.pool.giveBack(l)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/go-mysql-org/go-mysql/mysql"
@@ -45,8 +46,7 @@ const erConnectionKilled = 1927
 
 // serve runs the command loop until the client leaves or the session ends.
 func (ss *session) serve() {
-	ss.cr = bufio.NewReaderSize(ss.conn, clientBufSize)
-	ss.cw = bufio.NewWriterSize(ss.conn, respBufSize)
+	ss.takeBuffers()
 	var err error
 	for err == nil {
 		if ss.loopable() {
@@ -122,11 +122,64 @@ func (ss *session) awaitCommand() ([4]byte, error) {
 		ss.conn.SetReadDeadline(time.Time{})
 		ss.deadlineSet = false
 	}
-	_, err := io.ReadFull(ss.cr, hdr[:])
+	var err error
+	if deadline || ss.cr.Buffered() > 0 {
+		_, err = io.ReadFull(ss.cr, hdr[:])
+	} else {
+		err = ss.awaitIdle(hdr[:])
+	}
 	if err != nil && deadline && errors.Is(err, os.ErrDeadlineExceeded) {
 		return hdr, ss.endPinned()
 	}
 	return hdr, err
+}
+
+// idleAfter is how long a session waits for its next command with its
+// buffers; past it, it lends them out until the command comes, so that
+// thousands of idle client connections cost little memory.
+const idleAfter = time.Second
+
+// awaitIdle reads a command header into hdr when nothing is buffered.
+func (ss *session) awaitIdle(hdr []byte) error {
+	ss.conn.SetReadDeadline(time.Now().Add(idleAfter))
+	n, err := io.ReadFull(ss.cr, hdr)
+	ss.conn.SetReadDeadline(time.Time{})
+	if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+		return err
+	}
+	if ss.cr.Buffered() == 0 {
+		ss.lendBuffers()
+		defer ss.takeBuffers()
+	}
+	_, err = io.ReadFull(ss.conn, hdr[n:])
+	return err
+}
+
+var (
+	readers  = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, clientBufSize) }}
+	writers  = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, respBufSize) }}
+	respBufs = sync.Pool{New: func() any { b := make([]byte, respBufSize); return &b }}
+)
+
+// lendBuffers gives the session's empty buffers to the pools.
+func (ss *session) lendBuffers() {
+	ss.cr.Reset(nil)
+	ss.cw.Reset(nil)
+	readers.Put(ss.cr)
+	writers.Put(ss.cw)
+	ss.cr, ss.cw = nil, nil
+	if b := ss.respBuf; b != nil {
+		respBufs.Put(&b)
+		ss.respBuf = nil
+	}
+}
+
+// takeBuffers gives the session buffers again.
+func (ss *session) takeBuffers() {
+	ss.cr = readers.Get().(*bufio.Reader)
+	ss.cw = writers.Get().(*bufio.Writer)
+	ss.cr.Reset(ss.conn)
+	ss.cw.Reset(ss.conn)
 }
 
 // command is one command from the client: its header, its code and, when
@@ -377,6 +430,17 @@ func (ss *session) autocommit() bool {
 func (ss *session) afterCommand(c *command) {
 	if c.ok && c.flags != 0 {
 		ss.applyFlags(c)
+	}
+	if c.ok && c.code == mysql.COM_RESET_CONNECTION {
+		// The backend forgot the session's variables, user variables and
+		// statements; so does the proxy, or a later connection would get
+		// them back. The schema stays.
+		next := ss.st.nextStmtID
+		ss.st.reset(ss.st.schema)
+		ss.st.nextStmtID, ss.remapIDs = next, true
+		if ss.link != nil {
+			ss.link.forgetStmts()
+		}
 	}
 	ss.afterStmt(c)
 	if ss.st.collationStale && ss.link != nil {

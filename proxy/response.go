@@ -70,8 +70,8 @@ func (ss *session) finishResponse(t *tracker) error {
 // the client, until the response ends.
 func (ss *session) relayTracked(t *tracker) error {
 	l := ss.link
-	if cap(ss.respBuf) == 0 {
-		ss.respBuf = make([]byte, respBufSize)
+	if ss.respBuf == nil {
+		ss.respBuf = *respBufs.Get().(*[]byte)
 	}
 	var segs [][]byte
 	for !t.done {

@@ -26,9 +26,14 @@ type sessionState struct {
 	// collationStale: the connection's character set changed, and the
 	// tracker does not report the collation that came with it.
 	collationStale bool
-	// lastInsertID is the last id an OK packet reported, which a new
-	// connection gets back through LAST_INSERT_ID(expr).
+	// lastInsertID is LAST_INSERT_ID() as last read from the backend,
+	// which a new connection gets back through LAST_INSERT_ID(expr).
+	// insertDirty: an OK packet reported an insert id since; it is not
+	// LAST_INSERT_ID() itself (an explicit id is reported too, and leaves
+	// LAST_INSERT_ID() alone), so the value is read again before the
+	// session leaves its connection.
 	lastInsertID uint64
+	insertDirty  bool
 	// affected is the last OK packet's affected rows: ROW_COUNT().
 	affected uint64
 
@@ -43,6 +48,7 @@ type sessionState struct {
 	tableLocks bool
 	tempTables int
 	calcFound  bool
+	longData   bool   // COM_STMT_SEND_LONG_DATA sent, its execute not yet
 	lost       string // state the proxy cannot restore: pinned for good
 }
 
@@ -82,6 +88,8 @@ func (st *sessionState) pin() string {
 		return "a temporary table"
 	case st.calcFound:
 		return "a pending SQL_CALC_FOUND_ROWS"
+	case st.longData:
+		return "a prepared statement's long data"
 	}
 	for _, s := range st.stmts {
 		if s.cursor {
@@ -110,6 +118,8 @@ func pinKind(reason string) string {
 		return "found_rows"
 	case "an open cursor":
 		return "cursor"
+	case "a prepared statement's long data":
+		return "long_data"
 	}
 	return "untracked_state"
 }
@@ -118,7 +128,7 @@ func pinKind(reason string) string {
 func (st *sessionState) observe(ok wire.OK) {
 	st.inTrans = ok.Status&wire.StatusInTrans != 0
 	if ok.InsertID != 0 {
-		st.lastInsertID = ok.InsertID
+		st.insertDirty = true
 	}
 	st.affected = ok.Affected
 	if len(ok.State) == 0 {

@@ -35,6 +35,7 @@ func (ss *session) prepared(c *command, p wire.PrepareOK) uint32 {
 	}
 	ss.st.stmts[id] = s
 	ss.link.ids[id] = p.StmtID
+	ss.link.share(s, p.StmtID)
 	ss.lastStmt = id
 	return id
 }
@@ -58,6 +59,7 @@ func (ss *session) planClose(c *command) bool {
 	}
 	delete(ss.link.ids, id)
 	delete(ss.link.types, id)
+	ss.link.unshare(b)
 	binary.LittleEndian.PutUint32(c.payload[1:5], b)
 	c.ok = true
 	return true
@@ -71,11 +73,19 @@ func (ss *session) stmtReady(c *command) bool {
 		return false
 	}
 	id := ss.clientStmtID(c)
-	if ss.st.stmts[id] == nil {
+	s := ss.st.stmts[id]
+	if s == nil {
 		return false
 	}
-	_, ok := ss.link.ids[id]
-	return ok
+	if _, ok := ss.link.ids[id]; ok {
+		return true
+	}
+	// Prepared on this connection by the session that used it before.
+	if b, ok := ss.link.shared[stmtKey(s)]; ok && s.sql != nil {
+		ss.link.ids[id] = b
+		return true
+	}
+	return false
 }
 
 // clientStmtID is the statement a command names, resolving MariaDB's
@@ -136,6 +146,7 @@ func (ss *session) afterStmt(c *command) {
 	if s == nil {
 		return
 	}
+	ss.st.longData = c.code == mysql.COM_STMT_SEND_LONG_DATA
 	switch c.code {
 	case mysql.COM_STMT_EXECUTE:
 		s.cursor = c.ok && ss.lastStatus&wire.StatusCursorExists != 0
@@ -191,6 +202,7 @@ func (ss *session) prepareAgain(id uint32, s *stmt) (uint32, error) {
 		return 0, ss.backendLost(err, false)
 	}
 	l.ids[id] = b
+	l.share(s, b)
 	ss.s.stats.inc(statReprepared)
 	return b, nil
 }
@@ -260,4 +272,39 @@ func (ss *session) bindTypes(c *command, id uint32, s *stmt) {
 	out = append(out, p[at+1:]...)
 	c.payload, c.n = out, len(out)
 	ss.link.types[id] = true
+}
+
+// maxSharedStmts bounds the statements a pooled connection keeps for the
+// sessions after the one that prepared them; past it, a session taking
+// the connection over resets it, which closes them all.
+const maxSharedStmts = 256
+
+func stmtKey(s *stmt) string { return s.schema + "\x00" + string(s.sql) }
+
+// share records statement b, prepared from s on this connection.
+func (l *link) share(s *stmt, b uint32) {
+	if s.sql != nil {
+		l.shared[stmtKey(s)] = b
+	}
+}
+
+// unshare forgets statement b, closed on this connection.
+func (l *link) unshare(b uint32) {
+	for k, v := range l.shared {
+		if v == b {
+			delete(l.shared, k)
+		}
+	}
+}
+
+// newOwner gives the connection to another session as it is: the
+// statements stay, the new session's ids map to them on first use, and
+// its first execute of each binds its own parameter types.
+func (l *link) newOwner(ss *session) {
+	l.ids, l.types, l.owner = map[uint32]uint32{}, map[uint32]bool{}, ss
+}
+
+// forgetStmts forgets every statement after a reset closed them.
+func (l *link) forgetStmts() {
+	l.ids, l.types, l.shared = map[uint32]uint32{}, map[uint32]bool{}, map[string]uint32{}
 }

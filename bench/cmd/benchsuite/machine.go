@@ -94,6 +94,7 @@ type Results struct {
 	Churn      *ChurnResult
 	Scale      *ScaleResult
 	PoolChurn  *PoolChurnResult
+	Pooling    *PoolingResult
 	TenantAPI  *TenantAPIResult
 	CrossStorm *CrossStormResult
 	Density    *DensityResult

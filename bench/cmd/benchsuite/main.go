@@ -33,7 +33,7 @@ import (
 
 // phases, in the order they run. Each is independent of the others' results.
 var allPhases = []string{"cold", "reattach", "warm", "throughput", "storm", "churn", "scale", "poolchurn",
-	"tenantapi", "crossstorm", "density", "neighbor", "gobench", "profile"}
+	"pooling", "tenantapi", "crossstorm", "density", "neighbor", "gobench", "profile"}
 
 type options struct {
 	out     string
@@ -289,6 +289,7 @@ func (s *suite) run() int {
 		s.phase("churn+scale", s.churnAndScale)
 	}
 	s.phase("poolchurn", s.poolChurn)
+	s.phase("pooling", s.pooling)
 	s.phase("tenantapi", s.tenantAPI)
 	s.phase("crossstorm", s.crossStorm)
 	s.phase("density", s.density)
