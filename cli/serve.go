@@ -167,7 +167,7 @@ func open(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemon, er
 	}
 	pcfg := proxyConfig(cfg, versionOf(drv))
 	pcfg.OnReattach = met.ObserveReattach
-	pcfg.OnPoolWait = met.ObservePoolWait
+	pcfg.OnPoolWait, pcfg.OnPoolGone = met.ObservePoolWait, met.ForgetPool
 	px, err := proxy.New(pcfg, proxy.StoreDirectory{Store: st}, mgr, log)
 	if err != nil {
 		st.Close()

@@ -30,7 +30,7 @@ type Metrics struct {
 	readOnly   prometheus.Gauge
 	projWakes  *prometheus.CounterVec // only with per-project labels
 	reattach   *prometheus.HistogramVec
-	poolWait   prometheus.Histogram
+	poolWait   *prometheus.HistogramVec
 }
 
 // New builds the metric set on a fresh registry, with the Go runtime and
@@ -63,11 +63,11 @@ func New(perProject bool) *Metrics {
 		Help:    "Time for an open client session to get a backend connection again (wake, login, state restored): cold (the compute was started) or warm.",
 		Buckets: []float64{.0005, .001, .005, .01, .025, .05, .1, .15, .2, .3, .4, .5, .75, 1, 2, 5, 10},
 	}, []string{"kind"})
-	m.poolWait = prometheus.NewHistogram(prometheus.HistogramOpts{
+	m.poolWait = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: namespace, Name: "proxy_pool_wait_seconds",
-		Help:    "Time a pooled client session waited for a backend connection while its compute's pool was busy (granted or timed out).",
+		Help:    "Time a pooled client session waited for a backend connection while its compute's pool was busy (granted or timed out), by compute.",
 		Buckets: []float64{.0005, .001, .005, .01, .025, .05, .1, .25, .5, 1, 2, 5, 10, 30, 60},
-	})
+	}, []string{"compute"})
 	m.reg.MustRegister(m.wake, m.suspends, m.reattach, m.poolWait, m.postponed, m.opFailures, m.readOnly,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if perProject {
@@ -92,7 +92,7 @@ func (m *Metrics) PublicHandler() http.Handler {
 	return promhttp.HandlerFor(withoutProjects{m.reg}, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
 }
 
-// withoutProjects drops the series labelled with a project.
+// withoutProjects drops the series labelled with a project or a compute.
 type withoutProjects struct{ g prometheus.Gatherer }
 
 func (w withoutProjects) Gather() ([]*dto.MetricFamily, error) {
@@ -101,7 +101,7 @@ func (w withoutProjects) Gather() ([]*dto.MetricFamily, error) {
 	for _, f := range families {
 		kept := f.Metric[:0]
 		for _, m := range f.Metric {
-			if !hasLabel(m, "project") {
+			if !hasLabel(m, "project") && !hasLabel(m, "compute") {
 				kept = append(kept, m)
 			}
 		}
@@ -143,12 +143,22 @@ func (m *Metrics) ObserveWake(projectID string, cold bool, d time.Duration) {
 	}
 }
 
-// ObservePoolWait records one wait for a pooled backend connection.
-func (m *Metrics) ObservePoolWait(d time.Duration) {
+// ObservePoolWait records one wait for a backend connection of a
+// compute's pool.
+func (m *Metrics) ObservePoolWait(computeID string, d time.Duration) {
 	if m == nil {
 		return
 	}
-	m.poolWait.Observe(d.Seconds())
+	m.poolWait.WithLabelValues(computeID).Observe(d.Seconds())
+}
+
+// ForgetPool drops a compute's pool series once its pool is gone, so
+// that the labels stay bounded by the computes running.
+func (m *Metrics) ForgetPool(computeID string) {
+	if m == nil {
+		return
+	}
+	m.poolWait.DeleteLabelValues(computeID)
 }
 
 // ObserveReattach records one client session's re-attach latency.

@@ -98,8 +98,10 @@ type Config struct {
 	// OnReattach observes each re-attach's latency (metrics); optional.
 	OnReattach ReattachObserver
 	// OnPoolWait observes each wait for a pooled backend connection
-	// (metrics); optional.
-	OnPoolWait func(time.Duration)
+	// (metrics), and OnPoolGone a compute's pool dropped once it
+	// stopped; both optional.
+	OnPoolWait func(computeID string, d time.Duration)
+	OnPoolGone func(computeID string)
 	// Relay is how sessions are relayed between the commands the daemon
 	// handles itself: RelayEventLoop (the default on Linux) or
 	// RelayGoroutines. TLS sessions always use goroutines.

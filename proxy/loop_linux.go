@@ -93,9 +93,16 @@ type loopSession struct {
 // awaited (pipelined commands).
 const maxLoopIn = 4 + maxWholeCommand
 
-// loopable reports whether the session can go to an event loop now.
-func (ss *session) loopable() bool {
-	return ss.s.loops != nil && !ss.noLoop && !ss.pooled() && !ss.tls && ss.link != nil && !ss.link.dead && ss.link.br.Buffered() == 0
+// mayLoop reports whether the session may use the event loops at all.
+// It reads only what the session's own goroutine writes.
+func (ss *session) mayLoop() bool {
+	return ss.s.loops != nil && !ss.noLoop && !ss.pooled() && !ss.tls
+}
+
+// linkLoopable reports whether the session's backend connection can go
+// to a loop now; the caller holds bmu, under which Detach changes it.
+func (ss *session) linkLoopable() bool {
+	return ss.link != nil && !ss.link.dead && ss.link.br.Buffered() == 0
 }
 
 // relayInLoop gives the session to a loop until it hands it back, and
@@ -104,6 +111,9 @@ func (ss *session) loopable() bool {
 func (ss *session) relayInLoop() (needNext bool, err error) {
 	ss.bmu.Lock()
 	defer ss.bmu.Unlock()
+	if !ss.linkLoopable() {
+		return true, nil
+	}
 	if err := ss.cw.Flush(); err != nil {
 		return false, err
 	}

@@ -18,6 +18,6 @@ func (*loopSession) shutdown() {}
 
 func (*loopSession) askDetach(*detachReq) bool { return false }
 
-func (ss *session) loopable() bool { return false }
+func (ss *session) mayLoop() bool { return false }
 
 func (ss *session) relayInLoop() (bool, error) { return true, nil }

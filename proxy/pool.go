@@ -147,7 +147,7 @@ func (ps *pools) lookup(computeID string) *backendPool {
 
 // dropEmpty forgets p if it has no link and no waiter: a stopped
 // compute's pool, which a later borrow makes anew.
-func (ps *pools) dropEmpty(p *backendPool) {
+func (ps *pools) dropEmpty(p *backendPool) bool {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	p.mu.Lock()
@@ -155,7 +155,9 @@ func (ps *pools) dropEmpty(p *backendPool) {
 	p.mu.Unlock()
 	if empty && ps.m[p.computeID] == p {
 		delete(ps.m, p.computeID)
+		return true
 	}
+	return false
 }
 
 // all lists the pools.
@@ -175,7 +177,7 @@ func (ps *pools) all() []*backendPool {
 func (p *backendPool) borrow(ctx context.Context, ss *session, key string, wait time.Duration) (grant, error) {
 	g, waited, err := p.borrowWait(ctx, ss, key, wait)
 	if waited > 0 && ss.s.cfg.OnPoolWait != nil {
-		ss.s.cfg.OnPoolWait(waited)
+		ss.s.cfg.OnPoolWait(p.computeID, waited)
 	}
 	return g, err
 }

@@ -4,12 +4,13 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-
-	"github.com/go-mysql-org/go-mysql/mysql"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/go-mysql-org/go-mysql/mysql"
 )
 
 // pooledEnv is a proxy whose project "shop" pools in transaction mode,
@@ -381,5 +382,30 @@ func TestResetConnectionForgetsState(t *testing.T) {
 		if err != nil || len(rows) != 1 || rows[0] != want {
 			t.Errorf("%s after the reset: %v %v, want %s", q, rows, err, want)
 		}
+	}
+}
+
+// TestPooledPinTimeout: a pooled session idle in an open transaction past
+// the pinned idle timeout is closed, its writes rolled back, and the
+// client waiting for the pool's only connection gets it.
+func TestPooledPinTimeout(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.PinnedIdleTimeout = 300 * time.Millisecond })
+	e.dir.mu.Lock()
+	e.dir.pools["p-shop"] = PoolSettings{Transaction: true, Size: 1, Wait: 10 * time.Second}
+	e.dir.mu.Unlock()
+	root := rootExec(t, e.db)
+	root("DROP TABLE IF EXISTS app.ppt", "CREATE TABLE app.ppt (id INT PRIMARY KEY)")
+	holder := e.conn(t, e.dsn("shop.pool", "pw3", "app", ""))
+	waiter := e.conn(t, e.dsn("shop.pool", "pw3", "app", ""))
+	execAll(t, holder, "BEGIN", "INSERT INTO ppt VALUES (1)")
+	t0 := time.Now()
+	if got := queryString(t, waiter, "SELECT COUNT(*) FROM ppt"); got != "0" {
+		t.Fatalf("the waiter sees %s rows, want 0 (rolled back)", got)
+	}
+	if d := time.Since(t0); d < 250*time.Millisecond {
+		t.Fatalf("the waiter got the connection after %s, before the holder's pin timed out", d)
+	}
+	if _, err := holder.ExecContext(context.Background(), "COMMIT"); err == nil || !strings.Contains(err.Error(), "pinned_idle_timeout") {
+		t.Fatalf("COMMIT after the pinned idle timeout: %v", err)
 	}
 }

@@ -239,6 +239,8 @@ func (l *link) discard() {
 func (s *Server) closePool(computeID string) {
 	if p := s.pools.lookup(computeID); p != nil {
 		p.closeIdle(time.Time{})
-		s.pools.dropEmpty(p)
+		if s.pools.dropEmpty(p) && s.cfg.OnPoolGone != nil {
+			s.cfg.OnPoolGone(computeID)
+		}
 	}
 }

@@ -49,7 +49,7 @@ func (ss *session) serve() {
 	ss.takeBuffers()
 	var err error
 	for err == nil {
-		if ss.loopable() {
+		if ss.mayLoop() {
 			var needNext bool
 			if needNext, err = ss.relayInLoop(); err != nil || !needNext {
 				continue
