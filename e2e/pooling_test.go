@@ -68,7 +68,13 @@ func TestTransactionPoolingClients(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("12 client connections of 4 libraries on 2 backend connections through %d suspends", cycles)
+	// Every session set its own @who, so a connection that moves between
+	// sessions is reset.
+	resets := metricValue(t, d, `serverlessd_proxy_session_events_total{event="pool_reset"}`)
+	if resets == "0" {
+		t.Fatal("no pooled connection was reset for another session")
+	}
+	t.Logf("12 client connections of 4 libraries on 2 backend connections through %d suspends; %s resets", cycles, resets)
 }
 
 // TestPooledWakeStorm: 500 idle client connections in transaction mode

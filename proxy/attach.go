@@ -304,23 +304,24 @@ func (ss *session) detach() bool {
 
 // readInsertID reads LAST_INSERT_ID() after an insert reported an id, so
 // that the session's next connection gets it back.
-func (ss *session) readInsertID() error {
+func (ss *session) readInsertID() error { return ss.readInsertIDOn(ss.link) }
+
+// readInsertIDOn is readInsertID on l, the session's connection until a
+// moment ago. A failure leaves the value unknown, and 0.
+func (ss *session) readInsertIDOn(l *link) error {
 	if !ss.st.insertDirty {
 		return nil
 	}
-	rows, err := ss.link.query("SELECT LAST_INSERT_ID()")
-	if err != nil {
-		return err
+	rows, err := l.query("SELECT LAST_INSERT_ID()")
+	if err == nil && (len(rows) != 1 || len(rows[0]) != 1 || rows[0][0] == nil) {
+		err = errors.New("LAST_INSERT_ID(): unexpected answer")
 	}
-	if len(rows) != 1 || len(rows[0]) != 1 || rows[0][0] == nil {
-		return errors.New("LAST_INSERT_ID(): unexpected answer")
-	}
-	v, err := strconv.ParseUint(*rows[0][0], 10, 64)
-	if err != nil {
-		return err
+	var v uint64
+	if err == nil {
+		v, err = strconv.ParseUint(*rows[0][0], 10, 64)
 	}
 	ss.st.lastInsertID, ss.st.insertDirty = v, false
-	return nil
+	return err
 }
 
 // snapshotUserVars saves the session's user variables as SET assignments.

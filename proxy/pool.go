@@ -100,8 +100,14 @@ type poolStats struct {
 }
 
 // grant is what a borrower gets: a link to use (it may need a reset or
-// another login), or a slot to open a new one (link nil).
-type grant struct{ l *link }
+// another login), or a slot to open a new one (link nil). from is the
+// idle session the link was taken from when its LAST_INSERT_ID() is still
+// to be read on it: that session's bmu stays held until the borrower
+// has read it.
+type grant struct {
+	l    *link
+	from *session
+}
 
 type poolWaiter struct {
 	key string
@@ -225,8 +231,8 @@ func (p *backendPool) takeLocked(key string, ss *session) (grant, bool) {
 		p.open++
 		return grant{}, true
 	}
-	if l := p.reclaimLocked(key); l != nil {
-		return grant{l: l}, true
+	if l, from := p.reclaimLocked(key); l != nil {
+		return grant{l: l, from: from}, true
 	}
 	if len(p.idle) > 0 {
 		// Only links of other capabilities are free: the borrower closes
@@ -269,9 +275,9 @@ func (p *backendPool) idleLocked(key string, ss *session) *link {
 // succeeds just when the session is idle; it finds its link gone at its
 // next command. A session whose bmu is held is starting a command on its
 // link and is skipped.
-func (p *backendPool) reclaimLocked(key string) *link {
+func (p *backendPool) reclaimLocked(key string) (*link, *session) {
 	if len(p.parked) == 0 {
-		return nil
+		return nil, nil
 	}
 	cands := make([]*link, 0, len(p.parked))
 	for l := range p.parked {
@@ -297,28 +303,37 @@ func (p *backendPool) reclaimLocked(key string) *link {
 		if ss.link == l {
 			ss.forgetLink()
 		}
-		ss.bmu.Unlock()
 		p.stats.reclaims++
-		return l
+		if ss.st.insertDirty {
+			return l, ss // the borrower reads it, then unlocks
+		}
+		l.lastInsertID = ss.st.lastInsertID
+		ss.bmu.Unlock()
+		return l, nil
 	}
-	return nil
+	return nil, nil
 }
 
 // park leaves l with its idle session ss, to be reclaimed if needed. A
-// waiter gets it at once instead; park reports whether ss keeps it.
-func (p *backendPool) park(ss *session, l *link) bool {
+// waiter gets it at once instead, once ss's LAST_INSERT_ID() is known:
+// mustRead asks ss to read it and park again. kept reports whether ss
+// keeps the link.
+func (p *backendPool) park(ss *session, l *link) (kept, mustRead bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if i := p.waiterFor(l.key); i >= 0 && l.sticky.IsZero() {
-		l.sig = ss.stateSig()
+		if ss.st.insertDirty {
+			return false, true
+		}
+		l.sig, l.lastInsertID = ss.stateSig(), ss.st.lastInsertID
 		w := p.waiters[i]
 		p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
 		w.ch <- grant{l: l}
-		return false
+		return false, false
 	}
 	p.parked[l] = ss
 	p.regrantAfterStickyLocked()
-	return true
+	return true, false
 }
 
 // regrantAfterStickyLocked serves the waiters again when the first

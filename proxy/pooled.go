@@ -66,6 +66,17 @@ func (ss *session) borrowLink(res compute.WakeResult) (l *link, ok []byte, fresh
 		return nil, nil, false, ss.poolRefusal(p, err)
 	}
 	l = g.l
+	if g.from != nil {
+		// Taken from an idle session whose LAST_INSERT_ID() is still on
+		// the connection; that session waits for it on its bmu.
+		rerr := g.from.readInsertIDOn(l)
+		l.lastInsertID = g.from.st.lastInsertID
+		g.from.bmu.Unlock()
+		if rerr != nil {
+			l.conn.Close() // its slot is ours
+			l = nil
+		}
+	}
 	if l != nil && (l.key != key || l.dead || !peerAlive(l.conn, l.br)) {
 		l.conn.Close() // its slot is ours: open one of our own in its place
 		l = nil
@@ -169,21 +180,15 @@ func (ss *session) releaseAtBoundary() {
 	if !ss.pooled() || l == nil || l.pool == nil || ss.pinned != "" || l.br.Buffered() > 0 {
 		return
 	}
-	// User variables and LAST_INSERT_ID() move with the session: read
-	// them while the link is still this session's.
-	var err error
+	// User variables move with the session: snapshot them while the link
+	// is still this session's. LAST_INSERT_ID() is read only if the link
+	// leaves: by park for a waiter, by whoever takes it otherwise.
 	if ss.st.unexplained {
-		err = ss.snapshotUserVars()
+		if err := ss.snapshotUserVars(); err != nil {
+			ss.linkLostAfter(err)
+			return
+		}
 	}
-	if err == nil {
-		err = ss.readInsertID()
-	}
-	if err != nil {
-		ss.log.Info("backend connection lost after a command", "project", ss.project, "err", err)
-		ss.dropLink()
-		return
-	}
-	l.lastInsertID = ss.st.lastInsertID
 	l.lastUsed = time.Now()
 	l.sticky = time.Time{}
 	if ss.st.affected > 0 {
@@ -191,9 +196,26 @@ func (ss *session) releaseAtBoundary() {
 		// keeps it for the session's next command, if that comes soon.
 		l.sticky = l.lastUsed.Add(time.Duration(ss.s.rowCountGrace.Load()))
 	}
-	if !l.pool.park(ss, l) {
-		ss.forgetLink()
+	for {
+		kept, mustRead := l.pool.park(ss, l)
+		if !mustRead {
+			if !kept {
+				ss.forgetLink()
+			}
+			return
+		}
+		if err := ss.readInsertID(); err != nil {
+			ss.linkLostAfter(err)
+			return
+		}
 	}
+}
+
+// linkLostAfter drops a link that failed the proxy's own query after a
+// command; the session attaches again at its next one.
+func (ss *session) linkLostAfter(err error) {
+	ss.log.Info("backend connection lost after a command", "project", ss.project, "err", err)
+	ss.dropLink()
 }
 
 // unpark takes the session's parked link back for its next command.
