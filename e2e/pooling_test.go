@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,18 +28,7 @@ func TestTransactionPoolingClients(t *testing.T) {
 	if out := d.mustCLI("project", "update", "txpool", "--pool-size", "2"); !strings.Contains(out, "pool_size:") {
 		t.Fatalf("project update printed:\n%s", out)
 	}
-	user, pw := p.Role.MySQLUser, p.Role.Password
-	if out, err := d.mariadb(t, user, pw, "-e", "CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY); INSERT INTO app.t VALUES (1),(2)"); err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
-	host, port := splitAddr(d.proxy)
-	goPool := openGoPool(t, d, user, pw, 3)
-	pools := []*linePool{
-		startLinePool(t, "PyMySQL", "/usr/bin/python3", filepath.Join("testdata", "pools", "pool.py"), host, port, user, pw),
-		startLinePool(t, "Connector/J", "java", "-cp", "/usr/share/java/mariadb-java-client.jar",
-			filepath.Join("testdata", "pools", "Pool.java"), host, port, user, pw),
-		startLinePool(t, "DBD::MariaDB", "perl", filepath.Join("testdata", "pools", "pool.pl"), host, port, user, pw),
-	}
+	goPool, pools := startPools(t, d, p, true)
 	const cycles = 3
 	for cycle := 1; cycle <= cycles; cycle++ {
 		d.waitState(t, "txpool", "suspended", 15*time.Second)

@@ -98,18 +98,7 @@ func TestPoolsSurviveSuspend(t *testing.T) {
 	d := startDaemon(t, "", fastIdle)
 	var p projectOut
 	d.cliJSON(&p, "project", "create", "pools", "--memory", "128Mi", "--idle-timeout", "1")
-	user, pw := p.Role.MySQLUser, p.Role.Password
-	if out, err := d.mariadb(t, user, pw, "-e", "CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY); INSERT INTO app.t VALUES (1),(2)"); err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
-	host, port := splitAddr(d.proxy)
-
-	goPool := openGoPool(t, d, user, pw, 3)
-	pools := []*linePool{
-		startLinePool(t, "PyMySQL", "/usr/bin/python3", filepath.Join("testdata", "pools", "pool.py"), host, port, user, pw),
-		startLinePool(t, "Connector/J", "java", "-cp", "/usr/share/java/mariadb-java-client.jar",
-			filepath.Join("testdata", "pools", "Pool.java"), host, port, user, pw),
-	}
+	goPool, pools := startPools(t, d, p, false)
 	errors := 0
 	for cycle := 1; cycle <= suspendCycles; cycle++ {
 		d.waitState(t, "pools", "suspended", 15*time.Second)
@@ -139,6 +128,29 @@ func TestPoolsSurviveSuspend(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("%d suspends, 0 failed queries; cold re-attaches: %s", suspendCycles, m)
+}
+
+// startPools makes the table app.t of two rows in p, then opens the pools
+// of the client libraries of other languages, each of three connections
+// marked with @who: PyMySQL and Connector/J, and Perl's DBD::MariaDB too
+// with perl; and a Go pool of three.
+func startPools(t *testing.T, d *daemon, p projectOut, perl bool) ([]*sql.Conn, []*linePool) {
+	t.Helper()
+	user, pw := p.Role.MySQLUser, p.Role.Password
+	if out, err := d.mariadb(t, user, pw, "-e", "CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY); INSERT INTO app.t VALUES (1),(2)"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	host, port := splitAddr(d.proxy)
+	goPool := openGoPool(t, d, user, pw, 3)
+	pools := []*linePool{
+		startLinePool(t, "PyMySQL", "/usr/bin/python3", filepath.Join("testdata", "pools", "pool.py"), host, port, user, pw),
+		startLinePool(t, "Connector/J", "java", "-cp", "/usr/share/java/mariadb-java-client.jar",
+			filepath.Join("testdata", "pools", "Pool.java"), host, port, user, pw),
+	}
+	if perl {
+		pools = append(pools, startLinePool(t, "DBD::MariaDB", "perl", filepath.Join("testdata", "pools", "pool.pl"), host, port, user, pw))
+	}
+	return goPool, pools
 }
 
 // openGoPool opens n connections of a database/sql pool and marks each
