@@ -252,17 +252,6 @@ func (s *Service) settle(st *state, err error) {
 	}
 }
 
-// without returns list less every name in drop.
-func without(list, drop []string) []string {
-	var out []string
-	for _, n := range list {
-		if !slices.Contains(drop, n) {
-			out = append(out, n)
-		}
-	}
-	return out
-}
-
 // backoff doubles from a second up to max.
 func backoff(failures int, max time.Duration) time.Duration {
 	d := time.Second << min(failures-1, 16)
@@ -284,7 +273,8 @@ func (s *Service) catchUp(ctx context.Context, st *state) error {
 		return err
 	}
 	s.mu.Lock()
-	st.pending = without(st.pending, names) // others may have changed it meanwhile
+	// Others may have changed the list meanwhile: drop just what shipped.
+	st.pending = slices.DeleteFunc(slices.Clone(st.pending), func(n string) bool { return slices.Contains(names, n) })
 	s.mu.Unlock()
 	if !snap {
 		return nil

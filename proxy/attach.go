@@ -94,7 +94,7 @@ func (ss *session) attach() error {
 		ss.s.stats.reattachFailed("wake")
 		return ss.answerRefusal(err, false)
 	}
-	l, fresh, err := ss.login(res)
+	l, _, fresh, err := ss.login(res)
 	if err != nil {
 		var r *refusal
 		fatal := errors.As(err, &r) && r.kind == CountBackendRefused
@@ -128,16 +128,17 @@ func (ss *session) attach() error {
 	return nil
 }
 
-// login gets the session a backend connection to res's compute: its own
-// login, or one from the pool. fresh tells whether the connection lacks
-// the session's state.
-func (ss *session) login(res compute.WakeResult) (*link, bool, error) {
+// login gets the session a backend connection to res's compute, with the
+// session's schema: its own login, or one from the pool. ok is the
+// backend's answer to a login or reset (nil for a pooled connection taken
+// as it was); fresh tells whether the connection lacks the session's
+// state.
+func (ss *session) login(res compute.WakeResult) (l *link, ok []byte, fresh bool, err error) {
 	if ss.pooled() {
-		l, _, fresh, err := ss.borrowLink(res)
-		return l, fresh, err
+		return ss.borrowLink(res)
 	}
-	l, _, err := ss.backendLogin(res, ss.st.schema)
-	return l, true, err
+	l, ok, err = ss.backendLogin(res, ss.st.schema)
+	return l, ok, true, err
 }
 
 func (ss *session) setLinkOrClose(l *link) error {

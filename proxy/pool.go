@@ -301,7 +301,7 @@ func (p *backendPool) reclaimLocked(key string) (*link, *session) {
 		delete(p.parked, l)
 		l.sig = ss.stateSig() // ss is idle: its bmu is ours
 		if ss.link == l {
-			ss.forgetLink()
+			ss.takeLink()
 		}
 		p.stats.reclaims++
 		if ss.st.insertDirty {
@@ -321,14 +321,12 @@ func (p *backendPool) reclaimLocked(key string) (*link, *session) {
 func (p *backendPool) park(ss *session, l *link) (kept, mustRead bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if i := p.waiterFor(l.key); i >= 0 && l.sticky.IsZero() {
+	if len(p.waiters) > 0 && l.sticky.IsZero() {
 		if ss.st.insertDirty {
 			return false, true
 		}
 		l.sig, l.lastInsertID = ss.stateSig(), ss.st.lastInsertID
-		w := p.waiters[i]
-		p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
-		w.ch <- grant{l: l}
+		p.handOverLocked(l)
 		return false, false
 	}
 	p.parked[l] = ss
@@ -375,10 +373,7 @@ func (p *backendPool) giveBack(l *link) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	delete(p.parked, l)
-	if i := p.waiterFor(l.key); i >= 0 {
-		w := p.waiters[i]
-		p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
-		w.ch <- grant{l: l}
+	if p.handOverLocked(l) {
 		return
 	}
 	l.lastUsed = time.Now()
@@ -397,17 +392,17 @@ func (p *backendPool) closed(l *link) {
 	p.grantLocked()
 }
 
-// waiterFor is the first waiter of key, else the first waiter, or -1.
-func (p *backendPool) waiterFor(key string) int {
-	for i, w := range p.waiters {
-		if w.key == key {
-			return i
-		}
+// handOverLocked gives l to the first waiter of its key, else to the
+// first waiter; false when nobody waits.
+func (p *backendPool) handOverLocked(l *link) bool {
+	if len(p.waiters) == 0 {
+		return false
 	}
-	if len(p.waiters) > 0 {
-		return 0
-	}
-	return -1
+	i := max(slices.IndexFunc(p.waiters, func(w *poolWaiter) bool { return w.key == l.key }), 0)
+	w := p.waiters[i]
+	p.waiters = slices.Delete(p.waiters, i, i+1)
+	w.ch <- grant{l: l}
+	return true
 }
 
 // grantLocked serves waiters in order while links or slots are free.
@@ -450,8 +445,8 @@ func (p *backendPool) sweep() {
 }
 
 // closeIdle closes the free links unused since before, or all of them
-// (a zero before), and returns how many it closed.
-func (p *backendPool) closeIdle(before time.Time) int {
+// (a zero before).
+func (p *backendPool) closeIdle(before time.Time) {
 	p.mu.Lock()
 	var keep, drop []*link
 	for _, l := range p.idle {
@@ -468,7 +463,6 @@ func (p *backendPool) closeIdle(before time.Time) int {
 	for _, l := range drop {
 		l.conn.Close()
 	}
-	return len(drop)
 }
 
 // PoolStats is one compute's pool, for metrics.
@@ -476,7 +470,6 @@ type PoolStats struct {
 	ComputeID                         string
 	Size, Open, Idle, Parked, Waiting int
 	Waits, Timeouts, Reclaims         int64
-	WaitSeconds                       float64
 }
 
 func (p *backendPool) snapshot() PoolStats {

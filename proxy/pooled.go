@@ -66,18 +66,15 @@ func (ss *session) borrowLink(res compute.WakeResult) (l *link, ok []byte, fresh
 		return nil, nil, false, ss.poolRefusal(p, err)
 	}
 	l = g.l
+	var rerr error
 	if g.from != nil {
 		// Taken from an idle session whose LAST_INSERT_ID() is still on
 		// the connection; that session waits for it on its bmu.
-		rerr := g.from.readInsertIDOn(l)
+		rerr = g.from.readInsertIDOn(l)
 		l.lastInsertID = g.from.st.lastInsertID
 		g.from.bmu.Unlock()
-		if rerr != nil {
-			l.conn.Close() // its slot is ours
-			l = nil
-		}
 	}
-	if l != nil && (l.key != key || l.dead || !peerAlive(l.conn, l.br)) {
+	if l != nil && (rerr != nil || l.key != key || l.dead || !peerAlive(l.conn, l.br)) {
 		l.conn.Close() // its slot is ours: open one of our own in its place
 		l = nil
 	}
@@ -200,7 +197,7 @@ func (ss *session) releaseAtBoundary() {
 		kept, mustRead := l.pool.park(ss, l)
 		if !mustRead {
 			if !kept {
-				ss.forgetLink()
+				ss.takeLink() // the waiter's now
 			}
 			return
 		}
@@ -225,10 +222,6 @@ func (ss *session) unpark() {
 	}
 }
 
-// forgetLink detaches the session from a link that goes on living in its
-// pool (handed to another session, or given back).
-func (ss *session) forgetLink() { ss.takeLink() }
-
 // giveBackLink returns the link of a session that ends to its pool, when
 // the link is clean enough for the next session's reset; otherwise it
 // closes it (rolling back what it held).
@@ -241,7 +234,7 @@ func (ss *session) giveBackLink() bool {
 		return false
 	}
 	l.sig, l.lastInsertID = ss.stateSig(), ss.st.lastInsertID
-	ss.forgetLink()
+	ss.takeLink()
 	l.owner = nil // let the session be collected
 	l.pool.giveBack(l)
 	return true

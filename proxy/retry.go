@@ -21,7 +21,14 @@ func (ss *session) connect() (compute.WakeResult, *link, []byte, error) {
 		if err != nil {
 			return res, nil, nil, err
 		}
-		l, ok, err := ss.firstLogin(res)
+		if !ss.pooled() {
+			// The pool bounds a pooled session's backend connections;
+			// any other takes one of the compute's own.
+			if err := ss.admitCompute(res); err != nil {
+				return res, nil, nil, err
+			}
+		}
+		l, ok, _, err := ss.login(res)
 		var r *refusal
 		if err == nil || attempt == backendAttempts || !errors.As(err, &r) || r.kind != CountBackendFailed || ss.isClosed() {
 			return res, l, ok, err
@@ -37,19 +44,4 @@ func (ss *session) isClosed() bool {
 	ss.cmu.Lock()
 	defer ss.cmu.Unlock()
 	return ss.closed
-}
-
-// firstLogin opens the session's first backend connection: a pooled
-// session borrows one from the compute's pool, which bounds its backend
-// connections; any other takes one of the compute's own, within the
-// client connections the compute takes.
-func (ss *session) firstLogin(res compute.WakeResult) (*link, []byte, error) {
-	if ss.pooled() {
-		l, ok, _, err := ss.borrowLink(res)
-		return l, ok, err
-	}
-	if err := ss.admitCompute(res); err != nil {
-		return nil, nil, err
-	}
-	return ss.backendLogin(res, ss.resp.Database)
 }
