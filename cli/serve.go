@@ -119,12 +119,45 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return nil
 	})
 	g.Go(func() error { return d.sched.Run(gctx) })
+	if !d.mgr.Driver().NodeLocal() {
+		// A shared driver's backends may keep the settling waiting (a Pod
+		// on a dead node, one still starting): serve meanwhile, so that
+		// one lost node does not take every project down with it.
+		g.Go(func() error { return d.settle(gctx) })
+	}
 	<-gctx.Done()
 	d.shutdown()
 	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
 	return nil
+}
+
+// settle reconciles a shared driver's running backends while the daemon
+// serves. A failure is retried: until it succeeds, computes that another
+// daemon left running are not adopted.
+func (d *daemon) settle(ctx context.Context) error {
+	for {
+		err := d.mgr.SettleRunning(ctx)
+		if err == nil || ctx.Err() != nil {
+			return nil
+		}
+		d.log.Error("could not reconcile running computes; retrying in 10 s", "component", "compute", "err", err)
+		if err := sleep(ctx, 10*time.Second); err != nil {
+			return nil
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // open builds the store, the driver and the manager, and reconciles.
@@ -161,9 +194,17 @@ func open(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemon, er
 		mopts.AfterSuspend, mopts.AfterProvision = backups.AfterSuspend, backups.AfterProvision
 	}
 	mgr := compute.New(mopts)
-	if err := mgr.Reconcile(ctx); err != nil {
+	if err := mgr.FinishStaleOperations(ctx); err != nil {
 		st.Close()
 		return nil, err
+	}
+	if drv.NodeLocal() {
+		// Local backends answer at once: settle them before the first
+		// login, which then never meets a dead address.
+		if err := mgr.SettleRunning(ctx); err != nil {
+			st.Close()
+			return nil, err
+		}
 	}
 	pcfg := proxyConfig(cfg, versionOf(drv))
 	pcfg.OnReattach = met.ObserveReattach
@@ -183,6 +224,7 @@ func open(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemon, er
 	}
 	api := server.New(server.Options{
 		Store: st, Manager: mgr, Tokens: cfg.API.Tokens, ProxyAddr: cfg.Proxy.Listen, Logger: log,
+		Limits:        server.Limits{Images: allowedImages(cfg)},
 		DefaultQuotas: store.TenantQuotas(cfg.Tenants.DefaultQuotas),
 		Metrics:       &server.Metrics{Full: met.Handler(), Public: met.PublicHandler()},
 		Backups:       apiBackups(backups),
@@ -300,6 +342,16 @@ func memoryBudget(cfg config.Config, log *slog.Logger) int64 {
 	n, _ := cfg.Compute.Local.MemoryBudget(machine.Memory()) // validated with the config
 	log.Info("node memory budget for computes", "component", "compute", "bytes", n)
 	return n
+}
+
+// allowedImages are the images a compute may name: with kubernetes, the
+// default image and kubernetes.allowed_images; the local driver runs the
+// machine's mariadbd whatever the image says.
+func allowedImages(cfg config.Config) []string {
+	if cfg.Compute.Driver != "kubernetes" {
+		return nil
+	}
+	return append([]string{cfg.Kubernetes.Image}, cfg.Kubernetes.AllowedImages...)
 }
 
 func defaultSpec(cfg config.Config) store.ComputeSpec {

@@ -68,3 +68,13 @@ type Credentials struct {
 	User     string
 	Password string
 }
+
+// BackendChecker is a driver that can tell, when a client could not reach a
+// running compute, whether its backend will answer again at the same
+// address (restarted in place) or is lost.
+type BackendChecker interface {
+	// CheckBackend waits, within a bound of its own, until the backend of
+	// c answers at addr, and returns an error when it will not: its Pod is
+	// gone, replaced, or on a lost node.
+	CheckBackend(ctx context.Context, c *store.Compute, addr string) error
+}

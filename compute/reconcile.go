@@ -17,12 +17,46 @@ const stoppedMidOperation = "the daemon stopped before the operation finished, s
 	"the compute's state shows where it stands"
 
 // Reconcile squares the store with what really runs, once at start-up:
-// operations a killed daemon left running are finished as failed; backends
-// that still run (left by a daemon that was killed) are adopted when the
-// store says active or resuming and stopped cleanly otherwise; computes the
-// store thinks are running but are not go to suspended or failed.
+// FinishStaleOperations, then SettleRunning.
 func (m *Manager) Reconcile(ctx context.Context) error {
-	t0, now := time.Now(), store.Now()
+	if err := m.FinishStaleOperations(ctx); err != nil {
+		return err
+	}
+	return m.SettleRunning(ctx)
+}
+
+// FinishStaleOperations finishes as failed the operations a killed daemon
+// left running. It reads and writes only the store, so it is quick. It must
+// run before this daemon records any operation of its own: every running
+// one it finds was started by a daemon before this one.
+func (m *Manager) FinishStaleOperations(ctx context.Context) error {
+	computes, err := m.allComputes(ctx)
+	if err != nil {
+		return fmt.Errorf("reconcile: list computes: %w", err)
+	}
+	known := map[string]*store.Compute{}
+	for i := range computes {
+		known[computes[i].ID] = &computes[i]
+	}
+	n, err := m.failStuckOperations(ctx, known, store.Now())
+	if err != nil {
+		return fmt.Errorf("reconcile: finish operations left running: %w", err)
+	}
+	if n > 0 {
+		m.log.Warn("finished operations left running by a stopped daemon", "failed_operations", n)
+	}
+	return nil
+}
+
+// SettleRunning squares the computes' states with the backends that really
+// run: backends that still run (left by a daemon that was killed) are
+// adopted when the store says active or resuming and stopped cleanly
+// otherwise; computes the store thinks are running but are not go to
+// suspended or failed. It may wait on backends (a Pod still starting), so
+// a daemon may serve while it runs: a compute that this daemon woke or
+// changed in the meantime is left as it is.
+func (m *Manager) SettleRunning(ctx context.Context) error {
+	t0 := time.Now()
 	running, err := m.drv.Running(ctx)
 	if err != nil {
 		return fmt.Errorf("reconcile: list running computes: %w", err)
@@ -38,12 +72,6 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 	known := map[string]*store.Compute{}
 	for i := range computes {
 		known[computes[i].ID] = &computes[i]
-	}
-	// Before any action of this daemon records a new operation, so that
-	// every running one found was started by a daemon before this one.
-	failedOps, err := m.failStuckOperations(ctx, known, now)
-	if err != nil {
-		return fmt.Errorf("reconcile: finish operations left running: %w", err)
 	}
 	var adopted, stopped, fixed int
 	for i := range computes {
@@ -70,8 +98,7 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 		return fmt.Errorf("reconcile: close usage intervals: %w", err)
 	}
 	m.log.Info("reconciled computes with running backends", "computes", len(computes), "running", len(running),
-		"adopted", adopted, "stopped", stopped, "fixed", fixed, "failed_operations", failedOps,
-		"duration_ms", time.Since(t0).Milliseconds())
+		"adopted", adopted, "stopped", stopped, "fixed", fixed, "duration_ms", time.Since(t0).Milliseconds())
 	return nil
 }
 
@@ -107,9 +134,16 @@ func (m *Manager) failStuckOperations(ctx context.Context, computes map[string]*
 }
 
 // reconcileOne settles one compute; it returns (adopted, stopped, fixed) counts.
-func (m *Manager) reconcileOne(ctx context.Context, c *store.Compute, in Instance, isLive bool) (int, int, int) {
-	unlock := m.lock(c.ID)
+func (m *Manager) reconcileOne(ctx context.Context, listed *store.Compute, in Instance, isLive bool) (int, int, int) {
+	unlock := m.lock(listed.ID)
 	defer unlock()
+	// Re-read under the lock: a wake, a suspend or an API call of this
+	// daemon may have moved the compute since it was listed, and the
+	// driver's view predates that.
+	c, err := m.st.GetCompute(ctx, listed.ID)
+	if err != nil || c.State != listed.State || c.Address != listed.Address || m.isWarm(c) {
+		return 0, 0, 0
+	}
 	log := m.log.With("compute", c.ID, "project", c.ProjectID, "state", c.State)
 	switch {
 	case isLive && (c.State == store.StateActive || c.State == store.StateResuming):

@@ -68,8 +68,8 @@ func (m *Manager) closeOrphanIntervals(ctx context.Context, running map[string]I
 			continue
 		}
 		c := &store.Compute{ID: iv.ComputeID, ProjectID: iv.ProjectID}
-		if cur, err := m.st.GetCompute(ctx, iv.ComputeID); err == nil && m.checkNode(cur) != nil {
-			continue // another node's compute: its daemon settles it
+		if cur, err := m.st.GetCompute(ctx, iv.ComputeID); err == nil && (m.checkNode(cur) != nil || m.isWarm(cur)) {
+			continue // another node's compute, or one this daemon started since
 		}
 		m.closeInterval(ctx, c, iv.LastSeen)
 		m.log.Info("closed usage interval left open", "compute", iv.ComputeID, "project", iv.ProjectID,

@@ -88,15 +88,17 @@ type Quotas struct {
 // Kubernetes configures the kubernetes compute driver.
 type Kubernetes struct {
 	// Kubeconfig is a kubeconfig path; empty means the in-cluster config.
-	Kubeconfig   string            `mapstructure:"kubeconfig"`
-	Namespace    string            `mapstructure:"namespace"`
-	Image        string            `mapstructure:"image"`
-	StorageClass string            `mapstructure:"storage_class"`
-	StorageSize  string            `mapstructure:"storage_size"`
-	CPU          string            `mapstructure:"cpu"`
-	Memory       string            `mapstructure:"memory"`
-	NodeSelector map[string]string `mapstructure:"node_selector"`
-	Tolerations  []Toleration      `mapstructure:"tolerations"`
+	Kubeconfig string `mapstructure:"kubeconfig"`
+	Namespace  string `mapstructure:"namespace"`
+	Image      string `mapstructure:"image"`
+	// AllowedImages are the images a compute may name besides Image.
+	AllowedImages []string          `mapstructure:"allowed_images"`
+	StorageClass  string            `mapstructure:"storage_class"`
+	StorageSize   string            `mapstructure:"storage_size"`
+	CPU           string            `mapstructure:"cpu"`
+	Memory        string            `mapstructure:"memory"`
+	NodeSelector  map[string]string `mapstructure:"node_selector"`
+	Tolerations   []Toleration      `mapstructure:"tolerations"`
 }
 
 // Toleration mirrors a Pod toleration.

@@ -27,7 +27,10 @@ func (ss *session) backendLogin(res compute.WakeResult, schema string) (*link, [
 	network, addr := dialNetwork(res.Address)
 	c, err := dialBackend(ss.s.baseCtx, network, addr, deadline)
 	if err != nil {
-		return nil, nil, ss.unreachable(err)
+		if c, res, err = ss.redial(res, err); err != nil {
+			return nil, nil, ss.unreachable(err)
+		}
+		deadline = time.Now().Add(ss.s.cfg.BackendTimeout)
 	}
 	l := newLink(c, res)
 	c.SetDeadline(deadline)
@@ -39,6 +42,28 @@ func (ss *session) backendLogin(res compute.WakeResult, schema string) (*link, [
 	c.SetDeadline(time.Time{})
 	return l, ok, nil
 }
+
+// redial reports an address that did not answer to the waker, when it can
+// recover (see compute.Manager.Unreachable), and dials where it says: the
+// same address once its backend restarted, or a new backend.
+func (ss *session) redial(res compute.WakeResult, cause error) (net.Conn, compute.WakeResult, error) {
+	r, ok := ss.s.waker.(Recoverer)
+	if !ok {
+		return nil, res, cause
+	}
+	ctx, cancel := context.WithTimeout(ss.s.baseCtx, recoverTimeout)
+	defer cancel()
+	next, err := r.Unreachable(ctx, res, cause)
+	if err != nil {
+		return nil, res, err
+	}
+	network, addr := dialNetwork(next.Address)
+	c, err := dialBackend(ss.s.baseCtx, network, addr, time.Now().Add(ss.s.cfg.BackendTimeout))
+	return c, next, err
+}
+
+// recoverTimeout bounds a recovery: a check of the backend, then a start.
+const recoverTimeout = 2 * time.Minute
 
 // dialBackend dials a compute. A unix socket whose listen backlog is full
 // refuses at once with EAGAIN, where TCP would make the client wait: a

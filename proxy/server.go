@@ -40,6 +40,12 @@ type Waker interface {
 	Activity(computeID string) *compute.Activity
 }
 
+// Recoverer is a Waker that can recover a compute whose address did not
+// answer: it returns where to connect now.
+type Recoverer interface {
+	Unreachable(ctx context.Context, res compute.WakeResult, cause error) (compute.WakeResult, error)
+}
+
 // ErrServerClosed is returned by Serve after Shutdown.
 var ErrServerClosed = errors.New("proxy: server closed")
 

@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/serverlessd/serverlessd/compute"
 	"github.com/serverlessd/serverlessd/quantity"
@@ -29,6 +31,10 @@ func (in computeInput) spec(l resourceLimits) (store.ComputeSpec, error) {
 	}
 	if err := checkLen("image", in.Config.Image, maxImageLen); err != nil {
 		return spec, err
+	}
+	if img := in.Config.Image; img != "" && len(l.images) > 0 && !slices.Contains(l.images, img) {
+		return spec, invalid("image %q is not allowed: use one of %s (the daemon's kubernetes.allowed_images)",
+			clip(img), strings.Join(l.images, ", "))
 	}
 	for _, f := range []struct {
 		name, v string

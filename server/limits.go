@@ -34,6 +34,10 @@ type Limits struct {
 	MinMemory, MaxMemory   int64 // bytes
 	MinCPU, MaxCPU         int64 // millicores
 	MinStorage, MaxStorage int64 // bytes
+	// Images, when not empty, are the only container images a compute may
+	// name: a tenant must not run an image of their choosing on the
+	// cluster's nodes.
+	Images []string
 }
 
 // Defaults. The minimums are what MariaDB runs in: the local driver sizes
@@ -57,6 +61,7 @@ const (
 // storage.
 type resourceLimits struct {
 	memory, cpu, storage quantity.Range
+	images               []string // empty: any
 }
 
 // resolve fills l's zero fields with the defaults. nodeLocal says the
@@ -66,6 +71,7 @@ func (l Limits) resolve(nodeLocal bool) resourceLimits {
 		memory:  quantity.Range{Min: or(l.MinMemory, defaultMinMemory), Max: l.MaxMemory, MaxIs: "the configured maximum"},
 		cpu:     quantity.Range{Min: or(l.MinCPU, defaultMinCPU), Max: l.MaxCPU, Milli: true, MaxIs: "the configured maximum"},
 		storage: quantity.Range{Min: or(l.MinStorage, defaultMinStorage), Max: or(l.MaxStorage, defaultMaxStorage)},
+		images:  l.Images,
 	}
 	if r.memory.Max == 0 {
 		r.memory.Max, r.memory.MaxIs = sharedMaxMemory, ""

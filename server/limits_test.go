@@ -139,6 +139,23 @@ func TestLimitsFollowTheDriver(t *testing.T) {
 	}
 }
 
+// TestImageAllowList: with an allow-list, a compute may name only its
+// images; any other is a 400 that lists them, and nothing is created.
+func TestImageAllowList(t *testing.T) {
+	srv := newSharedAPI(t, server.Limits{Images: []string{"mariadb:10.11.10", "mariadb:11.4.5"}})
+	if r := call(t, srv, "POST", "/api/v1/projects", `{"name":"pods"}`); r.status != 201 {
+		t.Fatalf("create: %d %s", r.status, r.raw)
+	}
+	r := call(t, srv, "POST", "/api/v1/projects/pods/compute", `{"config":{"image":"evil/miner:latest"}}`)
+	wantInvalid(t, r, `image "evil/miner:latest" is not allowed`, "mariadb:10.11.10, mariadb:11.4.5")
+	if r := call(t, srv, "GET", "/api/v1/projects/pods/compute", ""); r.status != 404 {
+		t.Fatalf("a refused compute was created: %d %s", r.status, r.raw)
+	}
+	if r := call(t, srv, "POST", "/api/v1/projects/pods/compute", `{"config":{"image":"mariadb:11.4.5","resources":{"memory":"64Mi"}}}`); r.status != 201 {
+		t.Fatalf("an allowed image: %d %s", r.status, r.raw)
+	}
+}
+
 // newSharedAPI serves the API over a manager whose driver is not node-local.
 func newSharedAPI(t *testing.T, limits server.Limits) *httptest.Server {
 	t.Helper()

@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 
 	"github.com/serverlessd/serverlessd/compute"
@@ -77,13 +78,24 @@ type Driver struct {
 	rec  record.EventRecorder
 
 	stop      context.CancelFunc
-	done      chan struct{}
+	watches   sync.WaitGroup
 	broadcast record.EventBroadcaster // nil when Options.Recorder was given
 
 	mu     sync.Mutex
 	admin  map[string]compute.Credentials // by compute id: Busy asks on every scheduler tick
-	active map[string]types.UID           // running Pods by compute id, watched for crashes
+	active map[string]activePod           // running Pods by compute id, watched for crashes
 	onExit func(computeID string, err error)
+	// nodes caches the cluster's nodes once watchNodes has started;
+	// nodesSynced reports when it is filled.
+	nodes           cache.Store
+	nodesSynced     func() bool
+	nodeWatchFailed bool
+}
+
+// activePod is the Pod an active compute runs on.
+type activePod struct {
+	uid  types.UID
+	node string
 }
 
 var _ compute.Driver = (*Driver)(nil)
@@ -99,8 +111,7 @@ func New(opts Options) (*Driver, error) {
 		log:    opts.Logger.With("component", "kubernetes", "namespace", opts.Namespace),
 		rec:    opts.Recorder,
 		admin:  map[string]compute.Credentials{},
-		active: map[string]types.UID{},
-		done:   make(chan struct{}),
+		active: map[string]activePod{},
 	}
 	if d.rec == nil {
 		ec := opts.EventClient
@@ -113,7 +124,9 @@ func New(opts Options) (*Driver, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d.stop = cancel
-	go d.monitor(ctx)
+	d.watches.Add(2)
+	go func() { defer d.watches.Done(); d.monitor(ctx) }()
+	go func() { defer d.watches.Done(); d.watchNodes(ctx) }()
 	return d, nil
 }
 
@@ -154,7 +167,7 @@ func (o *Options) normalize() error {
 // running: they outlive the daemon.
 func (d *Driver) Close() {
 	d.stop()
-	<-d.done
+	d.watches.Wait()
 	if d.broadcast != nil {
 		d.broadcast.Shutdown()
 	}
@@ -215,10 +228,11 @@ func (d *Driver) event(name, typ, reason, format string, args ...any) {
 	d.rec.Eventf(ref, typ, reason, format, args...)
 }
 
-// setActive marks a Pod as a running compute the crash watch must report.
-func (d *Driver) setActive(computeID string, uid types.UID) {
+// setActive marks a Pod as a running compute the crash and node watches
+// must report.
+func (d *Driver) setActive(computeID string, pod *corev1.Pod) {
 	d.mu.Lock()
-	d.active[computeID] = uid
+	d.active[computeID] = activePod{uid: pod.UID, node: pod.Spec.NodeName}
 	d.mu.Unlock()
 }
 

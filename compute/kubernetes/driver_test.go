@@ -144,8 +144,13 @@ func TestPodSpec(t *testing.T) {
 	}
 	checkVolumes(t, pod, name)
 	checkEnv(t, ct, name)
-	if pod.Spec.NodeSelector["disk"] != "ssd" || len(pod.Spec.Tolerations) != 1 || pod.Spec.Tolerations[0].Key != "db" {
+	if pod.Spec.NodeSelector["disk"] != "ssd" || len(pod.Spec.Tolerations) != 3 || pod.Spec.Tolerations[0].Key != "db" {
 		t.Errorf("placement: selector %v, tolerations %v", pod.Spec.NodeSelector, pod.Spec.Tolerations)
+	}
+	for _, tol := range pod.Spec.Tolerations[1:] {
+		if tol.Effect != corev1.TaintEffectNoExecute || tol.TolerationSeconds == nil || *tol.TolerationSeconds > 30 {
+			t.Errorf("toleration %+v: want a short NoExecute toleration of lost nodes", tol)
+		}
 	}
 	sc := pod.Spec.SecurityContext
 	if sc == nil || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot || *sc.FSGroup != mysqlUID {

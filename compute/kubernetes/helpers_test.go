@@ -27,7 +27,7 @@ const testNS = "dbs"
 // newTestDriver returns a driver on a fake clientset, with a fake recorder.
 func newTestDriver(t *testing.T, objs ...runtime.Object) (*Driver, *fake.Clientset, *record.FakeRecorder) {
 	t.Helper()
-	cs := fake.NewClientset(objs...)
+	cs := fake.NewClientset(append([]runtime.Object{readyNode("node-1")}, objs...)...)
 	rec := record.NewFakeRecorder(100)
 	d, err := New(Options{
 		Client: cs, Namespace: testNS, StorageClass: "fast", StorageSize: "5Gi",
@@ -42,6 +42,12 @@ func newTestDriver(t *testing.T, objs ...runtime.Object) (*Driver, *fake.Clients
 	}
 	t.Cleanup(d.Close)
 	return d, cs, rec
+}
+
+// readyNode is a Node whose kubelet reports Ready.
+func readyNode(name string) *corev1.Node {
+	return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name},
+		Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}}}
 }
 
 // testCompute returns a compute with a fresh id.

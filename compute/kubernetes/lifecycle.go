@@ -91,7 +91,7 @@ func (d *Driver) Start(ctx context.Context, c *store.Compute) (string, error) {
 		d.abandon(c, name, uid, err)
 		return "", fmt.Errorf("start compute %s: pod %s is Ready but %w", c.ID, name, err)
 	}
-	d.setActive(c.ID, pod.UID)
+	d.setActive(c.ID, pod)
 	d.log.Info("compute started", "compute", c.ID, "project", c.ProjectID, "pod", name, "address", addr,
 		"node", pod.Spec.NodeName, "create_ms", ms(created), "ready_ms", ms(ready), "duration_ms", ms(time.Since(t0)))
 	d.event(name, corev1.EventTypeNormal, "Resumed", "Pod %s ready at %s in %s", name, addr, time.Since(t0).Round(time.Millisecond))
@@ -124,11 +124,15 @@ func (d *Driver) ensurePod(ctx context.Context, c *store.Compute, name string) (
 		case pod.DeletionTimestamp != nil:
 			// A suspend still flushing InnoDB: the new Pod must not open
 			// the volume before the old one has let go of it.
-			if err := d.waitGone(ctx, name); err != nil {
+			if _, err := d.deletePod(ctx, name); err != nil {
 				return nil, err
 			}
 		case terminal(pod):
 			d.log.Warn("replacing a terminated pod", "compute", c.ID, "pod", name, "phase", pod.Status.Phase, "reason", pod.Status.Reason)
+			if _, err := d.deletePod(ctx, name); err != nil {
+				return nil, err
+			}
+		case d.lostNode(pod.Spec.NodeName) != "":
 			if _, err := d.deletePod(ctx, name); err != nil {
 				return nil, err
 			}
@@ -181,18 +185,66 @@ func (d *Driver) Stop(ctx context.Context, c *store.Compute) error {
 	return nil
 }
 
+// deleteMargin is how long, past a Pod's grace period, a deletion waits for
+// the kubelet to confirm that the container exited.
+const deleteMargin = 30 * time.Second
+
 // deletePod deletes a Pod with its own grace period and waits until the
-// API server has removed it (kubelet confirms the container exited). It
-// reports whether there was a Pod to delete.
+// API server has removed it (its kubelet confirms the container exited),
+// at most the grace period plus deleteMargin. A Pod whose node is lost is
+// force-deleted: no kubelet will ever confirm, and its container cannot
+// touch the volume any more. It reports whether there was a Pod to delete.
 func (d *Driver) deletePod(ctx context.Context, name string) (bool, error) {
-	err := d.cli.CoreV1().Pods(d.opts.Namespace).Delete(ctx, name, metav1.DeleteOptions{})
+	pods := d.cli.CoreV1().Pods(d.opts.Namespace)
+	pod, err := pods.Get(ctx, name, getOpts)
 	if apierrors.IsNotFound(err) {
 		return false, nil
 	}
 	if err != nil {
-		return true, fmt.Errorf("delete pod %s: %w", name, err)
+		return true, fmt.Errorf("get pod %s: %w", name, err)
 	}
-	return true, d.waitGone(ctx, name)
+	if lost := d.lostNode(pod.Spec.NodeName); lost != "" {
+		return true, d.forceDelete(ctx, pod, lost)
+	}
+	if pod.DeletionTimestamp == nil {
+		opts := metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &pod.UID}}
+		err := pods.Delete(ctx, name, opts)
+		if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+			return true, nil // gone already, or replaced by a newer Pod
+		}
+		if err != nil {
+			return true, fmt.Errorf("delete pod %s: %w", name, err)
+		}
+	}
+	grace := d.opts.StopTimeout
+	if g := pod.Spec.TerminationGracePeriodSeconds; g != nil {
+		grace = time.Duration(*g) * time.Second
+	}
+	wctx, cancel := context.WithTimeout(ctx, grace+deleteMargin)
+	defer cancel()
+	err = d.waitGone(wctx, name, pod.UID)
+	if err == nil || ctx.Err() != nil {
+		return true, err
+	}
+	if lost := d.lostNode(pod.Spec.NodeName); lost != "" {
+		return true, d.forceDelete(ctx, pod, lost)
+	}
+	return true, fmt.Errorf("%w, although its node %s is Ready: see `kubectl describe pod %s`; the next suspend or resume tries again",
+		err, pod.Spec.NodeName, name)
+}
+
+// forceDelete removes a Pod from the API server at once, without waiting
+// for its kubelet (grace period 0), because its node is lost.
+func (d *Driver) forceDelete(ctx context.Context, pod *corev1.Pod, why string) error {
+	d.log.Warn("force-deleting a pod on a lost node", "pod", pod.Name, "node", pod.Spec.NodeName, "reason", why)
+	d.event(pod.Name, corev1.EventTypeWarning, "ForceDeleted", "Pod %s force-deleted: %s", pod.Name, why)
+	zero := int64(0)
+	opts := metav1.DeleteOptions{GracePeriodSeconds: &zero, Preconditions: &metav1.Preconditions{UID: &pod.UID}}
+	err := d.cli.CoreV1().Pods(d.opts.Namespace).Delete(ctx, pod.Name, opts)
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		return fmt.Errorf("force-delete pod %s on lost node %s: %w", pod.Name, pod.Spec.NodeName, err)
+	}
+	return nil
 }
 
 // Destroy deletes the Pod (waiting for a clean stop), then the PVC and the
@@ -251,3 +303,32 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // errPodGone is returned when a Pod being waited for disappears.
 var errPodGone = errors.New("pod was deleted")
+
+// CheckBackend decides, for a client that could not reach addr, whether
+// the compute's Pod will answer there again. The same Pod, at the same IP,
+// on a node that is fine, is a mariadbd that kubelet restarts in place
+// (after a crash or an OOM kill): its greeting is waited for, at most
+// DialTimeout. Anything else is lost, and the next start makes a new Pod.
+func (d *Driver) CheckBackend(ctx context.Context, c *store.Compute, addr string) error {
+	name, err := objectName(c.ID)
+	if err != nil {
+		return err
+	}
+	pod, err := d.cli.CoreV1().Pods(d.opts.Namespace).Get(ctx, name, getOpts)
+	switch {
+	case apierrors.IsNotFound(err):
+		return fmt.Errorf("pod %s is gone", name)
+	case err != nil:
+		return fmt.Errorf("get pod %s: %w", name, err)
+	case pod.DeletionTimestamp != nil || terminal(pod):
+		return fmt.Errorf("pod %s is stopping or stopped (%s)", name, describe(pod))
+	case net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(MySQLPort)) != addr:
+		return fmt.Errorf("pod %s is not the one at %s", name, addr)
+	}
+	if lost := d.lostNode(pod.Spec.NodeName); lost != "" {
+		return errors.New(lost)
+	}
+	d.log.Info("waiting for mariadbd to answer again in its pod", "compute", c.ID, "pod", name, "address", addr,
+		"restarts", restarts(pod))
+	return d.dialMySQL(ctx, addr)
+}

@@ -112,6 +112,19 @@ func TestStartFailsFast(t *testing.T) {
 		{"evicted", func(p *corev1.Pod) {
 			p.Status.Phase, p.Status.Reason = corev1.PodFailed, "Evicted"
 		}, "Evicted"},
+		{"image pull", func(p *corev1.Pod) {
+			p.Status.Phase = corev1.PodPending
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "mariadb", Image: "mariadb:nope", State: corev1.ContainerState{
+				Waiting: &corev1.ContainerStateWaiting{Reason: "ImagePullBackOff", Message: "manifest unknown"}}}}
+		}, "image mariadb:nope cannot be run: ImagePullBackOff"},
+		{"unschedulable", func(p *corev1.Pod) {
+			p.Status.Phase = corev1.PodPending
+			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse,
+				Reason: corev1.PodReasonUnschedulable, Message: "0/3 nodes are available: 3 Insufficient memory."}}
+		}, "no node can run pod"},
+		{"node lost", func(p *corev1.Pod) {
+			p.Spec.NodeName = "node-gone"
+		}, "node node-gone no longer exists"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d, cs, _ := newTestDriver(t)

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
@@ -24,50 +26,65 @@ const adoptWait = time.Minute
 
 // Running lists the computes whose Pods are Ready, and watches them for
 // crashes from now on. A Pod still starting (its daemon died mid-start) is
-// waited for; if it does not become Ready it is deleted, since no one would
-// ever use it. Terminating and terminated Pods are left out.
+// waited for, at most adoptWait; if it does not become Ready it is deleted,
+// since no one would ever use it. A Pod on a lost node is force-deleted.
+// Terminating and terminated Pods are left out. The waits run side by side,
+// so one stuck Pod delays the list by adoptWait at most.
 func (d *Driver) Running(ctx context.Context) ([]compute.Instance, error) {
 	list, err := d.cli.CoreV1().Pods(d.opts.Namespace).List(ctx, metav1.ListOptions{LabelSelector: managedSelector})
 	if err != nil {
 		return nil, fmt.Errorf("list pods: %w", err)
 	}
-	var out []compute.Instance
+	d.waitNodesSynced(ctx)
+	var (
+		mu  sync.Mutex
+		out []compute.Instance
+		g   errgroup.Group
+	)
+	g.SetLimit(16)
 	for i := range list.Items {
 		pod := &list.Items[i]
 		id := pod.Labels[ComputeLabel]
 		if name, err := objectName(id); err != nil || name != pod.Name || pod.DeletionTimestamp != nil || terminal(pod) {
 			continue
 		}
-		if !isReady(pod) {
-			if pod, err = d.adoptStarting(ctx, id, pod.Name); err != nil {
-				return nil, err
+		g.Go(func() error {
+			pod, err := d.adopt(ctx, id, pod)
+			if pod == nil || err != nil {
+				return err
 			}
-			if pod == nil {
-				continue
-			}
-		}
-		d.setActive(id, pod.UID)
-		addr := net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(MySQLPort))
-		out = append(out, compute.Instance{ComputeID: id, Address: addr})
+			d.setActive(id, pod)
+			addr := net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(MySQLPort))
+			mu.Lock()
+			out = append(out, compute.Instance{ComputeID: id, Address: addr})
+			mu.Unlock()
+			return nil
+		})
 	}
-	return out, nil
+	return out, g.Wait()
 }
 
-// adoptStarting waits for a Pod that is neither Ready nor terminating. It
-// returns nil (and deletes the Pod) if the Pod does not become Ready.
-func (d *Driver) adoptStarting(ctx context.Context, id, name string) (*corev1.Pod, error) {
+// adopt returns the Pod if it runs, or nil after deleting it when it will
+// not: its node is lost, or it does not become Ready within adoptWait.
+func (d *Driver) adopt(ctx context.Context, id string, pod *corev1.Pod) (*corev1.Pod, error) {
+	if lost := d.lostNode(pod.Spec.NodeName); lost != "" {
+		return nil, d.forceDelete(ctx, pod, lost)
+	}
+	if isReady(pod) {
+		return pod, nil
+	}
 	wctx, cancel := context.WithTimeout(ctx, adoptWait)
 	defer cancel()
-	pod, err := d.waitReady(wctx, name)
+	ready, err := d.waitReady(wctx, pod.Name)
 	if err == nil {
-		return pod, nil
+		return ready, nil
 	}
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
-	d.log.Warn("deleting a pod that did not become ready", "compute", id, "pod", name, "err", err)
-	if _, err := d.deletePod(ctx, name); err != nil {
-		return nil, err
+	d.log.Warn("deleting a pod that did not become ready", "compute", id, "pod", pod.Name, "err", err)
+	if _, err := d.deletePod(ctx, pod.Name); err != nil {
+		d.log.Error("could not delete a pod that did not become ready", "compute", id, "pod", pod.Name, "err", err)
 	}
 	return nil, nil
 }
@@ -75,7 +92,6 @@ func (d *Driver) adoptStarting(ctx context.Context, id, name string) (*corev1.Po
 // monitor watches the driver's Pods until ctx ends, and reports the loss of
 // an active compute's Pod to the exit handler.
 func (d *Driver) monitor(ctx context.Context) {
-	defer close(d.done)
 	factory := informers.NewSharedInformerFactoryWithOptions(d.cli, 0,
 		informers.WithNamespace(d.opts.Namespace),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = managedSelector }))
@@ -128,13 +144,13 @@ func (d *Driver) observe(old, pod *corev1.Pod, deleted bool) {
 		return
 	}
 	d.mu.Lock()
-	uid, ok := d.active[id]
+	a, ok := d.active[id]
 	fn := d.onExit
-	if ok && uid == pod.UID {
+	if ok && a.uid == pod.UID {
 		delete(d.active, id)
 	}
 	d.mu.Unlock()
-	if !ok || uid != pod.UID {
+	if !ok || a.uid != pod.UID {
 		return
 	}
 	d.log.Error("compute lost its pod", "compute", id, "pod", pod.Name, "err", lost)
@@ -148,8 +164,8 @@ func (d *Driver) observe(old, pod *corev1.Pod, deleted bool) {
 func (d *Driver) isActive(id string, pod *corev1.Pod) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	uid, ok := d.active[id]
-	return ok && uid == pod.UID
+	a, ok := d.active[id]
+	return ok && a.uid == pod.UID
 }
 
 func restarts(pod *corev1.Pod) int32 {

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -193,7 +194,7 @@ func (d *Driver) podFor(c *store.Compute, name string) (*corev1.Pod, error) {
 			AutomountServiceAccountToken: &no,
 			EnableServiceLinks:           &no,
 			NodeSelector:                 d.opts.NodeSelector,
-			Tolerations:                  d.opts.Tolerations,
+			Tolerations:                  d.tolerations(),
 			SecurityContext: &corev1.PodSecurityContext{
 				RunAsNonRoot: ptr(true), RunAsUser: &uid, RunAsGroup: &uid, FSGroup: &uid,
 				// A resume must not wait on a recursive chown of the volume.
@@ -279,6 +280,27 @@ func (d *Driver) containerFor(secret, image string, res corev1.ResourceList, poo
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// lostNodeToleration is how long a compute's Pod stays bound to a node that
+// is not Ready or unreachable before the node controller evicts it.
+// Kubernetes' default, 300 s, would keep a project down for five minutes
+// when the driver cannot watch nodes itself; a database Pod has nothing to
+// wait for on a dead node, since its next start is a resume on any node.
+const lostNodeToleration = 10
+
+// tolerations are the configured ones plus short ones for lost nodes,
+// unless the configuration has its own for those taints.
+func (d *Driver) tolerations() []corev1.Toleration {
+	out := slices.Clone(d.opts.Tolerations)
+	for _, key := range []string{corev1.TaintNodeNotReady, corev1.TaintNodeUnreachable} {
+		if slices.ContainsFunc(out, func(t corev1.Toleration) bool { return t.Key == key }) {
+			continue
+		}
+		out = append(out, corev1.Toleration{Key: key, Operator: corev1.TolerationOpExists,
+			Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptr(int64(lostNodeToleration))})
+	}
+	return out
+}
 
 // sessionArgs are mariadb.SessionOptions as command-line options.
 func sessionArgs() []string {

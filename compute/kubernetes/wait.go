@@ -6,26 +6,35 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
 	watchtools "k8s.io/client-go/tools/watch"
 )
 
 // fatalWaiting are container waiting reasons that no amount of waiting
-// fixes: a resume fails at once with the reason instead of at its timeout.
+// fixes within a login's patience: a resume fails at once with the reason
+// instead of at its timeout. A failed pull counts: the kubelet retries it
+// only after a back-off of seconds to minutes.
 var fatalWaiting = map[string]bool{
 	"InvalidImageName":           true,
 	"ErrImageNeverPull":          true,
+	"ErrImagePull":               true,
+	"ImagePullBackOff":           true,
 	"CreateContainerConfigError": true,
 	"CreateContainerError":       true,
 	"CrashLoopBackOff":           true,
 }
+
+// imageWaiting are the fatal reasons that concern the image.
+var imageWaiting = map[string]bool{"InvalidImageName": true, "ErrImageNeverPull": true, "ErrImagePull": true, "ImagePullBackOff": true}
 
 // podListWatch lists and watches the one Pod called name.
 func (d *Driver) podListWatch(name string) cache.ListerWatcher {
@@ -86,6 +95,9 @@ func (d *Driver) waitReady(ctx context.Context, name string) (*corev1.Pod, error
 		if err := podFailure(pod); err != nil {
 			return false, err
 		}
+		if lost := d.lostNode(pod.Spec.NodeName); lost != "" {
+			return false, errors.New(lost)
+		}
 		if isReady(pod) {
 			ready = pod
 			return true, nil
@@ -103,9 +115,9 @@ func (d *Driver) waitReady(ctx context.Context, name string) (*corev1.Pod, error
 	return ready, nil
 }
 
-// waitGone waits until the Pod no longer exists.
-func (d *Driver) waitGone(ctx context.Context, name string) error {
-	err := d.waitPod(ctx, name, func(pod *corev1.Pod) (bool, error) { return pod == nil, nil })
+// waitGone waits until the Pod with uid no longer exists.
+func (d *Driver) waitGone(ctx context.Context, name string, uid types.UID) error {
+	err := d.waitPod(ctx, name, func(pod *corev1.Pod) (bool, error) { return pod == nil || pod.UID != uid, nil })
 	if err != nil && ctx.Err() != nil {
 		return fmt.Errorf("wait for pod %s to terminate: %w", name, ctx.Err())
 	}
@@ -137,8 +149,23 @@ func podFailure(pod *corev1.Pod) error {
 		return fmt.Errorf("pod %s: %s %s", pod.Status.Phase, pod.Status.Reason, pod.Status.Message)
 	}
 	for _, cs := range pod.Status.ContainerStatuses {
-		if w := cs.State.Waiting; w != nil && fatalWaiting[w.Reason] {
+		w := cs.State.Waiting
+		switch {
+		case w == nil || !fatalWaiting[w.Reason]:
+		case imageWaiting[w.Reason]:
+			return fmt.Errorf("image %s cannot be run: %s: %s (check kubernetes.image and that the nodes reach its registry)",
+				cs.Image, w.Reason, w.Message)
+		default:
 			return fmt.Errorf("container %s: %s: %s", cs.Name, w.Reason, w.Message)
+		}
+	}
+	for _, c := range pod.Status.Conditions {
+		// While a claim with Immediate binding is being provisioned the
+		// scheduler says Unschedulable too: that one passes.
+		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable &&
+			!strings.Contains(c.Message, "unbound") {
+			return fmt.Errorf("no node can run pod %s: %s (check kubernetes.node_selector, tolerations, resources and the volume's node affinity)",
+				pod.Name, c.Message)
 		}
 	}
 	return nil

@@ -49,9 +49,27 @@ func (c *cluster) bootstrap(ctx context.Context) error {
 	if _, err := cs.ServiceAccounts(namespace).Create(ctx, sa, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("create default service account: %w", err)
 	}
-	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName, Labels: map[string]string{"kubernetes.io/hostname": nodeName}}}
-	if _, err := cs.Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil {
-		return fmt.Errorf("create node: %w", err)
+	return createNode(ctx, c.client, nodeName)
+}
+
+// createNode registers a node that reports Ready, as a kubelet does.
+func createNode(ctx context.Context, cs kubernetes.Interface, name string) error {
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"kubernetes.io/hostname": name}}}
+	node, err := cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("create node %s: %w", name, err)
+	}
+	return setNodeReady(ctx, cs, node, corev1.ConditionTrue)
+}
+
+// setNodeReady writes the node's Ready condition: True as its kubelet
+// reports it, Unknown as the node controller does once heartbeats stop.
+func setNodeReady(ctx context.Context, cs kubernetes.Interface, node *corev1.Node, status corev1.ConditionStatus) error {
+	now := metav1.Now()
+	node.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: status,
+		Reason: "Harness", LastHeartbeatTime: now, LastTransitionTime: now}}
+	if _, err := cs.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("node %s status: %w", node.Name, err)
 	}
 	return nil
 }
@@ -97,6 +115,10 @@ func (c *cluster) create(ctx context.Context, obj runtime.Object) error {
 		_, err = c.client.RbacV1().Roles(o.Namespace).Create(ctx, o, opts)
 	case *rbacv1.RoleBinding:
 		_, err = c.client.RbacV1().RoleBindings(o.Namespace).Create(ctx, o, opts)
+	case *rbacv1.ClusterRole:
+		_, err = c.client.RbacV1().ClusterRoles().Create(ctx, o, opts)
+	case *rbacv1.ClusterRoleBinding:
+		_, err = c.client.RbacV1().ClusterRoleBindings().Create(ctx, o, opts)
 	default:
 		err = fmt.Errorf("kind %T is not handled by the harness", obj)
 	}
@@ -138,9 +160,8 @@ func forbidden(ctx context.Context, cs kubernetes.Interface) error {
 			_, err := cs.CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{})
 			return err
 		},
-		"list nodes": func() error {
-			_, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
-			return err
+		"delete nodes": func() error {
+			return cs.CoreV1().Nodes().Delete(ctx, nodeName, metav1.DeleteOptions{DryRun: []string{metav1.DryRunAll}})
 		},
 		"create services": func() error {
 			svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "x"},

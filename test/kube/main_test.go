@@ -93,7 +93,7 @@ func setup(dir string) (func(), error) {
 		cleanup()
 		return nil, err
 	}
-	kubeNode = newNode(kube.client, filepath.Join(dir, "node"))
+	kubeNode = newNode(kube.client, nodeName, filepath.Join(dir, "node"), 2)
 	// The first compute's datadir copies this template: make it now, so
 	// that a test's timings do not include mariadb-install-db.
 	if _, err := template(kubeNode.dir); err != nil {

@@ -28,11 +28,14 @@ import (
 // server and confirms the deletion), a volume provisioner (it binds PVCs to
 // folders) and the PVC protection controller.
 type node struct {
-	cs   kubernetes.Interface
-	dir  string
-	logf func(format string, args ...any)
+	cs     kubernetes.Interface
+	name   string
+	dir    string // shared by every node of the harness: volumes are folders in it
+	ipBase int    // the node's Pods get 127.0.0.N from N = ipBase up
+	logf   func(format string, args ...any)
 
 	mu      sync.Mutex
+	dead    bool // powered off: it binds, runs and stops nothing
 	pods    map[types.UID]*podRun
 	ips     map[string]bool
 	timings []podTiming
@@ -58,9 +61,51 @@ type podTiming struct {
 	ReadySet time.Time // the Ready status is written
 }
 
-func newNode(cs kubernetes.Interface, dir string) *node {
-	return &node{cs: cs, dir: dir, pods: map[types.UID]*podRun{}, ips: map[string]bool{},
-		logf: log.New(os.Stderr, "node: ", log.Ltime|log.Lmicroseconds).Printf}
+func newNode(cs kubernetes.Interface, name, dir string, ipBase int) *node {
+	return &node{cs: cs, name: name, dir: dir, ipBase: ipBase, pods: map[types.UID]*podRun{}, ips: map[string]bool{},
+		logf: log.New(os.Stderr, name+": ", log.Ltime|log.Lmicroseconds).Printf}
+}
+
+// kill powers the node off: its databases die at once (InnoDB recovers
+// them at their next start), it stops answering for its Pods, and the node
+// controller's view, Ready Unknown, is written.
+func (n *node) kill(ctx context.Context) error {
+	n.mu.Lock()
+	n.dead = true
+	runs := make([]*podRun, 0, len(n.pods))
+	for _, r := range n.pods {
+		runs = append(runs, r)
+	}
+	n.mu.Unlock()
+	for _, r := range runs {
+		<-r.started
+		if r.db != nil {
+			r.db.kill()
+		}
+	}
+	node, err := n.cs.CoreV1().Nodes().Get(ctx, n.name, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	return setNodeReady(ctx, n.cs, node, corev1.ConditionUnknown)
+}
+
+// revive brings a killed node back, empty, as after a reboot.
+func (n *node) revive(ctx context.Context) error {
+	n.mu.Lock()
+	n.dead = false
+	for uid, r := range n.pods {
+		if r.db != nil {
+			n.releaseIPLocked(r.ip)
+		}
+		delete(n.pods, uid)
+	}
+	n.mu.Unlock()
+	node, err := n.cs.CoreV1().Nodes().Get(ctx, n.name, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	return setNodeReady(ctx, n.cs, node, corev1.ConditionTrue)
 }
 
 // run watches Pods and PVCs of the namespace until ctx ends, then stops
@@ -110,7 +155,15 @@ func (n *node) run(ctx context.Context) {
 
 // onPod reacts to a Pod as the scheduler and the kubelet would.
 func (n *node) onPod(ctx context.Context, pod *corev1.Pod) {
+	n.mu.Lock()
+	dead := n.dead
+	n.mu.Unlock()
+	if dead {
+		return
+	}
 	switch {
+	case pod.DeletionTimestamp != nil && pod.Spec.NodeName != "" && pod.Spec.NodeName != n.name:
+		// Another node's kubelet confirms its own Pods' deletions.
 	case pod.DeletionTimestamp != nil:
 		n.mu.Lock()
 		r := n.pods[pod.UID]
@@ -124,7 +177,7 @@ func (n *node) onPod(ctx context.Context, pod *corev1.Pod) {
 		}
 	case pod.Spec.NodeName == "":
 		go n.bind(ctx, pod)
-	case pod.Spec.NodeName == nodeName:
+	case pod.Spec.NodeName == n.name:
 		n.mu.Lock()
 		_, known := n.pods[pod.UID]
 		if !known {
@@ -139,7 +192,7 @@ func (n *node) onPod(ctx context.Context, pod *corev1.Pod) {
 
 func (n *node) bind(ctx context.Context, pod *corev1.Pod) {
 	b := &corev1.Binding{ObjectMeta: metav1.ObjectMeta{Name: pod.Name, UID: pod.UID},
-		Target: corev1.ObjectReference{Kind: "Node", Name: nodeName}}
+		Target: corev1.ObjectReference{Kind: "Node", Name: n.name}}
 	if err := n.cs.CoreV1().Pods(pod.Namespace).Bind(ctx, b, metav1.CreateOptions{}); err != nil && !apierrors.IsConflict(err) {
 		n.logf("bind %s: %v", pod.Name, err)
 	}
@@ -400,7 +453,7 @@ func failedStatus(p *corev1.Pod, err error) {
 func (n *node) allocIP() (string, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	for i := 2; i < 255; i++ {
+	for i := n.ipBase; i < 255; i++ {
 		ip := fmt.Sprintf("127.0.0.%d", i)
 		if n.ips[ip] {
 			continue
@@ -418,9 +471,11 @@ func (n *node) allocIP() (string, error) {
 
 func (n *node) releaseIP(ip string) {
 	n.mu.Lock()
-	delete(n.ips, ip)
+	n.releaseIPLocked(ip)
 	n.mu.Unlock()
 }
+
+func (n *node) releaseIPLocked(ip string) { delete(n.ips, ip) }
 
 func (n *node) mark(pod string, fn func(*podTiming)) {
 	n.mu.Lock()
