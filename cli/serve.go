@@ -17,6 +17,7 @@ import (
 
 	"github.com/serverlessd/serverlessd/backup"
 	"github.com/serverlessd/serverlessd/compute"
+	kubedriver "github.com/serverlessd/serverlessd/compute/kubernetes"
 	"github.com/serverlessd/serverlessd/compute/local"
 	"github.com/serverlessd/serverlessd/config"
 	"github.com/serverlessd/serverlessd/machine"
@@ -209,10 +210,10 @@ func open(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemon, er
 	pcfg := proxyConfig(cfg, versionOf(drv))
 	pcfg.OnReattach = met.ObserveReattach
 	pcfg.OnPoolWait, pcfg.OnPoolGone = met.ObservePoolWait, met.ForgetPool
-	px, err := proxy.New(pcfg, proxy.StoreDirectory{Store: st}, mgr, log)
+	px, err := newProxy(ctx, pcfg, drv, st, mgr, log)
 	if err != nil {
 		st.Close()
-		return nil, fmt.Errorf("set up the MySQL proxy: %w", err)
+		return nil, err
 	}
 	mgr.SetDetacher(px.Detach)
 	registerMetrics(met, st, mgr, px)
@@ -233,6 +234,40 @@ func open(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemon, er
 		StorageInterval: cfg.Scheduler.StorageInterval, Metrics: met, Logger: log, Spent: quotas.Spent})
 	return &daemon{cfg: cfg, log: log, store: st, mgr: mgr, api: api, proxy: px, sched: sched, backups: backups}, nil
 }
+
+// newProxy sets up the MySQL listener. With kubernetes and no configured
+// certificate, the self-signed one it makes (and its RSA key) are kept in a
+// Secret: every replica and every restart of the daemon, whose data dir is
+// an emptyDir, presents the same one.
+func newProxy(ctx context.Context, pcfg proxy.Config, drv compute.Driver, st store.Store, mgr *compute.Manager, log *slog.Logger) (*proxy.Server, error) {
+	kd, ok := drv.(*kubedriver.Driver)
+	var keep *kubedriver.FileSecret
+	if ok && pcfg.TLSCertFile == "" {
+		keep = kd.FileSecret(proxyTLSSecret, pcfg.DataDir, proxy.GeneratedFiles...)
+		found, err := keep.Restore(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("proxy certificate: %w", err)
+		}
+		if found {
+			keep = nil
+		}
+	}
+	px, err := proxy.New(pcfg, proxy.StoreDirectory{Store: st}, mgr, log)
+	if err != nil {
+		return nil, fmt.Errorf("set up the MySQL proxy: %w", err)
+	}
+	if keep != nil {
+		if err := keep.Save(ctx); err != nil {
+			return nil, fmt.Errorf("proxy certificate: %w", err)
+		}
+		log.Info("proxy certificate made and kept in a secret", "component", "proxy", "secret", proxyTLSSecret)
+	}
+	return px, nil
+}
+
+// proxyTLSSecret is the Secret that keeps the proxy's self-signed
+// certificate on Kubernetes.
+const proxyTLSSecret = "serverlessd-proxy-tls"
 
 func openStore(ctx context.Context, cfg config.Config) (store.Store, error) {
 	switch cfg.Store.Driver {

@@ -26,6 +26,10 @@ const (
 	sha2RSAKeyFile     = "proxy-sha2-rsa.key"
 )
 
+// GeneratedFiles are the files New generates into Config.DataDir when they
+// are missing, and loads from there otherwise.
+var GeneratedFiles = []string{selfSignedCertFile, selfSignedKeyFile, sha2RSAKeyFile}
+
 // loadTLS returns the server TLS config: the configured pair, or a
 // self-signed one generated once into DataDir (in memory without DataDir).
 func loadTLS(cfg *Config) (*tls.Config, error) {

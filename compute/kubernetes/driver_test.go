@@ -66,11 +66,11 @@ func TestProvisionCreatesSecretAndPVC(t *testing.T) {
 	}
 	checkLabels(t, sec.Labels, c)
 	pw := string(sec.Data[keyAdminPassword])
-	if len(pw) < 32 || string(sec.Data[keyRootPassword]) == pw {
-		t.Errorf("weak or shared passwords: admin %q", pw)
+	if len(pw) < 32 {
+		t.Errorf("weak admin password %q", pw)
 	}
-	if !strings.Contains(string(sec.Data[keyInitSQL]), "GRANT ALL PRIVILEGES ON *.* TO `serverlessd_admin`@`%` WITH GRANT OPTION") {
-		t.Errorf("init.sql does not grant the admin: %q", string(sec.Data[keyInitSQL]))
+	if pvc.Annotations[layoutAnnotation] != datadirName {
+		t.Errorf("pvc annotations = %v, want the datadir in a folder", pvc.Annotations)
 	}
 	if !strings.Contains(events(rec), "Provisioned") {
 		t.Error("no Provisioned event")
@@ -115,11 +115,19 @@ func TestPodSpec(t *testing.T) {
 	c := testCompute()
 	c.Spec = store.ComputeSpec{Image: "mariadb:11.4.5", Resources: store.Resources{Memory: "256Mi"}}
 	name, _ := objectName(c.ID)
-	pod, err := d.podFor(c, name)
+	pvc, err := d.pvcFor(c, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pvc.UID = "pvc-uid"
+	pod, err := d.podFor(c, name, pvc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	checkLabels(t, pod.Labels, c)
+	if o := metav1.GetControllerOf(pod); o == nil || o.Kind != "PersistentVolumeClaim" || o.UID != "pvc-uid" {
+		t.Errorf("controller = %+v, want the pvc", o)
+	}
 	ct := pod.Spec.Containers[0]
 	if ct.Image != "mariadb:11.4.5" {
 		t.Errorf("image = %s, want the spec's", ct.Image)
@@ -143,7 +151,11 @@ func TestPodSpec(t *testing.T) {
 		t.Errorf("readiness probe = %+v, want tcp 3306", p)
 	}
 	checkVolumes(t, pod, name)
-	checkEnv(t, ct, name)
+	checkEnv(t, ct, name, "/var/lib/mysql/data")
+	// A volume made before the datadir moved to a folder keeps it at its root.
+	delete(pvc.Annotations, layoutAnnotation)
+	old, _ := d.podFor(c, name, pvc)
+	checkEnv(t, old.Spec.Containers[0], name, "/var/lib/mysql")
 	if pod.Spec.NodeSelector["disk"] != "ssd" || len(pod.Spec.Tolerations) != 3 || pod.Spec.Tolerations[0].Key != "db" {
 		t.Errorf("placement: selector %v, tolerations %v", pod.Spec.NodeSelector, pod.Spec.Tolerations)
 	}
@@ -164,7 +176,7 @@ func TestPodSpec(t *testing.T) {
 func TestPodDefaults(t *testing.T) {
 	d, _, _ := newTestDriver(t)
 	c := testCompute()
-	pod, err := d.podFor(c, "x")
+	pod, err := d.podFor(c, "x", &corev1.PersistentVolumeClaim{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +189,7 @@ func TestPodDefaults(t *testing.T) {
 	}
 	tiny := testCompute()
 	tiny.Spec.Resources.Memory = "40Mi"
-	pod, _ = d.podFor(tiny, "y")
+	pod, _ = d.podFor(tiny, "y", &corev1.PersistentVolumeClaim{})
 	if !contains(pod.Spec.Containers[0].Args, "--innodb-buffer-pool-size=33554432") {
 		t.Errorf("args %v: want the 32 MiB floor", pod.Spec.Containers[0].Args)
 	}
@@ -207,7 +219,7 @@ func checkVolumes(t *testing.T, pod *corev1.Pod, name string) {
 	for _, m := range ct.VolumeMounts {
 		mounts[m.Name] = m.MountPath
 	}
-	if mounts[dataVolume] != "/var/lib/mysql" || mounts[initVolume] != "/docker-entrypoint-initdb.d" {
+	if mounts[dataVolume] != "/var/lib/mysql" || mounts[runVolume] != "/run/serverlessd" {
 		t.Errorf("mounts = %v", mounts)
 	}
 	for _, v := range pod.Spec.Volumes {
@@ -216,28 +228,33 @@ func checkVolumes(t *testing.T, pod *corev1.Pod, name string) {
 			if v.PersistentVolumeClaim == nil || v.PersistentVolumeClaim.ClaimName != name {
 				t.Errorf("data volume = %+v", v)
 			}
-		case initVolume:
-			if v.Secret == nil || v.Secret.SecretName != name {
-				t.Errorf("init volume = %+v", v)
+		case runVolume:
+			if v.EmptyDir == nil || v.EmptyDir.Medium != corev1.StorageMediumMemory {
+				t.Errorf("run volume = %+v, want an emptyDir in memory", v)
 			}
 		}
 	}
 }
 
-func checkEnv(t *testing.T, ct corev1.Container, name string) {
+func checkEnv(t *testing.T, ct corev1.Container, name, datadir string) {
 	t.Helper()
 	env := map[string]corev1.EnvVar{}
 	for _, e := range ct.Env {
 		env[e.Name] = e
 	}
-	if env["MARIADB_USER"].Value != AdminUser || env["MARIADB_ROOT_HOST"].Value != "localhost" {
-		t.Errorf("env = %+v", env)
+	if env["SERVERLESSD_DATADIR"].Value != datadir || env["SERVERLESSD_VOLUME"].Value != "/var/lib/mysql" {
+		t.Errorf("env = %+v, want the datadir %s", env, datadir)
 	}
-	for key, secretKey := range map[string]string{"MARIADB_PASSWORD": keyAdminPassword, "MARIADB_ROOT_PASSWORD": keyRootPassword} {
-		ref := env[key].ValueFrom
-		if ref == nil || ref.SecretKeyRef == nil || ref.SecretKeyRef.Name != name || ref.SecretKeyRef.Key != secretKey {
-			t.Errorf("%s = %+v, want secret %s key %s", key, env[key], name, secretKey)
-		}
+	if !strings.Contains(env["SERVERLESSD_INIT_SQL"].Value, "GRANT ALL PRIVILEGES ON *.* TO `serverlessd_admin`@`%` WITH GRANT OPTION") ||
+		!strings.Contains(env["SERVERLESSD_INIT_SQL"].Value, "IDENTIFIED BY '@PASSWORD@'") {
+		t.Errorf("init SQL = %q", env["SERVERLESSD_INIT_SQL"].Value)
+	}
+	ref := env["SERVERLESSD_ADMIN_PASSWORD"].ValueFrom
+	if ref == nil || ref.SecretKeyRef == nil || ref.SecretKeyRef.Name != name || ref.SecretKeyRef.Key != keyAdminPassword {
+		t.Errorf("admin password = %+v, want secret %s key %s", env["SERVERLESSD_ADMIN_PASSWORD"], name, keyAdminPassword)
+	}
+	if len(ct.Command) != 4 || ct.Command[0] != "/bin/sh" || !strings.Contains(ct.Command[2], "exec mariadbd") {
+		t.Errorf("command = %q, want start.sh", ct.Command)
 	}
 }
 

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-mysql-org/go-mysql/mysql"
+	"github.com/go-mysql-org/go-mysql/server"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -55,10 +57,13 @@ func testCompute() *store.Compute {
 	return &store.Compute{ID: store.NewID("cmp"), ProjectID: store.NewID("prj"), TenantID: store.NewID("ten"), Driver: "kubernetes"}
 }
 
-// mysqlStub answers every connection on ip:3306 with the first bytes of a
-// MySQL greeting: it stands for mariadbd below the seam these tests cover.
-func mysqlStub(t *testing.T) string {
+// mysqlStub is a MySQL server on ip:3306 that lets in the daemon's account
+// with the password of any compute's Secret (go-mysql's server): it stands
+// for mariadbd below the seam these tests cover.
+func mysqlStub(t *testing.T, cs *fake.Clientset) string {
 	t.Helper()
+	auth := stubAuth{cs: cs}
+	srv := server.NewServer("10.11.10-MariaDB", mysql.DEFAULT_COLLATION_ID, mysql.AUTH_NATIVE_PASSWORD, nil, nil)
 	for range 20 {
 		ip := fmt.Sprintf("127.0.%d.%d", 100+rand.IntN(100), 2+rand.IntN(250))
 		ln, err := net.Listen("tcp", net.JoinHostPort(ip, "3306"))
@@ -72,8 +77,13 @@ func mysqlStub(t *testing.T) string {
 				if err != nil {
 					return
 				}
-				_, _ = c.Write([]byte{1, 0, 0, 0, 10})
-				c.Close()
+				go func() {
+					defer c.Close()
+					conn, err := server.NewCustomizedConn(c, srv, auth, server.EmptyHandler{})
+					for err == nil {
+						err = conn.HandleCommand()
+					}
+				}()
 			}
 		}()
 		return ip
@@ -81,6 +91,27 @@ func mysqlStub(t *testing.T) string {
 	t.Fatal("no free loopback address for the MySQL stub")
 	return ""
 }
+
+// stubAuth accepts the daemon's account with any Secret's password.
+type stubAuth struct{ cs *fake.Clientset }
+
+func (a stubAuth) GetCredential(user string) (server.Credential, bool, error) {
+	if user != AdminUser {
+		return server.Credential{}, false, nil
+	}
+	list, err := a.cs.CoreV1().Secrets(testNS).List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		return server.Credential{}, false, err
+	}
+	cred := server.Credential{AuthPluginName: mysql.AUTH_NATIVE_PASSWORD}
+	for _, s := range list.Items {
+		cred.Passwords = append(cred.Passwords, string(s.Data[keyAdminPassword]))
+	}
+	return cred, len(cred.Passwords) > 0, nil
+}
+
+func (stubAuth) OnAuthSuccess(*server.Conn) error  { return nil }
+func (stubAuth) OnAuthFailure(*server.Conn, error) {}
 
 // kubelet plays the node on the fake clientset: it marks every Pod of the
 // namespace Running and Ready at ip until stopped. It updates repeatedly

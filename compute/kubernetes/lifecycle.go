@@ -30,32 +30,37 @@ func notProvisioned(err error) error {
 	return err
 }
 
-// Provision creates the compute's Secret and PVC. It is idempotent: objects
-// that exist are kept as they are (the Secret holds the password the datadir
-// was initialized with). It does not wait for the PVC to bind, since
+// Provision creates the compute's PVC, then its Secret, owned by the PVC.
+// It is idempotent: objects that exist are kept as they are (the Secret
+// holds the admin password). It does not wait for the PVC to bind, since
 // WaitForFirstConsumer storage classes bind only when the Pod is scheduled.
 func (d *Driver) Provision(ctx context.Context, c *store.Compute) error {
 	name, err := objectName(c.ID)
 	if err != nil {
 		return err
 	}
-	pvc, err := d.pvcFor(c, name)
+	want, err := d.pvcFor(c, name)
 	if err != nil {
 		return err
 	}
 	if _, _, err := d.resourcesFor(c); err != nil {
 		return err
 	}
-	_, err = d.cli.CoreV1().Secrets(d.opts.Namespace).Create(ctx, secretFor(c, name, d.opts.Namespace), createOpts)
+	claims := d.cli.CoreV1().PersistentVolumeClaims(d.opts.Namespace)
+	pvc, err := claims.Create(ctx, want, createOpts)
+	created := err == nil
+	if apierrors.IsAlreadyExists(err) {
+		pvc, err = claims.Get(ctx, name, getOpts)
+	}
+	if err != nil {
+		return fmt.Errorf("provision compute %s: create volume claim: %w", c.ID, err)
+	}
+	_, err = d.cli.CoreV1().Secrets(d.opts.Namespace).Create(ctx, secretFor(c, name, d.opts.Namespace, pvc), createOpts)
 	if err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("provision compute %s: create secret: %w", c.ID, err)
 	}
-	_, err = d.cli.CoreV1().PersistentVolumeClaims(d.opts.Namespace).Create(ctx, pvc, createOpts)
-	switch {
-	case apierrors.IsAlreadyExists(err):
+	if !created {
 		return nil
-	case err != nil:
-		return fmt.Errorf("provision compute %s: create volume claim: %w", c.ID, err)
 	}
 	size := pvc.Spec.Resources.Requests[corev1.ResourceStorage]
 	d.log.Info("compute provisioned", "compute", c.ID, "project", c.ProjectID, "pvc", name, "size", size.String())
@@ -63,46 +68,53 @@ func (d *Driver) Provision(ctx context.Context, c *store.Compute) error {
 	return nil
 }
 
-// Start creates the compute's Pod, or takes the one that exists, and waits
-// with a watch until it is Ready, then until its IP:3306 answers with a MySQL
-// greeting. A Pod that is still terminating (a suspend in progress) is waited
-// out first, and a failed one is replaced.
+// Start creates the compute's Pod, or takes the one that exists, waits
+// with a watch until its container runs with an IP, then polls a login of
+// the daemon's account there: it does not wait for the kubelet's readiness
+// probe, whose period would add up to a second. A Pod that is still
+// terminating (a suspend in progress) is waited out first, and a failed
+// one, or one on a lost node, is replaced.
 func (d *Driver) Start(ctx context.Context, c *store.Compute) (string, error) {
 	name, err := objectName(c.ID)
 	if err != nil {
 		return "", err
 	}
-	if _, err := d.cli.CoreV1().PersistentVolumeClaims(d.opts.Namespace).Get(ctx, name, getOpts); err != nil {
+	pvc, err := d.cli.CoreV1().PersistentVolumeClaims(d.opts.Namespace).Get(ctx, name, getOpts)
+	if err != nil {
 		return "", fmt.Errorf("start compute %s: %w", c.ID, notProvisioned(err))
 	}
+	creds, err := d.Admin(ctx, c)
+	if err != nil {
+		return "", fmt.Errorf("start compute %s: %w", c.ID, err)
+	}
 	t0 := time.Now()
-	pod, err := d.ensurePod(ctx, c, name)
+	pod, err := d.ensurePod(ctx, c, name, pvc)
 	if err != nil {
 		return "", fmt.Errorf("start compute %s: %w", c.ID, err)
 	}
 	created, uid := time.Since(t0), pod.UID
-	if pod, err = d.waitReady(ctx, name); err != nil {
+	if pod, err = d.waitRunning(ctx, name); err != nil {
 		d.abandon(c, name, uid, err)
 		return "", fmt.Errorf("start compute %s: %w", c.ID, err)
 	}
-	ready := time.Since(t0)
+	running := time.Since(t0)
 	addr := net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(MySQLPort))
-	if err := d.dialMySQL(ctx, addr); err != nil {
+	if err := d.pollLogin(ctx, name, uid, addr, creds); err != nil {
 		d.abandon(c, name, uid, err)
-		return "", fmt.Errorf("start compute %s: pod %s is Ready but %w", c.ID, name, err)
+		return "", fmt.Errorf("start compute %s: pod %s runs but %w", c.ID, name, err)
 	}
 	d.setActive(c.ID, pod)
 	d.log.Info("compute started", "compute", c.ID, "project", c.ProjectID, "pod", name, "address", addr,
-		"node", pod.Spec.NodeName, "create_ms", ms(created), "ready_ms", ms(ready), "duration_ms", ms(time.Since(t0)))
-	d.event(name, corev1.EventTypeNormal, "Resumed", "Pod %s ready at %s in %s", name, addr, time.Since(t0).Round(time.Millisecond))
+		"node", pod.Spec.NodeName, "create_ms", ms(created), "running_ms", ms(running), "duration_ms", ms(time.Since(t0)))
+	d.event(name, corev1.EventTypeNormal, "Resumed", "Pod %s serving at %s in %s", name, addr, time.Since(t0).Round(time.Millisecond))
 	return addr, nil
 }
 
 // ensurePod returns the compute's live Pod, creating it if there is none.
 // It tries the create first: on a resume the Pod is almost always gone, and
 // each request to the API server is on the client's wait.
-func (d *Driver) ensurePod(ctx context.Context, c *store.Compute, name string) (*corev1.Pod, error) {
-	want, err := d.podFor(c, name)
+func (d *Driver) ensurePod(ctx context.Context, c *store.Compute, name string, pvc *corev1.PersistentVolumeClaim) (*corev1.Pod, error) {
+	want, err := d.podFor(c, name, pvc)
 	if err != nil {
 		return nil, err
 	}
@@ -330,5 +342,9 @@ func (d *Driver) CheckBackend(ctx context.Context, c *store.Compute, addr string
 	}
 	d.log.Info("waiting for mariadbd to answer again in its pod", "compute", c.ID, "pod", name, "address", addr,
 		"restarts", restarts(pod))
-	return d.dialMySQL(ctx, addr)
+	creds, err := d.Admin(ctx, c)
+	if err != nil {
+		return err
+	}
+	return d.pollLogin(ctx, name, pod.UID, addr, creds)
 }

@@ -18,7 +18,7 @@ import (
 func TestStartWaitsForReadyThenStopKeepsVolume(t *testing.T) {
 	d, cs, rec := newTestDriver(t)
 	ctx := ctxT(t)
-	ip := mysqlStub(t)
+	ip := mysqlStub(t, cs)
 	c := testCompute()
 	if _, err := d.Start(ctx, c); !errors.Is(err, compute.ErrNotProvisioned) {
 		t.Fatalf("Start before Provision: %v, want ErrNotProvisioned", err)
@@ -74,7 +74,7 @@ func TestStartWaitsForReadyThenStopKeepsVolume(t *testing.T) {
 func TestDestroyRemovesEverything(t *testing.T) {
 	d, cs, _ := newTestDriver(t)
 	ctx := ctxT(t)
-	startKubelet(t, cs, mysqlStub(t))
+	startKubelet(t, cs, mysqlStub(t, cs))
 	c := testCompute()
 	if err := d.Provision(ctx, c); err != nil {
 		t.Fatal(err)
@@ -171,13 +171,14 @@ func TestStartReplacesFailedPod(t *testing.T) {
 		t.Fatal(err)
 	}
 	name, _ := objectName(c.ID)
-	old, _ := d.podFor(c, name)
+	pvc, _ := cs.CoreV1().PersistentVolumeClaims(testNS).Get(ctx, name, metav1.GetOptions{})
+	old, _ := d.podFor(c, name, pvc)
 	old.UID = "old"
 	old.Status.Phase = corev1.PodFailed
 	if _, err := cs.CoreV1().Pods(testNS).Create(ctx, old, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	startKubelet(t, cs, mysqlStub(t))
+	startKubelet(t, cs, mysqlStub(t, cs))
 	if _, err := d.Start(ctx, c); err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +191,7 @@ func TestStartReplacesFailedPod(t *testing.T) {
 func TestCrashReportedOnceAndNotAfterStop(t *testing.T) {
 	d, cs, rec := newTestDriver(t)
 	ctx := ctxT(t)
-	startKubelet(t, cs, mysqlStub(t))
+	startKubelet(t, cs, mysqlStub(t, cs))
 	exits := make(chan string, 4)
 	d.SetExitHandler(func(id string, err error) { exits <- id + ": " + err.Error() })
 	a, b := testCompute(), testCompute()

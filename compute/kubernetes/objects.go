@@ -2,6 +2,7 @@ package kubernetes
 
 import (
 	"crypto/rand"
+	_ "embed"
 	"encoding/base64"
 	"fmt"
 	"regexp"
@@ -28,29 +29,32 @@ const (
 	TenantLabel    = "serverlessd.io/tenant-id"
 )
 
-// Secret keys.
-const (
-	keyAdminPassword = "admin-password"
-	keyRootPassword  = "root-password"
-	keyInitSQL       = "init.sql"
-)
+// keyAdminPassword is the Secret's key for the daemon's account's password.
+const keyAdminPassword = "admin-password"
 
 const (
 	// AdminUser is the daemon's account in every compute, 'serverlessd_admin'@'%'.
 	// It must be reachable over TCP from the daemon's Pod, hence the '%'
-	// host. Role names starting with "serverlessd" are reserved
-	// (compute.ValidateRoleName), so no user can create or log in as it, and
-	// the manager's role sync never drops it.
+	// host; the NetworkPolicy of deploy/kubernetes lets only the daemon's
+	// Pods reach a compute. Role names starting with "serverlessd" are
+	// reserved (compute.ValidateRoleName), so no user can create or log in
+	// as it, and the manager's role sync never drops it.
 	AdminUser = mariadb.AdminUser
 	// MySQLPort is where mariadbd listens in the Pod.
 	MySQLPort     = 3306
 	containerName = "mariadb"
 	dataVolume    = "data"
-	initVolume    = "init"
+	runVolume     = "run"
+	// dataMountPath is where the volume is mounted. The datadir is its
+	// subfolder datadirName (layoutAnnotation), so that what the volume's
+	// filesystem keeps at its root (lost+found on ext4) is not a database.
 	dataMountPath = "/var/lib/mysql"
-	// initMountPath is where the official image runs *.sql files once, when
-	// it initializes an empty datadir.
-	initMountPath = "/docker-entrypoint-initdb.d"
+	datadirName   = "data"
+	// runMountPath holds the init file start.sh writes, in memory.
+	runMountPath = "/run/serverlessd"
+	// layoutAnnotation, on a PVC, names the datadir's folder on the
+	// volume. Volumes made before it have their datadir at the root.
+	layoutAnnotation = "serverlessd.io/datadir"
 	// mysqlUID is the mysql user of the official image; running as it (and
 	// not as root, then gosu) lets the Pod pass the "restricted" Pod
 	// Security Standard.
@@ -58,6 +62,11 @@ const (
 	// minBufferPool keeps InnoDB usable on tiny computes.
 	minBufferPool = 32 << 20
 )
+
+// startScript is the container's command: see start.sh.
+//
+//go:embed start.sh
+var startScript string
 
 // validID keeps compute ids to what store.NewID makes, so that the derived
 // object names are valid DNS labels and label values.
@@ -95,25 +104,42 @@ func newPassword() string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-// secretFor builds the compute's Secret: the admin and root passwords, and
-// the init script that gives the admin account its privileges. The image's
-// entrypoint creates the account from MARIADB_USER/MARIADB_PASSWORD but
-// grants it nothing outside MARIADB_DATABASE, so the script adds the grant.
-func secretFor(c *store.Compute, name, namespace string) *corev1.Secret {
+// secretFor builds the compute's Secret: the password of the daemon's
+// account, which the compute's start script gives the account at every
+// start. Its owner is the compute's PVC, so it goes with the volume.
+func secretFor(c *store.Compute, name, namespace string, owner *corev1.PersistentVolumeClaim) *corev1.Secret {
 	immutable := true
-	initSQL := "-- serverlessd: the daemon's admin account manages roles.\n" + mariadb.AdminGrant("%") + ";\n"
 	return &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: labelsFor(c)},
-		Type:       corev1.SecretTypeOpaque,
-		// Immutable: the passwords never change, and kubelets need not
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: labelsFor(c),
+			OwnerReferences: ownedBy(owner)},
+		Type: corev1.SecretTypeOpaque,
+		// Immutable: the password never changes, and kubelets need not
 		// watch it.
 		Immutable: &immutable,
-		Data: map[string][]byte{
-			keyAdminPassword: []byte(newPassword()),
-			keyRootPassword:  []byte(newPassword()),
-			keyInitSQL:       []byte(initSQL),
-		},
+		Data:      map[string][]byte{keyAdminPassword: []byte(newPassword())},
 	}
+}
+
+// ownedBy makes the compute's PVC the owner of its Pod and Secret: the
+// volume is the compute, what `kubectl drain` needs to see a controller of
+// the Pod (it evicts it; the next login starts it elsewhere), and the
+// garbage collector removes both with the volume. Deleting an owned object
+// does not touch its owner, so a suspend keeps the data.
+func ownedBy(pvc *corev1.PersistentVolumeClaim) []metav1.OwnerReference {
+	if pvc == nil || pvc.UID == "" {
+		return nil
+	}
+	return []metav1.OwnerReference{{APIVersion: "v1", Kind: "PersistentVolumeClaim", Name: pvc.Name, UID: pvc.UID,
+		Controller: ptr(true), BlockOwnerDeletion: ptr(false)}}
+}
+
+// datadir is where the compute's datadir is in the container, from the
+// layout its volume was made with.
+func datadir(pvc *corev1.PersistentVolumeClaim) string {
+	if sub := pvc.Annotations[layoutAnnotation]; sub != "" {
+		return dataMountPath + "/" + sub
+	}
+	return dataMountPath
 }
 
 // pvcFor builds the compute's data volume claim.
@@ -127,7 +153,8 @@ func (d *Driver) pvcFor(c *store.Compute, name string) (*corev1.PersistentVolume
 		return nil, fmt.Errorf("compute %s: storage %q: %w", c.ID, size, err)
 	}
 	pvc := &corev1.PersistentVolumeClaim{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: d.opts.Namespace, Labels: labelsFor(c)},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: d.opts.Namespace, Labels: labelsFor(c),
+			Annotations: map[string]string{layoutAnnotation: datadirName}},
 		Spec: corev1.PersistentVolumeClaimSpec{
 			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
 			Resources: corev1.VolumeResourceRequirements{
@@ -167,8 +194,8 @@ func (d *Driver) resourcesFor(c *store.Compute) (corev1.ResourceList, int64, err
 	return corev1.ResourceList{corev1.ResourceCPU: cq, corev1.ResourceMemory: mq}, pool, nil
 }
 
-// podFor builds the compute's Pod.
-func (d *Driver) podFor(c *store.Compute, name string) (*corev1.Pod, error) {
+// podFor builds the compute's Pod on its volume claim pvc.
+func (d *Driver) podFor(c *store.Compute, name string, pvc *corev1.PersistentVolumeClaim) (*corev1.Pod, error) {
 	res, pool, err := d.resourcesFor(c)
 	if err != nil {
 		return nil, err
@@ -180,8 +207,10 @@ func (d *Driver) podFor(c *store.Compute, name string) (*corev1.Pod, error) {
 	grace := int64(d.opts.StopTimeout.Seconds())
 	no := false
 	uid, fsChange := int64(mysqlUID), corev1.FSGroupChangeOnRootMismatch
+	runSize := resource.MustParse("1Mi")
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: d.opts.Namespace, Labels: labelsFor(c)},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: d.opts.Namespace, Labels: labelsFor(c),
+			OwnerReferences: ownedBy(pvc)},
 		Spec: corev1.PodSpec{
 			// Always: kubelet restarts a crashed mariadbd in place, and
 			// the Pod keeps its IP, so the address in the store stays right.
@@ -201,34 +230,29 @@ func (d *Driver) podFor(c *store.Compute, name string) (*corev1.Pod, error) {
 				FSGroupChangePolicy: &fsChange,
 				SeccompProfile:      &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 			},
-			Containers: []corev1.Container{d.containerFor(name, image, res, pool)},
+			Containers: []corev1.Container{d.containerFor(name, image, datadir(pvc), res, pool)},
 			Volumes: []corev1.Volume{
 				{Name: dataVolume, VolumeSource: corev1.VolumeSource{
 					PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: name},
 				}},
-				{Name: initVolume, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
-					SecretName:  name,
-					Items:       []corev1.KeyToPath{{Key: keyInitSQL, Path: "serverlessd-admin.sql"}},
-					DefaultMode: ptr(int32(0o440)),
-				}}},
+				{Name: runVolume, VolumeSource: corev1.VolumeSource{
+					EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory, SizeLimit: &runSize},
+				}},
 			},
 		},
 	}
 	return pod, nil
 }
 
-// containerFor builds the mariadb container. Its environment is what the
-// official image's entrypoint reads when it initializes an empty datadir.
-func (d *Driver) containerFor(secret, image string, res corev1.ResourceList, pool int64) corev1.Container {
-	fromSecret := func(key string) *corev1.EnvVarSource {
-		return &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
-			LocalObjectReference: corev1.LocalObjectReference{Name: secret}, Key: key,
-		}}
-	}
+// containerFor builds the mariadb container: start.sh as its command,
+// mariadbd's options as its arguments.
+func (d *Driver) containerFor(secret, image, datadir string, res corev1.ResourceList, pool int64) corev1.Container {
+	initSQL := string(mariadb.InitSQLWithPassword("%", "@PASSWORD@"))
 	return corev1.Container{
 		Name:            containerName,
 		Image:           image,
 		ImagePullPolicy: corev1.PullIfNotPresent,
+		Command:         []string{"/bin/sh", "-c", startScript, "serverlessd-start"},
 		Args: append([]string{
 			fmt.Sprintf("--innodb-buffer-pool-size=%d", pool),
 			// Users are '%' accounts: reverse DNS of each client would only
@@ -243,28 +267,26 @@ func (d *Driver) containerFor(secret, image string, res corev1.ResourceList, poo
 		}, sessionArgs()...),
 		Ports: []corev1.ContainerPort{{Name: "mysql", ContainerPort: MySQLPort, Protocol: corev1.ProtocolTCP}},
 		Env: []corev1.EnvVar{
-			{Name: "MARIADB_ROOT_PASSWORD", ValueFrom: fromSecret(keyRootPassword)},
-			// root only from inside the Pod: users get their own "root"
-			// role as 'root'@'%', made by the daemon.
-			{Name: "MARIADB_ROOT_HOST", Value: "localhost"},
-			{Name: "MARIADB_USER", Value: AdminUser},
-			{Name: "MARIADB_PASSWORD", ValueFrom: fromSecret(keyAdminPassword)},
-			// Loading time zones takes seconds of the first start.
-			{Name: "MARIADB_INITDB_SKIP_TZINFO", Value: "1"},
-			// A newer pinned image upgrades the system tables by itself.
-			{Name: "MARIADB_AUTO_UPGRADE", Value: "1"},
+			{Name: "SERVERLESSD_DATADIR", Value: datadir},
+			{Name: "SERVERLESSD_VOLUME", Value: dataMountPath},
+			{Name: "SERVERLESSD_ADMIN_PASSWORD", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+				LocalObjectReference: corev1.LocalObjectReference{Name: secret}, Key: keyAdminPassword,
+			}}},
+			{Name: "SERVERLESSD_INIT_SQL", Value: initSQL},
+			{Name: "SERVERLESSD_RUN_DIR", Value: runMountPath},
 		},
 		// Requests equal limits: the Guaranteed QoS class is the last to be
 		// evicted under node pressure.
 		Resources: corev1.ResourceRequirements{Requests: res, Limits: res},
 		VolumeMounts: []corev1.VolumeMount{
 			{Name: dataVolume, MountPath: dataMountPath},
-			{Name: initVolume, MountPath: initMountPath, ReadOnly: true},
+			{Name: runVolume, MountPath: runMountPath},
 		},
-		// mariadbd opens its port only once InnoDB has recovered and the
-		// entrypoint's init is done, so a TCP check is a true readiness
-		// test, and costs kubelet no exec. A 1 s period bounds the wait a
-		// resume adds after mariadbd listens.
+		// For Kubernetes' own use (Service endpoints, kubectl, rollouts):
+		// the driver does not wait for it, it polls a login itself as soon
+		// as the container runs. mariadbd opens its port only once InnoDB
+		// has recovered and the init file has run, so a TCP check is a
+		// true readiness test, and costs kubelet no exec.
 		ReadinessProbe: &corev1.Probe{
 			ProbeHandler:     corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(MySQLPort)}},
 			PeriodSeconds:    1,

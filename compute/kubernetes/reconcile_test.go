@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
@@ -62,7 +63,11 @@ func (e *reconcileEnv) compute(ctx context.Context, state store.ComputeState, wi
 
 func (e *reconcileEnv) pod(ctx context.Context, c *store.Compute) {
 	name, _ := objectName(c.ID)
-	pod, err := e.d.podFor(c, name)
+	pvc, err := e.cs.CoreV1().PersistentVolumeClaims(testNS).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		pvc = &corev1.PersistentVolumeClaim{} // a stray Pod, with no claim
+	}
+	pod, err := e.d.podFor(c, name, pvc)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -95,7 +100,7 @@ func (e *reconcileEnv) state(ctx context.Context, c *store.Compute) *store.Compu
 func TestReconcile(t *testing.T) {
 	e := newReconcileEnv(t)
 	ctx := ctxT(t)
-	ip := mysqlStub(t)
+	ip := mysqlStub(t, e.cs)
 	suspendedWithPod := e.compute(ctx, store.StateSuspended, true)
 	activeNoPod := e.compute(ctx, store.StateActive, false)
 	activeWithPod := e.compute(ctx, store.StateActive, true)

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"strings"
 	"time"
 
@@ -17,6 +15,9 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
 	watchtools "k8s.io/client-go/tools/watch"
+
+	"github.com/serverlessd/serverlessd/compute"
+	"github.com/serverlessd/serverlessd/compute/mariadb"
 )
 
 // fatalWaiting are container waiting reasons that no amount of waiting
@@ -84,9 +85,23 @@ func (d *Driver) waitPod(ctx context.Context, name string, check func(*corev1.Po
 }
 
 // waitReady waits until the Pod is Ready with an IP, failing early when it
-// is deleted, terminates or shows a fatal waiting reason.
+// is deleted, terminates, shows a fatal waiting reason or its node is lost.
 func (d *Driver) waitReady(ctx context.Context, name string) (*corev1.Pod, error) {
-	var ready, last *corev1.Pod
+	return d.waitUntil(ctx, name, "ready", isReady)
+}
+
+// waitRunning waits until the Pod has an IP and its container runs (or it
+// is Ready), failing early as waitReady does.
+func (d *Driver) waitRunning(ctx context.Context, name string) (*corev1.Pod, error) {
+	return d.waitUntil(ctx, name, "running", func(pod *corev1.Pod) bool {
+		return isReady(pod) || pod.Status.PodIP != "" && pod.DeletionTimestamp == nil && containerRunning(pod)
+	})
+}
+
+// waitUntil waits until done(pod), failing early when the Pod is deleted,
+// terminates, shows a fatal waiting reason or its node is lost.
+func (d *Driver) waitUntil(ctx context.Context, name, what string, done func(*corev1.Pod) bool) (*corev1.Pod, error) {
+	var found, last *corev1.Pod
 	err := d.waitPod(ctx, name, func(pod *corev1.Pod) (bool, error) {
 		if pod == nil {
 			return false, errPodGone
@@ -98,8 +113,8 @@ func (d *Driver) waitReady(ctx context.Context, name string) (*corev1.Pod, error
 		if lost := d.lostNode(pod.Spec.NodeName); lost != "" {
 			return false, errors.New(lost)
 		}
-		if isReady(pod) {
-			ready = pod
+		if done(pod) {
+			found = pod
 			return true, nil
 		}
 		return false, nil
@@ -107,12 +122,22 @@ func (d *Driver) waitReady(ctx context.Context, name string) (*corev1.Pod, error
 	if err != nil && ctx.Err() != nil {
 		// UntilWithSync reports a timeout of its own: keep the context's
 		// error for errors.Is, and say what the Pod was waiting on.
-		return nil, fmt.Errorf("pod %s not ready (%s): %w", name, describe(last), ctx.Err())
+		return nil, fmt.Errorf("pod %s not %s (%s): %w", name, what, describe(last), ctx.Err())
 	}
 	if err != nil {
 		return nil, fmt.Errorf("pod %s: %w", name, err)
 	}
-	return ready, nil
+	return found, nil
+}
+
+// containerRunning reports whether the mariadb container has started.
+func containerRunning(pod *corev1.Pod) bool {
+	for _, cs := range pod.Status.ContainerStatuses {
+		if cs.Name == containerName && cs.State.Running != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // waitGone waits until the Pod with uid no longer exists.
@@ -193,44 +218,45 @@ func describe(pod *corev1.Pod) string {
 	return s
 }
 
-// dialMySQL waits until addr answers with a MySQL greeting. Kubelet probes
-// from the node; the daemon's path to the Pod IP (CNI routes, network
-// policies) may differ or lag, and the proxy must not be handed an address
-// it cannot reach. It retries a failed dial a few times a second: there is
-// nothing to watch for here.
-func (d *Driver) dialMySQL(ctx context.Context, addr string) error {
-	ctx, cancel := context.WithTimeout(ctx, d.opts.DialTimeout)
+// loginPoll is the pause between two login attempts while mariadbd starts.
+const loginPoll = 10 * time.Millisecond
+
+// pollLogin waits until the daemon's account logs in at addr, at most
+// DialTimeout. It fails early when the Pod fails, goes, is replaced or its
+// node is lost (watched meanwhile), or when the password is refused. The
+// daemon's own path to the Pod IP (CNI routes, network policies) is what
+// it proves, not the kubelet's.
+func (d *Driver) pollLogin(ctx context.Context, name string, uid types.UID, addr string, creds compute.Credentials) error {
+	ctx, cancel := context.WithTimeoutCause(ctx, d.opts.DialTimeout, fmt.Errorf("%s does not answer within %s", addr, d.opts.DialTimeout))
 	defer cancel()
+	wctx, fail := context.WithCancelCause(ctx)
+	defer fail(nil)
+	go func() {
+		err := d.waitPod(wctx, name, func(pod *corev1.Pod) (bool, error) {
+			switch {
+			case pod == nil || pod.UID != uid:
+				return false, errPodGone
+			case d.lostNode(pod.Spec.NodeName) != "":
+				return false, errors.New(d.lostNode(pod.Spec.NodeName))
+			}
+			return false, podFailure(pod)
+		})
+		if err != nil && wctx.Err() == nil {
+			fail(fmt.Errorf("pod %s: %w", name, err))
+		}
+	}()
 	var last error
 	for {
-		if last = greeting(ctx, addr); last == nil {
+		if last = mariadb.Login(wctx, "tcp", addr, creds.User, creds.Password); last == nil {
 			return nil
 		}
+		if mariadb.IsAccessDenied(last) {
+			return fmt.Errorf("mariadbd is up but the admin login fails: %w", last)
+		}
 		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s does not answer: %w", addr, last)
-		case <-time.After(50 * time.Millisecond):
+		case <-wctx.Done():
+			return fmt.Errorf("%w (last attempt: %v)", context.Cause(wctx), last)
+		case <-time.After(loginPoll):
 		}
 	}
-}
-
-// greeting dials addr and reads the first packet: a handshake (protocol 10)
-// means mariadbd accepts connections; an error packet (0xff: host blocked,
-// too many connections) does not.
-func greeting(ctx context.Context, addr string) error {
-	var dialer net.Dialer
-	conn, err := dialer.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
-	var hdr [5]byte // 3-byte length, sequence id, first payload byte
-	if _, err := io.ReadFull(conn, hdr[:]); err != nil {
-		return fmt.Errorf("read greeting: %w", err)
-	}
-	if hdr[4] != 10 {
-		return fmt.Errorf("unexpected greeting (first byte %#x)", hdr[4])
-	}
-	return nil
 }

@@ -11,6 +11,7 @@ import (
 
 	authv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -33,11 +34,13 @@ const (
 	nodeName       = "harness-node"
 )
 
-// bootstrap applies deploy/kubernetes's Namespace, ServiceAccount, Role and
-// RoleBinding, plus what a controller-manager would have made (the default
-// ServiceAccount) and the harness's Node.
+// bootstrap applies deploy/kubernetes's Namespace, ServiceAccount, Role,
+// RoleBinding, node ClusterRole and NetworkPolicy (the API server validates
+// it; the harness's node does not enforce it), plus what a
+// controller-manager would have made (the default ServiceAccount) and the
+// harness's Node.
 func (c *cluster) bootstrap(ctx context.Context) error {
-	for _, file := range []string{"namespace.yaml", "rbac.yaml"} {
+	for _, file := range []string{"namespace.yaml", "rbac.yaml", "networkpolicy.yaml"} {
 		if err := c.apply(ctx, filepath.Join(deployDir, file)); err != nil {
 			return err
 		}
@@ -115,6 +118,8 @@ func (c *cluster) create(ctx context.Context, obj runtime.Object) error {
 		_, err = c.client.RbacV1().Roles(o.Namespace).Create(ctx, o, opts)
 	case *rbacv1.RoleBinding:
 		_, err = c.client.RbacV1().RoleBindings(o.Namespace).Create(ctx, o, opts)
+	case *networkingv1.NetworkPolicy:
+		_, err = c.client.NetworkingV1().NetworkPolicies(o.Namespace).Create(ctx, o, opts)
 	case *rbacv1.ClusterRole:
 		_, err = c.client.RbacV1().ClusterRoles().Create(ctx, o, opts)
 	case *rbacv1.ClusterRoleBinding:

@@ -245,7 +245,20 @@ func checkRestarts(t *testing.T, ctx context.Context, d *daemon, dataDir, cid, n
 	if podUID(t, ctx, name) != uid {
 		t.Fatal("stopping the daemon touched the compute's pod")
 	}
+	// The data dir of a daemon Pod is an emptyDir: its certificate comes
+	// back from the Secret.
+	tlsDir := filepath.Join(dataDir, "tls")
+	before, err := os.ReadFile(filepath.Join(tlsDir, "proxy-tls.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(tlsDir); err != nil {
+		t.Fatal(err)
+	}
 	d = startDaemon(t, dataDir, d.api, d.proxy)
+	if after, err := os.ReadFile(filepath.Join(tlsDir, "proxy-tls.crt")); err != nil || !bytes.Equal(after, before) {
+		t.Errorf("the proxy certificate changed across a restart with an empty data dir (%v)", err)
+	}
 	if c := d.compute("shop"); c.Compute.State != "active" || podUID(t, ctx, name) != uid {
 		t.Fatalf("after a restart: %s, pod changed: %v; want the live pod adopted", c.Compute.State, podUID(t, ctx, name) != uid)
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -73,6 +74,7 @@ func TestDriverLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := start(t, ctx, d, c)
+	checkOwnersAndLayout(t, ctx, name)
 	db := adminDB(t, ctx, d, c, addr)
 	mustExec(t, db, "CREATE DATABASE app", "CREATE TABLE app.t (id INT PRIMARY KEY)", "INSERT INTO app.t VALUES (1), (2), (3)")
 	db.Close()
@@ -114,6 +116,35 @@ func TestDriverLifecycle(t *testing.T) {
 	}
 	waitNothingLeft(t, ctx, name)
 	checkEvents(t, ctx, name, "Provisioned", "Resumed", "Suspended")
+}
+
+// checkOwnersAndLayout checks that the compute's volume claim owns its Pod
+// (as controller: drain evicts it) and its Secret, and that the datadir is
+// a folder of the volume, not its root.
+func checkOwnersAndLayout(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	cs := kube.client.CoreV1()
+	pvc, err := cs.PersistentVolumeClaims(namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod, err := cs.Pods(namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := metav1.GetControllerOf(pod); o == nil || o.UID != pvc.UID {
+		t.Errorf("pod controller = %+v, want the volume claim %s", o, pvc.UID)
+	}
+	sec, err := cs.Secrets(namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sec.OwnerReferences) != 1 || sec.OwnerReferences[0].UID != pvc.UID {
+		t.Errorf("secret owners = %+v, want the volume claim", sec.OwnerReferences)
+	}
+	if _, err := os.Stat(filepath.Join(kubeNode.volume(pvc), "data", "mysql")); err != nil {
+		t.Errorf("the datadir is not the volume's data folder: %v", err)
+	}
 }
 
 // checkAdoptionAndCrash starts a second driver (a restarted daemon): Running

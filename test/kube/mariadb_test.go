@@ -25,14 +25,13 @@ type mariadbd struct {
 }
 
 // podEnv is what the harness honours of a Pod's mariadb container, as the
-// official image's entrypoint reads it when the datadir is empty.
+// driver's start script (compute/kubernetes/start.sh) reads it.
 type podEnv struct {
-	rootPassword string
-	rootHost     string
-	user         string
-	password     string
-	initSQL      []string // the contents of /docker-entrypoint-initdb.d/*.sql
-	args         []string // container args: mariadbd options
+	datadir  string   // SERVERLESSD_DATADIR, in the container
+	volume   string   // SERVERLESSD_VOLUME: where the claim is mounted
+	password string   // SERVERLESSD_ADMIN_PASSWORD
+	initSQL  string   // SERVERLESSD_INIT_SQL, @PASSWORD@ standing for the password
+	args     []string // container args: mariadbd options
 }
 
 var (
@@ -57,41 +56,28 @@ func template(base string) (string, error) {
 	return templateDir, templateErr
 }
 
-// initialize fills an empty datadir the way the image's entrypoint does:
-// system tables, then an init file that sets the root password, creates
-// MARIADB_USER and runs the init scripts. The file runs at the first start.
+// initialize does what the start script does before mariadbd: an empty
+// datadir gets the system tables, and every start gets the init file that
+// re-creates the daemon's account.
 func initialize(base, datadir string, env podEnv) (initFile string, err error) {
-	if _, err := os.Stat(filepath.Join(datadir, "mysql")); err == nil {
-		return "", nil // initialized before: the entrypoint does nothing
+	if env.password == "" || env.initSQL == "" {
+		return "", fmt.Errorf("pod env lacks SERVERLESSD_ADMIN_PASSWORD or SERVERLESSD_INIT_SQL")
 	}
-	tpl, err := template(base)
-	if err != nil {
-		return "", err
-	}
-	if out, err := exec.Command("cp", "-a", tpl+"/.", datadir).CombinedOutput(); err != nil {
-		return "", fmt.Errorf("copy template datadir: %w\n%s", err, out)
-	}
-	if env.rootPassword == "" || env.user == "" || env.password == "" {
-		return "", fmt.Errorf("pod env lacks MARIADB_ROOT_PASSWORD, MARIADB_USER or MARIADB_PASSWORD")
-	}
-	sql := []string{
-		"DROP USER IF EXISTS 'root'@'127.0.0.1', 'root'@'::1'",
-		fmt.Sprintf("ALTER USER 'root'@'localhost' IDENTIFIED BY '%s'", quote(env.rootPassword)),
-	}
-	if env.rootHost != "" && env.rootHost != "localhost" {
-		sql = append(sql, fmt.Sprintf("CREATE USER 'root'@'%s' IDENTIFIED BY '%s'", quote(env.rootHost), quote(env.rootPassword)),
-			fmt.Sprintf("GRANT ALL ON *.* TO 'root'@'%s' WITH GRANT OPTION", quote(env.rootHost)))
-	}
-	sql = append(sql, fmt.Sprintf("CREATE USER '%s'@'%%' IDENTIFIED BY '%s'", quote(env.user), quote(env.password)))
-	var b strings.Builder
-	for _, s := range sql {
-		b.WriteString(s + ";\n")
-	}
-	for _, s := range env.initSQL {
-		b.WriteString(s + "\n")
+	if _, err := os.Stat(filepath.Join(datadir, "mysql")); err != nil {
+		tpl, err := template(base)
+		if err != nil {
+			return "", err
+		}
+		if err := os.MkdirAll(datadir, 0o700); err != nil {
+			return "", err
+		}
+		if out, err := exec.Command("cp", "-a", tpl+"/.", datadir).CombinedOutput(); err != nil {
+			return "", fmt.Errorf("copy template datadir: %w\n%s", err, out)
+		}
 	}
 	initFile = datadir + ".init.sql"
-	return initFile, os.WriteFile(initFile, []byte(b.String()), 0o600)
+	sql := strings.ReplaceAll(env.initSQL, "@PASSWORD@", env.password)
+	return initFile, os.WriteFile(initFile, []byte(sql), 0o600)
 }
 
 // quote escapes a string for a single-quoted SQL literal.

@@ -219,10 +219,7 @@ func (n *node) startDB(ctx context.Context, pod *corev1.Pod, r *podRun) error {
 	if err != nil {
 		return fmt.Errorf("volume claim %s: %w", claim, err)
 	}
-	datadir := n.volume(pvc)
-	if err := os.MkdirAll(datadir, 0o700); err != nil {
-		return err
-	}
+	datadir := filepath.Join(n.volume(pvc), strings.TrimPrefix(env.datadir, env.volume))
 	initFile, err := initialize(n.dir, datadir, env)
 	if err != nil {
 		return err
@@ -261,8 +258,7 @@ func (n *node) watchExit(pod string, r *podRun) {
 }
 
 // resolve reads what the container gets from the API: its environment
-// (with secretKeyRef values), the init scripts of the Secret volume mounted
-// at /docker-entrypoint-initdb.d, and the claim mounted at /var/lib/mysql.
+// (with secretKeyRef values) and the claim mounted at SERVERLESSD_VOLUME.
 func (n *node) resolve(ctx context.Context, pod *corev1.Pod) (podEnv, string, error) {
 	ct := pod.Spec.Containers[0]
 	env := podEnv{args: ct.Args}
@@ -277,42 +273,29 @@ func (n *node) resolve(ctx context.Context, pod *corev1.Pod) (podEnv, string, er
 			v = string(data[ref.Key])
 		}
 		switch e.Name {
-		case "MARIADB_ROOT_PASSWORD":
-			env.rootPassword = v
-		case "MARIADB_ROOT_HOST":
-			env.rootHost = v
-		case "MARIADB_USER":
-			env.user = v
-		case "MARIADB_PASSWORD":
+		case "SERVERLESSD_DATADIR":
+			env.datadir = v
+		case "SERVERLESSD_VOLUME":
+			env.volume = v
+		case "SERVERLESSD_ADMIN_PASSWORD":
 			env.password = v
+		case "SERVERLESSD_INIT_SQL":
+			env.initSQL = v
 		}
+	}
+	if !strings.HasPrefix(env.datadir, env.volume) {
+		return env, "", fmt.Errorf("datadir %q is not on the volume at %q", env.datadir, env.volume)
 	}
 	volumes := map[string]corev1.Volume{}
 	for _, v := range pod.Spec.Volumes {
 		volumes[v.Name] = v
 	}
-	var claim string
 	for _, m := range ct.VolumeMounts {
-		v := volumes[m.Name]
-		switch {
-		case m.MountPath == "/var/lib/mysql" && v.PersistentVolumeClaim != nil:
-			claim = v.PersistentVolumeClaim.ClaimName
-		case m.MountPath == "/docker-entrypoint-initdb.d" && v.Secret != nil:
-			data, err := n.secret(ctx, pod.Namespace, v.Secret.SecretName)
-			if err != nil {
-				return env, "", err
-			}
-			for _, item := range v.Secret.Items {
-				if strings.HasSuffix(item.Path, ".sql") {
-					env.initSQL = append(env.initSQL, string(data[item.Key]))
-				}
-			}
+		if v := volumes[m.Name]; m.MountPath == env.volume && v.PersistentVolumeClaim != nil {
+			return env, v.PersistentVolumeClaim.ClaimName, nil
 		}
 	}
-	if claim == "" {
-		return env, "", fmt.Errorf("no volume claim mounted at /var/lib/mysql")
-	}
-	return env, claim, nil
+	return env, "", fmt.Errorf("no volume claim mounted at %q", env.volume)
 }
 
 func (n *node) secret(ctx context.Context, ns, name string) (map[string][]byte, error) {
