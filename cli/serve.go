@@ -85,7 +85,8 @@ type daemon struct {
 	api     *server.Server
 	proxy   *proxy.Server
 	sched   *scheduler.Scheduler
-	backups *backup.Service // nil when backups are off
+	backups *backup.Service    // nil when backups are off
+	leader  *kubedriver.Leader // nil unless daemons share the computes
 }
 
 // serve starts every subsystem, runs until ctx ends (SIGTERM) or one fails,
@@ -120,11 +121,14 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return nil
 	})
 	g.Go(func() error { return d.sched.Run(gctx) })
-	if !d.mgr.Driver().NodeLocal() {
-		// A shared driver's backends may keep the settling waiting (a Pod
-		// on a dead node, one still starting): serve meanwhile, so that
-		// one lost node does not take every project down with it.
-		g.Go(func() error { return d.settle(gctx) })
+	if d.leader != nil {
+		// Every daemon reports what its sessions do; the leader settles
+		// the running computes and suspends idle ones. Settling may wait
+		// on backends (a Pod on a dead node, one still starting): the
+		// daemon serves meanwhile, so that one lost node does not take
+		// every project down with it.
+		g.Go(func() error { d.mgr.RunShareActivity(gctx); return nil })
+		g.Go(func() error { d.leader.Run(gctx, d.lead); return nil })
 	}
 	<-gctx.Done()
 	d.shutdown()
@@ -134,18 +138,23 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	return nil
 }
 
-// settle reconciles a shared driver's running backends while the daemon
-// serves. A failure is retried: until it succeeds, computes that another
-// daemon left running are not adopted.
-func (d *daemon) settle(ctx context.Context) error {
+// lead is what the leader of daemons sharing the computes does until it
+// stops leading: settle the running computes (retried until it succeeds),
+// then, every minute, finish the operations that no daemon runs any more.
+func (d *daemon) lead(ctx context.Context) {
 	for {
 		err := d.mgr.SettleRunning(ctx)
 		if err == nil || ctx.Err() != nil {
-			return nil
+			break
 		}
 		d.log.Error("could not reconcile running computes; retrying in 10 s", "component", "compute", "err", err)
-		if err := sleep(ctx, 10*time.Second); err != nil {
-			return nil
+		if sleep(ctx, 10*time.Second) != nil {
+			return
+		}
+	}
+	for sleep(ctx, time.Minute) == nil {
+		if err := d.mgr.FinishStaleOperations(ctx); err != nil && ctx.Err() == nil {
+			d.log.Warn("could not finish stale operations", "component", "compute", "err", err)
 		}
 	}
 }
@@ -230,9 +239,16 @@ func open(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemon, er
 		Metrics:       &server.Metrics{Full: met.Handler(), Public: met.PublicHandler()},
 		Backups:       apiBackups(backups),
 	})
-	sched := scheduler.New(scheduler.Options{Store: st, Manager: mgr, Interval: cfg.Scheduler.Interval,
-		StorageInterval: cfg.Scheduler.StorageInterval, Metrics: met, Logger: log, Spent: quotas.Spent})
-	return &daemon{cfg: cfg, log: log, store: st, mgr: mgr, api: api, proxy: px, sched: sched, backups: backups}, nil
+	var leader *kubedriver.Leader
+	sopts := scheduler.Options{Store: st, Manager: mgr, Interval: cfg.Scheduler.Interval,
+		StorageInterval: cfg.Scheduler.StorageInterval, Metrics: met, Logger: log, Spent: quotas.Spent}
+	if kd, ok := drv.(*kubedriver.Driver); ok {
+		leader = kd.Leader(cfg.NodeName + "_" + store.NewID("d"))
+		sopts.Leading = leader.IsLeader
+	}
+	sched := scheduler.New(sopts)
+	return &daemon{cfg: cfg, log: log, store: st, mgr: mgr, api: api, proxy: px, sched: sched, backups: backups,
+		leader: leader}, nil
 }
 
 // newProxy sets up the MySQL listener. With kubernetes and no configured
@@ -401,6 +417,13 @@ func defaultSpec(cfg config.Config) store.ComputeSpec {
 // that one slow step cannot starve the next.
 func (d *daemon) shutdown() {
 	t0 := time.Now()
+	if delay := d.cfg.Shutdown.DrainDelay; delay > 0 {
+		// Readiness fails first; new clients still get in until load
+		// balancers have noticed (a Service's endpoints take seconds).
+		d.log.Info("draining: readiness fails, new logins accepted for the drain delay", "drain_delay", delay)
+		d.api.SetDraining()
+		time.Sleep(delay)
+	}
 	d.log.Info("shutting down: no new requests or logins, then suspending computes")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	if err := d.api.Shutdown(ctx); err != nil {
@@ -408,7 +431,7 @@ func (d *daemon) shutdown() {
 	}
 	// Sessions get a few seconds to finish their statements; whatever is
 	// left is closed before the computes stop.
-	pctx, pcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	pctx, pcancel := context.WithTimeout(context.Background(), d.cfg.Shutdown.DrainTimeout)
 	if err := d.proxy.Shutdown(pctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		d.log.Warn("proxy shutdown", "err", err)
 	}

@@ -206,12 +206,20 @@ func (m *Manager) SuspendIfIdleFor(ctx context.Context, computeID string, idleSi
 	unlock := m.lock(computeID)
 	defer unlock()
 	c, err := m.st.GetCompute(ctx, computeID)
-	if err != nil || c.State != store.StateActive || !m.isWarm(c) {
+	if err != nil || c.State != store.StateActive {
 		return false, err
+	}
+	// With a shared driver the compute may run for another daemon's
+	// sessions only: the activity they reported is in the store.
+	warm := m.isWarm(c)
+	if !warm && (m.drv.NodeLocal() || c.LastActive.After(idleSince)) {
+		return false, nil
 	}
 	m.dropWarm(c)
 	if m.Activity(c.ID).LastActive().After(idleSince) {
-		m.setWarm(c)
+		if warm {
+			m.setWarm(c)
+		}
 		return false, nil
 	}
 	_, _, err = m.suspendLocked(ctx, c, reason)
@@ -219,7 +227,8 @@ func (m *Manager) SuspendIfIdleFor(ctx context.Context, computeID string, idleSi
 }
 
 func (m *Manager) suspendLocked(ctx context.Context, c *store.Compute, reason string) (*store.Compute, *store.Operation, error) {
-	wasRunning := c.State == store.StateActive && m.isWarm(c)
+	// Another daemon's compute (a shared driver) runs just the same.
+	wasRunning := c.State == store.StateActive && (m.isWarm(c) || !m.drv.NodeLocal())
 	from := c.State
 	// New wakes take the slow path and queue on the compute's lock from
 	// before the store says suspending: nobody who sees that state can be

@@ -75,6 +75,8 @@ type Manager struct {
 	mu       sync.Mutex
 	locks    map[string]*sync.Mutex // per compute: one lifecycle action at a time
 	warm     map[string]WakeResult  // project id -> running backend, the wake fast path
+	checked  map[string]time.Time   // project id -> when its warm entry was last read from the store (shared drivers)
+	shared   map[string]time.Time   // compute id -> last activity reported to the store (shared drivers)
 	activity map[string]*Activity   // compute id -> live usage
 	// Bytes of destroyed computes, so that TotalBytes never goes down.
 	retiredIn, retiredOut int64
@@ -137,6 +139,8 @@ func New(opts Options) *Manager {
 		log:      opts.Logger.With("component", "compute"),
 		locks:    map[string]*sync.Mutex{},
 		warm:     map[string]WakeResult{},
+		checked:  map[string]time.Time{},
+		shared:   map[string]time.Time{},
 		activity: map[string]*Activity{},
 		budget:   opts.MemoryBudget,
 		quotas:   opts.Quotas,
@@ -168,7 +172,11 @@ func (m *Manager) Wake(ctx context.Context, projectID string) (WakeResult, error
 			a.Touch()
 		}
 	}
+	stale := ok && !m.drv.NodeLocal() && time.Since(m.checked[projectID]) > warmRecheck
 	m.mu.Unlock()
+	if stale {
+		ok = m.recheckWarm(ctx, res)
+	}
 	if ok {
 		m.met.ObserveWake(projectID, false, time.Since(t0))
 		return res, nil
@@ -256,6 +264,7 @@ func (m *Manager) isWarm(c *store.Compute) bool {
 func (m *Manager) setWarm(c *store.Compute) {
 	m.mu.Lock()
 	m.warm[c.ProjectID] = m.resultOf(c, false)
+	m.checked[c.ProjectID] = time.Now()
 	m.mu.Unlock()
 }
 

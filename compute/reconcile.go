@@ -28,7 +28,9 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 // FinishStaleOperations finishes as failed the operations a killed daemon
 // left running. It reads and writes only the store, so it is quick. It must
 // run before this daemon records any operation of its own: every running
-// one it finds was started by a daemon before this one.
+// one it finds was started by a daemon before this one. With a shared
+// driver other daemons may be running some, so only those older than any
+// operation runs are failed, and the leader calls it again now and then.
 func (m *Manager) FinishStaleOperations(ctx context.Context) error {
 	computes, err := m.allComputes(ctx)
 	if err != nil {
@@ -116,6 +118,14 @@ func (m *Manager) failStuckOperations(ctx context.Context, computes map[string]*
 		return 0, err
 	}
 	seen, total := map[string]bool{}, 0
+	if !m.drv.NodeLocal() {
+		// Other daemons may be running the young ones right now.
+		for _, op := range ops {
+			if now.Sub(op.StartedAt) < staleAfter {
+				seen[op.ComputeID] = true
+			}
+		}
+	}
 	for _, op := range ops {
 		c := computes[op.ComputeID]
 		if seen[op.ComputeID] || c != nil && m.checkNode(c) != nil {
@@ -141,7 +151,7 @@ func (m *Manager) reconcileOne(ctx context.Context, listed *store.Compute, in In
 	// daemon may have moved the compute since it was listed, and the
 	// driver's view predates that.
 	c, err := m.st.GetCompute(ctx, listed.ID)
-	if err != nil || c.State != listed.State || c.Address != listed.Address || m.isWarm(c) {
+	if err != nil || c.State != listed.State || c.Address != listed.Address || m.isWarm(c) || m.drivenElsewhere(c) {
 		return 0, 0, 0
 	}
 	log := m.log.With("compute", c.ID, "project", c.ProjectID, "state", c.State)
@@ -181,6 +191,17 @@ func (m *Manager) reconcileOne(ctx context.Context, listed *store.Compute, in In
 		return 0, 0, 1
 	}
 	return 0, 0, 0
+}
+
+// drivenElsewhere reports whether another daemon may be moving c right
+// now: with a shared driver, a compute in a transitional state that
+// changed lately.
+func (m *Manager) drivenElsewhere(c *store.Compute) bool {
+	switch c.State {
+	case store.StateCreating, store.StateResuming, store.StateSuspending, store.StateDestroying:
+		return !m.drv.NodeLocal() && time.Since(c.UpdatedAt) < staleAfter
+	}
+	return false
 }
 
 // allComputes pages through every compute in the store.

@@ -34,17 +34,23 @@ func TestReconcileFailsOperationsLeftRunning(t *testing.T) {
 	}
 }
 
-// TestReconcileSharedDriverFailsAll: with a shared driver every compute is
-// the reconciling daemon's, so every operation left running is finished.
-func TestReconcileSharedDriverFailsAll(t *testing.T) {
+// TestReconcileSharedDriverFailsStale: with a shared driver every compute
+// is every daemon's, and another daemon may be running an operation right
+// now: only operations older than any operation runs are finished.
+func TestReconcileSharedDriverFailsStale(t *testing.T) {
 	e := newEnv(t, "")
 	mgr := compute.New(compute.Options{Store: e.st, Driver: &sharedDriver{Driver: e.drv}, Node: "test", Logger: testLogger(t)})
 	c := storedCompute(t, e.st, "pods", "shared", "")
-	op := leftRunning(t, e.st, c, c.ID, store.Now().Add(-time.Minute))
+	stale := leftRunning(t, e.st, c, c.ID, store.Now().Add(-11*time.Minute))
+	other := storedCompute(t, e.st, "busy", "shared", "")
+	young := leftRunning(t, e.st, other, other.ID, store.Now().Add(-time.Minute))
 	if err := mgr.Reconcile(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	wantFailed(t, e.st, op)
+	wantFailed(t, e.st, stale)
+	if got := operation(t, e.st, young); got.Status != store.OpRunning {
+		t.Errorf("a young operation, maybe another daemon's, was finished: %s %q", got.Status, got.Error)
+	}
 }
 
 // storedCompute records a project and a suspended compute as an earlier

@@ -41,5 +41,8 @@ func (m *Manager) Unreachable(ctx context.Context, res WakeResult, cause error) 
 		}
 	}
 	unlock()
+	// The address came from memory: another daemon may have moved the
+	// compute since.
+	m.dropWarmIf(res)
 	return m.Wake(ctx, res.ProjectID)
 }

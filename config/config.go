@@ -27,6 +27,7 @@ type Config struct {
 	Store      Store      `mapstructure:"store"`
 	Compute    Compute    `mapstructure:"compute"`
 	Scheduler  Scheduler  `mapstructure:"scheduler"`
+	Shutdown   Shutdown   `mapstructure:"shutdown"`
 	Kubernetes Kubernetes `mapstructure:"kubernetes"`
 	Metrics    Metrics    `mapstructure:"metrics"`
 	Tenants    Tenants    `mapstructure:"tenants"`
@@ -221,6 +222,18 @@ func (l Local) UIDs() (first, last int, err error) {
 }
 
 // Scheduler configures the idle-suspend loop.
+// Shutdown configures how a stopping daemon lets go of its clients.
+type Shutdown struct {
+	// DrainDelay is how long the daemon keeps accepting new logins and API
+	// calls after SIGTERM while /readyz fails, so that a load balancer (a
+	// Kubernetes Service) stops sending it new ones first. 0 stops
+	// accepting at once.
+	DrainDelay time.Duration `mapstructure:"drain_delay"`
+	// DrainTimeout is how long open sessions get to finish their work
+	// before they are closed.
+	DrainTimeout time.Duration `mapstructure:"drain_timeout"`
+}
+
 type Scheduler struct {
 	Interval time.Duration `mapstructure:"interval"`
 	// StorageInterval is how often computes that had writes are measured
@@ -267,6 +280,7 @@ func Default() Config {
 			Local:          Local{UIDRange: "2100000-2165535"},
 		},
 		Scheduler: Scheduler{Interval: 30 * time.Second, StorageInterval: 2 * time.Second},
+		Shutdown:  Shutdown{DrainTimeout: 5 * time.Second},
 		Kubernetes: Kubernetes{
 			Namespace:   "serverlessd",
 			Image:       "mariadb:10.11.10",
@@ -377,6 +391,10 @@ func (c *Config) Validate() error {
 		}
 	}
 	validateBackup(bad, c.Backup)
+	if c.Shutdown.DrainDelay < 0 || c.Shutdown.DrainTimeout < 0 {
+		bad("shutdown", "drain_delay and drain_timeout must not be negative, got %s and %s",
+			c.Shutdown.DrainDelay, c.Shutdown.DrainTimeout)
+	}
 	if c.Scheduler.Interval < 100*time.Millisecond {
 		bad("scheduler.interval", "must be at least 100ms, got %s", c.Scheduler.Interval)
 	}

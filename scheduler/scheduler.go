@@ -29,11 +29,15 @@ type Options struct {
 	// such a compute suspends at its next idle point, one interval without
 	// commands, whatever its idle timeout.
 	Spent func(ctx context.Context, tenantID string) bool
+	// Leading, when set, reports whether this daemon suspends idle
+	// computes now: of several daemons sharing computes, only the leader.
+	Leading func() bool
 }
 
 // Scheduler suspends idle computes.
 type Scheduler struct {
 	spent    func(ctx context.Context, projectID string) bool
+	leading  func() bool
 	st       store.Store
 	mgr      *compute.Manager
 	interval time.Duration
@@ -50,6 +54,7 @@ func New(opts Options) *Scheduler {
 	return &Scheduler{
 		st: opts.Store, mgr: opts.Manager, interval: opts.Interval, storage: opts.StorageInterval, met: opts.Metrics,
 		log: opts.Logger.With("component", "scheduler"), postponed: map[string]bool{}, spent: opts.Spent,
+		leading: opts.Leading,
 	}
 }
 
@@ -133,17 +138,26 @@ func (s *Scheduler) Tick(ctx context.Context, now time.Time) {
 }
 
 // suspendIdle suspends the idle computes and returns the earliest idle
-// deadline among the others (zero if none). It looks only at the computes
-// this daemon runs (from memory): suspended projects cost nothing.
+// deadline among the others (zero if none). It looks at the computes the
+// manager lists as running (see RunningComputes), and only while this
+// daemon leads (Options.Leading).
 func (s *Scheduler) suspendIdle(ctx context.Context, now time.Time) time.Time {
+	if s.leading != nil && !s.leading() {
+		return time.Time{}
+	}
+	running, err := s.mgr.RunningComputes(ctx)
+	if err != nil {
+		s.log.Warn("cannot list running computes; no idle suspends this tick", "err", err)
+		return time.Time{}
+	}
 	var earliest time.Time
-	for _, w := range s.mgr.ActiveComputes() {
+	for _, r := range running {
 		if ctx.Err() != nil {
 			return time.Time{}
 		}
-		since, deadline, ok := s.idle(ctx, w, now)
+		since, deadline, ok := s.idle(ctx, r, now)
 		if ok {
-			s.suspend(ctx, w, since)
+			s.suspend(ctx, r.WakeResult, since)
 		} else if !deadline.IsZero() && (earliest.IsZero() || deadline.Before(earliest)) {
 			earliest = deadline
 		}
@@ -175,7 +189,8 @@ func (s *Scheduler) meter(ctx context.Context, now time.Time) {
 // suspended with its open connections (which then survive the suspend).
 // It returns the last activity it saw (for SuspendIfIdle to check against)
 // and, when not idle yet, the time it will be.
-func (s *Scheduler) idle(ctx context.Context, w compute.WakeResult, now time.Time) (last, deadline time.Time, ok bool) {
+func (s *Scheduler) idle(ctx context.Context, r compute.Running, now time.Time) (last, deadline time.Time, ok bool) {
+	w := r.WakeResult
 	p, err := s.st.GetProject(ctx, w.ProjectID)
 	if err != nil {
 		s.log.Warn("cannot read project config; not suspending", "project", w.ProjectID, "err", err)
@@ -190,6 +205,9 @@ func (s *Scheduler) idle(ctx context.Context, w compute.WakeResult, now time.Tim
 	}
 	a := s.mgr.Activity(w.ComputeID)
 	last = a.LastActive()
+	if r.LastActive.After(last) {
+		last = r.LastActive // another daemon's sessions
+	}
 	if now.Sub(last) < timeout {
 		return last, last.Add(timeout), false
 	}

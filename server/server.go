@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/serverlessd/serverlessd/compute"
@@ -52,6 +53,7 @@ type Server struct {
 	backups   Backups            // nil when backups are off
 	handler   http.Handler
 	http      *http.Server
+	draining  atomic.Bool
 }
 
 // maxBody is the largest request body accepted (413 beyond).
@@ -151,7 +153,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return s.http.Shutdown(ctx)
 }
 
+// SetDraining makes /readyz fail from now on: the daemon is stopping, and
+// load balancers must send new clients elsewhere.
+func (s *Server) SetDraining() { s.draining.Store(true) }
+
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	if s.draining.Load() {
+		writeError(w, http.StatusServiceUnavailable, "draining", "this daemon is shutting down")
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if err := s.st.Ping(ctx); err != nil {

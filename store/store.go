@@ -390,6 +390,12 @@ type Store interface {
 	// scheduler tick costs one write however many computes are active.
 	// LastSeen never moves back; unknown or closed computes are ignored.
 	TouchIntervals(ctx context.Context, computeIDs []string, at time.Time) error
+	// TouchComputes advances LastActive to at on the given computes, in
+	// one statement per few hundred ids: every daemon reports the activity
+	// it sees, so that the one that suspends idle computes counts all of
+	// it. LastActive never moves back; Version does not change (it is no
+	// state change), and unknown computes are ignored.
+	TouchComputes(ctx context.Context, computeIDs []string, at time.Time) error
 	// OpenIntervals lists every open interval, ordered by start: what
 	// reconciliation closes at start-up for computes that no longer run.
 	OpenIntervals(ctx context.Context) ([]UsageInterval, error)

@@ -24,6 +24,10 @@ var managedSelector = ManagedByLabel + "=" + ManagedByValue
 // was starting when it died.
 const adoptWait = time.Minute
 
+// orphanAfter is the age past which a Pod that is not Ready has no start
+// behind it (a start waits minutes at most) and Running deletes it.
+const orphanAfter = 10 * time.Minute
+
 // Running lists the computes whose Pods are Ready, and watches them for
 // crashes from now on. A Pod still starting (its daemon died mid-start) is
 // waited for, at most adoptWait; if it does not become Ready it is deleted,
@@ -81,6 +85,12 @@ func (d *Driver) adopt(ctx context.Context, id string, pod *corev1.Pod) (*corev1
 	}
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
+	}
+	if time.Since(pod.CreationTimestamp.Time) < orphanAfter {
+		// Another daemon may still be starting it (a slow image pull):
+		// leave it to that start, or to a later reconciliation.
+		d.log.Info("leaving a pod that is not ready yet", "compute", id, "pod", pod.Name, "err", err)
+		return nil, nil
 	}
 	d.log.Warn("deleting a pod that did not become ready", "compute", id, "pod", pod.Name, "err", err)
 	if _, err := d.deletePod(ctx, pod.Name); err != nil {

@@ -68,6 +68,23 @@ func (s *Store) EndInterval(ctx context.Context, computeID string, end time.Time
 // one transaction, since each is idempotent and a later tick redoes a
 // failed one.
 func (s *Store) TouchIntervals(ctx context.Context, computeIDs []string, at time.Time) error {
+	// "last_seen_at < ?" keeps LastSeen from moving back, and skips
+	// rewriting rows that a newer touch already reached.
+	return s.touchBatches(ctx, `UPDATE usage_intervals SET last_seen_at = ?
+		WHERE ended_at IS NULL AND last_seen_at < ? AND compute_id IN (?`, "usage intervals", computeIDs, at)
+}
+
+// TouchComputes advances LastActive on the computes, in batches as
+// TouchIntervals. It is no compare-and-set: Version does not change.
+func (s *Store) TouchComputes(ctx context.Context, computeIDs []string, at time.Time) error {
+	return s.touchBatches(ctx, `UPDATE computes SET last_active = ?
+		WHERE (last_active IS NULL OR last_active < ?) AND id IN (?`, "last activity", computeIDs, at)
+}
+
+// touchBatches runs query, which sets a time to at where it is before at
+// for the listed ids and ends with "IN (?", once per batch of touchBatch
+// ids.
+func (s *Store) touchBatches(ctx context.Context, query, what string, computeIDs []string, at time.Time) error {
 	t := micros(orNow(at, store.Now()))
 	for len(computeIDs) > 0 {
 		batch := computeIDs[:min(len(computeIDs), touchBatch)]
@@ -81,13 +98,9 @@ func (s *Store) TouchIntervals(ctx context.Context, computeIDs []string, at time
 		for i := range size {
 			args = append(args, batch[i%len(batch)])
 		}
-		// "last_seen_at < ?" keeps LastSeen from moving back, and skips
-		// rewriting rows that a newer touch already reached.
-		query := `UPDATE usage_intervals SET last_seen_at = ?
-			WHERE ended_at IS NULL AND last_seen_at < ? AND compute_id IN (?` +
-			strings.Repeat(", ?", size-1) + `)`
-		if _, err := s.db.ExecContext(ctx, s.d.rebind(query), args...); err != nil {
-			return fmt.Errorf("touch usage intervals of %d computes: %w", len(batch), err)
+		q := query + strings.Repeat(", ?", size-1) + `)`
+		if _, err := s.db.ExecContext(ctx, s.d.rebind(q), args...); err != nil {
+			return fmt.Errorf("touch %s of %d computes: %w", what, len(batch), err)
 		}
 	}
 	return nil

@@ -185,3 +185,33 @@ func testComputeCASRace(t *testing.T, s store.Store) {
 			got.State, got.Version, got.Address, c.Version+1, want)
 	}
 }
+
+// testComputeTouch: TouchComputes moves LastActive forward only, leaves the
+// version alone (a later compare-and-set still succeeds), and ignores
+// unknown ids and an empty list.
+func testComputeTouch(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	p := newProject(t, s, "touched")
+	c := newCompute(t, s, p.ID)
+	at := func(sec int) time.Time { return time.Date(2025, 3, 1, 0, 0, sec, 0, time.UTC) }
+	if err := s.TouchComputes(ctx, []string{c.ID, "cmp_unknown"}, at(10)); err != nil {
+		t.Fatalf("TouchComputes: %v", err)
+	}
+	if err := s.TouchComputes(ctx, []string{c.ID}, at(5)); err != nil {
+		t.Fatalf("TouchComputes back in time: %v", err)
+	}
+	if err := s.TouchComputes(ctx, nil, at(20)); err != nil {
+		t.Fatalf("TouchComputes(nil): %v", err)
+	}
+	got, err := s.GetCompute(ctx, c.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.LastActive.Equal(at(10)) || got.Version != c.Version {
+		t.Errorf("after the touches: last active %v, version %d; want %v and version %d", got.LastActive, got.Version, at(10), c.Version)
+	}
+	got.State = store.StateActive
+	if err := s.UpdateCompute(ctx, got, store.StateSuspended); err != nil {
+		t.Errorf("a compare-and-set after a touch: %v", err)
+	}
+}

@@ -37,6 +37,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ComputeUniqueness", testComputeUniqueness},
 		{"ComputeCAS", testComputeCAS},
 		{"ComputeCASRace", testComputeCASRace},
+		{"ComputeTouch", testComputeTouch},
 		{"RoleCRUD", testRoleCRUD},
 		{"RoleUniqueness", testRoleUniqueness},
 		{"OperationCRUD", testOperationCRUD},

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -31,19 +32,41 @@ type daemon struct {
 	proxy   string
 	cmd     *exec.Cmd
 	exited  chan struct{}
-	log     *bytes.Buffer
+	log     *syncBuffer
+}
+
+// syncBuffer is a bytes.Buffer that the daemon's output and the test may
+// use at once.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func startDaemon(t *testing.T, dataDir, api, proxy string) *daemon {
+	return startDaemonWith(t, dataDir, api, proxy, "store:\n  driver: sqlite\n")
+}
+
+// startDaemonWith starts a daemon with more config: its store at least.
+func startDaemonWith(t *testing.T, dataDir, api, proxy, more string) *daemon {
 	t.Helper()
-	d := &daemon{t: t, dataDir: dataDir, api: api, proxy: proxy, log: &bytes.Buffer{}}
+	d := &daemon{t: t, dataDir: dataDir, api: api, proxy: proxy, log: &syncBuffer{}}
 	cfg := fmt.Sprintf(`data_dir: %s
 api:
   listen: %s
 proxy:
   listen: %s
-store:
-  driver: sqlite
 compute:
   driver: kubernetes
   stop_timeout: 30s
@@ -57,7 +80,7 @@ kubernetes:
   memory: 256Mi
 log:
   level: debug
-`, dataDir, api, proxy, kubeconfig, namespace)
+`, dataDir, api, proxy, kubeconfig, namespace) + more
 	path := filepath.Join(dataDir, "config.yaml")
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		t.Fatal(err)
@@ -153,13 +176,28 @@ func (d *daemon) compute(project string) computeOut {
 	return c
 }
 
-// open returns a MySQL client of the proxy for user@project.
-func (d *daemon) open(project, user, password string) *sql.DB {
-	d.t.Helper()
+// readyz returns the status of the daemon's /readyz.
+func (d *daemon) readyz() int {
+	resp, err := http.Get("http://" + d.api + "/readyz")
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// dsn is the Go driver's DSN for user@project through the proxy.
+func (d *daemon) dsn(project, user, password string) string {
 	cfg := mysql.NewConfig()
 	cfg.User, cfg.Passwd, cfg.Net, cfg.Addr = project+"."+user, password, "tcp", d.proxy
 	cfg.Timeout = 2 * time.Minute
-	db, err := sql.Open("mysql", cfg.FormatDSN())
+	return cfg.FormatDSN()
+}
+
+// open returns a MySQL client of the proxy for user@project.
+func (d *daemon) open(project, user, password string) *sql.DB {
+	d.t.Helper()
+	db, err := sql.Open("mysql", d.dsn(project, user, password))
 	if err != nil {
 		d.t.Fatal(err)
 	}
