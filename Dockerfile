@@ -18,8 +18,9 @@ RUN CGO_ENABLED=0 go build -trimpath \
 # distroless static: CA certificates and tzdata, no shell, uid 65532.
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/serverlessd /usr/local/bin/serverlessd
-# The data dir (TLS certificate) must exist and be the daemon's: distroless
-# has no shell to make it at run time.
+# The data dir (scratch: the proxy's certificate is kept in a Secret on
+# Kubernetes) must exist and be the daemon's: distroless has no shell to
+# make it at run time.
 COPY --from=build --chown=65532:65532 /out/data /var/lib/serverlessd
 # In a container the listeners must not be loopback-only; a non-loopback
 # API refuses to start without api.tokens (SERVERLESSD_API_TOKENS).

@@ -148,25 +148,23 @@ func (d *daemon) lead(ctx context.Context) {
 			break
 		}
 		d.log.Error("could not reconcile running computes; retrying in 10 s", "component", "compute", "err", err)
-		if sleep(ctx, 10*time.Second) != nil {
+		select {
+		case <-ctx.Done():
 			return
+		case <-time.After(10 * time.Second):
 		}
 	}
-	for sleep(ctx, time.Minute) == nil {
-		if err := d.mgr.FinishStaleOperations(ctx); err != nil && ctx.Err() == nil {
-			d.log.Warn("could not finish stale operations", "component", "compute", "err", err)
-		}
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
+	t := time.NewTicker(time.Minute)
 	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := d.mgr.FinishStaleOperations(ctx); err != nil && ctx.Err() == nil {
+				d.log.Warn("could not finish stale operations", "component", "compute", "err", err)
+			}
+		}
 	}
 }
 

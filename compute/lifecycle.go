@@ -162,7 +162,7 @@ func (m *Manager) startWith(ctx context.Context, c *store.Compute, reason string
 	}
 	now := store.Now()
 	c.State, c.Address, c.StartedAt, c.LastActive = store.StateActive, addr, now, now
-	if err := m.st.UpdateCompute(ctx, c, store.StateResuming); err != nil {
+	if err := m.st.UpdateCompute(ctx, c, store.StateResuming); err != nil && !m.takeOver(ctx, c, err) {
 		return WakeResult{}, fmt.Errorf("mark compute %s active: %w", c.ID, err)
 	}
 	m.Activity(c.ID).Touch()
@@ -269,7 +269,7 @@ func (m *Manager) suspendLocked(ctx context.Context, c *store.Compute, reason st
 	if la := m.Activity(c.ID).LastActive(); !la.IsZero() {
 		c.LastActive = la.UTC().Truncate(time.Microsecond)
 	}
-	if err := m.st.UpdateCompute(ctx, c, store.StateSuspending); err != nil {
+	if err := m.st.UpdateCompute(ctx, c, store.StateSuspending); err != nil && !m.settledAs(ctx, c, err, store.StateSuspended) {
 		return c, op, fmt.Errorf("mark compute %s suspended: %w", c.ID, err)
 	}
 	m.met.Suspended(reason)

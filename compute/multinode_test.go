@@ -23,7 +23,8 @@ import (
 // (kubernetes): the real local driver under another name, counting starts.
 type sharedDriver struct {
 	*local.Driver
-	starts atomic.Int64
+	starts     atomic.Int64
+	afterStart func(c *store.Compute) // runs as Start returns, when set
 }
 
 func (d *sharedDriver) Name() string { return "shared" }
@@ -34,7 +35,11 @@ func (d *sharedDriver) NodeLocal() bool { return false }
 
 func (d *sharedDriver) Start(ctx context.Context, c *store.Compute) (string, error) {
 	d.starts.Add(1)
-	return d.Driver.Start(ctx, c)
+	addr, err := d.Driver.Start(ctx, c)
+	if d.afterStart != nil {
+		d.afterStart(c)
+	}
+	return addr, err
 }
 
 // TestTwoDaemonsOneStart: two managers, each on its own connection pool to
@@ -101,6 +106,61 @@ func TestTwoDaemonsOneStart(t *testing.T) {
 	}
 	if ops[0].Action != store.ActionStart || ops[1].Action != store.ActionSuspend {
 		t.Fatalf("latest operations %s, %s: want exactly one start after the suspend", ops[0].Action, ops[1].Action)
+	}
+}
+
+// TestStartTakesOverAReconciledCompute: while one daemon starts a shared
+// compute, another's reconciliation finds it resuming with no backend yet
+// and resets it to suspended. The start, once its backend runs, takes the
+// compute over: active at its address, not a failed wake and an orphan.
+func TestStartTakesOverAReconciledCompute(t *testing.T) {
+	dsn := pgtest.Start(t)
+	ctx := context.Background()
+	drvLocal, err := local.New(local.Options{Dir: filepath.Join(localtest.Dir(t), "computes"), Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	drv := &sharedDriver{Driver: drvLocal}
+	pg, err := postgres.Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pg.Close() })
+	st := cache.New(pg, 2*time.Second)
+	mgr := compute.New(compute.Options{Store: st, Driver: drv, Node: "a", Logger: testLogger(t)})
+	p := &store.Project{ID: store.NewID("prj"), Name: "taken"}
+	if err := st.CreateProject(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	c, _, err := mgr.Create(ctx, p.ID, store.ComputeSpec{Resources: store.Resources{Memory: "128Mi"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = drv.Stop(context.Background(), c) })
+	if _, _, err := mgr.Suspend(ctx, c.ID, compute.ReasonAPI); err != nil {
+		t.Fatal(err)
+	}
+	drv.afterStart = func(c *store.Compute) {
+		cur, err := st.GetCompute(ctx, c.ID)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		cur.State = store.StateSuspended // what the other daemon's reconciliation writes
+		if err := st.UpdateCompute(ctx, cur, store.StateResuming); err != nil {
+			t.Error(err)
+		}
+	}
+	res, err := mgr.Wake(ctx, p.ID)
+	if err != nil {
+		t.Fatalf("wake: %v", err)
+	}
+	cur, err := st.GetCompute(ctx, c.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cur.State != store.StateActive || cur.Address != res.Address {
+		t.Fatalf("after the start: %s at %q, want active at %q", cur.State, cur.Address, res.Address)
 	}
 }
 

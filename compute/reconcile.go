@@ -32,13 +32,9 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 // driver other daemons may be running some, so only those older than any
 // operation runs are failed, and the leader calls it again now and then.
 func (m *Manager) FinishStaleOperations(ctx context.Context) error {
-	computes, err := m.allComputes(ctx)
+	_, known, err := m.computesByID(ctx)
 	if err != nil {
-		return fmt.Errorf("reconcile: list computes: %w", err)
-	}
-	known := map[string]*store.Compute{}
-	for i := range computes {
-		known[computes[i].ID] = &computes[i]
+		return err
 	}
 	n, err := m.failStuckOperations(ctx, known, store.Now())
 	if err != nil {
@@ -67,13 +63,9 @@ func (m *Manager) SettleRunning(ctx context.Context) error {
 	for _, in := range running {
 		live[in.ComputeID] = in
 	}
-	computes, err := m.allComputes(ctx)
+	computes, known, err := m.computesByID(ctx)
 	if err != nil {
-		return fmt.Errorf("reconcile: list computes: %w", err)
-	}
-	known := map[string]*store.Compute{}
-	for i := range computes {
-		known[computes[i].ID] = &computes[i]
+		return err
 	}
 	var adopted, stopped, fixed int
 	for i := range computes {
@@ -193,12 +185,28 @@ func (m *Manager) reconcileOne(ctx context.Context, listed *store.Compute, in In
 	return 0, 0, 0
 }
 
-// drivenElsewhere reports whether another daemon may be moving c right
-// now: with a shared driver, a compute in a transitional state that
-// changed lately.
+// computesByID lists every compute, and indexes them by id.
+func (m *Manager) computesByID(ctx context.Context) ([]store.Compute, map[string]*store.Compute, error) {
+	computes, err := m.allComputes(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reconcile: list computes: %w", err)
+	}
+	known := make(map[string]*store.Compute, len(computes))
+	for i := range computes {
+		known[computes[i].ID] = &computes[i]
+	}
+	return computes, known, nil
+}
+
+// drivenElsewhere reports whether another daemon may be creating or
+// destroying c right now (a shared driver, lately): reconciling would
+// stop it half-way. A start or a stop another daemon runs is reconciled
+// all the same, because a daemon killed in the middle of one must not
+// leave its compute waiting: the daemon that finishes it takes the
+// outcome over (takeOver, settledAs).
 func (m *Manager) drivenElsewhere(c *store.Compute) bool {
 	switch c.State {
-	case store.StateCreating, store.StateResuming, store.StateSuspending, store.StateDestroying:
+	case store.StateCreating, store.StateDestroying:
 		return !m.drv.NodeLocal() && time.Since(c.UpdatedAt) < staleAfter
 	}
 	return false

@@ -146,7 +146,7 @@ func (m *Manager) syncRoles(ctx context.Context, c *store.Compute, addr string) 
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
+	defer quit(conn)
 	if err := m.audit(c, conn); err != nil {
 		return err
 	}
@@ -211,6 +211,15 @@ func (m *Manager) adminConn(ctx context.Context, c *store.Compute, addr string) 
 	return conn, nil
 }
 
+// quit ends a session of the daemon's account with COM_QUIT, which
+// mariadbd takes as a clean end (a bare close is logged as an aborted
+// connection, each time the scheduler looks at a compute).
+func quit(conn *client.Conn) {
+	if conn.Quit() != nil {
+		conn.Close()
+	}
+}
+
 // adminTimeout bounds each read and write of the daemon's sessions; the
 // lock waits inside MariaDB (mariadb.AdminSession) end well before it.
 const adminTimeout = 30 * time.Second
@@ -230,7 +239,7 @@ func (m *Manager) Busy(ctx context.Context, computeID string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer conn.Close()
+	defer quit(conn)
 	busy, err := mariadb.Busy(conn)
 	if err != nil {
 		return "", fmt.Errorf("compute %s: %w", computeID, err)
@@ -262,7 +271,7 @@ func (m *Manager) pullRoles(ctx context.Context, c *store.Compute) error {
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
+	defer quit(conn)
 	// Audit first: a user that holds more than the tenant set (say, the
 	// daemon's account renamed) must never reach the store, where the
 	// proxy would let it log in.
@@ -337,6 +346,6 @@ func (m *Manager) withAdmin(ctx context.Context, computeID string, fn func(*stor
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
+	defer quit(conn)
 	return fn(c, conn)
 }

@@ -134,3 +134,51 @@ func (m *Manager) RunningComputes(ctx context.Context) ([]Running, error) {
 	}
 	return out, nil
 }
+
+// takeOver settles a start whose final compare-and-set (resuming to
+// active) lost: with a shared driver, the leader's reconciliation may have
+// seen the compute while this daemon started it, and adopted it (active at
+// the same address) or reset it (suspended, failed). The backend runs, so
+// it is marked active at its address. It reports whether c is now active.
+func (m *Manager) takeOver(ctx context.Context, c *store.Compute, casErr error) bool {
+	if !errors.Is(casErr, store.ErrConflict) {
+		return false
+	}
+	fresh, err := m.st.GetCompute(ctx, c.ID)
+	if err != nil {
+		return false
+	}
+	switch fresh.State {
+	case store.StateActive:
+		if fresh.Address != c.Address {
+			return false
+		}
+	case store.StateSuspended, store.StateFailed:
+		from := fresh.State
+		fresh.State, fresh.Error, fresh.Address = store.StateActive, "", c.Address
+		fresh.StartedAt, fresh.LastActive = c.StartedAt, c.LastActive
+		if m.st.UpdateCompute(ctx, fresh, from) != nil {
+			return false
+		}
+		m.log.Info("compute was reconciled while it started; marked active", "compute", c.ID, "project", c.ProjectID, "was", from)
+	default:
+		return false
+	}
+	*c = *fresh
+	return true
+}
+
+// settledAs reports whether a lost compare-and-set left the compute in the
+// state this daemon wanted anyway (another daemon's reconciliation got
+// there first), and then takes the stored compute.
+func (m *Manager) settledAs(ctx context.Context, c *store.Compute, casErr error, want store.ComputeState) bool {
+	if !errors.Is(casErr, store.ErrConflict) {
+		return false
+	}
+	fresh, err := m.st.GetCompute(ctx, c.ID)
+	if err != nil || fresh.State != want {
+		return false
+	}
+	*c = *fresh
+	return true
+}

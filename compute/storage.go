@@ -104,7 +104,7 @@ func (m *Manager) switchReadOnly(ctx context.Context, c *store.Compute, on bool)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
+	defer quit(conn)
 	if err := mariadb.SetReadOnly(conn, on); err != nil {
 		return fmt.Errorf("compute %s: %w", c.ID, err)
 	}
