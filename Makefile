@@ -20,7 +20,7 @@ TEST_PKGS := $(RUN_PKGS) postgresql sysbench haproxy python3-pymysql libmariadb-
 # branch onto an XFS loop mount (reflinks) made with xfsprogs.
 BENCH_PKGS := $(TEST_PKGS) strace xfsprogs
 
-.PHONY: all build run test test-unit test-kube e2e bench bench-proxy deps-run deps-test deps-s3 deps-bench fmt vet clean
+.PHONY: all build run test test-unit test-kube test-kube-real e2e bench bench-proxy deps-run deps-test deps-s3 deps-bench fmt vet clean
 
 all: build
 
@@ -82,6 +82,18 @@ test-unit:
 # harness plays the node with local mariadbd processes.
 test-kube: deps-test
 	cd test/kube && $(GO) test -count=1 -timeout 45m ./...
+
+# test-kube-real brings up a real one-node Kubernetes cluster on this
+# machine (root, Debian 12: apt-get installs containerd, runc, the CNI
+# plugins, buildah, debootstrap, iptables, PostgreSQL) and runs MariaDB Pods
+# and `serverlessd serve` with the kubernetes driver on it. Cold, about
+# 12.5 minutes on 2 cores: 7.5 building the Kubernetes binaries and 2.5 the
+# images, into ~/.cache/serverlessd-kube; warm, about 2.5 minutes. Not part
+# of `make test`: it changes the host's iptables, sysctls and cgroups while
+# it runs (and puts them back).
+test-kube-real:
+	@[ "$$(id -u)" = 0 ] || { echo "test-kube-real needs root"; exit 1; }
+	cd test/kube && $(GO) test -tags realnode -count=1 -timeout 60m -v ./realnode
 
 # e2e drives a built `serverlessd serve` the way a user would: the CLI, the
 # API, the mariadb client, sysbench and the Go driver (make test runs it too).

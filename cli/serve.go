@@ -127,7 +127,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		// on backends (a Pod on a dead node, one still starting): the
 		// daemon serves meanwhile, so that one lost node does not take
 		// every project down with it.
-		g.Go(func() error { d.mgr.RunShareActivity(gctx); return nil })
+		g.Go(func() error { d.mgr.RunShareActivity(gctx, d.cfg.Scheduler.Interval); return nil })
 		g.Go(func() error { d.leader.Run(gctx, d.lead); return nil })
 	}
 	<-gctx.Done()

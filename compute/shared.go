@@ -19,8 +19,10 @@ const (
 	// warmRecheck bounds how long a daemon answers a wake from memory
 	// without reading the compute from the store.
 	warmRecheck = time.Second
-	// ShareEvery is how often each daemon reports the activity it saw.
-	// The idle timeouts it feeds are minutes.
+	// ShareEvery is how often, at most, each daemon reports the activity
+	// it saw: the leader sees another daemon's sessions this late, which
+	// idle timeouts of minutes do not notice. A shorter scheduler interval
+	// shortens it (RunShareActivity).
 	ShareEvery = 5 * time.Second
 	// staleAfter is longer than any operation runs (a start is bounded by
 	// startTimeout, a stop by the stop timeout and the driver's own
@@ -85,9 +87,10 @@ func (m *Manager) ShareActivity(ctx context.Context, now time.Time) error {
 	return nil
 }
 
-// RunShareActivity reports activity every ShareEvery until ctx ends.
-func (m *Manager) RunShareActivity(ctx context.Context) {
-	t := time.NewTicker(ShareEvery)
+// RunShareActivity reports activity every ShareEvery, or every scheduler
+// interval if that is shorter, until ctx ends.
+func (m *Manager) RunShareActivity(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(min(ShareEvery, max(interval, 100*time.Millisecond)))
 	defer t.Stop()
 	for {
 		select {

@@ -39,7 +39,7 @@ func TestStartScript(t *testing.T) {
 		"SERVERLESSD_VOLUME=" + volume,
 		"SERVERLESSD_DATADIR=" + volume + "/" + datadirName,
 		"SERVERLESSD_RUN_DIR=" + run,
-		"SERVERLESSD_INIT_SQL=" + string(mariadb.InitSQLWithPassword("%", "@PASSWORD@")),
+		"SERVERLESSD_INIT_SQL=" + initSQL(),
 	}
 	pw := newPassword()
 	sock := filepath.Join(run, "sock")
@@ -52,8 +52,12 @@ func TestStartScript(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(volume, datadirName+".init")); !os.IsNotExist(err) {
 		t.Errorf("the initialization folder is left: %v", err)
 	}
-	// A tenant with the admin's password could change it; a restart undoes it.
 	db := adminConn(t, sock, pw)
+	var guards int
+	if err := db.QueryRow("SELECT COUNT(*) FROM mysql.db WHERE User = '' AND Db IN ('mysql', 'sys')").Scan(&guards); err != nil || guards < 2 {
+		t.Errorf("schema guard rows: %d, %v; want the init file's", guards, err)
+	}
+	// A tenant with the admin's password could change it; a restart undoes it.
 	if _, err := db.Exec("ALTER USER serverlessd_admin@'%' IDENTIFIED BY 'taken'"); err != nil {
 		t.Fatal(err)
 	}
