@@ -103,8 +103,9 @@ e2e: deps-test
 # bench runs the whole performance suite side by side (cold and warm logins,
 # the first query of a kept connection after a suspend, sysbench direct /
 # serverlessd / haproxy, wake storm, churn, pool churn, transaction
-# pooling, scale, tenants, the node's memory, the Go benchmarks, a CPU
-# profile of the proxy) and writes BENCHMARKS.md; about 55 minutes.
+# pooling, scale, tenants, the node's memory, the kubernetes driver on a
+# real node (as make test-kube-real; root), the Go benchmarks, a CPU
+# profile of the proxy) and writes BENCHMARKS.md; about 60 minutes warm.
 bench: deps-bench build
 	$(GO) run ./bench/cmd/benchsuite -binary $(BIN) -out BENCHMARKS.md
 

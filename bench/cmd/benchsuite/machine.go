@@ -99,6 +99,7 @@ type Results struct {
 	CrossStorm *CrossStormResult
 	Density    *DensityResult
 	Neighbor   *NeighborResult
+	KubeReal   *KubeRealResult
 	GoBench    *GoBenchResult
 	Profile    *ProfileResult
 	Targets    []Target

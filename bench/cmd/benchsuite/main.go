@@ -33,7 +33,7 @@ import (
 
 // phases, in the order they run. Each is independent of the others' results.
 var allPhases = []string{"cold", "reattach", "warm", "throughput", "storm", "churn", "scale", "poolchurn",
-	"pooling", "tenantapi", "crossstorm", "density", "neighbor", "gobench", "profile"}
+	"pooling", "tenantapi", "crossstorm", "density", "neighbor", "kubereal", "gobench", "profile"}
 
 type options struct {
 	out     string
@@ -294,6 +294,7 @@ func (s *suite) run() int {
 	s.phase("crossstorm", s.crossStorm)
 	s.phase("density", s.density)
 	s.phase("neighbor", s.neighbor)
+	s.phase("kubereal", s.kubeReal)
 	s.phase("gobench", s.goBench)
 	s.phase("profile", s.profile)
 

@@ -231,6 +231,9 @@ func targets(r *Results) []Target {
 	add(crossStormTarget(r.CrossStorm))
 	add(densityTarget(r.Density))
 	add(neighborTarget(r.Neighbor, r.Machine.Cores))
+	for _, t := range kubeRealTargets(r.KubeReal) {
+		add(t)
+	}
 	return ts
 }
 
