@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -217,6 +218,15 @@ func open(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemon, er
 	pcfg := proxyConfig(cfg, versionOf(drv))
 	pcfg.OnReattach = met.ObserveReattach
 	pcfg.OnPoolWait, pcfg.OnPoolGone = met.ObservePoolWait, met.ForgetPool
+	if kd, ok := drv.(*kubedriver.Driver); ok {
+		key, err := bindKey(ctx, kd, filepath.Join(cfg.DataDir, "bind"))
+		if err != nil {
+			st.Close()
+			return nil, err
+		}
+		pcfg.BindKey = key
+		mgr.SetBindKey(key)
+	}
 	px, err := newProxy(ctx, pcfg, drv, st, mgr, log)
 	if err != nil {
 		st.Close()
@@ -278,6 +288,43 @@ func newProxy(ctx context.Context, pcfg proxy.Config, drv compute.Driver, st sto
 	}
 	return px, nil
 }
+
+// bindKey returns the key the computes' role accounts are bound with
+// (compute.Manager.SetBindKey), kept in the Secret serverlessd-bind-key: a
+// Pod's IP is reachable from the whole cluster unless a NetworkPolicy says
+// otherwise, and a tenant's password must open its compute only through
+// the daemon. Every replica uses the one key: if two make one at once, the
+// Secret created first wins and both read it back.
+func bindKey(ctx context.Context, kd *kubedriver.Driver, dir string) ([]byte, error) {
+	const file = "bind.key"
+	keep := kd.FileSecret(bindKeySecret, dir, file)
+	found, err := keep.Restore(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("bind key: %w", err)
+	}
+	if !found {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(filepath.Join(dir, file), []byte(rand.Text()), 0o600); err != nil {
+			return nil, err
+		}
+		if err := keep.Save(ctx); err != nil {
+			return nil, fmt.Errorf("bind key: %w", err)
+		}
+		if _, err := keep.Restore(ctx); err != nil {
+			return nil, fmt.Errorf("bind key: %w", err)
+		}
+	}
+	key, err := os.ReadFile(filepath.Join(dir, file))
+	if err != nil || len(key) < 16 {
+		return nil, fmt.Errorf("bind key in %s is unusable (%v): delete the Secret %s only if no compute runs", dir, err, bindKeySecret)
+	}
+	return key, nil
+}
+
+// bindKeySecret keeps the key of bindKey.
+const bindKeySecret = "serverlessd-bind-key"
 
 // proxyTLSSecret is the Secret that keeps the proxy's self-signed
 // certificate on Kubernetes.

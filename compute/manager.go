@@ -87,6 +87,8 @@ type Manager struct {
 	reserved int64 // memory held for starts in progress
 	quotas   StartChecker
 
+	bindKey []byte // SetBindKey; nil: accounts get the roles' own hashes
+
 	afterSuspend   func(store.Compute, string)
 	afterProvision func(context.Context, store.Compute)
 }

@@ -154,22 +154,53 @@ func (m *Manager) syncRoles(ctx context.Context, c *store.Compute, addr string) 
 	if err != nil {
 		return fmt.Errorf("compute %s: %w", c.ID, err)
 	}
-	want := make([]mariadb.Role, len(roles))
-	for i, r := range roles {
-		want[i] = mariadb.Role{Name: r.Name, Hash: r.PasswordHash}
+	n, err := m.pushRoles(c, conn, roles, have)
+	if err != nil {
+		return err
 	}
-	stmts := mariadb.SyncStatements(want, have, func(name string) bool { return ValidateRoleName(name) == nil })
-	for _, q := range stmts {
-		if _, err := conn.Execute(q); err != nil {
-			return fmt.Errorf("apply roles to compute %s: %w", c.ID, err)
-		}
-	}
-	if len(stmts) > 0 {
-		m.log.Info("roles applied", "compute", c.ID, "project", c.ProjectID, "statements", len(stmts),
+	if n > 0 {
+		m.log.Info("roles applied", "compute", c.ID, "project", c.ProjectID, "statements", n,
 			"duration_ms", float64(time.Since(t0).Microseconds())/1000)
 	}
 	return nil
 }
+
+// pushRoles makes the compute's accounts (have: name -> hash) the roles,
+// each with its account hash, and returns how many statements it ran.
+func (m *Manager) pushRoles(c *store.Compute, conn mariadb.Execer, roles []store.Role, have map[string]string) (int, error) {
+	want := make([]mariadb.Role, len(roles))
+	for i, r := range roles {
+		hash, err := m.accountHash(c.ProjectID, r.Name, r.PasswordHash)
+		if err != nil {
+			return 0, fmt.Errorf("compute %s: %w", c.ID, err)
+		}
+		want[i] = mariadb.Role{Name: r.Name, Hash: hash}
+	}
+	stmts := mariadb.SyncStatements(want, have, func(name string) bool { return ValidateRoleName(name) == nil })
+	for _, q := range stmts {
+		if _, err := conn.Execute(q); err != nil {
+			return 0, fmt.Errorf("apply roles to compute %s: %w", c.ID, err)
+		}
+	}
+	return len(stmts), nil
+}
+
+// accountHash is the hash a role's account gets in its compute: the
+// role's own, or with a bind key (SetBindKey) the bound one that only the
+// daemon's proxy can log in with (mariadb.BoundHash).
+func (m *Manager) accountHash(projectID, role, hash string) (string, error) {
+	if m.bindKey == nil {
+		return hash, nil
+	}
+	return mariadb.BoundHash(m.bindKey, projectID, role, hash)
+}
+
+// SetBindKey makes every role's account in the computes a bound one,
+// derived from its hash with key: a tenant's password then opens its
+// compute only through the daemon's proxy, which must be given the same
+// key. Set it before serving; it must stay the same for as long as
+// computes run with accounts made with it.
+func (m *Manager) SetBindKey(key []byte) { m.bindKey = key }
 
 // audit brings the compute's accounts back inside the tenant privilege set
 // and logs what it had to change: outside a first start after an upgrade,
@@ -297,6 +328,11 @@ func (m *Manager) pullRoles(ctx context.Context, c *store.Compute) error {
 			continue // a reserved name, or a plugin the proxy cannot verify
 		}
 		r, ok := stored[name]
+		if ok {
+			if account, err := m.accountHash(c.ProjectID, name, r.PasswordHash); err == nil && account == hash {
+				continue // the account as the daemon made it
+			}
+		}
 		switch {
 		case !ok:
 			now := store.Now()
@@ -319,10 +355,21 @@ func (m *Manager) pullRoles(ctx context.Context, c *store.Compute) error {
 			changes = append(changes, "-"+name)
 		}
 	}
-	if len(changes) > 0 {
-		m.log.Info("roles changed in SQL copied to the store", "compute", c.ID, "project", c.ProjectID, "changes", changes)
+	if len(changes) == 0 {
+		return nil
 	}
-	return nil
+	m.log.Info("roles changed in SQL copied to the store", "compute", c.ID, "project", c.ProjectID, "changes", changes)
+	if m.bindKey == nil {
+		return nil
+	}
+	// The accounts SQL made or changed have the tenant's own hash: bind
+	// them now, so that their password opens the compute only through
+	// the daemon.
+	if roles, err = m.st.ListRoles(ctx, c.ProjectID); err != nil {
+		return err
+	}
+	_, err = m.pushRoles(c, conn, roles, have)
+	return err
 }
 
 // KillThread kills a backend thread of an active compute (its query only,

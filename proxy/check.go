@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	mdb "github.com/serverlessd/serverlessd/compute/mariadb"
 	"github.com/serverlessd/serverlessd/proxy/wire"
 )
 
@@ -76,6 +77,11 @@ func (ss *session) verify(ctx context.Context, pc passwordCheck) (stage1 []byte,
 		return nil, projectID, used, errWrongPassword
 	case pc.sameProject != "" && projectID != pc.sameProject:
 		return nil, projectID, used, errOtherProject
+	}
+	if key := ss.s.cfg.BindKey; key != nil {
+		// The backend account is bound: log in to it with the derived
+		// stage1, not the client's.
+		stage1 = mdb.BoundStage1(key, projectID, pc.role, stage2)
 	}
 	return stage1, projectID, used, nil
 }

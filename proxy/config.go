@@ -31,6 +31,10 @@ type Config struct {
 	// the caching_sha2_password exchange. Empty means keep them in memory
 	// (regenerated at every start).
 	DataDir string
+	// BindKey, when set, is the key the computes' role accounts are bound
+	// with (mariadb.BoundHash): backend logins use the derived stage1. It
+	// must be the compute manager's (compute.Manager.SetBindKey).
+	BindKey []byte
 	// RequireTLS refuses logins that do not upgrade to TLS first.
 	RequireTLS bool
 	// Domain enables SNI routing: a TLS client that sends the server name

@@ -55,7 +55,7 @@ func (b *syncBuffer) String() string {
 }
 
 func startDaemon(t *testing.T, dataDir, api, proxy string) *daemon {
-	return startDaemonWith(t, dataDir, api, proxy, "store:\n  driver: sqlite\n")
+	return startDaemonWith(t, dataDir, api, proxy, "store:\n  driver: sqlite\nscheduler:\n  interval: 1s\n")
 }
 
 // startDaemonWith starts a daemon with more config: its store at least.
@@ -233,7 +233,13 @@ func TestDaemonFullPath(t *testing.T) {
 	db := d.open("shop", "root", pw)
 	mustExec(t, db, "CREATE DATABASE app", "CREATE TABLE app.orders (id INT PRIMARY KEY, item TEXT)",
 		"INSERT INTO app.orders VALUES (1, 'tea'), (2, 'cake')")
+	checkBound(t, ctx, d, name, "root", pw)
+	// A password changed in SQL is bound as soon as the daemon copies it.
+	mustExec(t, db, "SET PASSWORD = PASSWORD('changed-in-sql-1')")
 	db.Close()
+	pw = "changed-in-sql-1"
+	waitLogin(t, d, "shop", "root", pw)
+	checkBound(t, ctx, d, name, "root", pw)
 
 	uid := podUID(t, ctx, name)
 	d.call("POST", "/api/v1/projects/shop/compute/"+cid+"/suspend", "", 200, nil)
@@ -255,6 +261,52 @@ func TestDaemonFullPath(t *testing.T) {
 	d.call("DELETE", "/api/v1/projects/shop/compute/"+cid, "", 200, nil)
 	waitNothingLeft(t, ctx, name)
 	checkEvents(t, ctx, name, "Provisioned", "Resumed", "Suspended")
+}
+
+// checkBound checks that a role's password opens the compute through the
+// proxy only: straight to the Pod's address, MariaDB refuses it.
+func checkBound(t *testing.T, ctx context.Context, d *daemon, name, role, pw string) {
+	t.Helper()
+	pod, err := kube.client.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	direct, err := sql.Open("mysql", role+":"+pw+"@tcp("+pod.Status.PodIP+":3306)/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer direct.Close()
+	if err := direct.PingContext(ctx); err == nil || !strings.Contains(err.Error(), "Access denied") {
+		t.Errorf("%s logged in straight to the compute's pod: %v; want access denied", role, err)
+	}
+	db := d.open("shop", role, pw)
+	defer db.Close()
+	if err := db.PingContext(ctx); err != nil {
+		t.Errorf("%s through the proxy: %v", role, err)
+	}
+}
+
+// waitLogin waits until the daemon lets role in with pw: its scheduler
+// copies a password changed in SQL into the store each interval after
+// client traffic.
+func waitLogin(t *testing.T, d *daemon, project, role, pw string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		db, err := sql.Open("mysql", d.dsn(project, role, pw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = db.Ping()
+		db.Close()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never logged in with its new password: %v", role, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // checkSuspended checks that the Pod is gone and the PVC and Secret stay.
