@@ -85,12 +85,15 @@ test-kube: deps-test
 
 # test-kube-real brings up a real one-node Kubernetes cluster on this
 # machine (root, Debian 12: apt-get installs containerd, runc, the CNI
-# plugins, buildah, debootstrap, iptables, PostgreSQL) and runs MariaDB Pods
-# and `serverlessd serve` with the kubernetes driver on it. Cold, about
-# 12.5 minutes on 2 cores: 7.5 building the Kubernetes binaries and 2.5 the
-# images, into ~/.cache/serverlessd-kube; warm, about 2.5 minutes. Not part
-# of `make test`: it changes the host's iptables, sysctls and cgroups while
-# it runs (and puts them back).
+# plugins, buildah, debootstrap, iptables, PostgreSQL), runs MariaDB Pods
+# and `serverlessd serve` with the kubernetes driver on it, then builds the
+# Dockerfile with buildah, deploys deploy/kubernetes (kustomize) with two
+# replicas and checks kills, a rolling update and the NetworkPolicy (with
+# kube-router as the policy controller). Cold, about 14 minutes on 2 cores
+# (the Kubernetes binaries, the images, kube-router, into
+# ~/.cache/serverlessd-kube); warm, about 5 minutes. Not part of
+# `make test`: it changes the host's iptables, sysctls and cgroups while it
+# runs (and puts them back).
 test-kube-real:
 	@[ "$$(id -u)" = 0 ] || { echo "test-kube-real needs root"; exit 1; }
 	cd test/kube && $(GO) test -tags realnode -count=1 -timeout 60m -v ./realnode

@@ -47,8 +47,8 @@ func (l *Leader) Run(ctx context.Context, lead func(ctx context.Context)) {
 		leaderelection.RunOrDie(ctx, leaderelection.LeaderElectionConfig{
 			Lock: lock,
 			// The usual timings of Kubernetes' own controllers: a dead
-			// leader is replaced within 15 s; it idles computes only,
-			// which waits minutes anyway.
+			// leader is replaced within about 20 s (the lease, then a
+			// retry); it idles computes only, which waits minutes anyway.
 			LeaseDuration:   15 * time.Second,
 			RenewDeadline:   10 * time.Second,
 			RetryPeriod:     2 * time.Second,

@@ -40,6 +40,7 @@ var (
 		"/var/log/containers", "/var/log/pods", "/run/containerd", "/var/lib/containerd",
 		"/opt/containerd", "/var/lib/kubelet", "/var/lib/cni", "/etc/cni", "/opt/cni",
 		"/run/netns", "/etc/kubernetes", "/run/kubernetes", "/var/lib/containers", "/run/containers",
+		"/var/lib/kube-router", "/var/run/kube-router",
 	}
 )
 
@@ -56,6 +57,7 @@ type hostState struct {
 	Paths      map[string]bool   // hostPaths -> existed
 	NFTables   []string          // "family name" of each nftables table
 	CgroupDirs []string          // kubepods folders that existed (none, normally)
+	IPSets     []string          // ipsets that existed (kube-router makes its own)
 }
 
 const stateFile = "host-state.json"
@@ -74,6 +76,7 @@ func recordHost(dir string) (*hostState, error) {
 	}
 	h.NFTables = nftTables()
 	h.CgroupDirs = kubepodsDirs()
+	h.IPSets = ipsets()
 	data, err := json.MarshalIndent(h, "", "  ")
 	if err != nil {
 		return nil, err
@@ -101,6 +104,8 @@ func (h *hostState) restore() error {
 	for _, cmd := range []string{"iptables", "ip6tables"} {
 		note(flushChains(cmd))
 	}
+	// After the rules: a set that a rule names cannot be destroyed.
+	note(h.destroyIPSets())
 	note(h.deleteNFTables())
 	for s, v := range h.Sysctls {
 		cur, err := os.ReadFile(filepath.Join("/proc/sys", s))
@@ -294,11 +299,20 @@ func deleteBridge() error {
 	return err
 }
 
-// flushChains removes, from every table, the chains of kube-proxy (KUBE-*)
-// and of the CNI plugins (CNI-*) and the rules that jump to them, and
+// flushChains removes, from every table, the chains of kube-proxy and of
+// kube-router (KUBE-*: KUBE-ROUTER-*, KUBE-POD-FW-*, KUBE-NWPLCY-*) and of
+// the CNI plugins (CNI-*) and the rules that jump to them, and
 // leaves every other rule: it rewrites each table with iptables-restore,
 // from iptables-save's output less those lines.
 func flushChains(cmd string) error {
+	return flushChainsMatching(cmd, func(chain string) bool {
+		return strings.HasPrefix(chain, "KUBE-") || strings.HasPrefix(chain, "CNI-")
+	})
+}
+
+// flushChainsMatching removes the chains that ours matches, and the rules
+// that jump to them, from every table.
+func flushChainsMatching(cmd string, ours func(chain string) bool) error {
 	if _, err := exec.LookPath(cmd + "-save"); err != nil {
 		return nil
 	}
@@ -306,7 +320,6 @@ func flushChains(cmd string) error {
 	if err != nil {
 		return err
 	}
-	ours := func(chain string) bool { return strings.HasPrefix(chain, "KUBE-") || strings.HasPrefix(chain, "CNI-") }
 	var kept []string
 	changed := false
 	for _, line := range strings.Split(saved, "\n") {
@@ -443,6 +456,9 @@ func (h *hostState) verify() error {
 			diffs = append(diffs, cmd+" still has KUBE-/CNI- chains")
 		}
 	}
+	if left := h.newIPSets(); len(left) > 0 {
+		diffs = append(diffs, fmt.Sprintf("ipsets left: %v", left))
+	}
 	if now := nftTables(); strings.Join(now, ",") != strings.Join(h.NFTables, ",") {
 		diffs = append(diffs, fmt.Sprintf("nftables tables %v, were %v", now, h.NFTables))
 	}
@@ -468,4 +484,43 @@ func (h *hostState) verify() error {
 		return fmt.Errorf("host not restored: %s", strings.Join(diffs, "; "))
 	}
 	return nil
+}
+
+// ipsets lists the names of the host's ipsets.
+func ipsets() []string {
+	out, err := output("ipset", "list", "-n")
+	if err != nil {
+		return nil
+	}
+	return strings.Fields(out)
+}
+
+// newIPSets lists the ipsets a run made: kube-router's NetworkPolicy
+// controller names its own KUBE-SRC-*, KUBE-DST-* (inet6:KUBE-* for IPv6)
+// and TMP-* while it swaps them. Others are left alone, whoever made them.
+func (h *hostState) newIPSets() []string {
+	before := map[string]bool{}
+	for _, s := range h.IPSets {
+		before[s] = true
+	}
+	var made []string
+	for _, s := range ipsets() {
+		name := strings.TrimPrefix(s, "inet6:")
+		if !before[s] && (strings.HasPrefix(name, "KUBE-") || strings.HasPrefix(name, "TMP-")) {
+			made = append(made, s)
+		}
+	}
+	return made
+}
+
+// destroyIPSets destroys the ipsets the run made (after the iptables rules
+// that name them are gone).
+func (h *hostState) destroyIPSets() error {
+	var errs []error
+	for _, s := range h.newIPSets() {
+		if _, err := output("ipset", "destroy", s); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -9,8 +9,15 @@
 // TestRealNodeDaemon runs `serverlessd serve` on the host with the
 // kubernetes driver and a PostgreSQL store, and measures a compute's
 // create, resumes, in-place crash recovery and destroy ("REALNODE
-// FIGURES"). The tests share one cluster, brought up by the first and torn
-// down by TestMain. Its default StorageClass is served by a small hostPath
+// FIGURES"). TestRealNodeInCluster runs the daemon as shipped: the
+// Dockerfile built with buildah against local stand-ins of its base images
+// (dockerimage.go), deploy/kubernetes applied with kustomize
+// (kustomize.go), the store reached through a forwarder on the bridge
+// (pgforward.go); it counts failed logins while a replica dies and during
+// a rolling update, and checks the NetworkPolicy with kube-router as the
+// node's policy controller (policy.go; "REALNODE CLUSTER FIGURES"). The
+// tests share one cluster, brought up by the first and torn down by
+// TestMain. Its default StorageClass is served by a small hostPath
 // provisioner in the test process (provisioner.go).
 //
 // It needs root and a Debian 12 host (apt-get installs what is missing:
@@ -19,7 +26,8 @@
 // containerd (runc, cgroupfs), the kubelet, kube-proxy (iptables) and a CNI
 // bridge. The Kubernetes binaries are built from the ../apiserver module and
 // the images (pause, mariadb, a Debian base) with debootstrap and buildah;
-// both are cached in ~/.cache/serverlessd-kube (SERVERLESSD_KUBE_CACHE).
+// both are cached in ~/.cache/serverlessd-kube (SERVERLESSD_KUBE_CACHE), as
+// are kube-router and the Dockerfile's buildah storage.
 //
 // Every file and process of a run is in /tmp/realnode-*; what a node
 // changes outside it (iptables, sysctls, cgroups, the bridge, a few fixed

@@ -29,6 +29,7 @@ type node struct {
 	containerd      *proc
 	kubelet         *proc
 	proxy           *proc
+	extra           []*proc // started by tests on the node (kube-router)
 }
 
 // startNode starts containerd, imports the images, starts the kubelet and
@@ -268,6 +269,9 @@ oomScoreAdj: 0
 func (n *node) stop() {
 	if n == nil {
 		return
+	}
+	for _, p := range n.extra {
+		p.stop(10 * time.Second)
 	}
 	n.proxy.stop(10 * time.Second)
 	n.kubelet.stop(10 * time.Second)

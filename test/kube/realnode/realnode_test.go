@@ -308,8 +308,11 @@ func readGreeting(addr string) (string, error) {
 // podLog returns a Pod's container logs, read from the kubelet's log
 // folder (the API server cannot proxy them: the kubelet accepts only
 // client certificates and the API server has none).
-func (e *env) podLog(name string) string {
-	files, _ := filepath.Glob(filepath.Join(e.node.dir, "pod-logs", testNamespace+"_"+name+"_*", "*", "*.log"))
+func (e *env) podLog(name string) string { return e.podLogIn(testNamespace, name) }
+
+// podLogIn returns the container logs of a Pod of namespace ns.
+func (e *env) podLogIn(ns, name string) string {
+	files, _ := filepath.Glob(filepath.Join(e.node.dir, "pod-logs", ns+"_"+name+"_*", "*", "*.log"))
 	var b strings.Builder
 	for _, f := range files {
 		data, _ := os.ReadFile(f)
