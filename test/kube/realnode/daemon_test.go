@@ -190,7 +190,7 @@ kubernetes:
   image: %s
   storage_size: 1Gi
   # The driver's default CPU (requests = limits): mariadbd's start is
-  # CPU-bound, and a quarter of a core makes it twice as slow.
+  # CPU-bound, so a smaller share slows every resume.
   cpu: 500m
   memory: 256Mi
 log:
