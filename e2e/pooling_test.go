@@ -51,7 +51,12 @@ func TestTransactionPoolingClients(t *testing.T) {
 			}
 			for _, got := range lp.query(sameRole) {
 				if got != "1" && got != "2" {
-					t.Fatalf("cycle %d: %s sees %s connections of the role, want at most 2", cycle, lp.name, got)
+					// A connection the pool has just closed may linger in
+					// PROCESSLIST while its thread ends: look again.
+					time.Sleep(200 * time.Millisecond)
+					if again := lp.query(sameRole)[0]; again != "1" && again != "2" {
+						t.Fatalf("cycle %d: %s sees %s connections of the role, then %s, want at most 2", cycle, lp.name, got, again)
+					}
 				}
 			}
 		}
