@@ -107,11 +107,8 @@ func (d *Driver) waitUntil(ctx context.Context, name, what string, done func(*co
 			return false, errPodGone
 		}
 		last = pod
-		if err := podFailure(pod); err != nil {
+		if err := d.podTrouble(pod); err != nil {
 			return false, err
-		}
-		if lost := d.lostNode(pod.Spec.NodeName); lost != "" {
-			return false, errors.New(lost)
 		}
 		if done(pod) {
 			found = pod
@@ -163,6 +160,18 @@ func isReady(pod *corev1.Pod) bool {
 		}
 	}
 	return false
+}
+
+// podTrouble returns why a Pod will not serve: podFailure, or its node is
+// lost.
+func (d *Driver) podTrouble(pod *corev1.Pod) error {
+	if err := podFailure(pod); err != nil {
+		return err
+	}
+	if lost := d.lostNode(pod.Spec.NodeName); lost != "" {
+		return errors.New(lost)
+	}
+	return nil
 }
 
 // podFailure returns why a Pod will not become Ready, or nil while it may.
@@ -233,13 +242,10 @@ func (d *Driver) pollLogin(ctx context.Context, name string, uid types.UID, addr
 	defer fail(nil)
 	go func() {
 		err := d.waitPod(wctx, name, func(pod *corev1.Pod) (bool, error) {
-			switch {
-			case pod == nil || pod.UID != uid:
+			if pod == nil || pod.UID != uid {
 				return false, errPodGone
-			case d.lostNode(pod.Spec.NodeName) != "":
-				return false, errors.New(d.lostNode(pod.Spec.NodeName))
 			}
-			return false, podFailure(pod)
+			return false, d.podTrouble(pod)
 		})
 		if err != nil && wctx.Err() == nil {
 			fail(fmt.Errorf("pod %s: %w", name, err))
