@@ -178,6 +178,9 @@ func (c *cluster) startControllers(bins map[string]string) error {
 		"--root-ca-file="+c.files["ca.crt"],
 		// The CNI configuration has the node's Pod range: no IPAM controller.
 		"--allocate-node-cidrs=false",
+		// A node whose kubelet stopped is marked Unknown (and tainted)
+		// after 15 s rather than 50: the node-loss test waits for it.
+		"--node-monitor-grace-period=15s", "--node-monitor-period=1s",
 		"--profiling=false")
 	if err != nil {
 		return err

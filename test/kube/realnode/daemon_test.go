@@ -52,6 +52,8 @@ type daemon struct {
 	t          *testing.T
 	api, proxy string
 	log        string // its output
+	bin        string
+	config     string
 	cmd        *exec.Cmd
 	exited     chan struct{}
 }
@@ -171,7 +173,7 @@ func (e *env) startDaemon(t *testing.T, kubeconfig string) *daemon {
 		t.Fatal(err)
 	}
 	d := &daemon{t: t, api: "127.0.0.1:" + api, proxy: "127.0.0.1:" + proxy,
-		log: filepath.Join(e.cluster.logDir, "serverlessd.log"), exited: make(chan struct{})}
+		log: filepath.Join(e.cluster.logDir, "serverlessd-"+t.Name()+".log")}
 	cfg := fmt.Sprintf(`data_dir: %s
 api:
   listen: %s
@@ -196,25 +198,38 @@ kubernetes:
 log:
   level: debug
 `, dataDir, d.api, d.proxy, pgtest.Start(t), kubeconfig, daemonNS, mariadbImage)
-	path := filepath.Join(dataDir, "config.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+	d.config = filepath.Join(dataDir, "config.yaml")
+	if err := os.WriteFile(d.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Create(d.log)
+	d.bin = bin
+	if err := d.run(); err != nil {
+		t.Fatalf("%v; its log:\n%s", err, d.tail())
+	}
+	t.Cleanup(d.stop)
+	return d
+}
+
+// run starts the daemon, its output appended to its log, and waits until
+// /readyz answers 200.
+func (d *daemon) run() error {
+	f, err := os.OpenFile(d.log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
-	d.cmd = exec.Command(bin, "--config", path, "serve")
+	d.cmd = exec.Command(d.bin, "--config", d.config, "serve")
 	d.cmd.Stdout, d.cmd.Stderr = f, f
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
+		f.Close()
+		return err
 	}
-	go func() { _ = d.cmd.Wait(); f.Close(); close(d.exited) }()
-	t.Cleanup(d.stop)
-	err = waitFor(60*time.Second, 20*time.Millisecond, "serverlessd /readyz", func() (bool, error) {
+	exited := make(chan struct{})
+	d.exited = exited
+	go func() { _ = d.cmd.Wait(); f.Close(); close(exited) }()
+	return waitFor(60*time.Second, 20*time.Millisecond, "serverlessd /readyz", func() (bool, error) {
 		select {
-		case <-d.exited:
+		case <-exited:
 			return false, fmt.Errorf("exited")
 		default:
 		}
@@ -225,10 +240,6 @@ log:
 		resp.Body.Close()
 		return resp.StatusCode == 200, fmt.Errorf("status %s", resp.Status)
 	})
-	if err != nil {
-		t.Fatalf("%v; its log:\n%s", err, d.tail())
-	}
-	return d
 }
 
 // stop sends SIGTERM and waits: computes outlive the daemon.

@@ -15,7 +15,13 @@
 // (kustomize.go), the store reached through a forwarder on the bridge
 // (pgforward.go); it counts failed logins while a replica dies and during
 // a rolling update, and checks the NetworkPolicy with kube-router as the
-// node's policy controller (policy.go; "REALNODE CLUSTER FIGURES"). The
+// node's policy controller (policy.go; "REALNODE CLUSTER FIGURES"); a
+// login loop straight to the surviving replica must lose nothing.
+// TestRealNodeStoppedKubelet SIGKILLs the kubelet under an active compute:
+// the daemon restarts and serves while the node is Unknown, the Pod is
+// force-deleted, the project's login fails with a clear error (its volume
+// is bound to the node), and wakes with its rows once the kubelet is back
+// ("REALNODE NODE LOSS FIGURES"). The
 // tests share one cluster, brought up by the first and torn down by
 // TestMain. Its default StorageClass is served by a small hostPath
 // provisioner in the test process (provisioner.go).

@@ -193,6 +193,7 @@ func (e *env) killReplica(t *testing.T, cfg *mysql.Config) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	other := startSurvivor(t, cfg, pods, victim)
 	time.Sleep(3 * time.Second)
 	killAt := time.Now()
 	if err := e.cluster.client.CoreV1().Pods(daemonNS).Delete(ctx, victim,
@@ -222,8 +223,8 @@ func (e *env) killReplica(t *testing.T, cfg *mysql.Config) string {
 		t.Logf("failed login after the kill: %s", f)
 	}
 	return fmt.Sprintf("Pod delete with grace period 0 (the leader %s; kubelet: SIGTERM, SIGKILL 2 s later) under a login loop: %d logins, %d failed%s; "+
-		"slowest login %s; new leader %s after %s; replacement Ready after %s",
-		victim, ok+len(fails), len(fails), failList(fails, killAt), ms(maxLogin), newLeader, ms(leaderAfter), ms(replaced))
+		"slowest login %s; new leader %s after %s; replacement Ready after %s; %s",
+		victim, ok+len(fails), len(fails), failList(fails, killAt), ms(maxLogin), newLeader, ms(leaderAfter), ms(replaced), other.finish(t, killAt))
 }
 
 // rollingUpdate changes the Pod template (as a new image would) with the
@@ -303,6 +304,7 @@ func (e *env) crashReplica(t *testing.T, cfg *mysql.Config) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	other := startSurvivor(t, cfg, pods, victim)
 	time.Sleep(3 * time.Second)
 	killAt := time.Now()
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
@@ -335,8 +337,8 @@ func (e *env) crashReplica(t *testing.T, cfg *mysql.Config) string {
 		t.Logf("failed login after the SIGKILL: %s", f)
 	}
 	return fmt.Sprintf("SIGKILL of the leader's serverlessd process (%s; the Pod stays, kubelet restarts it) under a login loop: "+
-		"%d logins, %d failed%s; slowest login %s; restarted and Ready after %s; lease holder %s after %s",
-		victim, ok+len(fails), len(fails), failList(fails, killAt), ms(maxLogin), ms(back), newLeader, ms(leaderAfter))
+		"%d logins, %d failed%s; slowest login %s; restarted and Ready after %s; lease holder %s after %s; %s",
+		victim, ok+len(fails), len(fails), failList(fails, killAt), ms(maxLogin), ms(back), newLeader, ms(leaderAfter), other.finish(t, killAt))
 }
 
 // procEnv returns an environment variable of a process.

@@ -6,11 +6,14 @@ import (
 	"context"
 	"database/sql/driver"
 	"fmt"
+	"net"
 	"slices"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+	corev1 "k8s.io/api/core/v1"
 )
 
 // loginLoop logs in again and again, a new connection and a SELECT 1
@@ -110,4 +113,43 @@ func describeFails(fails []loginFail, from time.Time) []string {
 		out = append(out, fmt.Sprintf("%+.3fs: %v", f.at.Sub(from).Seconds(), f.err))
 	}
 	return out
+}
+
+// survivor is a login loop straight to one replica, at its Pod IP rather
+// than through the Service: what another replica's death costs the
+// clients of this one. It must cost them nothing.
+type survivor struct {
+	pod  string
+	loop *loginLoop
+}
+
+// startSurvivor starts a survivor loop on a replica of pods other than
+// victim.
+func startSurvivor(t *testing.T, cfg *mysql.Config, pods []corev1.Pod, victim string) *survivor {
+	t.Helper()
+	for _, p := range pods {
+		if p.Name == victim || p.Status.PodIP == "" {
+			continue
+		}
+		c := cfg.Clone()
+		c.Addr = net.JoinHostPort(p.Status.PodIP, "3306")
+		loop, err := startLoginLoop(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &survivor{pod: p.Name, loop: loop}
+	}
+	t.Fatalf("no replica besides %s to log in to", victim)
+	return nil
+}
+
+// finish stops the loop, fails the test for each failed login, and
+// describes the loop.
+func (s *survivor) finish(t *testing.T, killAt time.Time) string {
+	t.Helper()
+	ok, fails, maxLogin := s.loop.finish()
+	for _, f := range describeFails(fails, killAt) {
+		t.Errorf("a login straight to the surviving replica %s failed: %s", s.pod, f)
+	}
+	return fmt.Sprintf("straight to the other replica %s: %d logins, %d failed, slowest %s", s.pod, ok+len(fails), len(fails), ms(maxLogin))
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -28,6 +29,7 @@ type node struct {
 	sock            string // containerd's socket
 	containerd      *proc
 	kubelet         *proc
+	kubeletBin      string
 	proxy           *proc
 	extra           []*proc // started by tests on the node (kube-router)
 }
@@ -51,13 +53,19 @@ func startNode(ctx context.Context, c *cluster, bins map[string]string, im *imag
 		}
 	}
 	logf("containerd up and images imported in %s", time.Since(t0).Round(100*time.Millisecond))
-	if err := n.startKubelet(c, bins["kubelet"]); err != nil {
+	n.kubeletBin = bins["kubelet"]
+	if err := n.startKubelet(c, n.kubeletBin); err != nil {
 		return n, err
 	}
 	if err := n.startProxy(c, bins["kube-proxy"]); err != nil {
 		return n, err
 	}
-	err := waitFor(2*time.Minute, 500*time.Millisecond, "node Ready", func() (bool, error) {
+	return n, n.waitReady(ctx, c, 2*time.Minute)
+}
+
+// waitReady waits until the kubelet has reported the Node Ready.
+func (n *node) waitReady(ctx context.Context, c *cluster, limit time.Duration) error {
+	err := waitFor(limit, 500*time.Millisecond, "node Ready", func() (bool, error) {
 		if n.kubelet.exited() {
 			return false, fmt.Errorf("kubelet exited")
 		}
@@ -73,9 +81,9 @@ func startNode(ctx context.Context, c *cluster, bins map[string]string, im *imag
 		return false, fmt.Errorf("no Ready condition")
 	})
 	if err != nil {
-		return n, fmt.Errorf("%w\nkubelet log:\n%s", err, n.kubelet.tailLog(5000))
+		return fmt.Errorf("%w\nkubelet log:\n%s", err, n.kubelet.tailLog(5000))
 	}
-	return n, nil
+	return nil
 }
 
 // startContainerd writes a configuration that keeps every file of
@@ -216,6 +224,9 @@ imageGCLowThresholdPercent: 99
 evictionHard: {memory.available: "50Mi", nodefs.available: "1%%", nodefs.inodesFree: "1%%", imagefs.available: "1%%"}
 serializeImagePulls: false
 shutdownGracePeriod: 0s
+# Renewed every quarter of it (3 s): the controller manager's short node
+# monitor grace period then marks a stopped kubelet's node Unknown fast.
+nodeLeaseDurationSeconds: 12
 `, n.sock, n.ip, port, healthz, c.files["ca.crt"], filepath.Join(n.dir, "pod-logs"))
 	cfg := filepath.Join(n.dir, "kubelet-config.yaml")
 	if err := os.WriteFile(cfg, []byte(config), 0o644); err != nil {
@@ -291,4 +302,21 @@ func (n *node) logs() string {
 		}
 	}
 	return b.String()
+}
+
+// killKubelet SIGKILLs the kubelet, as when a node is cut off from the
+// control plane: its containers go on running, its heartbeats stop.
+func (n *node) killKubelet() {
+	_ = syscall.Kill(-n.kubelet.cmd.Process.Pid, syscall.SIGKILL)
+	<-n.kubelet.done
+}
+
+// restartKubelet starts the kubelet again on the node's state and waits
+// until the Node is Ready. The kubelet then stops by itself the containers
+// of Pods the API server no longer has (those force-deleted meanwhile).
+func (n *node) restartKubelet(ctx context.Context, c *cluster) error {
+	if err := n.startKubelet(c, n.kubeletBin); err != nil {
+		return err
+	}
+	return n.waitReady(ctx, c, 2*time.Minute)
 }

@@ -30,7 +30,8 @@ type proc struct {
 // which is why cleanup also kills them by their socket address.
 func startProc(logDir, name, bin string, args ...string) (*proc, error) {
 	p := &proc{name: name, log: filepath.Join(logDir, name+".log"), done: make(chan struct{})}
-	f, err := os.Create(p.log)
+	// Appended to: a process started again (the kubelet) keeps one log.
+	f, err := os.OpenFile(p.log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
