@@ -214,10 +214,15 @@ func (m *Manager) drivenElsewhere(c *store.Compute) bool {
 
 // allComputes pages through every compute in the store.
 func (m *Manager) allComputes(ctx context.Context) ([]store.Compute, error) {
+	return allPages(func(p store.Page) ([]store.Compute, error) { return m.st.ListComputes(ctx, p) })
+}
+
+// allPages reads a listing of computes to its end, a page at a time.
+func allPages(list func(store.Page) ([]store.Compute, error)) ([]store.Compute, error) {
 	var all []store.Compute
 	page := store.Page{Limit: 500}
 	for {
-		batch, err := m.st.ListComputes(ctx, page)
+		batch, err := list(page)
 		if err != nil {
 			return nil, err
 		}

@@ -124,16 +124,16 @@ func (m *Manager) RunningComputes(ctx context.Context) ([]Running, error) {
 		}
 		return out, nil
 	}
-	all, err := m.allComputes(ctx)
+	active, err := allPages(func(p store.Page) ([]store.Compute, error) {
+		return m.st.ListComputesInState(ctx, store.StateActive, p)
+	})
 	if err != nil {
 		return nil, err
 	}
-	var out []Running
-	for i := range all {
-		c := &all[i]
-		if c.State == store.StateActive {
-			out = append(out, Running{WakeResult: m.resultOf(c, false), LastActive: c.LastActive})
-		}
+	out := make([]Running, len(active))
+	for i := range active {
+		c := &active[i]
+		out[i] = Running{WakeResult: m.resultOf(c, false), LastActive: c.LastActive}
 	}
 	return out, nil
 }

@@ -343,6 +343,8 @@ type Store interface {
 	GetCompute(ctx context.Context, id string) (*Compute, error)
 	GetComputeByProject(ctx context.Context, projectID string) (*Compute, error)
 	ListComputes(ctx context.Context, page Page) ([]Compute, error)
+	// ListComputesInState lists the computes in one state (indexed).
+	ListComputesInState(ctx context.Context, state ComputeState, page Page) ([]Compute, error)
 	// UpdateCompute is a compare-and-set: it writes c only if the stored row
 	// is still in state from with version c.Version, else ErrConflict. On
 	// success c.Version is incremented and c.UpdatedAt set.

@@ -70,6 +70,19 @@ func (s *Store) ListComputes(ctx context.Context, page store.Page) ([]store.Comp
 	return out, nil
 }
 
+// ListComputesInState lists the computes in one state, ordered by id.
+func (s *Store) ListComputesInState(ctx context.Context, state store.ComputeState, page store.Page) ([]store.Compute, error) {
+	rows, err := s.q.listComputesInState.QueryContext(ctx, string(state), page.After, pageLimit(page.Limit))
+	if err != nil {
+		return nil, fmt.Errorf("list %s computes: %w", state, err)
+	}
+	out, err := collect(rows, scanCompute)
+	if err != nil {
+		return nil, fmt.Errorf("list %s computes: %w", state, err)
+	}
+	return out, nil
+}
+
 // UpdateCompute writes c if the stored row is still (from, c.Version). The
 // project and creation time never change. A lost race is ErrConflict, an
 // unknown id ErrNotFound.

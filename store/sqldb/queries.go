@@ -38,8 +38,8 @@ type queries struct {
 	insertProject, getProject, getTenantProject, updateProject, deleteProject *sql.Stmt
 	listProjects, listTenantProjects, countProjects                           *sql.Stmt
 
-	insertCompute, getCompute, getComputeByProject, listComputes *sql.Stmt
-	casCompute, computeExists, deleteCompute, projectTenant      *sql.Stmt
+	insertCompute, getCompute, getComputeByProject, listComputes, listComputesInState *sql.Stmt
+	casCompute, computeExists, deleteCompute, projectTenant                           *sql.Stmt
 
 	insertRole, getRole, listRoles, updateRole, deleteRole *sql.Stmt
 
@@ -127,6 +127,7 @@ func newQueries(r func(string) *sql.Stmt) *queries {
 		getCompute:          r(computeRead + ` WHERE c.id = ?`),
 		getComputeByProject: r(computeRead + ` WHERE c.project_id = ?`),
 		listComputes:        r(computeRead + ` WHERE c.id > ? ORDER BY c.id LIMIT ?`),
+		listComputesInState: r(computeRead + ` WHERE c.state = ? AND c.id > ? ORDER BY c.id LIMIT ?`),
 		projectTenant:       r(`SELECT tenant_id FROM projects WHERE id = ?`),
 		// The compare-and-set: one statement, so the database's own row lock
 		// decides the race and no transaction is needed.

@@ -33,6 +33,14 @@ func testComputeCRUD(t *testing.T, s store.Store) {
 		t.Fatalf("ListComputes: %v", err)
 	}
 	same(t, "ListComputes", list, []store.Compute{*c})
+	list, err = s.ListComputesInState(ctx, c.State, store.Page{})
+	if err != nil {
+		t.Fatalf("ListComputesInState: %v", err)
+	}
+	same(t, "ListComputesInState", list, []store.Compute{*c})
+	if list, err = s.ListComputesInState(ctx, store.StateFailed, store.Page{}); err != nil || len(list) != 0 {
+		t.Errorf("ListComputesInState(failed) = %d computes, %v; want none", len(list), err)
+	}
 
 	// A compute without a state starts in creating.
 	q := newProject(t, s, "other")
