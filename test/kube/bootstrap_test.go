@@ -1,26 +1,16 @@
 package kube
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"fmt"
-	"io"
-	"os"
 	"path/filepath"
 
-	authv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
-	networkingv1 "k8s.io/api/networking/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/serverlessd/serverlessd/test/kube/kubetest"
 )
 
 // deployDir holds the manifests users apply; the harness applies the same
@@ -41,7 +31,7 @@ const (
 // harness's Node.
 func (c *cluster) bootstrap(ctx context.Context) error {
 	for _, file := range []string{"namespace.yaml", "rbac.yaml", "networkpolicy.yaml"} {
-		if err := c.apply(ctx, filepath.Join(deployDir, file)); err != nil {
+		if err := kubetest.Apply(ctx, c.client, filepath.Join(deployDir, file)); err != nil {
 			return err
 		}
 	}
@@ -77,80 +67,21 @@ func setNodeReady(ctx context.Context, cs kubernetes.Interface, node *corev1.Nod
 	return nil
 }
 
-// apply creates every object of a multi-document YAML manifest. Only the
-// kinds deploy/kubernetes uses for RBAC are handled.
-func (c *cluster) apply(ctx context.Context, path string) error {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
-	for {
-		doc, err := r.Read()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("%s: %w", path, err)
-		}
-		if len(bytes.TrimSpace(doc)) == 0 {
-			continue
-		}
-		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(doc, nil, nil)
-		if err != nil {
-			return fmt.Errorf("%s: %w", path, err)
-		}
-		if err := c.create(ctx, obj); err != nil {
-			return fmt.Errorf("%s: %w", path, err)
-		}
-	}
-}
-
-func (c *cluster) create(ctx context.Context, obj runtime.Object) error {
-	opts := metav1.CreateOptions{}
-	var err error
-	switch o := obj.(type) {
-	case *corev1.Namespace:
-		_, err = c.client.CoreV1().Namespaces().Create(ctx, o, opts)
-	case *corev1.ServiceAccount:
-		_, err = c.client.CoreV1().ServiceAccounts(o.Namespace).Create(ctx, o, opts)
-	case *rbacv1.Role:
-		_, err = c.client.RbacV1().Roles(o.Namespace).Create(ctx, o, opts)
-	case *rbacv1.RoleBinding:
-		_, err = c.client.RbacV1().RoleBindings(o.Namespace).Create(ctx, o, opts)
-	case *networkingv1.NetworkPolicy:
-		_, err = c.client.NetworkingV1().NetworkPolicies(o.Namespace).Create(ctx, o, opts)
-	case *rbacv1.ClusterRole:
-		_, err = c.client.RbacV1().ClusterRoles().Create(ctx, o, opts)
-	case *rbacv1.ClusterRoleBinding:
-		_, err = c.client.RbacV1().ClusterRoleBindings().Create(ctx, o, opts)
-	default:
-		err = fmt.Errorf("kind %T is not handled by the harness", obj)
-	}
-	return err
-}
-
 // driverConfig returns a client config that authenticates as the daemon's
 // ServiceAccount, with a token from the TokenRequest API: the driver runs
 // with exactly the Role's permissions.
 func (c *cluster) driverConfig(ctx context.Context) (*rest.Config, error) {
-	exp := int64(3600)
-	tr, err := c.client.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, serviceAccount,
-		&authv1.TokenRequest{Spec: authv1.TokenRequestSpec{ExpirationSeconds: &exp}}, metav1.CreateOptions{})
+	token, err := kubetest.ServiceAccountToken(ctx, c.client, namespace, serviceAccount)
 	if err != nil {
-		return nil, fmt.Errorf("token for service account %s: %w", serviceAccount, err)
+		return nil, err
 	}
-	return &rest.Config{Host: c.url, BearerToken: tr.Status.Token, TLSClientConfig: rest.TLSClientConfig{CAData: c.caPEM}}, nil
+	return &rest.Config{Host: c.url, BearerToken: token, TLSClientConfig: rest.TLSClientConfig{CAData: c.caPEM}}, nil
 }
 
 // writeKubeconfig writes rc (token authentication) as a kubeconfig file.
 func writeKubeconfig(rc *rest.Config, path string) error {
-	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["harness"] = &clientcmdapi.Cluster{Server: rc.Host, CertificateAuthorityData: rc.CAData}
-	cfg.AuthInfos["serverlessd"] = &clientcmdapi.AuthInfo{Token: rc.BearerToken}
-	cfg.Contexts["harness"] = &clientcmdapi.Context{Cluster: "harness", AuthInfo: "serverlessd", Namespace: namespace}
-	cfg.CurrentContext = "harness"
-	return clientcmd.WriteToFile(*cfg, path)
+	return kubetest.Kubeconfig{Cluster: "harness", Server: rc.Host, CAData: rc.CAData,
+		User: "serverlessd", Token: rc.BearerToken, Namespace: namespace}.Write(path)
 }
 
 // forbidden checks that the driver's identity cannot do what the Role does

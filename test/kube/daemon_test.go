@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
-	"encoding/json"
-	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -14,25 +12,26 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/serverlessd/serverlessd/test/kube/kubetest"
 )
 
 // daemon is one `serverlessd serve` with compute.driver kubernetes, the
 // kubeconfig of its ServiceAccount and a SQLite store in dataDir.
 type daemon struct {
-	t       *testing.T
-	dataDir string
-	api     string
-	proxy   string
-	cmd     *exec.Cmd
-	exited  chan struct{}
-	log     *syncBuffer
+	kubetest.API // its API at api
+	t            *testing.T
+	dataDir      string
+	api          string
+	proxy        string
+	cmd          *exec.Cmd
+	exited       chan struct{}
+	log          *syncBuffer
 }
 
 // syncBuffer is a bytes.Buffer that the daemon's output and the test may
@@ -62,30 +61,10 @@ func startDaemon(t *testing.T, dataDir, api, proxy string) *daemon {
 func startDaemonWith(t *testing.T, dataDir, api, proxy, more string) *daemon {
 	t.Helper()
 	d := &daemon{t: t, dataDir: dataDir, api: api, proxy: proxy, log: &syncBuffer{}}
-	cfg := fmt.Sprintf(`data_dir: %s
-api:
-  listen: %s
-proxy:
-  listen: %s
-compute:
-  driver: kubernetes
-  stop_timeout: 30s
-  default_memory: 256Mi
-kubernetes:
-  kubeconfig: %s
-  namespace: %s
-  image: mariadb:10.11.10
-  storage_size: 1Gi
-  cpu: 250m
-  memory: 256Mi
-log:
-  level: debug
-`, dataDir, api, proxy, kubeconfig, namespace) + more
-	path := filepath.Join(dataDir, "config.yaml")
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+	d.API = kubetest.API{T: t, Base: "http://" + api, Logs: func() string { return kubetest.Tail(d.log.String(), 6000) }}
+	path, err := kubetest.DaemonConfig{DataDir: dataDir, API: api, Proxy: proxy,
+		Kubeconfig: kubeconfig, Namespace: namespace, Image: "mariadb:10.11.10", CPU: "250m", More: more}.Write()
+	if err != nil {
 		t.Fatal(err)
 	}
 	d.cmd = exec.Command(daemonBinary(t), "--config", path, "serve")
@@ -96,40 +75,18 @@ log:
 	d.exited = make(chan struct{})
 	go func() { _ = d.cmd.Wait(); close(d.exited) }()
 	t.Cleanup(d.stop)
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) && !d.hasExited() {
-		if resp, err := http.Get("http://" + api + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return d
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := kubetest.WaitDaemonReady(api, d.exited); err != nil {
+		t.Fatalf("%v; its log:\n%s", err, d.log)
 	}
-	t.Fatalf("serverlessd did not become ready; its log:\n%s", d.log)
-	return nil
-}
-
-func (d *daemon) hasExited() bool {
-	select {
-	case <-d.exited:
-		return true
-	default:
-		return false
-	}
+	return d
 }
 
 // stop sends SIGTERM and waits: computes on Kubernetes outlive the daemon.
 func (d *daemon) stop() {
-	if d.hasExited() {
+	if kubetest.Closed(d.exited) {
 		return
 	}
-	_ = d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.exited:
-	case <-time.After(60 * time.Second):
-		_ = d.cmd.Process.Kill()
-		<-d.exited
+	if !kubetest.Terminate(d.cmd.Process, d.exited, 60*time.Second) {
 		d.t.Errorf("serverlessd did not exit on SIGTERM; its log:\n%s", d.log)
 	}
 }
@@ -138,28 +95,6 @@ func (d *daemon) stop() {
 func (d *daemon) kill() {
 	_ = d.cmd.Process.Kill()
 	<-d.exited
-}
-
-// call makes an API call and decodes the JSON answer into out.
-func (d *daemon) call(method, path, body string, want int, out any) {
-	d.t.Helper()
-	req, _ := http.NewRequest(method, "http://"+d.api+path, strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		d.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var raw json.RawMessage
-	_ = json.NewDecoder(resp.Body).Decode(&raw)
-	if resp.StatusCode != want {
-		d.t.Fatalf("%s %s: %d %s, want %d; daemon log:\n%s", method, path, resp.StatusCode, raw, want, tail(d.log.String(), 6000))
-	}
-	if out != nil {
-		if err := json.Unmarshal(raw, out); err != nil {
-			d.t.Fatalf("%s %s: %v: %s", method, path, err, raw)
-		}
-	}
 }
 
 type computeOut struct {
@@ -172,7 +107,7 @@ type computeOut struct {
 
 func (d *daemon) compute(project string) computeOut {
 	var c computeOut
-	d.call("GET", "/api/v1/projects/"+project+"/compute", "", 200, &c)
+	d.Call("GET", "/api/v1/projects/"+project+"/compute", "", 200, &c)
 	return c
 }
 
@@ -188,10 +123,7 @@ func (d *daemon) readyz() int {
 
 // dsn is the Go driver's DSN for user@project through the proxy.
 func (d *daemon) dsn(project, user, password string) string {
-	cfg := mysql.NewConfig()
-	cfg.User, cfg.Passwd, cfg.Net, cfg.Addr = project+"."+user, password, "tcp", d.proxy
-	cfg.Timeout = 2 * time.Minute
-	return cfg.FormatDSN()
+	return kubetest.DSN(d.proxy, project, user, password)
 }
 
 // open returns a MySQL client of the proxy for user@project.
@@ -216,33 +148,27 @@ func TestDaemonFullPath(t *testing.T) {
 	api, proxy := freeAddr(t), freeAddr(t)
 	d := startDaemon(t, dataDir, api, proxy)
 
-	var created struct {
-		Role struct {
-			Password string `json:"password"`
-		} `json:"role"`
-	}
-	d.call("POST", "/api/v1/projects", `{"name":"shop"}`, 201, &created)
-	pw := created.Role.Password
+	pw := d.CreateProject(`{"name":"shop"}`)
 	var c computeOut
-	d.call("POST", "/api/v1/projects/shop/compute", `{}`, 201, &c)
+	d.Call("POST", "/api/v1/projects/shop/compute", `{}`, 201, &c)
 	cid := c.Compute.ID
 	name := "serverlessd-" + strings.ReplaceAll(cid, "_", "-")
 	if c.Compute.State != "active" {
 		t.Fatalf("new compute is %s, want active", c.Compute.State)
 	}
 	db := d.open("shop", "root", pw)
-	mustExec(t, db, "CREATE DATABASE app", "CREATE TABLE app.orders (id INT PRIMARY KEY, item TEXT)",
+	kubetest.MustExec(t, db, "CREATE DATABASE app", "CREATE TABLE app.orders (id INT PRIMARY KEY, item TEXT)",
 		"INSERT INTO app.orders VALUES (1, 'tea'), (2, 'cake')")
 	checkBound(t, ctx, d, name, "root", pw)
 	// A password changed in SQL is bound as soon as the daemon copies it.
-	mustExec(t, db, "SET PASSWORD = PASSWORD('changed-in-sql-1')")
+	kubetest.MustExec(t, db, "SET PASSWORD = PASSWORD('changed-in-sql-1')")
 	db.Close()
 	pw = "changed-in-sql-1"
 	waitLogin(t, d, "shop", "root", pw)
 	checkBound(t, ctx, d, name, "root", pw)
 
 	uid := podUID(t, ctx, name)
-	d.call("POST", "/api/v1/projects/shop/compute/"+cid+"/suspend", "", 200, nil)
+	d.Call("POST", "/api/v1/projects/shop/compute/"+cid+"/suspend", "", 200, nil)
 	checkSuspended(t, ctx, name)
 
 	// A login wakes it on a new Pod, and the rows are there.
@@ -258,7 +184,7 @@ func TestDaemonFullPath(t *testing.T) {
 
 	d = checkRestarts(t, ctx, d, dataDir, cid, name, pw)
 
-	d.call("DELETE", "/api/v1/projects/shop/compute/"+cid, "", 200, nil)
+	d.Call("DELETE", "/api/v1/projects/shop/compute/"+cid, "", 200, nil)
 	waitNothingLeft(t, ctx, name)
 	checkEvents(t, ctx, name, "Provisioned", "Resumed", "Suspended")
 }
@@ -353,7 +279,7 @@ func checkRestarts(t *testing.T, ctx context.Context, d *daemon, dataDir, cid, n
 		t.Fatalf("after a restart: %s, pod changed: %v; want the live pod adopted", c.Compute.State, podUID(t, ctx, name) != uid)
 	}
 	db := d.open("shop", "root", pw)
-	mustExec(t, db, "INSERT INTO app.orders VALUES (3, 'scone')")
+	kubetest.MustExec(t, db, "INSERT INTO app.orders VALUES (3, 'scone')")
 	db.Close()
 
 	d.stop()
@@ -403,7 +329,7 @@ func measureResumes(t *testing.T, d *daemon, cid, name, pw string, n int) {
 	t.Helper()
 	var totals, dbs []time.Duration
 	for i := range n {
-		d.call("POST", "/api/v1/projects/shop/compute/"+cid+"/suspend", "", 200, nil)
+		d.Call("POST", "/api/v1/projects/shop/compute/"+cid+"/suspend", "", 200, nil)
 		db := d.open("shop", "root", pw)
 		t0 := time.Now()
 		var one int
@@ -432,10 +358,9 @@ func ms(d time.Duration) string { return d.Round(100 * time.Microsecond).String(
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := kubetest.FreePort("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return net.JoinHostPort("127.0.0.1", port)
 }

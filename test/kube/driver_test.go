@@ -20,6 +20,7 @@ import (
 
 	kubedriver "github.com/serverlessd/serverlessd/compute/kubernetes"
 	"github.com/serverlessd/serverlessd/store"
+	"github.com/serverlessd/serverlessd/test/kube/kubetest"
 )
 
 func testLogger() *slog.Logger {
@@ -76,7 +77,7 @@ func TestDriverLifecycle(t *testing.T) {
 	addr := start(t, ctx, d, c)
 	checkOwnersAndLayout(t, ctx, name)
 	db := adminDB(t, ctx, d, c, addr)
-	mustExec(t, db, "CREATE DATABASE app", "CREATE TABLE app.t (id INT PRIMARY KEY)", "INSERT INTO app.t VALUES (1), (2), (3)")
+	kubetest.MustExec(t, db, "CREATE DATABASE app", "CREATE TABLE app.t (id INT PRIMARY KEY)", "INSERT INTO app.t VALUES (1), (2), (3)")
 	db.Close()
 
 	uid := podUID(t, ctx, name)
@@ -207,15 +208,6 @@ func adminDB(t *testing.T, ctx context.Context, d *kubedriver.Driver, c *store.C
 		t.Errorf("admin grants %q: the init script was not applied", grants)
 	}
 	return db
-}
-
-func mustExec(t *testing.T, db *sql.DB, stmts ...string) {
-	t.Helper()
-	for _, s := range stmts {
-		if _, err := db.Exec(s); err != nil {
-			t.Fatalf("%s: %v", s, err)
-		}
-	}
 }
 
 func count(t *testing.T, db *sql.DB, q string) int {

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"k8s.io/client-go/rest"
+
+	"github.com/serverlessd/serverlessd/test/kube/kubetest"
 )
 
 // The control plane, the node and the daemon binary are shared by the tests
@@ -30,7 +32,7 @@ func daemonBinary(t *testing.T) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		t0 := time.Now()
-		_, buildErr = output("go", "build", "-C", "../..", "-o", daemonBin, ".")
+		_, buildErr = kubetest.Output("go", "build", "-C", "../..", "-o", daemonBin, ".")
 		fmt.Fprintf(os.Stderr, "harness: serverlessd built in %s\n", time.Since(t0).Round(100*time.Millisecond))
 	})
 	if buildErr != nil {

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/serverlessd/serverlessd/test/kube/kubetest"
 )
 
 // mariadbd is one database server the node runs for a Pod: a real
@@ -113,7 +115,7 @@ func startMariadbd(datadir, runDir, ip, initFile string, env podEnv) (*mariadbd,
 	if err := m.waitListening(60 * time.Second); err != nil {
 		m.kill()
 		log, _ := os.ReadFile(m.logPath)
-		return nil, fmt.Errorf("mariadbd on %s: %w\n%s%s", ip, err, out.String(), tail(string(log), 3000))
+		return nil, fmt.Errorf("mariadbd on %s: %w\n%s%s", ip, err, out.String(), kubetest.Tail(string(log), 3000))
 	}
 	return m, nil
 }

@@ -20,6 +20,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/retry"
+
+	"github.com/serverlessd/serverlessd/test/kube/kubetest"
 )
 
 // node plays what a cluster has and the harness's API server lacks: the
@@ -72,13 +74,8 @@ func newNode(cs kubernetes.Interface, name, dir string, ipBase int) *node {
 func (n *node) kill(ctx context.Context) error {
 	n.mu.Lock()
 	n.dead = true
-	runs := make([]*podRun, 0, len(n.pods))
-	for _, r := range n.pods {
-		runs = append(runs, r)
-	}
 	n.mu.Unlock()
-	for _, r := range runs {
-		<-r.started
+	for _, r := range n.startedRuns() {
 		if r.db != nil {
 			r.db.kill()
 		}
@@ -139,6 +136,16 @@ func (n *node) run(ctx context.Context) {
 	f.Start(ctx.Done())
 	<-ctx.Done()
 	f.Shutdown()
+	for _, r := range n.startedRuns() {
+		if r.db != nil {
+			r.db.stop(30 * time.Second)
+		}
+	}
+}
+
+// startedRuns returns the node's Pods once each has finished starting:
+// a run's db is set then, or nil for good.
+func (n *node) startedRuns() []*podRun {
 	n.mu.Lock()
 	runs := make([]*podRun, 0, len(n.pods))
 	for _, r := range n.pods {
@@ -147,10 +154,8 @@ func (n *node) run(ctx context.Context) {
 	n.mu.Unlock()
 	for _, r := range runs {
 		<-r.started
-		if r.db != nil {
-			r.db.stop(30 * time.Second)
-		}
 	}
+	return runs
 }
 
 // onPod reacts to a Pod as the scheduler and the kubelet would.
@@ -253,7 +258,7 @@ func (n *node) watchExit(pod string, r *podRun) {
 	n.mu.Unlock()
 	if !stopping {
 		log, _ := os.ReadFile(r.db.logPath)
-		n.logf("mariadbd of pod %s exited on its own: %v\n%s", pod, r.db.err, tail(string(log), 3000))
+		n.logf("mariadbd of pod %s exited on its own: %v\n%s", pod, r.db.err, kubetest.Tail(string(log), 3000))
 	}
 }
 

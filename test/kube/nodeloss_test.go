@@ -7,6 +7,8 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/serverlessd/serverlessd/test/kube/kubetest"
 )
 
 // TestLostNode powers off the node a project's Pod runs on, twice: once
@@ -19,18 +21,12 @@ func TestLostNode(t *testing.T) {
 	ctx := ctxFor(t, 6*time.Minute)
 	dataDir := t.TempDir()
 	d := startDaemon(t, dataDir, freeAddr(t), freeAddr(t))
-	var created struct {
-		Role struct {
-			Password string `json:"password"`
-		} `json:"role"`
-	}
-	d.call("POST", "/api/v1/projects", `{"name":"farm"}`, 201, &created)
-	pw := created.Role.Password
+	pw := d.CreateProject(`{"name":"farm"}`)
 	var c computeOut
-	d.call("POST", "/api/v1/projects/farm/compute", `{}`, 201, &c)
+	d.Call("POST", "/api/v1/projects/farm/compute", `{}`, 201, &c)
 	name := "serverlessd-" + strings.ReplaceAll(c.Compute.ID, "_", "-")
 	db := d.open("farm", "root", pw)
-	mustExec(t, db, "CREATE DATABASE app", "CREATE TABLE app.cows (id INT PRIMARY KEY)", "INSERT INTO app.cows VALUES (1), (2)")
+	kubetest.MustExec(t, db, "CREATE DATABASE app", "CREATE TABLE app.cows (id INT PRIMARY KEY)", "INSERT INTO app.cows VALUES (1), (2)")
 	db.Close()
 	if on := podNode(t, ctx, name); on != nodeName {
 		t.Fatalf("pod on %q, want %q (the only node)", on, nodeName)
@@ -54,7 +50,7 @@ func TestLostNode(t *testing.T) {
 	if n := count(t, db, "SELECT COUNT(*) FROM app.cows"); n != 2 {
 		t.Errorf("%d rows after the node was lost, want 2", n)
 	}
-	mustExec(t, db, "INSERT INTO app.cows VALUES (3)")
+	kubetest.MustExec(t, db, "INSERT INTO app.cows VALUES (3)")
 	db.Close()
 	t.Logf("first login after the restart answered %s after the daemon's start", ms(time.Since(t0)))
 	if on := podNode(t, ctx, name); on != other.name {
@@ -80,9 +76,9 @@ func TestLostNode(t *testing.T) {
 		t.Fatalf("pod on %q after the second loss, want %q", on, nodeName)
 	}
 	if !strings.Contains(d.log.String(), "force-deleting a pod on a lost node") {
-		t.Errorf("the daemon did not force-delete the Pod of the lost node; its log:\n%s", tail(d.log.String(), 6000))
+		t.Errorf("the daemon did not force-delete the Pod of the lost node; its log:\n%s", kubetest.Tail(d.log.String(), 6000))
 	}
-	d.call("DELETE", "/api/v1/projects/farm/compute/"+c.Compute.ID, "", 200, nil)
+	d.Call("DELETE", "/api/v1/projects/farm/compute/"+c.Compute.ID, "", 200, nil)
 	waitNothingLeft(t, ctx, name)
 }
 
@@ -127,7 +123,7 @@ func waitState(t *testing.T, d *daemon, project, state string, limit time.Durati
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("compute of %s is %s after %s, want %s; daemon log:\n%s", project, c.Compute.State, limit, state, tail(d.log.String(), 6000))
+			t.Fatalf("compute of %s is %s after %s, want %s; daemon log:\n%s", project, c.Compute.State, limit, state, kubetest.Tail(d.log.String(), 6000))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

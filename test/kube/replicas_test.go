@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/serverlessd/serverlessd/store/postgres/pgtest"
+	"github.com/serverlessd/serverlessd/test/kube/kubetest"
 )
 
 // TestTwoReplicas runs two daemons on one PostgreSQL store and the
@@ -35,23 +36,17 @@ shutdown:
 	waitLog(t, a, "leading: this daemon suspends idle computes")
 	b := startDaemonWith(t, t.TempDir(), freeAddr(t), freeAddr(t), more)
 
-	var created struct {
-		Role struct {
-			Password string `json:"password"`
-		} `json:"role"`
-	}
-	a.call("POST", "/api/v1/projects", `{"name":"duo","config":{"idle_timeout":4}}`, 201, &created)
-	pw := created.Role.Password
+	pw := a.CreateProject(`{"name":"duo","config":{"idle_timeout":4}}`)
 	var c computeOut
-	a.call("POST", "/api/v1/projects/duo/compute", `{}`, 201, &c)
+	a.Call("POST", "/api/v1/projects/duo/compute", `{}`, 201, &c)
 	name := "serverlessd-" + strings.ReplaceAll(c.Compute.ID, "_", "-")
 
 	// Only the follower sees the sessions: the leader must count them.
 	db := b.open("duo", "root", pw)
 	db.SetMaxOpenConns(1)
-	mustExec(t, db, "CREATE DATABASE app", "CREATE TABLE app.t (id INT PRIMARY KEY)")
+	kubetest.MustExec(t, db, "CREATE DATABASE app", "CREATE TABLE app.t (id INT PRIMARY KEY)")
 	for i := range 10 {
-		mustExec(t, db, fmt.Sprintf("INSERT INTO app.t VALUES (%d)", i))
+		kubetest.MustExec(t, db, fmt.Sprintf("INSERT INTO app.t VALUES (%d)", i))
 		time.Sleep(time.Second)
 	}
 	if s := a.compute("duo").Compute.State; s != "active" {
@@ -130,7 +125,7 @@ func waitLog(t *testing.T, d *daemon, want string) {
 	deadline := time.Now().Add(45 * time.Second)
 	for !strings.Contains(d.log.String(), want) {
 		if time.Now().After(deadline) {
-			t.Fatalf("the daemon never logged %q; its log:\n%s", want, tail(d.log.String(), 6000))
+			t.Fatalf("the daemon never logged %q; its log:\n%s", want, kubetest.Tail(d.log.String(), 6000))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/serverlessd/serverlessd/test/kube/kubetest"
 )
 
 // The host state a node changes, and that cleanup puts back.
@@ -293,9 +295,9 @@ func deleteBridge() error {
 	}
 	ports, _ := filepath.Glob(filepath.Join("/sys/class/net", bridgeName, "brif", "*"))
 	for _, p := range ports {
-		_, _ = output("ip", "link", "del", filepath.Base(p))
+		_, _ = kubetest.Output("ip", "link", "del", filepath.Base(p))
 	}
-	_, err := output("ip", "link", "del", bridgeName)
+	_, err := kubetest.Output("ip", "link", "del", bridgeName)
 	return err
 }
 
@@ -316,7 +318,7 @@ func flushChainsMatching(cmd string, ours func(chain string) bool) error {
 	if _, err := exec.LookPath(cmd + "-save"); err != nil {
 		return nil
 	}
-	saved, err := output(cmd + "-save")
+	saved, err := kubetest.Output(cmd + "-save")
 	if err != nil {
 		return err
 	}
@@ -355,7 +357,7 @@ func flushChainsMatching(cmd string, ours func(chain string) bool) error {
 
 // nftTables lists the nftables tables as "family name".
 func nftTables() []string {
-	out, err := output("nft", "list", "tables")
+	out, err := kubetest.Output("nft", "list", "tables")
 	if err != nil {
 		return nil
 	}
@@ -379,7 +381,7 @@ func (h *hostState) deleteNFTables() error {
 	var errs []error
 	for _, t := range nftTables() {
 		if !before[t] {
-			if _, err := output("nft", append([]string{"delete", "table"}, strings.Fields(t)...)...); err != nil {
+			if _, err := kubetest.Output("nft", append([]string{"delete", "table"}, strings.Fields(t)...)...); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -452,7 +454,7 @@ func (h *hostState) verify() error {
 		diffs = append(diffs, "bridge "+bridgeName+" left")
 	}
 	for _, cmd := range []string{"iptables-save", "ip6tables-save"} {
-		if out, err := output(cmd); err == nil && (strings.Contains(out, "KUBE-") || strings.Contains(out, "CNI-")) {
+		if out, err := kubetest.Output(cmd); err == nil && (strings.Contains(out, "KUBE-") || strings.Contains(out, "CNI-")) {
 			diffs = append(diffs, cmd+" still has KUBE-/CNI- chains")
 		}
 	}
@@ -488,7 +490,7 @@ func (h *hostState) verify() error {
 
 // ipsets lists the names of the host's ipsets.
 func ipsets() []string {
-	out, err := output("ipset", "list", "-n")
+	out, err := kubetest.Output("ipset", "list", "-n")
 	if err != nil {
 		return nil
 	}
@@ -518,7 +520,7 @@ func (h *hostState) newIPSets() []string {
 func (h *hostState) destroyIPSets() error {
 	var errs []error
 	for _, s := range h.newIPSets() {
-		if _, err := output("ipset", "destroy", s); err != nil {
+		if _, err := kubetest.Output("ipset", "destroy", s); err != nil {
 			errs = append(errs, err)
 		}
 	}

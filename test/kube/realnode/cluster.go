@@ -3,29 +3,18 @@
 package realnode
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/rsa"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
-	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
-	"go.uber.org/zap"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/serverlessd/serverlessd/test/kube/kubetest"
 )
 
 // The cluster's address ranges. They must not overlap the host's networks.
@@ -50,9 +39,8 @@ var identities = []struct{ name, user, groups string }{
 }
 
 // cluster is a control plane: etcd in this process, kube-apiserver,
-// kube-controller-manager and kube-scheduler as child processes. Most of it
-// is copied from test/kube/cluster_test.go (startEtcd, waitReady, the
-// certificate code), which cannot be imported from here.
+// kube-controller-manager and kube-scheduler as child processes. What it
+// shares with the harness's (test/kube/cluster_test.go) is in kubetest.
 type cluster struct {
 	dir    string
 	logDir string
@@ -74,7 +62,8 @@ func startCluster(bins map[string]string, dir, logDir, ip string) (*cluster, err
 	if err := os.MkdirAll(c.logDir, 0o755); err != nil {
 		return nil, err
 	}
-	if err := c.startEtcd(); err != nil {
+	var err error
+	if c.etcd, err = kubetest.StartEtcd(filepath.Join(dir, "etcd")); err != nil {
 		return nil, err
 	}
 	steps := []func() error{
@@ -90,73 +79,39 @@ func startCluster(bins map[string]string, dir, logDir, ip string) (*cluster, err
 	return c, nil
 }
 
-func (c *cluster) startEtcd() error {
-	cfg := embed.NewConfig()
-	cfg.Dir = filepath.Join(c.dir, "etcd")
-	// Its logs (even "error" ones at shutdown) would bury the test's.
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-	local, _ := url.Parse("http://127.0.0.1:0")
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*local}, []url.URL{*local}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*local}, []url.URL{*local}
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	e, err := embed.StartEtcd(cfg)
-	if err != nil {
-		return fmt.Errorf("start etcd: %w", err)
-	}
-	select {
-	case <-e.Server.ReadyNotify():
-	case <-time.After(30 * time.Second):
-		e.Close()
-		return fmt.Errorf("etcd did not become ready")
-	}
-	c.etcd = e
-	return nil
-}
-
 // startAPIServer runs kube-apiserver on the node's address, so that the
 // kubelet and Pods reach it, and waits for /readyz.
 func (c *cluster) startAPIServer(bin string) error {
 	if err := c.writeCredentials(); err != nil {
 		return err
 	}
-	port, err := freePort(c.ip)
+	port, err := kubetest.FreePort(c.ip)
 	if err != nil {
 		return err
 	}
-	f := c.files
-	args := []string{
-		"--etcd-servers=http://" + c.etcd.Clients[0].Addr().String(),
-		// The advertised address is the endpoint of the kubernetes Service
-		// (the default lease endpoint reconciler writes it): kube-proxy
-		// DNATs 10.0.0.1:443 to it, so in-cluster clients reach this port.
-		"--bind-address=" + c.ip, "--advertise-address=" + c.ip,
-		"--secure-port=" + port,
-		"--tls-cert-file=" + f["tls.crt"], "--tls-private-key-file=" + f["tls.key"],
-		"--cert-dir=" + filepath.Join(c.dir, "certs"),
-		"--token-auth-file=" + f["tokens.csv"],
+	// The advertised address (the node's, as the bind address) is the
+	// endpoint of the kubernetes Service (the default lease endpoint
+	// reconciler writes it): kube-proxy DNATs 10.0.0.1:443 to it, so
+	// in-cluster clients reach this port.
+	args := append(kubetest.APIServerFlags(c.etcd, c.ip, port, c.dir, c.files, serviceCIDR),
 		"--authorization-mode=Node,RBAC",
 		"--enable-admission-plugins=NodeRestriction",
-		"--service-account-issuer=https://kubernetes.default.svc",
-		"--service-account-key-file=" + f["sa.key"],
-		"--service-account-signing-key-file=" + f["sa.key"],
-		"--service-cluster-ip-range=" + serviceCIDR,
 		// For logs and exec: the kubelet serves a self-signed certificate
 		// on the node's address.
-		"--kubelet-preferred-address-types=InternalIP",
-		"--profiling=false",
-	}
+		"--kubelet-preferred-address-types=InternalIP")
 	p, err := startProc(c.logDir, "kube-apiserver", bin, args...)
 	if err != nil {
 		return err
 	}
 	c.procs = append(c.procs, p)
 	c.url = "https://" + net.JoinHostPort(c.ip, port)
-	c.admin = &rest.Config{Host: c.url, BearerToken: c.tokens["admin"],
-		TLSClientConfig: rest.TLSClientConfig{CAData: c.caPEM}, QPS: 200, Burst: 400}
-	if c.client, err = kubernetes.NewForConfig(c.admin); err != nil {
+	if c.admin, c.client, err = kubetest.AdminClient(c.url, c.tokens["admin"], c.caPEM); err != nil {
 		return err
 	}
-	return c.waitReady(p, 90*time.Second)
+	if err := kubetest.WaitReady(c.url, c.tokens["admin"], c.caPEM, 90*time.Second, p.exited); err != nil {
+		return fmt.Errorf("%w; its log:\n%s", err, p.tailLog(4000))
+	}
+	return nil
 }
 
 // startControllers runs kube-controller-manager and kube-scheduler, each
@@ -199,79 +154,32 @@ func (c *cluster) startControllers(bins map[string]string) error {
 	return nil
 }
 
-// waitReady polls /readyz: the process has no other way to say it is up.
-func (c *cluster) waitReady(p *proc, limit time.Duration) error {
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(c.caPEM)
-	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	err := waitFor(limit, 100*time.Millisecond, "kube-apiserver /readyz", func() (bool, error) {
-		if p.exited() {
-			return false, fmt.Errorf("kube-apiserver exited")
-		}
-		req, _ := http.NewRequest("GET", c.url+"/readyz", nil)
-		req.Header.Set("Authorization", "Bearer "+c.tokens["admin"])
-		resp, err := hc.Do(req)
-		if err != nil {
-			return false, err
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200, fmt.Errorf("status %s", resp.Status)
-	})
-	if err != nil {
-		return fmt.Errorf("%w; its log:\n%s", err, p.tailLog(4000))
-	}
-	return nil
-}
-
 // writeCredentials writes a CA, the API server's serving certificate, the
-// service-account signing key and the static token file.
+// service-account signing key and the static token file, with a random
+// token for each of identities. The certificate's names are every way a
+// client reaches the API server: the node's address from the host and the
+// kubelet, the kubernetes Service's IP and DNS names from Pods.
 func (c *cluster) writeCredentials() error {
-	caCert, caKey, caPEM, err := newCA()
-	if err != nil {
-		return err
-	}
-	c.caPEM = caPEM
-	certPEM, keyPEM, err := servingCert(caCert, caKey, c.ip)
-	if err != nil {
-		return err
-	}
-	sa, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		return err
-	}
-	saPEM := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(sa)})
 	c.tokens = map[string]string{}
-	var tokens []byte
+	var tokens []kubetest.Token
 	for i, id := range identities {
 		tok := fmt.Sprintf("realnode-%s-%s", id.name, rand.Text())
 		c.tokens[id.name] = tok
-		tokens = fmt.Appendf(tokens, "%s,%s,uid%d", tok, id.user, i)
-		if id.groups != "" {
-			tokens = fmt.Appendf(tokens, ",%q", id.groups)
-		}
-		tokens = append(tokens, '\n')
+		tokens = append(tokens, kubetest.Token{Token: tok, User: id.user, UID: fmt.Sprintf("uid%d", i), Groups: id.groups})
 	}
-	files := map[string][]byte{"ca.crt": caPEM, "tls.crt": certPEM, "tls.key": keyPEM, "sa.key": saPEM, "tokens.csv": tokens}
-	c.files = map[string]string{}
-	for name, data := range files {
-		p := filepath.Join(c.dir, name)
-		if err := os.WriteFile(p, data, 0o600); err != nil {
-			return err
-		}
-		c.files[name] = p
-	}
-	return nil
+	ips := []string{"127.0.0.1", c.ip, apiServiceIP}
+	dnsNames := []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+		"kubernetes.default.svc.cluster.local"}
+	var err error
+	c.files, c.caPEM, err = kubetest.WriteCredentials(c.dir, "realnode-ca", ips, dnsNames, tokens)
+	return err
 }
 
 // kubeconfig writes a kubeconfig for one of identities and returns its path.
 func (c *cluster) kubeconfig(identity string) (string, error) {
-	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["realnode"] = &clientcmdapi.Cluster{Server: c.url, CertificateAuthorityData: c.caPEM}
-	cfg.AuthInfos[identity] = &clientcmdapi.AuthInfo{Token: c.tokens[identity]}
-	cfg.Contexts["realnode"] = &clientcmdapi.Context{Cluster: "realnode", AuthInfo: identity}
-	cfg.CurrentContext = "realnode"
 	path := filepath.Join(c.dir, identity+".kubeconfig")
-	return path, clientcmd.WriteToFile(*cfg, path)
+	k := kubetest.Kubeconfig{Cluster: "realnode", Server: c.url, CAData: c.caPEM, User: identity, Token: c.tokens[identity]}
+	return path, k.Write(path)
 }
 
 func (c *cluster) stop() {
@@ -282,53 +190,4 @@ func (c *cluster) stop() {
 	if c.etcd != nil {
 		c.etcd.Close()
 	}
-}
-
-// newCA makes a CA certificate and key.
-func newCA() (*x509.Certificate, *ecdsa.PrivateKey, []byte, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	tpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "realnode-ca"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	cert, err := x509.ParseCertificate(der)
-	return cert, key, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), err
-}
-
-// servingCert makes the API server's certificate. Its names are every way
-// a client reaches it: the node's address from the host and the kubelet,
-// the kubernetes Service's IP and DNS names from Pods.
-func servingCert(ca *x509.Certificate, caKey *ecdsa.PrivateKey, ip string) (certPEM, keyPEM []byte, err error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, err
-	}
-	tpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "kube-apiserver"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP(ip), net.ParseIP(apiServiceIP)},
-		DNSNames: []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
-			"kubernetes.default.svc.cluster.local"},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		return nil, nil, err
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return nil, nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), nil
 }

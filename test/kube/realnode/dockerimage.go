@@ -9,6 +9,8 @@ import (
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/serverlessd/serverlessd/test/kube/kubetest"
 )
 
 // The daemon's image, built from the repository's Dockerfile as it is, and
@@ -47,11 +49,11 @@ func buildDaemonImage(cache, dir string, logf func(string, ...any)) (string, err
 	if err := b.standIns(); err != nil {
 		return "", err
 	}
-	modCache, err := output("go", "env", "GOMODCACHE")
+	modCache, err := kubetest.Output("go", "env", "GOMODCACHE")
 	if err != nil {
 		return "", err
 	}
-	goCache, err := output("go", "env", "GOCACHE")
+	goCache, err := kubetest.Output("go", "env", "GOCACHE")
 	if err != nil {
 		return "", err
 	}
@@ -91,7 +93,7 @@ func (b *builder) standIns() error {
 	t0 := time.Now()
 	baseFS := filepath.Join(b.cache, fmt.Sprintf("rootfs-%s-minbase-%s.tar", suite, imageRev))
 	// The Go that runs the test: the Dockerfile's golang:1.26 stands for it.
-	goroot, err := output("go", "env", "GOROOT")
+	goroot, err := kubetest.Output("go", "env", "GOROOT")
 	if err != nil {
 		return err
 	}

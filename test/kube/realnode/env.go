@@ -11,7 +11,17 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/serverlessd/serverlessd/test/kube/kubetest"
 )
+
+// apiserverModule is the module that exists only to build Kubernetes
+// binaries (its go.mod has a tool line for each): the harness's module
+// embeds etcd server v3.6 and Kubernetes needs the v3.7 client modules.
+const apiserverModule = "../apiserver"
+
+// kubeCommands are the Kubernetes binaries a real node runs.
+var kubeCommands = []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"}
 
 // env is a running one-node cluster, shared by the tests of a run.
 type env struct {
@@ -35,15 +45,11 @@ func bringUp(logf func(string, ...any)) (*env, error) {
 	if err := ensurePackages(); err != nil {
 		return nil, err
 	}
-	bins, err := kubeBinaries(logf)
+	k, err := kubetest.LocateKubernetes(apiserverModule)
 	if err != nil {
 		return nil, err
 	}
-	ver, err := output("go", "list", "-C", apiserverModule, "-m", "-f", "{{.Version}}", "k8s.io/kubernetes")
-	if err != nil {
-		return nil, err
-	}
-	cache, err := cacheDir()
+	bins, err := k.Binaries(kubeCommands, logf)
 	if err != nil {
 		return nil, err
 	}
@@ -60,7 +66,7 @@ func bringUp(logf func(string, ...any)) (*env, error) {
 	logf("packages and binaries ready in %s", time.Since(t0).Round(100*time.Millisecond))
 
 	t1 := time.Now()
-	if e.images, err = buildImages(cache, filepath.Join(dir, "images"), ver, logf); err != nil {
+	if e.images, err = buildImages(k.Cache, filepath.Join(dir, "images"), k.Version, logf); err != nil {
 		return e, err
 	}
 	logf("images ready in %s", time.Since(t1).Round(100*time.Millisecond))

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/serverlessd/serverlessd/test/kube/kubetest"
 )
 
 // imageRev names the cached root filesystems and images: bump it when the
@@ -106,7 +108,7 @@ func (b *builder) buildah(args ...string) (string, error) {
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return "", fmt.Errorf("buildah %s: %w\n%s", strings.Join(args, " "), err, tail(stderr.String(), 3000))
+		return "", fmt.Errorf("buildah %s: %w\n%s", strings.Join(args, " "), err, kubetest.Tail(stderr.String(), 3000))
 	}
 	return strings.TrimSpace(string(out)), nil
 }
@@ -117,7 +119,7 @@ func (b *builder) buildah(args ...string) (string, error) {
 // and would pull registry.k8s.io/pause otherwise.
 func (b *builder) pause(kubeVersion, archive string) error {
 	t0 := time.Now()
-	modDir, err := output("go", "list", "-C", apiserverModule, "-m", "-f", "{{.Dir}}", "k8s.io/kubernetes")
+	modDir, err := kubetest.Output("go", "list", "-C", apiserverModule, "-m", "-f", "{{.Dir}}", "k8s.io/kubernetes")
 	if err != nil {
 		return err
 	}
@@ -126,7 +128,7 @@ func (b *builder) pause(kubeVersion, archive string) error {
 		return err
 	}
 	bin := filepath.Join(dir, "pause")
-	if _, err := output("gcc", "-Os", "-Wall", "-static", "-DVERSION="+kubeVersion, "-o", bin,
+	if _, err := kubetest.Output("gcc", "-Os", "-Wall", "-static", "-DVERSION="+kubeVersion, "-o", bin,
 		filepath.Join(modDir, "build", "pause", "linux", "pause.c")); err != nil {
 		return err
 	}
@@ -186,7 +188,7 @@ func (b *builder) debootstrap(tarball string) error {
 	dir := filepath.Join(b.work, "minbase")
 	mirror := aptMirror()
 	b.logf("debootstrap %s from %s (minutes, once)", suite, mirror)
-	if _, err := output("debootstrap", "--variant=minbase", "--include=ca-certificates", suite, dir, mirror); err != nil {
+	if _, err := kubetest.Output("debootstrap", "--variant=minbase", "--include=ca-certificates", suite, dir, mirror); err != nil {
 		return err
 	}
 	// apt's lists are 40 MB that no image needs.
@@ -230,7 +232,7 @@ func (b *builder) mariadbRootfs(baseFS, tarball string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	if _, err := output("tar", "-C", dir, "-xf", baseFS); err != nil {
+	if _, err := kubetest.Output("tar", "-C", dir, "-xf", baseFS); err != nil {
 		return err
 	}
 	resolv, err := os.ReadFile("/etc/resolv.conf")
@@ -249,7 +251,7 @@ func (b *builder) mariadbRootfs(baseFS, tarball string) error {
 	cmd := exec.Command("chroot", dir, "sh", "-c", mariadbInstall)
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND=noninteractive", "LANG=C"}
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("install mariadb-server in the chroot: %w\n%s", err, tail(string(out), 3000))
+		return fmt.Errorf("install mariadb-server in the chroot: %w\n%s", err, kubetest.Tail(string(out), 3000))
 	}
 	// The postinst initialized /var/lib/mysql: a Pod makes its own datadir.
 	for _, d := range []string{"var/lib/mysql", "var/lib/apt/lists"} {
@@ -323,7 +325,7 @@ func passwdIDs(passwd, user string) (uid, gid int64, err error) {
 // tarDir writes dir's content as a tarball (numeric owners: the image's
 // users are not the host's), through a temporary name.
 func tarDir(dir, tarball string) error {
-	if _, err := output("tar", "-C", dir, "--numeric-owner", "-cf", tarball+".tmp", "."); err != nil {
+	if _, err := kubetest.Output("tar", "-C", dir, "--numeric-owner", "-cf", tarball+".tmp", "."); err != nil {
 		return err
 	}
 	return os.Rename(tarball+".tmp", tarball)

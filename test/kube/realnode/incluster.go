@@ -4,9 +4,7 @@ package realnode
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -17,6 +15,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
+
+	"github.com/serverlessd/serverlessd/test/kube/kubetest"
 )
 
 const (
@@ -24,34 +24,6 @@ const (
 	daemonSelector   = "app.kubernetes.io/name=serverlessd"
 	leaderLease      = "serverlessd-leader"
 )
-
-// apiClient calls the daemon's API through its Service, with a token.
-type apiClient struct {
-	t           *testing.T
-	base, token string
-	logs        func() string // the daemons' logs, for a failure
-}
-
-func (a *apiClient) call(method, path, body string, want int, out any) {
-	a.t.Helper()
-	req, _ := http.NewRequest(method, a.base+path, strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+a.token)
-	resp, err := (&http.Client{Timeout: 3 * time.Minute}).Do(req)
-	if err != nil {
-		a.t.Fatalf("%s %s: %v\n%s", method, path, err, a.logs())
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != want {
-		a.t.Fatalf("%s %s: %d %s, want %d\n%s", method, path, resp.StatusCode, raw, want, a.logs())
-	}
-	if out != nil {
-		if err := json.Unmarshal(raw, out); err != nil {
-			a.t.Fatalf("%s %s: %v: %s", method, path, err, raw)
-		}
-	}
-}
 
 // daemonPods lists the daemon's Pods that are not being deleted.
 func (e *env) daemonPods(ctx context.Context) ([]corev1.Pod, error) {
@@ -72,7 +44,7 @@ func (e *env) daemonPods(ctx context.Context) ([]corev1.Pod, error) {
 // template: every replica updated, Ready and available, and no other
 // daemon Pod left (terminating ones included: their drain is part of it).
 func (e *env) waitRolledOut(ctx context.Context, limit time.Duration) error {
-	return waitFor(limit, 100*time.Millisecond, "daemon Deployment rolled out", func() (bool, error) {
+	return kubetest.WaitFor(limit, 100*time.Millisecond, "daemon Deployment rolled out", func() (bool, error) {
 		d, err := e.cluster.client.AppsV1().Deployments(daemonNS).Get(ctx, daemonDeployment, metav1.GetOptions{})
 		if err != nil {
 			return false, err
@@ -122,7 +94,7 @@ func (e *env) daemonLogs() string {
 		return ""
 	}
 	for _, p := range pods.Items {
-		fmt.Fprintf(&b, "--- daemon pod %s (%s)\n%s\n", p.Name, p.Status.Phase, tail(e.podLogIn(daemonNS, p.Name), 3000))
+		fmt.Fprintf(&b, "--- daemon pod %s (%s)\n%s\n", p.Name, p.Status.Phase, kubetest.Tail(e.podLogIn(daemonNS, p.Name), 3000))
 	}
 	return b.String()
 }
@@ -151,7 +123,7 @@ func (e *env) undeploy(t *testing.T, objs []*unstructured.Unstructured) {
 		t.Errorf("delete namespace: %v", err)
 		return
 	}
-	if err := waitFor(3*time.Minute, 200*time.Millisecond, "namespace gone", func() (bool, error) {
+	if err := kubetest.WaitFor(3*time.Minute, 200*time.Millisecond, "namespace gone", func() (bool, error) {
 		_, err := cs.CoreV1().Namespaces().Get(ctx, daemonNS, metav1.GetOptions{})
 		return apierrors.IsNotFound(err), err
 	}); err != nil {
@@ -166,7 +138,7 @@ func (e *env) undeploy(t *testing.T, objs []*unstructured.Unstructured) {
 func waitService(base string, limit time.Duration) error {
 	hc := &http.Client{Timeout: 2 * time.Second}
 	inRow := 0
-	return waitFor(limit, 50*time.Millisecond, "the Service answers", func() (bool, error) {
+	return kubetest.WaitFor(limit, 50*time.Millisecond, "the Service answers", func() (bool, error) {
 		resp, err := hc.Get(base + "/readyz")
 		if err != nil {
 			inRow = 0

@@ -23,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/serverlessd/serverlessd/store/postgres/pgtest"
+	"github.com/serverlessd/serverlessd/test/kube/kubetest"
 )
 
 const clusterProject = "incluster"
@@ -47,7 +48,7 @@ func TestRealNodeInCluster(t *testing.T) {
 	}()
 
 	// 1. The Dockerfile, as it is, and its image in the node's containerd.
-	cache, err := cacheDir()
+	cache, err := kubetest.CacheDir()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +58,7 @@ func TestRealNodeInCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	built := time.Since(t0)
-	if _, err := output("ctr", "--address", e.node.sock, "-n", "k8s.io", "images", "import", archive); err != nil {
+	if _, err := kubetest.Output("ctr", "--address", e.node.sock, "-n", "k8s.io", "images", "import", archive); err != nil {
 		t.Fatal(err)
 	}
 	fig("daemon image: Dockerfile built (buildah bud --pull=never, vfs; includes making the base stand-ins if the cache lacks them) in %s, imported into containerd in %s",
@@ -89,7 +90,7 @@ func TestRealNodeInCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	var holder string
-	if err := waitFor(30*time.Second, 100*time.Millisecond, "a leader", func() (bool, error) {
+	if err := kubetest.WaitFor(30*time.Second, 100*time.Millisecond, "a leader", func() (bool, error) {
 		holder, err = e.leaseHolder(ctx)
 		return holderPod(holder, pods) != "", fmt.Errorf("holder %q: %v", holder, err)
 	}); err != nil {
@@ -103,27 +104,22 @@ func TestRealNodeInCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	ip := svc.Spec.ClusterIP
-	api := &apiClient{t: t, base: "http://" + net.JoinHostPort(ip, "8080"), token: token, logs: e.daemonLogs}
-	if err := waitService(api.base, time.Minute); err != nil {
+	api := &kubetest.API{T: t, Base: "http://" + net.JoinHostPort(ip, "8080"), Token: token, Logs: e.daemonLogs}
+	if err := waitService(api.Base, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	fig("the Service %s answers through kube-proxy %s after the apply", ip, ms(time.Since(t0)))
-	var created struct {
-		Role struct {
-			Password string `json:"password"`
-		} `json:"role"`
-	}
-	api.call("POST", "/api/v1/projects", `{"name":"`+clusterProject+`"}`, 201, &created)
+	pw := api.CreateProject(`{"name":"` + clusterProject + `"}`)
 	var c struct {
 		Compute struct{ ID, State string } `json:"compute"`
 	}
 	t0 = time.Now()
-	api.call("POST", "/api/v1/projects/"+clusterProject+"/compute", `{}`, 201, &c)
+	api.Call("POST", "/api/v1/projects/"+clusterProject+"/compute", `{}`, 201, &c)
 	fig("compute created through the Service in %s", ms(time.Since(t0)))
 	cid, computePod := c.Compute.ID, "serverlessd-"+strings.ReplaceAll(c.Compute.ID, "_", "-")
-	cfg := mysqlConfig(net.JoinHostPort(ip, "3306"), clusterProject, "root", created.Role.Password)
+	cfg := mysqlConfig(net.JoinHostPort(ip, "3306"), clusterProject, "root", pw)
 	db := openDB(t, cfg)
-	mustExec(t, db, "CREATE DATABASE app", "CREATE TABLE app.t (id INT PRIMARY KEY, v TEXT)",
+	kubetest.MustExec(t, db, "CREATE DATABASE app", "CREATE TABLE app.t (id INT PRIMARY KEY, v TEXT)",
 		"INSERT INTO app.t VALUES (1, 'a'), (2, 'b'), (3, 'c')")
 	db.Close()
 
@@ -138,7 +134,7 @@ func TestRealNodeInCluster(t *testing.T) {
 	fig("%s", e.rollingUpdate(t, cfg))
 	checkRows(t, cfg, 3)
 	// 4c. Suspend through the API, wake by a login through the Service.
-	api.call("POST", "/api/v1/projects/"+clusterProject+"/compute/"+cid+"/suspend", "", 200, nil)
+	api.Call("POST", "/api/v1/projects/"+clusterProject+"/compute/"+cid+"/suspend", "", 200, nil)
 	if _, err := cs.CoreV1().Pods(daemonNS).Get(ctx, computePod, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("compute pod after suspend: %v, want not found", err)
 	}
@@ -149,7 +145,7 @@ func TestRealNodeInCluster(t *testing.T) {
 	// 5. The NetworkPolicy, enforced.
 	figures = append(figures, e.checkPolicy(t, cfg, computePod, dsn, api, cid)...)
 
-	api.call("DELETE", "/api/v1/projects/"+clusterProject+"/compute/"+cid, "", 200, nil)
+	api.Call("DELETE", "/api/v1/projects/"+clusterProject+"/compute/"+cid, "", 200, nil)
 }
 
 func openDB(t *testing.T, cfg *mysql.Config) *sql.DB {
@@ -202,7 +198,7 @@ func (e *env) killReplica(t *testing.T, cfg *mysql.Config) string {
 	}
 	var newLeader string
 	var leaderAfter time.Duration
-	err = waitFor(2*time.Minute, 100*time.Millisecond, "new leader", func() (bool, error) {
+	err = kubetest.WaitFor(2*time.Minute, 100*time.Millisecond, "new leader", func() (bool, error) {
 		h, err := e.leaseHolder(ctx)
 		if h != "" && !strings.HasPrefix(h, victim) {
 			newLeader, leaderAfter = h, time.Since(killAt)
@@ -311,7 +307,7 @@ func (e *env) crashReplica(t *testing.T, cfg *mysql.Config) string {
 		t.Fatal(err)
 	}
 	var back time.Duration
-	if err := waitFor(2*time.Minute, 100*time.Millisecond, "restarted and Ready", func() (bool, error) {
+	if err := kubetest.WaitFor(2*time.Minute, 100*time.Millisecond, "restarted and Ready", func() (bool, error) {
 		p, err := cs.CoreV1().Pods(daemonNS).Get(ctx, victim, metav1.GetOptions{})
 		if err != nil {
 			return false, err
@@ -326,7 +322,7 @@ func (e *env) crashReplica(t *testing.T, cfg *mysql.Config) string {
 	}
 	var newLeader string
 	var leaderAfter time.Duration
-	_ = waitFor(time.Minute, 100*time.Millisecond, "new leader", func() (bool, error) {
+	_ = kubetest.WaitFor(time.Minute, 100*time.Millisecond, "new leader", func() (bool, error) {
 		h, _ := e.leaseHolder(ctx)
 		newLeader, leaderAfter = h, time.Since(killAt)
 		return h != "" && h != holder, nil

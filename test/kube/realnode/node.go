@@ -13,6 +13,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/serverlessd/serverlessd/test/kube/kubetest"
 )
 
 const (
@@ -48,7 +50,7 @@ func startNode(ctx context.Context, c *cluster, bins map[string]string, im *imag
 		return n, err
 	}
 	for _, ref := range []string{pauseImage, mariadbImage} {
-		if _, err := output("ctr", "--address", n.sock, "-n", "k8s.io", "images", "import", im.archives[ref]); err != nil {
+		if _, err := kubetest.Output("ctr", "--address", n.sock, "-n", "k8s.io", "images", "import", im.archives[ref]); err != nil {
 			return n, err
 		}
 	}
@@ -65,7 +67,7 @@ func startNode(ctx context.Context, c *cluster, bins map[string]string, im *imag
 
 // waitReady waits until the kubelet has reported the Node Ready.
 func (n *node) waitReady(ctx context.Context, c *cluster, limit time.Duration) error {
-	err := waitFor(limit, 500*time.Millisecond, "node Ready", func() (bool, error) {
+	err := kubetest.WaitFor(limit, 500*time.Millisecond, "node Ready", func() (bool, error) {
 		if n.kubelet.exited() {
 			return false, fmt.Errorf("kubelet exited")
 		}
@@ -156,11 +158,11 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
 	if n.containerd, err = startProc(n.logDir, "containerd", "containerd", "--config", cfg); err != nil {
 		return err
 	}
-	err = waitFor(30*time.Second, 100*time.Millisecond, "containerd", func() (bool, error) {
+	err = kubetest.WaitFor(30*time.Second, 100*time.Millisecond, "containerd", func() (bool, error) {
 		if n.containerd.exited() {
 			return false, fmt.Errorf("containerd exited")
 		}
-		_, err := output("ctr", "--address", n.sock, "version")
+		_, err := kubetest.Output("ctr", "--address", n.sock, "version")
 		return err == nil, err
 	})
 	if err != nil {
@@ -184,11 +186,11 @@ func (n *node) startKubelet(c *cluster, bin string) error {
 	if err != nil {
 		return err
 	}
-	port, err := freePort(n.ip)
+	port, err := kubetest.FreePort(n.ip)
 	if err != nil {
 		return err
 	}
-	healthz, err := freePort("127.0.0.1")
+	healthz, err := kubetest.FreePort("127.0.0.1")
 	if err != nil {
 		return err
 	}
@@ -246,7 +248,7 @@ func (n *node) startProxy(c *cluster, bin string) error {
 	if err != nil {
 		return err
 	}
-	metrics, err := freePort("127.0.0.1")
+	metrics, err := kubetest.FreePort("127.0.0.1")
 	if err != nil {
 		return err
 	}

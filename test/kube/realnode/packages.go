@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+
+	"github.com/serverlessd/serverlessd/test/kube/kubetest"
 )
 
 // hostPackages are the Debian packages a real node needs, each with a file
@@ -56,12 +58,12 @@ func ensurePackages() error {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		// A stale package list is the usual reason: update once and retry.
 		if out2, err2 := exec.Command("apt-get", "update").CombinedOutput(); err2 != nil {
-			return fmt.Errorf("apt-get update: %w\n%s", err2, tail(string(out2), 2000))
+			return fmt.Errorf("apt-get update: %w\n%s", err2, kubetest.Tail(string(out2), 2000))
 		}
 		cmd = exec.Command("apt-get", args...)
 		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
 		if out, err = cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("apt-get %s: %w\n%s", strings.Join(args, " "), err, tail(string(out), 3000))
+			return fmt.Errorf("apt-get %s: %w\n%s", strings.Join(args, " "), err, kubetest.Tail(string(out), 3000))
 		}
 	}
 	return nil

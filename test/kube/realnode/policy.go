@@ -10,6 +10,8 @@ import (
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/serverlessd/serverlessd/test/kube/kubetest"
 )
 
 // kubeRouterVersion is the NetworkPolicy controller the test runs, so that
@@ -40,7 +42,7 @@ func kubeRouterBinary(cache string, logf func(string, ...any)) (string, error) {
 	cmd.Dir = tmp
 	cmd.Env = append(os.Environ(), "GOBIN="+tmp, "CGO_ENABLED=0", "GOFLAGS=")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go install kube-router: %w\n%s", err, tail(string(out), 3000))
+		return "", fmt.Errorf("go install kube-router: %w\n%s", err, kubetest.Tail(string(out), 3000))
 	}
 	if err := os.Rename(filepath.Join(tmp, "kube-router"), bin); err != nil {
 		return "", err

@@ -12,6 +12,8 @@ import (
 	"github.com/go-sql-driver/mysql"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/serverlessd/serverlessd/test/kube/kubetest"
 )
 
 // checkPolicy starts kube-router and checks deploy/kubernetes's
@@ -20,7 +22,7 @@ import (
 // the host (the store's forwarder on the bridge) and the API server's
 // Service before and not after; the daemon's logins, and a wake that
 // makes a new compute Pod, keep working.
-func (e *env) checkPolicy(t *testing.T, cfg *mysql.Config, computePod, dsn string, api *apiClient, cid string) []string {
+func (e *env) checkPolicy(t *testing.T, cfg *mysql.Config, computePod, dsn string, api *kubetest.API, cid string) []string {
 	ctx := t.Context()
 	cs := e.cluster.client
 	var figs []string
@@ -54,7 +56,7 @@ func (e *env) checkPolicy(t *testing.T, cfg *mysql.Config, computePod, dsn strin
 		}
 	}
 
-	cache, err := cacheDir()
+	cache, err := kubetest.CacheDir()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +78,7 @@ func (e *env) checkPolicy(t *testing.T, cfg *mysql.Config, computePod, dsn strin
 		}
 	})
 	var reason string
-	if err := waitFor(2*time.Minute, 200*time.Millisecond, "the policy enforced", func() (bool, error) {
+	if err := kubetest.WaitFor(2*time.Minute, 200*time.Millisecond, "the policy enforced", func() (bool, error) {
 		if kr.exited() {
 			return false, fmt.Errorf("kube-router exited")
 		}
@@ -106,7 +108,7 @@ func (e *env) checkPolicy(t *testing.T, cfg *mysql.Config, computePod, dsn strin
 	if len(fails) > 0 || ok == 0 {
 		t.Errorf("daemon logins with the policy: %d ok, %d failed: %v", ok, len(fails), describeFails(fails, time.Now()))
 	}
-	api.call("POST", "/api/v1/projects/"+clusterProject+"/compute/"+cid+"/suspend", "", 200, nil)
+	api.Call("POST", "/api/v1/projects/"+clusterProject+"/compute/"+cid+"/suspend", "", 200, nil)
 	t1 := time.Now()
 	checkRows(t, cfg, 3)
 	woke := time.Since(t1)
@@ -153,7 +155,7 @@ func (e *env) startProbePod(t *testing.T) int {
 		t.Fatal(err)
 	}
 	var pid int
-	if err := waitFor(time.Minute, 200*time.Millisecond, "probe Pod running", func() (bool, error) {
+	if err := kubetest.WaitFor(time.Minute, 200*time.Millisecond, "probe Pod running", func() (bool, error) {
 		if procs := podProcesses("sleep"); len(procs) == 1 {
 			pid = procs[0].pid
 			return true, nil

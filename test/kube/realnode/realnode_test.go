@@ -17,6 +17,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/serverlessd/serverlessd/test/kube/kubetest"
 )
 
 const testNamespace = "realnode"
@@ -30,7 +32,7 @@ func (e *env) fail(t *testing.T, format string, args ...any) {
 	}
 	for _, name := range []string{"kube-controller-manager", "kube-scheduler"} {
 		b, _ := os.ReadFile(filepath.Join(e.cluster.logDir, name+".log"))
-		logs += fmt.Sprintf("--- %s\n%s\n", name, tail(string(b), 2000))
+		logs += fmt.Sprintf("--- %s\n%s\n", name, kubetest.Tail(string(b), 2000))
 	}
 	t.Fatalf(format+"\n%s", append(args, logs)...)
 }
@@ -46,7 +48,7 @@ func TestRealNodeRunsMariaDB(t *testing.T) {
 		metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := waitFor(30*time.Second, 200*time.Millisecond, "default ServiceAccount", func() (bool, error) {
+	if err := kubetest.WaitFor(30*time.Second, 200*time.Millisecond, "default ServiceAccount", func() (bool, error) {
 		_, err := cs.CoreV1().ServiceAccounts(testNamespace).Get(ctx, "default", metav1.GetOptions{})
 		return err == nil, err
 	}); err != nil {
@@ -91,7 +93,7 @@ echo reached $KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`
 		t.Fatal(err)
 	}
 	var phase corev1.PodPhase
-	err := waitFor(90*time.Second, 200*time.Millisecond, "api-check Pod done", func() (bool, error) {
+	err := kubetest.WaitFor(90*time.Second, 200*time.Millisecond, "api-check Pod done", func() (bool, error) {
 		p, err := cs.CoreV1().Pods(testNamespace).Get(ctx, pod.Name, metav1.GetOptions{})
 		if err != nil {
 			return false, err
@@ -142,7 +144,7 @@ func (e *env) hostPathClaim(t *testing.T) string {
 	// The PV controller matches a new claim against the volumes it knows:
 	// a claim that comes before the volume reached it waits for the
 	// controller's next full sync (15s). Available means it has it.
-	if err := waitFor(30*time.Second, 100*time.Millisecond, "volume Available", func() (bool, error) {
+	if err := kubetest.WaitFor(30*time.Second, 100*time.Millisecond, "volume Available", func() (bool, error) {
 		v, err := cs.CoreV1().PersistentVolumes().Get(ctx, pv.Name, metav1.GetOptions{})
 		if err != nil {
 			return false, err
@@ -162,7 +164,7 @@ func (e *env) hostPathClaim(t *testing.T) string {
 	if _, err := cs.CoreV1().PersistentVolumeClaims(testNamespace).Create(ctx, pvc, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := waitFor(60*time.Second, 100*time.Millisecond, "claim Bound", func() (bool, error) {
+	if err := kubetest.WaitFor(60*time.Second, 100*time.Millisecond, "claim Bound", func() (bool, error) {
 		c, err := cs.CoreV1().PersistentVolumeClaims(testNamespace).Get(ctx, pvc.Name, metav1.GetOptions{})
 		if err != nil {
 			return false, err
@@ -227,7 +229,7 @@ func (e *env) runMariaDB(t *testing.T, name, claim string, wantInit bool) time.D
 	var ip string
 	var running time.Duration
 	var greeting string
-	err := waitFor(3*time.Minute, 50*time.Millisecond, name+" greeting", func() (bool, error) {
+	err := kubetest.WaitFor(3*time.Minute, 50*time.Millisecond, name+" greeting", func() (bool, error) {
 		if ip == "" {
 			p, err := cs.CoreV1().Pods(testNamespace).Get(ctx, name, metav1.GetOptions{})
 			if err != nil {
@@ -271,7 +273,7 @@ func (e *env) deletePod(t *testing.T, name string) {
 	if err := cs.CoreV1().Pods(testNamespace).Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := waitFor(60*time.Second, 100*time.Millisecond, name+" deleted", func() (bool, error) {
+	if err := kubetest.WaitFor(60*time.Second, 100*time.Millisecond, name+" deleted", func() (bool, error) {
 		_, err := cs.CoreV1().Pods(testNamespace).Get(ctx, name, metav1.GetOptions{})
 		return apierrors.IsNotFound(err), err
 	}); err != nil {
@@ -316,7 +318,7 @@ func (e *env) podLogIn(ns, name string) string {
 	var b strings.Builder
 	for _, f := range files {
 		data, _ := os.ReadFile(f)
-		b.WriteString(tail(string(data), 3000))
+		b.WriteString(kubetest.Tail(string(data), 3000))
 	}
 	return b.String()
 }

@@ -4,7 +4,6 @@ package realnode
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -23,6 +22,8 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/serverlessd/serverlessd/test/kube/kubetest"
 )
 
 // TestRealNodeDaemon runs `serverlessd serve` against the real node: a
@@ -38,18 +39,12 @@ func TestRealNodeDaemon(t *testing.T) {
 	var figures []string
 	fig := func(format string, args ...any) { figures = append(figures, fmt.Sprintf(format, args...)) }
 
-	var created struct {
-		Role struct {
-			Password string `json:"password"`
-		} `json:"role"`
-	}
-	d.call("POST", "/api/v1/projects", `{"name":"`+projectName+`"}`, 201, &created)
-	pw := created.Role.Password
+	pw := d.CreateProject(`{"name":"` + projectName + `"}`)
 	var c struct {
 		Compute struct{ ID, State string } `json:"compute"`
 	}
 	t0 := time.Now()
-	d.call("POST", "/api/v1/projects/"+projectName+"/compute", `{}`, 201, &c)
+	d.Call("POST", "/api/v1/projects/"+projectName+"/compute", `{}`, 201, &c)
 	createTook := time.Since(t0)
 	cid, name := c.Compute.ID, "serverlessd-"+strings.ReplaceAll(c.Compute.ID, "_", "-")
 	if c.Compute.State != "active" {
@@ -69,7 +64,7 @@ func TestRealNodeDaemon(t *testing.T) {
 	volume := pvc.Spec.VolumeName
 
 	db := d.open(projectName, "root", pw)
-	mustExec(t, db, "CREATE DATABASE app", "CREATE TABLE app.t (id INT PRIMARY KEY, v TEXT)",
+	kubetest.MustExec(t, db, "CREATE DATABASE app", "CREATE TABLE app.t (id INT PRIMARY KEY, v TEXT)",
 		"INSERT INTO app.t VALUES (1, 'a'), (2, 'b'), (3, 'c')")
 	db.Close()
 
@@ -79,7 +74,7 @@ func TestRealNodeDaemon(t *testing.T) {
 	var totals []time.Duration
 	var steps [][]time.Duration // per cycle: create, running, login (daemon); scheduled, running, ready (watch)
 	for i := range resumeCycles {
-		d.call("POST", "/api/v1/projects/"+projectName+"/compute/"+cid+"/suspend", "", 200, nil)
+		d.Call("POST", "/api/v1/projects/"+projectName+"/compute/"+cid+"/suspend", "", 200, nil)
 		e.checkSuspended(t, name)
 		db := d.open(projectName, "root", pw)
 		t0 := time.Now()
@@ -91,7 +86,7 @@ func TestRealNodeDaemon(t *testing.T) {
 		if want := rowsAtCreation + i; n != want {
 			t.Fatalf("resume %d: %d rows, want %d", i, n, want)
 		}
-		mustExec(t, db, fmt.Sprintf("INSERT INTO app.t VALUES (%d, 'r')", 100+i))
+		kubetest.MustExec(t, db, fmt.Sprintf("INSERT INTO app.t VALUES (%d, 'r')", 100+i))
 		db.Close()
 		st := d.lastStarted()
 		pod, err := cs.CoreV1().Pods(daemonNS).Get(ctx, name, metav1.GetOptions{})
@@ -101,7 +96,7 @@ func TestRealNodeDaemon(t *testing.T) {
 		// Ready comes from the kubelet's probe, up to a second after the
 		// login may have answered: wait for it, outside the measure.
 		var pt podTimes
-		_ = waitFor(5*time.Second, 20*time.Millisecond, "Ready seen", func() (bool, error) {
+		_ = kubetest.WaitFor(5*time.Second, 20*time.Millisecond, "Ready seen", func() (bool, error) {
 			pt = pods.times(pod.UID)
 			return !pt.ready.IsZero(), nil
 		})
@@ -130,7 +125,7 @@ func TestRealNodeDaemon(t *testing.T) {
 	fig("%s", e.crashInPlace(t, d, name, pw, rowsAtCreation+resumeCycles))
 
 	t0 = time.Now()
-	d.call("DELETE", "/api/v1/projects/"+projectName+"/compute/"+cid, "", 200, nil)
+	d.Call("DELETE", "/api/v1/projects/"+projectName+"/compute/"+cid, "", 200, nil)
 	apiTook := time.Since(t0)
 	e.waitDestroyed(t, name, volume)
 	fig("destroy: DELETE answered in %s; Pod, PVC, Secret, PV and folder gone in %s", ms(apiTook), ms(time.Since(t0)))
@@ -175,7 +170,7 @@ func (e *env) crashInPlace(t *testing.T, d *daemon, name, pw string, rows int) s
 	if after.UID != before.UID || after.Status.PodIP != before.Status.PodIP {
 		t.Fatalf("the pod changed across the crash: uid %s -> %s, ip %s -> %s", before.UID, after.UID, before.Status.PodIP, after.Status.PodIP)
 	}
-	if err := waitFor(10*time.Second, 100*time.Millisecond, "restart counted", func() (bool, error) {
+	if err := kubetest.WaitFor(10*time.Second, 100*time.Millisecond, "restart counted", func() (bool, error) {
 		p, err := cs.CoreV1().Pods(daemonNS).Get(ctx, name, metav1.GetOptions{})
 		return err == nil && restarts(p) == restarts(before)+1, err
 	}); err != nil {
@@ -208,7 +203,7 @@ func (e *env) checkSuspended(t *testing.T, name string) {
 func (e *env) waitDestroyed(t *testing.T, name, volume string) {
 	ctx := t.Context()
 	cs := e.cluster.client.CoreV1()
-	err := waitFor(60*time.Second, 50*time.Millisecond, "compute objects gone", func() (bool, error) {
+	err := kubetest.WaitFor(60*time.Second, 50*time.Millisecond, "compute objects gone", func() (bool, error) {
 		var left []string
 		if _, err := cs.Pods(daemonNS).Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 			left = append(left, "pod")
@@ -298,15 +293,6 @@ func restarts(pod *corev1.Pod) int32 {
 		n += c.RestartCount
 	}
 	return n
-}
-
-func mustExec(t *testing.T, db *sql.DB, stmts ...string) {
-	t.Helper()
-	for _, s := range stmts {
-		if _, err := db.Exec(s); err != nil {
-			t.Fatalf("%s: %v", s, err)
-		}
-	}
 }
 
 func ms(d time.Duration) string { return d.Round(time.Millisecond).String() }

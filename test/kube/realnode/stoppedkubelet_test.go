@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+	"github.com/serverlessd/serverlessd/test/kube/kubetest"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -34,20 +35,14 @@ func TestRealNodeStoppedKubelet(t *testing.T) {
 	var figures []string
 	fig := func(format string, args ...any) { figures = append(figures, fmt.Sprintf(format, args...)) }
 
-	var created struct {
-		Role struct {
-			Password string `json:"password"`
-		} `json:"role"`
-	}
-	d.call("POST", "/api/v1/projects", `{"name":"`+project+`"}`, 201, &created)
-	pw := created.Role.Password
+	pw := d.CreateProject(`{"name":"` + project + `"}`)
 	var c struct {
 		Compute struct{ ID, State string } `json:"compute"`
 	}
-	d.call("POST", "/api/v1/projects/"+project+"/compute", `{}`, 201, &c)
+	d.Call("POST", "/api/v1/projects/"+project+"/compute", `{}`, 201, &c)
 	cid, name := c.Compute.ID, "serverlessd-"+strings.ReplaceAll(c.Compute.ID, "_", "-")
 	db := d.open(project, "root", pw)
-	mustExec(t, db, "CREATE DATABASE app", "CREATE TABLE app.t (id INT PRIMARY KEY)", "INSERT INTO app.t VALUES (1), (2), (3)")
+	kubetest.MustExec(t, db, "CREATE DATABASE app", "CREATE TABLE app.t (id INT PRIMARY KEY)", "INSERT INTO app.t VALUES (1), (2), (3)")
 	db.Close()
 	before, err := cs.CoreV1().Pods(daemonNS).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
@@ -65,7 +60,7 @@ func TestRealNodeStoppedKubelet(t *testing.T) {
 			}
 		}
 	})
-	if err := waitFor(2*time.Minute, 200*time.Millisecond, "node not Ready", func() (bool, error) {
+	if err := kubetest.WaitFor(2*time.Minute, 200*time.Millisecond, "node not Ready", func() (bool, error) {
 		n, err := cs.CoreV1().Nodes().Get(ctx, nodeName, metav1.GetOptions{})
 		if err != nil {
 			return false, err
@@ -83,7 +78,7 @@ func TestRealNodeStoppedKubelet(t *testing.T) {
 		t.Fatalf("daemon restart with the node lost: %v; its log:\n%s", err, d.tail())
 	}
 	ready := time.Since(t0)
-	d.call("GET", "/api/v1/projects", "", 200, nil)
+	d.Call("GET", "/api/v1/projects", "", 200, nil)
 	fig("daemon restarted while the node is not Ready: /readyz 200 after %s, the API answering after %s", ms(ready), ms(time.Since(t0)))
 
 	// 3. A login: the Pod on the lost node is force-deleted, and the new
@@ -110,7 +105,7 @@ func TestRealNodeStoppedKubelet(t *testing.T) {
 	var got struct {
 		Compute struct{ State string } `json:"compute"`
 	}
-	d.call("GET", "/api/v1/projects/"+project+"/compute", "", 200, &got)
+	d.Call("GET", "/api/v1/projects/"+project+"/compute", "", 200, &got)
 	fig("the old Pod force-deleted; the compute is %s", got.Compute.State)
 
 	// 4. The kubelet comes back, stops the force-deleted Pod's containers,
@@ -119,7 +114,7 @@ func TestRealNodeStoppedKubelet(t *testing.T) {
 	if err := e.node.restartKubelet(ctx, e.cluster); err != nil {
 		t.Fatal(err)
 	}
-	if err := waitFor(time.Minute, 100*time.Millisecond, "the orphaned mariadbd stopped", func() (bool, error) {
+	if err := kubetest.WaitFor(time.Minute, 100*time.Millisecond, "the orphaned mariadbd stopped", func() (bool, error) {
 		left := slices.ContainsFunc(orphans, func(p podProcess) bool { return syscall.Kill(p.pid, 0) == nil })
 		return !left, nil
 	}); err != nil {
@@ -136,7 +131,7 @@ func TestRealNodeStoppedKubelet(t *testing.T) {
 	fig("kubelet back: node Ready and the orphaned mariadbd stopped after %s; then login + SELECT COUNT(*) in %s, rows intact",
 		ms(back), ms(time.Since(t0)))
 
-	d.call("DELETE", "/api/v1/projects/"+project+"/compute/"+cid, "", 200, nil)
+	d.Call("DELETE", "/api/v1/projects/"+project+"/compute/"+cid, "", 200, nil)
 	t.Logf("REALNODE NODE LOSS FIGURES (%s):\n%s", time.Now().Format("2006-01-02"), strings.Join(figures, "\n"))
 }
 

@@ -3,15 +3,15 @@
 package realnode
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
+
+	"github.com/serverlessd/serverlessd/test/kube/kubetest"
 )
 
 // proc is a long-running child (kube-apiserver, kubelet, containerd...)
@@ -47,14 +47,7 @@ func startProc(logDir, name, bin string, args ...string) (*proc, error) {
 }
 
 // exited reports whether the process has ended.
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
+func (p *proc) exited() bool { return kubetest.Closed(p.done) }
 
 // stop sends SIGTERM to the process group, and SIGKILL after grace.
 func (p *proc) stop(grace time.Duration) {
@@ -73,30 +66,7 @@ func (p *proc) stop(grace time.Duration) {
 // tailLog returns the end of the process's log.
 func (p *proc) tailLog(n int) string {
 	b, _ := os.ReadFile(p.log)
-	return tail(string(b), n)
-}
-
-// output runs a command and returns its trimmed stdout.
-func output(name string, args ...string) (string, error) {
-	var stderr bytes.Buffer
-	cmd := exec.Command(name, args...)
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return "", fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, tail(stderr.String(), 3000))
-	}
-	return strings.TrimSpace(string(out)), nil
-}
-
-// freePort returns a port of ip that was free a moment ago.
-func freePort(ip string) (string, error) {
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	return port, nil
+	return kubetest.Tail(string(b), n)
 }
 
 // nodeIP is the source address of the default route: the kubelet, the API
@@ -110,32 +80,6 @@ func nodeIP() (string, error) {
 	}
 	defer c.Close()
 	return c.LocalAddr().(*net.UDPAddr).IP.String(), nil
-}
-
-func tail(s string, n int) string {
-	if len(s) > n {
-		return "..." + s[len(s)-n:]
-	}
-	return s
-}
-
-// waitFor polls cond every interval until it returns true or an error, or
-// limit passes.
-func waitFor(limit, interval time.Duration, what string, cond func() (bool, error)) error {
-	deadline := time.Now().Add(limit)
-	var last error
-	for time.Now().Before(deadline) {
-		ok, err := cond()
-		if ok {
-			return nil
-		}
-		last = err
-		time.Sleep(interval)
-	}
-	if last != nil {
-		return fmt.Errorf("%s: not after %s: %w", what, limit, last)
-	}
-	return fmt.Errorf("%s: not after %s", what, limit)
 }
 
 // ptrTo returns a pointer to v (API fields that are optional are pointers).
