@@ -50,8 +50,12 @@ type daemon struct {
 // NetworkPolicy as a user would, and returns a kubeconfig of the
 // serverlessd ServiceAccount with a TokenRequest token: the daemon runs
 // with exactly the Role's permissions. The bridge CNI enforces no
-// NetworkPolicy: the API server only validates it here.
+// NetworkPolicy: the API server only validates it here. Later calls
+// return the same file.
 func (e *env) daemonKubeconfig(t *testing.T) string {
+	if e.kubeconfig != "" {
+		return e.kubeconfig
+	}
 	ctx := t.Context()
 	cs := e.cluster.client
 	for _, f := range []string{"namespace.yaml", "rbac.yaml", "networkpolicy.yaml"} {
@@ -81,6 +85,7 @@ func (e *env) daemonKubeconfig(t *testing.T) string {
 	if err := k.Write(path); err != nil {
 		t.Fatal(err)
 	}
+	e.kubeconfig = path
 	return path
 }
 

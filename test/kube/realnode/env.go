@@ -32,6 +32,9 @@ type env struct {
 	host    *hostState
 	stopBg  context.CancelFunc // the provisioner
 	down    sync.Once
+	// daemonKubeconfig's file, once made: the objects it applied stay
+	// until undeploy deletes the namespace.
+	kubeconfig string
 }
 
 // bringUp brings up the node from nothing: packages, binaries, images,

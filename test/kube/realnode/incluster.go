@@ -123,6 +123,7 @@ func (e *env) undeploy(t *testing.T, objs []*unstructured.Unstructured) {
 		t.Errorf("delete namespace: %v", err)
 		return
 	}
+	e.kubeconfig = ""
 	if err := kubetest.WaitFor(3*time.Minute, 200*time.Millisecond, "namespace gone", func() (bool, error) {
 		_, err := cs.CoreV1().Namespaces().Get(ctx, daemonNS, metav1.GetOptions{})
 		return apierrors.IsNotFound(err), err
