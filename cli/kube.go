@@ -56,6 +56,7 @@ func openKubernetes(cfg config.Config, log *slog.Logger) (compute.Driver, error)
 		StorageClass: k.StorageClass,
 		StorageSize:  k.StorageSize,
 		CPU:          k.CPU,
+		CPULimit:     k.CPULimit,
 		Memory:       k.Memory,
 		NodeSelector: k.NodeSelector,
 		Tolerations:  tols,

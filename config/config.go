@@ -97,6 +97,7 @@ type Kubernetes struct {
 	StorageClass  string            `mapstructure:"storage_class"`
 	StorageSize   string            `mapstructure:"storage_size"`
 	CPU           string            `mapstructure:"cpu"`
+	CPULimit      string            `mapstructure:"cpu_limit"`
 	Memory        string            `mapstructure:"memory"`
 	NodeSelector  map[string]string `mapstructure:"node_selector"`
 	Tolerations   []Toleration      `mapstructure:"tolerations"`
@@ -286,6 +287,7 @@ func Default() Config {
 			Image:       "mariadb:10.11.10",
 			StorageSize: "10Gi",
 			CPU:         "500m",
+			CPULimit:    "1",
 			Memory:      "1Gi",
 		},
 		Backup: Backup{Target: "dir", BinlogMaxDelay: 60 * time.Second, Interval: 24 * time.Hour,

@@ -38,6 +38,9 @@ const (
 	DefaultImage       = "mariadb:10.11.10"
 	DefaultStorageSize = "10Gi"
 	DefaultCPU         = "500m"
+	// DefaultCPULimit lets a compute burst to a whole core: mariadbd's
+	// start is CPU-bound, and a resume under a 500m limit is slower.
+	DefaultCPULimit    = "1"
 	DefaultMemory      = "1Gi"
 	DefaultStopTimeout = 60 * time.Second
 	// DefaultDialTimeout bounds the wait, after the Pod is Ready, for its
@@ -58,6 +61,10 @@ type Options struct {
 	StorageClass string // empty: the cluster's default StorageClass
 	StorageSize  string
 	CPU          string
+	// CPULimit is the least CPU limit of a Pod: a compute's limit is the
+	// larger of it and the compute's CPU request. "0" keeps limits equal
+	// to requests (the Guaranteed QoS class).
+	CPULimit     string
 	Memory       string
 	NodeSelector map[string]string
 	Tolerations  []corev1.Toleration
@@ -145,8 +152,9 @@ func (o *Options) normalize() error {
 	def(&o.Image, DefaultImage)
 	def(&o.StorageSize, DefaultStorageSize)
 	def(&o.CPU, DefaultCPU)
+	def(&o.CPULimit, DefaultCPULimit)
 	def(&o.Memory, DefaultMemory)
-	for key, v := range map[string]string{"storage_size": o.StorageSize, "cpu": o.CPU, "memory": o.Memory} {
+	for key, v := range map[string]string{"storage_size": o.StorageSize, "cpu": o.CPU, "cpu_limit": o.CPULimit, "memory": o.Memory} {
 		if _, err := resource.ParseQuantity(v); err != nil {
 			return fmt.Errorf("kubernetes driver: %s %q: %w", key, v, err)
 		}

@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/serverlessd/serverlessd/compute"
 	"github.com/serverlessd/serverlessd/store"
@@ -132,15 +133,8 @@ func TestPodSpec(t *testing.T) {
 	if ct.Image != "mariadb:11.4.5" {
 		t.Errorf("image = %s, want the spec's", ct.Image)
 	}
-	wantRes := corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("250m"), corev1.ResourceMemory: resource.MustParse("256Mi")}
-	for k, v := range wantRes {
-		if q := ct.Resources.Requests[k]; q.Cmp(v) != 0 {
-			t.Errorf("request %s = %s, want %s", k, q.String(), v.String())
-		}
-		if q := ct.Resources.Limits[k]; q.Cmp(v) != 0 {
-			t.Errorf("limit %s = %s, want %s", k, q.String(), v.String())
-		}
-	}
+	// The CPU limit is the driver's burst, the memory limit the request.
+	checkResources(t, ct, "250m", "1", "256Mi")
 	if !contains(ct.Args, "--innodb-buffer-pool-size=134217728") {
 		t.Errorf("args %v: want half the memory as buffer pool", ct.Args)
 	}
@@ -170,6 +164,55 @@ func TestPodSpec(t *testing.T) {
 	}
 	if *pod.Spec.AutomountServiceAccountToken {
 		t.Error("the database pod mounts a service account token")
+	}
+}
+
+// checkResources checks a container's CPU request and limit and its
+// memory, whose request and limit are the same.
+func checkResources(t *testing.T, ct corev1.Container, cpu, cpuLimit, mem string) {
+	t.Helper()
+	want := []struct {
+		what string
+		list corev1.ResourceList
+		name corev1.ResourceName
+		q    string
+	}{
+		{"cpu request", ct.Resources.Requests, corev1.ResourceCPU, cpu},
+		{"cpu limit", ct.Resources.Limits, corev1.ResourceCPU, cpuLimit},
+		{"memory request", ct.Resources.Requests, corev1.ResourceMemory, mem},
+		{"memory limit", ct.Resources.Limits, corev1.ResourceMemory, mem},
+	}
+	for _, w := range want {
+		if q := w.list[w.name]; q.Cmp(resource.MustParse(w.q)) != 0 {
+			t.Errorf("%s = %s, want %s", w.what, q.String(), w.q)
+		}
+	}
+}
+
+// TestCPULimit: a compute's CPU limit is the larger of its request and
+// the driver's CPULimit; "0" makes it the request.
+func TestCPULimit(t *testing.T) {
+	for _, tc := range []struct{ limit, cpu, want string }{
+		{"", "250m", DefaultCPULimit},
+		{"2", "500m", "2"},
+		{"1", "1500m", "1500m"},
+		{"0", "250m", "250m"},
+	} {
+		d, _, _ := newTestDriver(t)
+		if tc.limit != "" {
+			d.opts.CPULimit = tc.limit
+		}
+		c := testCompute()
+		c.Spec.Resources.CPU = tc.cpu
+		pod, err := d.podFor(c, "x", &corev1.PersistentVolumeClaim{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkResources(t, pod.Spec.Containers[0], tc.cpu, tc.want, "512Mi")
+	}
+	_, err := New(Options{Client: fake.NewClientset(), CPULimit: "a lot"})
+	if err == nil || !strings.Contains(err.Error(), "cpu_limit") {
+		t.Errorf("New with cpu_limit %q: %v, want an error naming cpu_limit", "a lot", err)
 	}
 }
 

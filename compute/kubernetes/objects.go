@@ -169,9 +169,12 @@ func (d *Driver) pvcFor(c *store.Compute, name string) (*corev1.PersistentVolume
 	return pvc, nil
 }
 
-// resourcesFor returns the compute's CPU and memory (spec, else the
-// driver's defaults) and the InnoDB buffer pool that fits the memory.
-func (d *Driver) resourcesFor(c *store.Compute) (corev1.ResourceList, int64, error) {
+// resourcesFor returns the compute's requests and limits (spec, else the
+// driver's defaults) and the InnoDB buffer pool that fits the memory. The
+// memory limit is the request: under it mariadbd is never OOM-killed for
+// what it was promised. The CPU limit may be higher (CPULimit), a burst
+// for mariadbd's start that costs the node nothing it reserved.
+func (d *Driver) resourcesFor(c *store.Compute) (corev1.ResourceRequirements, int64, error) {
 	cpu, mem := c.Spec.Resources.CPU, c.Spec.Resources.Memory
 	if cpu == "" {
 		cpu = d.opts.CPU
@@ -179,19 +182,27 @@ func (d *Driver) resourcesFor(c *store.Compute) (corev1.ResourceList, int64, err
 	if mem == "" {
 		mem = d.opts.Memory
 	}
+	var none corev1.ResourceRequirements
 	cq, err := resource.ParseQuantity(cpu)
 	if err != nil {
-		return nil, 0, fmt.Errorf("compute %s: cpu %q: %w", c.ID, cpu, err)
+		return none, 0, fmt.Errorf("compute %s: cpu %q: %w", c.ID, cpu, err)
 	}
 	mq, err := resource.ParseQuantity(mem)
 	if err != nil {
-		return nil, 0, fmt.Errorf("compute %s: memory %q: %w", c.ID, mem, err)
+		return none, 0, fmt.Errorf("compute %s: memory %q: %w", c.ID, mem, err)
+	}
+	climit := cq
+	if burst := resource.MustParse(d.opts.CPULimit); burst.Cmp(cq) > 0 {
+		climit = burst // checked by Options.normalize
 	}
 	// Half the memory for the buffer pool leaves room for per-connection
 	// buffers and the rest of mariadbd under the memory limit (an OOM kill
 	// is a crash).
 	pool := max(mq.Value()/2/(1<<20)*(1<<20), minBufferPool)
-	return corev1.ResourceList{corev1.ResourceCPU: cq, corev1.ResourceMemory: mq}, pool, nil
+	return corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{corev1.ResourceCPU: cq, corev1.ResourceMemory: mq},
+		Limits:   corev1.ResourceList{corev1.ResourceCPU: climit, corev1.ResourceMemory: mq},
+	}, pool, nil
 }
 
 // podFor builds the compute's Pod on its volume claim pvc.
@@ -246,7 +257,7 @@ func (d *Driver) podFor(c *store.Compute, name string, pvc *corev1.PersistentVol
 
 // containerFor builds the mariadb container: start.sh as its command,
 // mariadbd's options as its arguments.
-func (d *Driver) containerFor(secret, image, datadir string, res corev1.ResourceList, pool int64) corev1.Container {
+func (d *Driver) containerFor(secret, image, datadir string, res corev1.ResourceRequirements, pool int64) corev1.Container {
 	return corev1.Container{
 		Name:            containerName,
 		Image:           image,
@@ -284,9 +295,11 @@ func (d *Driver) containerFor(secret, image, datadir string, res corev1.Resource
 			{Name: "SERVERLESSD_INIT_SQL", Value: initSQL()},
 			{Name: "SERVERLESSD_RUN_DIR", Value: runMountPath},
 		},
-		// Requests equal limits: the Guaranteed QoS class is the last to be
-		// evicted under node pressure.
-		Resources: corev1.ResourceRequirements{Requests: res, Limits: res},
+		// The memory limit is the request, so the kubelet evicts a compute
+		// under node pressure only after Pods that use more than they
+		// asked for. With CPULimit "0" the CPU's is too, and the Pod is of
+		// the Guaranteed QoS class, the last a node's OOM killer picks.
+		Resources: res,
 		VolumeMounts: []corev1.VolumeMount{
 			{Name: dataVolume, MountPath: dataMountPath},
 			{Name: runVolume, MountPath: runMountPath},
