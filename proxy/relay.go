@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/go-mysql-org/go-mysql/mysql"
@@ -57,6 +56,11 @@ func (ss *session) serve() {
 		}
 		err = ss.next()
 	}
+	ss.logClosed(err)
+}
+
+// logClosed logs the end of the session that serve ran.
+func (ss *session) logClosed(err error) {
 	if errors.Is(err, errQuit) || errors.Is(err, io.EOF) {
 		err = nil
 	}
@@ -155,29 +159,23 @@ func (ss *session) awaitIdle(hdr []byte) error {
 	return err
 }
 
-var (
-	readers  = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, clientBufSize) }}
-	writers  = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, respBufSize) }}
-	respBufs = sync.Pool{New: func() any { b := make([]byte, respBufSize); return &b }}
-)
-
-// lendBuffers gives the session's empty buffers to the pools.
+// lendBuffers gives the session's empty buffers to the free lists.
 func (ss *session) lendBuffers() {
 	ss.cr.Reset(nil)
 	ss.cw.Reset(nil)
-	readers.Put(ss.cr)
-	writers.Put(ss.cw)
+	readers.put(ss.cr)
+	writers.put(ss.cw)
 	ss.cr, ss.cw = nil, nil
 	if b := ss.respBuf; b != nil {
-		respBufs.Put(&b)
+		respBufs.put(b)
 		ss.respBuf = nil
 	}
 }
 
 // takeBuffers gives the session buffers again.
 func (ss *session) takeBuffers() {
-	ss.cr = readers.Get().(*bufio.Reader)
-	ss.cw = writers.Get().(*bufio.Writer)
+	ss.cr = readers.get()
+	ss.cw = writers.get()
 	ss.cr.Reset(ss.conn)
 	ss.cw.Reset(ss.conn)
 }

@@ -71,7 +71,7 @@ func (ss *session) finishResponse(t *tracker) error {
 func (ss *session) relayTracked(t *tracker) error {
 	l := ss.link
 	if ss.respBuf == nil {
-		ss.respBuf = *respBufs.Get().(*[]byte)
+		ss.respBuf = respBufs.get()
 	}
 	var segs [][]byte
 	for !t.done {

@@ -138,7 +138,8 @@ func (s *Server) handle(c net.Conn) {
 	}
 }
 
-// run drives the session: client handshake, wake, backend login, relay.
+// run drives the session: client handshake, wake and backend login
+// (establish), relay (serve).
 func (ss *session) run() error {
 	if err := ss.clientHandshake(); err != nil {
 		return err
@@ -147,17 +148,31 @@ func (ss *session) run() error {
 		return err
 	}
 	defer ss.s.projects.release(ss.projectID)
+	linked, err := ss.establish()
+	if linked {
+		defer ss.endSession()
+	}
+	if err != nil {
+		return err
+	}
+	ss.serve()
+	return nil
+}
+
+// establish wakes the compute, logs in to it and answers the client's
+// login. linked says the session holds a backend link, which endSession
+// must release, error or not.
+func (ss *session) establish() (linked bool, err error) {
 	ss.st = newSessionState(ss.resp.Database)
 	ss.loadPoolSettings()
 	ss.pinTimeout = ss.s.pinnedIdleTimeout(ss.s.baseCtx, ss)
 	res, l, okPayload, err := ss.connect()
 	if err != nil {
-		return err
+		return false, err
 	}
 	if !ss.setLink(l) {
-		return net.ErrClosed
+		return false, net.ErrClosed
 	}
-	defer ss.endSession()
 	ok, err := wire.ParseOK(okPayload, true)
 	if err == nil {
 		ss.st.observe(ok)
@@ -167,7 +182,7 @@ func (ss *session) run() error {
 	}
 	ss.updatePin()
 	if _, err := wire.WritePacket(ss.conn, ss.seq, okPayload); err != nil {
-		return err
+		return true, err
 	}
 	ss.loggedIn = true
 	if ss.pooled() {
@@ -179,8 +194,7 @@ func (ss *session) run() error {
 	ss.log.Info("login", "project", ss.project, "project_id", ss.projectID, "user", ss.user,
 		"compute", res.ComputeID, "cold_start", res.ColdStart, "tls", ss.tls,
 		"duration", time.Since(ss.start))
-	ss.serve()
-	return nil
+	return true, nil
 }
 
 // endSession releases what an established session holds.
