@@ -54,7 +54,13 @@ func (ss *session) serve() {
 				continue
 			}
 		}
-		err = ss.next()
+		// The wait for the command is not under next's frame: the less
+		// stack an idle session uses, the more of it the garbage
+		// collector frees.
+		var hdr [4]byte
+		if hdr, err = ss.awaitCommand(); err == nil {
+			err = ss.next(hdr)
+		}
 	}
 	ss.logClosed(err)
 }
@@ -68,12 +74,8 @@ func (ss *session) logClosed(err error) {
 		"bytes_in", ss.bytesIn, "bytes_out", ss.bytesOut, "err", err, "duration", time.Since(ss.start))
 }
 
-// next handles one command and its response.
-func (ss *session) next() error {
-	hdr, err := ss.awaitCommand()
-	if err != nil {
-		return err
-	}
+// next handles one command, whose header is hdr, and its response.
+func (ss *session) next(hdr [4]byte) error {
 	n := int(hdr[0]) | int(hdr[1])<<8 | int(hdr[2])<<16
 	if hdr[3] != 0 || n == 0 {
 		return ss.fatal(mysql.NewError(mysql.ER_NET_PACKETS_OUT_OF_ORDER,
@@ -96,7 +98,7 @@ func (ss *session) next() error {
 		c.code = first[0]
 	}
 	ss.bytesIn += int64(4 + n)
-	err = ss.command(c)
+	err := ss.command(c)
 	ss.afterCommand(c)
 	return err
 }
@@ -129,8 +131,12 @@ func (ss *session) awaitCommand() ([4]byte, error) {
 	var err error
 	if deadline || ss.cr.Buffered() > 0 {
 		_, err = io.ReadFull(ss.cr, hdr[:])
+	} else if n, idle, rerr := ss.readBriefly(hdr[:]); idle {
+		// Under awaitCommand alone: the less stack an idle session's
+		// goroutine uses, the more of it the garbage collector frees.
+		err = ss.readLent(hdr[n:])
 	} else {
-		err = ss.awaitIdle(hdr[:])
+		err = rerr
 	}
 	if err != nil && deadline && errors.Is(err, os.ErrDeadlineExceeded) {
 		return hdr, ss.endPinned()
@@ -143,19 +149,26 @@ func (ss *session) awaitCommand() ([4]byte, error) {
 // thousands of idle client connections cost little memory.
 const idleAfter = time.Second
 
-// awaitIdle reads a command header into hdr when nothing is buffered.
-func (ss *session) awaitIdle(hdr []byte) error {
+// readBriefly reads a command header into hdr, when nothing is buffered,
+// for idleAfter at most. idle says the time ran out after n bytes.
+func (ss *session) readBriefly(hdr []byte) (n int, idle bool, err error) {
 	ss.conn.SetReadDeadline(time.Now().Add(idleAfter))
-	n, err := io.ReadFull(ss.cr, hdr)
+	n, err = io.ReadFull(ss.cr, hdr)
 	ss.conn.SetReadDeadline(time.Time{})
-	if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
-		return err
-	}
-	if ss.cr.Buffered() == 0 {
+	return n, err != nil && errors.Is(err, os.ErrDeadlineExceeded), err
+}
+
+// readLent reads the rest of an idle session's command header, its
+// buffers lent out meanwhile when they hold nothing.
+func (ss *session) readLent(rest []byte) error {
+	lend := ss.cr.Buffered() == 0
+	if lend {
 		ss.lendBuffers()
-		defer ss.takeBuffers()
 	}
-	_, err = io.ReadFull(ss.conn, hdr[n:])
+	_, err := io.ReadFull(ss.conn, rest)
+	if lend {
+		ss.takeBuffers()
+	}
 	return err
 }
 

@@ -109,33 +109,54 @@ func refuse(kind Counter, code uint16, msg string, cause error) *refusal {
 	return &refusal{kind: kind, reply: mysql.NewError(code, msg), cause: cause}
 }
 
+// handle serves one client connection. Its frame stays small (the work
+// is in the functions it calls): an idle session's goroutine waits under
+// it, and the garbage collector shrinks a stack only when its frames use
+// under a quarter of it.
 func (s *Server) handle(c net.Conn) {
 	defer s.wg.Done()
-	defer func() {
-		// A bug in one session must not take the daemon down with every
-		// other session; the deferred close below still runs.
-		if v := recover(); v != nil {
-			s.log.Error("session panic; closing it", "panic", v, "stack", string(debug.Stack()))
-		}
-	}()
+	defer s.recoverSession()
 	n := s.active.Add(1)
 	defer s.active.Add(-1)
 	ss := &session{s: s, raw: c, conn: c, key: limiterKey(c.RemoteAddr()), start: time.Now()}
 	defer ss.close()
-	if r := s.admit(ss, n); r != nil {
-		ss.log = s.log.With("remote", c.RemoteAddr().String())
-		ss.fail(r)
+	if !s.open(ss, n) {
 		return
 	}
-	defer s.sources.release(ss.key)
-	ss.id = s.allocID()
-	ss.nonce = wire.NewNonce()
-	ss.log = s.log.With("conn", ss.id, "remote", c.RemoteAddr().String())
-	s.register(ss)
-	defer s.unregister(ss)
+	defer s.leave(ss)
 	if err := ss.run(); err != nil {
 		ss.fail(err)
 	}
+}
+
+// recoverSession, deferred, keeps a bug in one session from taking the
+// daemon down with every other session; handle's other deferred calls,
+// the close among them, still run.
+func (s *Server) recoverSession() {
+	if v := recover(); v != nil {
+		s.log.Error("session panic; closing it", "panic", v, "stack", string(debug.Stack()))
+	}
+}
+
+// open admits the session (n sessions are open) and registers it, or
+// refuses it and reports false.
+func (s *Server) open(ss *session, n int64) bool {
+	if r := s.admit(ss, n); r != nil {
+		ss.log = s.log.With("remote", ss.raw.RemoteAddr().String())
+		ss.fail(r)
+		return false
+	}
+	ss.id = s.allocID()
+	ss.nonce = wire.NewNonce()
+	ss.log = s.log.With("conn", ss.id, "remote", ss.raw.RemoteAddr().String())
+	s.register(ss)
+	return true
+}
+
+// leave undoes open.
+func (s *Server) leave(ss *session) {
+	s.unregister(ss)
+	s.sources.release(ss.key)
 }
 
 // run drives the session: client handshake, wake and backend login
