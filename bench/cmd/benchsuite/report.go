@@ -409,7 +409,7 @@ func render(r *Results) ([]byte, error) {
 			return a / b
 		},
 		"date": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") },
-		"dur":  func(d time.Duration) string { return d.String() },
+		"dur":  func(d time.Duration) string { return d.Round(time.Millisecond).String() },
 		"metrics": func(ms []Metric) string {
 			var parts []string
 			for _, m := range ms {
