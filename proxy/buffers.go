@@ -83,5 +83,7 @@ func (t *trimmer) dropped(n int) {
 		t.free()
 		t.last.Store(time.Now().UnixNano())
 		t.scheduled.Store(false)
+		// Drops during the trim could not schedule the next one.
+		t.dropped(0)
 	})
 }

@@ -1,17 +1,21 @@
 package proxy
 
 import (
-	"sync/atomic"
+	"sync"
 	"testing"
 	"time"
 )
 
 // TestFreeListBounded: a full free list drops what it is given, and the
-// trimmer returns the memory once per wave of drops, not per drop.
+// trimmer returns the memory once per wave of drops, at most once per
+// its interval.
 func TestFreeListBounded(t *testing.T) {
-	var trims atomic.Int32
-	tr := &trimmer{after: 4 << 10, settle: 20 * time.Millisecond, every: 300 * time.Millisecond,
-		free: func() { trims.Add(1) }}
+	var mu sync.Mutex
+	var trims []time.Time
+	count := func() int { mu.Lock(); defer mu.Unlock(); return len(trims) }
+	const every = 300 * time.Millisecond
+	tr := &trimmer{after: 4 << 10, settle: 20 * time.Millisecond, every: every,
+		free: func() { mu.Lock(); trims = append(trims, time.Now()); mu.Unlock() }}
 	f := newFreeList(func() []byte { return make([]byte, 1<<10) }, 1<<10, tr)
 	bufs := make([][]byte, freeListLen+10)
 	for i := range bufs {
@@ -26,25 +30,15 @@ func TestFreeListBounded(t *testing.T) {
 	if b := f.get(); len(b) != 1<<10 {
 		t.Fatalf("a spare buffer of %d bytes", len(b))
 	}
-	waitCount(t, &trims, 1, time.Second)
-	// Another wave within every: one more trim, once every has passed.
+	waitFor(t, 5*time.Second, func() bool { return count() == 1 })
+	// A second wave: one more trim, no sooner than every after the first.
 	for range 10 {
 		f.put(make([]byte, 1<<10))
 	}
-	time.Sleep(100 * time.Millisecond)
-	if n := trims.Load(); n != 1 {
-		t.Fatalf("%d trims within the interval, want 1", n)
-	}
-	waitCount(t, &trims, 2, time.Second)
-}
-
-func waitCount(t *testing.T, n *atomic.Int32, want int32, limit time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for n.Load() < want {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d trims after %s, want %d", n.Load(), limit, want)
-		}
-		time.Sleep(5 * time.Millisecond)
+	waitFor(t, 5*time.Second, func() bool { return count() == 2 })
+	mu.Lock()
+	defer mu.Unlock()
+	if gap := trims[1].Sub(trims[0]); gap < every-10*time.Millisecond {
+		t.Fatalf("trims %s apart, want at least %s", gap, every)
 	}
 }

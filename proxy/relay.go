@@ -159,14 +159,16 @@ func (ss *session) readBriefly(hdr []byte) (n int, idle bool, err error) {
 }
 
 // readLent reads the rest of an idle session's command header, its
-// buffers lent out meanwhile when they hold nothing.
+// buffers lent out meanwhile when they hold nothing. A failed read ends
+// the session, which then needs no buffers: it takes none, so that a
+// pool of idle clients closing at once allocates nothing.
 func (ss *session) readLent(rest []byte) error {
 	lend := ss.cr.Buffered() == 0
 	if lend {
 		ss.lendBuffers()
 	}
 	_, err := io.ReadFull(ss.conn, rest)
-	if lend {
+	if lend && err == nil {
 		ss.takeBuffers()
 	}
 	return err

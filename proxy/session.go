@@ -120,10 +120,13 @@ func (s *Server) handle(c net.Conn) {
 	defer s.active.Add(-1)
 	ss := &session{s: s, raw: c, conn: c, key: limiterKey(c.RemoteAddr()), start: time.Now()}
 	defer ss.close()
-	if !s.open(ss, n) {
+	if r := s.admit(ss, n); r != nil {
+		ss.refused(r)
 		return
 	}
-	defer s.leave(ss)
+	defer s.sources.release(ss.key)
+	s.open(ss)
+	defer s.unregister(ss)
 	if err := ss.run(); err != nil {
 		ss.fail(err)
 	}
@@ -138,25 +141,18 @@ func (s *Server) recoverSession() {
 	}
 }
 
-// open admits the session (n sessions are open) and registers it, or
-// refuses it and reports false.
-func (s *Server) open(ss *session, n int64) bool {
-	if r := s.admit(ss, n); r != nil {
-		ss.log = s.log.With("remote", ss.raw.RemoteAddr().String())
-		ss.fail(r)
-		return false
-	}
+// refused answers a session that admission refused.
+func (ss *session) refused(r *refusal) {
+	ss.log = ss.s.log.With("remote", ss.raw.RemoteAddr().String())
+	ss.fail(r)
+}
+
+// open gives an admitted session its id and registers it.
+func (s *Server) open(ss *session) {
 	ss.id = s.allocID()
 	ss.nonce = wire.NewNonce()
 	ss.log = s.log.With("conn", ss.id, "remote", ss.raw.RemoteAddr().String())
 	s.register(ss)
-	return true
-}
-
-// leave undoes open.
-func (s *Server) leave(ss *session) {
-	s.unregister(ss)
-	s.sources.release(ss.key)
 }
 
 // run drives the session: client handshake, wake and backend login
@@ -169,11 +165,10 @@ func (ss *session) run() error {
 		return err
 	}
 	defer ss.s.projects.release(ss.projectID)
-	linked, err := ss.establish()
-	if linked {
-		defer ss.endSession()
-	}
-	if err != nil {
+	// Deferred before establish, so that it runs even if establish
+	// panics; it has nothing to do for a session that got no link.
+	defer ss.endSession()
+	if err := ss.establish(); err != nil {
 		return err
 	}
 	ss.serve()
@@ -181,18 +176,17 @@ func (ss *session) run() error {
 }
 
 // establish wakes the compute, logs in to it and answers the client's
-// login. linked says the session holds a backend link, which endSession
-// must release, error or not.
-func (ss *session) establish() (linked bool, err error) {
+// login.
+func (ss *session) establish() error {
 	ss.st = newSessionState(ss.resp.Database)
 	ss.loadPoolSettings()
 	ss.pinTimeout = ss.s.pinnedIdleTimeout(ss.s.baseCtx, ss)
 	res, l, okPayload, err := ss.connect()
 	if err != nil {
-		return false, err
+		return err
 	}
 	if !ss.setLink(l) {
-		return false, net.ErrClosed
+		return net.ErrClosed
 	}
 	ok, err := wire.ParseOK(okPayload, true)
 	if err == nil {
@@ -203,7 +197,7 @@ func (ss *session) establish() (linked bool, err error) {
 	}
 	ss.updatePin()
 	if _, err := wire.WritePacket(ss.conn, ss.seq, okPayload); err != nil {
-		return true, err
+		return err
 	}
 	ss.loggedIn = true
 	if ss.pooled() {
@@ -215,7 +209,7 @@ func (ss *session) establish() (linked bool, err error) {
 	ss.log.Info("login", "project", ss.project, "project_id", ss.projectID, "user", ss.user,
 		"compute", res.ComputeID, "cold_start", res.ColdStart, "tls", ss.tls,
 		"duration", time.Since(ss.start))
-	return true, nil
+	return nil
 }
 
 // endSession releases what an established session holds.
