@@ -155,8 +155,12 @@ func (o *Options) normalize() error {
 	def(&o.CPULimit, DefaultCPULimit)
 	def(&o.Memory, DefaultMemory)
 	for key, v := range map[string]string{"storage_size": o.StorageSize, "cpu": o.CPU, "cpu_limit": o.CPULimit, "memory": o.Memory} {
-		if _, err := resource.ParseQuantity(v); err != nil {
+		q, err := resource.ParseQuantity(v)
+		if err != nil {
 			return fmt.Errorf("kubernetes driver: %s %q: %w", key, v, err)
+		}
+		if q.Sign() < 0 {
+			return fmt.Errorf("kubernetes driver: %s %q: must not be negative", key, v)
 		}
 	}
 	if o.StopTimeout <= 0 {

@@ -210,9 +210,11 @@ func TestCPULimit(t *testing.T) {
 		}
 		checkResources(t, pod.Spec.Containers[0], tc.cpu, tc.want, "512Mi")
 	}
-	_, err := New(Options{Client: fake.NewClientset(), CPULimit: "a lot"})
-	if err == nil || !strings.Contains(err.Error(), "cpu_limit") {
-		t.Errorf("New with cpu_limit %q: %v, want an error naming cpu_limit", "a lot", err)
+	for _, bad := range []string{"a lot", "-1"} {
+		_, err := New(Options{Client: fake.NewClientset(), CPULimit: bad})
+		if err == nil || !strings.Contains(err.Error(), "cpu_limit") {
+			t.Errorf("New with cpu_limit %q: %v, want an error naming cpu_limit", bad, err)
+		}
 	}
 }
 

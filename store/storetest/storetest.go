@@ -34,6 +34,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"TenantProjects", testTenantProjects},
 		{"APIKeys", testAPIKeys},
 		{"ComputeCRUD", testComputeCRUD},
+		{"ComputesInState", testComputesInState},
 		{"ComputeUniqueness", testComputeUniqueness},
 		{"ComputeCAS", testComputeCAS},
 		{"ComputeCASRace", testComputeCASRace},
