@@ -21,7 +21,7 @@ import (
 type DaemonConfig struct {
 	DataDir, API, Proxy          string // API and Proxy: host:port
 	Kubeconfig, Namespace, Image string
-	CPU                          string // of a compute's Pod: requests = limits
+	CPU                          string // a compute's CPU request
 	More                         string // YAML appended: the store at least
 }
 

@@ -185,10 +185,7 @@ func (e *env) killReplica(t *testing.T, cfg *mysql.Config) string {
 	}
 	holder, _ := e.leaseHolder(ctx)
 	victim := holderPod(holder, pods)
-	loop, err := startLoginLoop(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	loop := startLoginLoop(t, cfg)
 	other := startSurvivor(t, cfg, pods, victim)
 	time.Sleep(3 * time.Second)
 	killAt := time.Now()
@@ -227,10 +224,7 @@ func (e *env) killReplica(t *testing.T, cfg *mysql.Config) string {
 // login loop running, and waits until the old replicas are gone.
 func (e *env) rollingUpdate(t *testing.T, cfg *mysql.Config) string {
 	ctx := t.Context()
-	loop, err := startLoginLoop(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	loop := startLoginLoop(t, cfg)
 	time.Sleep(2 * time.Second)
 	t0 := time.Now()
 	patch := fmt.Sprintf(`{"spec":{"template":{"metadata":{"annotations":{"realnode/rollout":%q}}}}}`, t0.Format(time.RFC3339Nano))
@@ -296,10 +290,7 @@ func (e *env) crashReplica(t *testing.T, cfg *mysql.Config) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	loop, err := startLoginLoop(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	loop := startLoginLoop(t, cfg)
 	other := startSurvivor(t, cfg, pods, victim)
 	time.Sleep(3 * time.Second)
 	killAt := time.Now()

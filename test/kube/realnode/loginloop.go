@@ -20,13 +20,14 @@ import (
 // each time, and counts the failures: what an application that connects
 // per request sees of a daemon replica's death or a rolling update.
 type loginLoop struct {
-	conn  driver.Connector
-	stop  chan struct{}
-	done  chan struct{}
-	mu    sync.Mutex
-	ok    int
-	fails []loginFail
-	times []time.Duration // of the logins that succeeded
+	conn     driver.Connector
+	stop     chan struct{}
+	stopOnce sync.Once
+	done     chan struct{}
+	mu       sync.Mutex
+	ok       int
+	fails    []loginFail
+	times    []time.Duration // of the logins that succeeded
 }
 
 type loginFail struct {
@@ -43,13 +44,16 @@ func mysqlConfig(addr, project, user, password string) *mysql.Config {
 	return cfg
 }
 
-// startLoginLoop starts logging in, every 20 ms, until finish.
-func startLoginLoop(cfg *mysql.Config) (*loginLoop, error) {
+// startLoginLoop starts logging in, every 20 ms, until finish or the end
+// of the test.
+func startLoginLoop(t *testing.T, cfg *mysql.Config) *loginLoop {
+	t.Helper()
 	conn, err := mysql.NewConnector(cfg)
 	if err != nil {
-		return nil, err
+		t.Fatal(err)
 	}
 	l := &loginLoop{conn: conn, stop: make(chan struct{}), done: make(chan struct{})}
+	t.Cleanup(func() { l.finish() })
 	go func() {
 		defer close(l.done)
 		for {
@@ -70,12 +74,13 @@ func startLoginLoop(cfg *mysql.Config) (*loginLoop, error) {
 			l.mu.Unlock()
 		}
 	}()
-	return l, nil
+	return l
 }
 
-// finish stops the loop and returns its counts.
+// finish stops the loop and returns its counts. It may be called again
+// (a test's cleanup stops a loop its failure left running).
 func (l *loginLoop) finish() (ok int, fails []loginFail, maxLogin time.Duration) {
-	close(l.stop)
+	l.stopOnce.Do(func() { close(l.stop) })
 	<-l.done
 	if len(l.times) > 0 {
 		maxLogin = slices.Max(l.times)
@@ -133,10 +138,7 @@ func startSurvivor(t *testing.T, cfg *mysql.Config, pods []corev1.Pod, victim st
 		}
 		c := cfg.Clone()
 		c.Addr = net.JoinHostPort(p.Status.PodIP, "3306")
-		loop, err := startLoginLoop(c)
-		if err != nil {
-			t.Fatal(err)
-		}
+		loop := startLoginLoop(t, c)
 		return &survivor{pod: p.Name, loop: loop}
 	}
 	t.Fatalf("no replica besides %s to log in to", victim)

@@ -65,15 +65,22 @@ func startNode(ctx context.Context, c *cluster, bins map[string]string, im *imag
 	return n, n.waitReady(ctx, c, 2*time.Minute)
 }
 
-// waitReady waits until the kubelet has reported the Node Ready.
+// waitReady waits until the kubelet has reported the Node Ready and the
+// node controller has lifted the taints of a node that was not, which it
+// does up to a monitor period later: until then no Pod is scheduled.
 func (n *node) waitReady(ctx context.Context, c *cluster, limit time.Duration) error {
-	err := kubetest.WaitFor(limit, 500*time.Millisecond, "node Ready", func() (bool, error) {
+	err := kubetest.WaitFor(limit, 200*time.Millisecond, "node Ready", func() (bool, error) {
 		if n.kubelet.exited() {
-			return false, fmt.Errorf("kubelet exited")
+			return false, kubetest.Abort(fmt.Errorf("kubelet exited"))
 		}
 		nd, err := c.client.CoreV1().Nodes().Get(ctx, nodeName, metav1.GetOptions{})
 		if err != nil {
 			return false, err
+		}
+		for _, t := range nd.Spec.Taints {
+			if t.Key == corev1.TaintNodeNotReady || t.Key == corev1.TaintNodeUnreachable {
+				return false, fmt.Errorf("tainted %s", t.Key)
+			}
 		}
 		for _, cond := range nd.Status.Conditions {
 			if cond.Type == corev1.NodeReady {

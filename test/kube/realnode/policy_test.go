@@ -99,10 +99,7 @@ func (e *env) checkPolicy(t *testing.T, cfg *mysql.Config, computePod, dsn strin
 	}
 	// The daemon's path: logins through the Service, then a suspend and a
 	// wake, whose new Pod gets the policy too.
-	loop, err := startLoginLoop(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	loop := startLoginLoop(t, cfg)
 	time.Sleep(3 * time.Second)
 	ok, fails, _ := loop.finish()
 	if len(fails) > 0 || ok == 0 {

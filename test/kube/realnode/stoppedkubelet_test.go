@@ -3,10 +3,10 @@
 package realnode
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"regexp"
-	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -48,14 +48,19 @@ func TestRealNodeStoppedKubelet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The compute's mariadbd, which will outlive its kubelet.
 	orphans := podProcesses("mariadbd")
+	if len(orphans) != 1 || orphans[0].uid != mysqlUID {
+		t.Fatalf("mariadbd processes %+v, want one of uid %d", orphans, mysqlUID)
+	}
 
 	// 1. The kubelet stops; the node controller marks the node Unknown.
 	killAt := time.Now()
 	e.node.killKubelet()
 	t.Cleanup(func() {
-		if e.node.kubelet.exited() {
-			if err := e.node.restartKubelet(t.Context(), e.cluster); err != nil {
+		// t.Context() is done by now.
+		if e.node.kubelet == nil || e.node.kubelet.exited() {
+			if err := e.node.restartKubelet(context.Background(), e.cluster); err != nil {
 				t.Errorf("kubelet restart: %v", err)
 			}
 		}
@@ -83,6 +88,7 @@ func TestRealNodeStoppedKubelet(t *testing.T) {
 
 	// 3. A login: the Pod on the lost node is force-deleted, and the new
 	// one cannot be scheduled: a clear error, not a hang.
+	forced := d.logCount("force-deleting a pod on a lost node")
 	t0 = time.Now()
 	err = loginErr(d, project, pw)
 	took := time.Since(t0)
@@ -99,7 +105,7 @@ func TestRealNodeStoppedKubelet(t *testing.T) {
 	} else if err != nil && !apierrors.IsNotFound(err) {
 		t.Fatal(err)
 	}
-	if d.logCount("force-deleting a pod on a lost node") == 0 {
+	if d.logCount("force-deleting a pod on a lost node") == forced {
 		t.Fatalf("the daemon did not log a force-deletion; its log:\n%s", d.tail())
 	}
 	var got struct {
@@ -115,8 +121,7 @@ func TestRealNodeStoppedKubelet(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := kubetest.WaitFor(time.Minute, 100*time.Millisecond, "the orphaned mariadbd stopped", func() (bool, error) {
-		left := slices.ContainsFunc(orphans, func(p podProcess) bool { return syscall.Kill(p.pid, 0) == nil })
-		return !left, nil
+		return syscall.Kill(orphans[0].pid, 0) != nil, nil
 	}); err != nil {
 		t.Fatal(err)
 	}
