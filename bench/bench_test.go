@@ -21,6 +21,7 @@ import (
 	"github.com/serverlessd/serverlessd/compute"
 	"github.com/serverlessd/serverlessd/compute/local"
 	"github.com/serverlessd/serverlessd/compute/local/localtest"
+	"github.com/serverlessd/serverlessd/compute/mariadb"
 	"github.com/serverlessd/serverlessd/proxy"
 	"github.com/serverlessd/serverlessd/store"
 )
@@ -167,7 +168,7 @@ func (fixedDir) LookupRole(ctx context.Context, project, user string) (string, s
 	if project != "bench" || user != "sb" {
 		return "", "", fmt.Errorf("unknown role %s.%s", project, user)
 	}
-	return "prj_bench", compute.NativeHash("pw"), nil
+	return "prj_bench", mariadb.HashPassword("pw"), nil
 }
 
 type fixedWaker struct {

@@ -3,8 +3,6 @@ package compute
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha1"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"regexp"
@@ -52,14 +50,6 @@ func NewPassword() string {
 	return string(b)
 }
 
-// NativeHash returns MariaDB's mysql_native_password hash of a password:
-// "*" + HEX(SHA1(SHA1(password))).
-func NativeHash(password string) string {
-	s1 := sha1.Sum([]byte(password))
-	s2 := sha1.Sum(s1[:])
-	return "*" + strings.ToUpper(hex.EncodeToString(s2[:]))
-}
-
 // CreateRole creates a role with a generated password and returns the
 // password, which is never stored. The role exists in the running compute at
 // once; a suspended compute gets it before it is next marked active.
@@ -69,7 +59,7 @@ func (m *Manager) CreateRole(ctx context.Context, projectID, name string) (*stor
 	}
 	pw := NewPassword()
 	now := store.Now()
-	r := &store.Role{ProjectID: projectID, Name: name, PasswordHash: NativeHash(pw), CreatedAt: now, UpdatedAt: now}
+	r := &store.Role{ProjectID: projectID, Name: name, PasswordHash: mariadb.HashPassword(pw), CreatedAt: now, UpdatedAt: now}
 	err := m.withActive(ctx, projectID, func() error {
 		if err := m.st.CreateRole(ctx, r); err != nil {
 			return fmt.Errorf("create role %q in project %s: %w", name, projectID, err)
@@ -88,7 +78,7 @@ func (m *Manager) ResetPassword(ctx context.Context, projectID, name string) (*s
 		if r, err = m.st.GetRole(ctx, projectID, name); err != nil {
 			return fmt.Errorf("reset password of role %q in project %s: %w", name, projectID, err)
 		}
-		r.PasswordHash, r.UpdatedAt = NativeHash(pw), store.Now()
+		r.PasswordHash, r.UpdatedAt = mariadb.HashPassword(pw), store.Now()
 		return m.st.UpdateRole(ctx, r)
 	})
 	return r, pw, err

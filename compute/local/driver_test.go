@@ -13,6 +13,7 @@ import (
 
 	"github.com/serverlessd/serverlessd/compute"
 	"github.com/serverlessd/serverlessd/compute/local/localtest"
+	"github.com/serverlessd/serverlessd/compute/mariadb"
 	"github.com/serverlessd/serverlessd/store"
 )
 
@@ -67,7 +68,7 @@ func TestStartAdminAndUsers(t *testing.T) {
 	// logs in as them over the same socket.
 	mustExec(t, admin,
 		"CREATE DATABASE app",
-		"CREATE USER 'app'@'%' IDENTIFIED BY PASSWORD '"+nativeHash("s3cret-pw")+"'",
+		"CREATE USER 'app'@'%' IDENTIFIED BY PASSWORD '"+mariadb.HashPassword("s3cret-pw")+"'",
 		"GRANT ALL PRIVILEGES ON app.* TO 'app'@'%'")
 	user := openDB(t, addr, "app", "s3cret-pw", "app")
 	var who string

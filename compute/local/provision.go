@@ -3,13 +3,10 @@ package local
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha1"
 	"encoding/base64"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/serverlessd/serverlessd/compute/mariadb"
@@ -143,14 +140,7 @@ func writeInitFile(l layout) error {
 	if err != nil {
 		return err
 	}
-	return writeConfig(l.initSQL(), mariadb.InitSQL("localhost", nativeHash(creds.Password)), 0o600)
-}
-
-// nativeHash is mysql_native_password's "*" + HEX(SHA1(SHA1(password))).
-func nativeHash(password string) string {
-	s1 := sha1.Sum([]byte(password))
-	s2 := sha1.Sum(s1[:])
-	return "*" + strings.ToUpper(hex.EncodeToString(s2[:]))
+	return writeConfig(l.initSQL(), mariadb.InitSQL("localhost", mariadb.HashPassword(creds.Password)), 0o600)
 }
 
 // writeSynced writes a new private file and fsyncs it.

@@ -7,18 +7,11 @@ import (
 	"testing"
 )
 
-// nativeHash is MariaDB's PASSWORD(pw).
-func nativeHash(pw string) string {
-	s1 := sha1.Sum([]byte(pw))
-	s2 := sha1.Sum(s1[:])
-	return "*" + strings.ToUpper(hex.EncodeToString(s2[:]))
-}
-
 // TestBoundCredentials: the bound hash is the native hash of the bound
 // stage1, it is not the role's own, and it differs by key, project and role.
 func TestBoundCredentials(t *testing.T) {
 	key := []byte("0123456789abcdef0123456789abcdef")
-	hash := nativeHash("s3cret")
+	hash := HashPassword("s3cret")
 	stage2, _ := hex.DecodeString(hash[1:])
 	bound, err := BoundHash(key, "prj_a", "root", hash)
 	if err != nil {

@@ -1,6 +1,8 @@
 package mariadb
 
 import (
+	"crypto/sha1"
+	"encoding/hex"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -83,6 +85,14 @@ func SyncStatements(roles []Role, have map[string]string, keep func(name string)
 
 // NativeHash matches a mysql_native_password hash as mysql.user stores it.
 var NativeHash = regexp.MustCompile(`^\*[0-9A-F]{40}$`)
+
+// HashPassword returns a password's mysql_native_password hash, as
+// PASSWORD() makes it: "*" + HEX(SHA1(SHA1(password))).
+func HashPassword(password string) string {
+	s1 := sha1.Sum([]byte(password))
+	s2 := sha1.Sum(s1[:])
+	return "*" + strings.ToUpper(hex.EncodeToString(s2[:]))
+}
 
 // account is one row of mysql.global_priv.
 type account struct {
