@@ -54,9 +54,7 @@ func (ss *session) serve() {
 				continue
 			}
 		}
-		// The wait for the command is not under next's frame: the less
-		// stack an idle session uses, the more of it the garbage
-		// collector frees.
+		// The wait is not under next's frame: see handle.
 		var hdr [4]byte
 		if hdr, err = ss.awaitCommand(); err == nil {
 			err = ss.next(hdr)
@@ -132,8 +130,7 @@ func (ss *session) awaitCommand() ([4]byte, error) {
 	if deadline || ss.cr.Buffered() > 0 {
 		_, err = io.ReadFull(ss.cr, hdr[:])
 	} else if n, idle, rerr := ss.readBriefly(hdr[:]); idle {
-		// Under awaitCommand alone: the less stack an idle session's
-		// goroutine uses, the more of it the garbage collector frees.
+		// The long wait, under as few frames as can be: see handle.
 		err = ss.readLent(hdr[n:])
 	} else {
 		err = rerr

@@ -82,12 +82,8 @@ func (n *node) waitReady(ctx context.Context, c *cluster, limit time.Duration) e
 				return false, fmt.Errorf("tainted %s", t.Key)
 			}
 		}
-		for _, cond := range nd.Status.Conditions {
-			if cond.Type == corev1.NodeReady {
-				return cond.Status == corev1.ConditionTrue, fmt.Errorf("Ready=%s: %s", cond.Status, cond.Message)
-			}
-		}
-		return false, fmt.Errorf("no Ready condition")
+		ready := nodeReady(nd)
+		return ready == corev1.ConditionTrue, fmt.Errorf("Ready=%s", ready)
 	})
 	if err != nil {
 		return fmt.Errorf("%w\nkubelet log:\n%s", err, n.kubelet.tailLog(5000))
@@ -311,6 +307,16 @@ func (n *node) logs() string {
 		}
 	}
 	return b.String()
+}
+
+// nodeReady is a Node's Ready condition status (Unknown when it has none).
+func nodeReady(n *corev1.Node) corev1.ConditionStatus {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status
+		}
+	}
+	return corev1.ConditionUnknown
 }
 
 // killKubelet SIGKILLs the kubelet, as when a node is cut off from the

@@ -169,16 +169,6 @@ func (d *daemon) causeOf(err error) string {
 	return ""
 }
 
-// nodeReady is a Node's Ready condition status.
-func nodeReady(n *corev1.Node) corev1.ConditionStatus {
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Status
-		}
-	}
-	return corev1.ConditionUnknown
-}
-
 func clipText(s string, n int) string {
 	if len(s) > n {
 		return s[:n] + "..."
