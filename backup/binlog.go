@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -130,4 +132,32 @@ func FetchBinlog(ctx context.Context, t Target, b Binlog, path string) error {
 		return fmt.Errorf("binary log %s: %w", b.Name, err)
 	}
 	return nil
+}
+
+// Where a binary log file's header keeps its "in use" flag: after the
+// 4-byte magic, the first event's header (timestamp 4, type 1, server id
+// 4, size 4, next position 4) is followed by its 2-byte flags.
+const (
+	binlogFlagsAt = 4 + 4 + 1 + 4 + 4 + 4
+	binlogInUse   = 0x1 // LOG_EVENT_BINLOG_IN_USE_F
+)
+
+// BinlogOpen reports whether the binary log at path is still open: the
+// server sets the flag in its header when it opens the file and clears it
+// when it closes it cleanly (a rotation or a shutdown). A file whose
+// server crashed stays marked until the server's next start.
+func BinlogOpen(path string) (bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	var h [binlogFlagsAt + 2]byte
+	if _, err := io.ReadFull(f, h[:]); err != nil {
+		return false, fmt.Errorf("binary log %s: header: %w", filepath.Base(path), err)
+	}
+	if string(h[:4]) != "\xfebin" {
+		return false, fmt.Errorf("binary log %s is not a binary log", filepath.Base(path))
+	}
+	return binary.LittleEndian.Uint16(h[binlogFlagsAt:])&binlogInUse != 0, nil
 }

@@ -145,6 +145,9 @@ func (s *Service) saveBase(ctx context.Context, c *store.Compute, from *Manifest
 // Catalog lists a compute's snapshots and its restorable window.
 func (s *Service) Catalog(ctx context.Context, c *store.Compute) (Catalog, error) {
 	dir, ok := s.DataDir(c)
+	if s.remote(c) {
+		return s.catalogRemote(ctx, c)
+	}
 	if !ok {
 		return Catalog{}, ErrNoData
 	}
@@ -161,13 +164,17 @@ func (s *Service) Catalog(ctx context.Context, c *store.Compute) (Catalog, error
 // the backups reach) and returns the restore's operation; the compute runs
 // on the restored data after it.
 func (s *Service) RestoreTo(ctx context.Context, c *store.Compute, to time.Time) (*store.Operation, error) {
-	if _, ok := s.DataDir(c); !ok || s.Computes == nil {
+	_, local := s.DataDir(c)
+	if (!local && !s.remote(c)) || s.Computes == nil {
 		return nil, ErrNoData
 	}
 	// Fail fast, before stopping anything, when the backups cannot reach
 	// to; the plan is made again once everything is shipped.
 	if _, err := PlanRestore(ctx, s.Target, c, to); err != nil && !errors.Is(err, errWindowEnd) {
 		return nil, err
+	}
+	if !local {
+		return s.restoreRemote(ctx, c, to)
 	}
 	return s.Computes.Restore(ctx, c.ID, s.RestoreSteps(c, to))
 }

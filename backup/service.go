@@ -67,6 +67,10 @@ type Service struct {
 	// Staging returns an empty folder that the driver can move in as a
 	// compute's datadir.
 	Staging func(c *store.Compute) (string, error)
+	// Agent, when set, backs up and restores the computes that keep no
+	// datadir on this node, where their volumes are mounted: binary logs
+	// and a snapshot after each suspend, and restores in place.
+	Agent RunAgent
 	// MaxDelay bounds how long a commit waits to be shipped (DefaultMaxDelay).
 	MaxDelay time.Duration
 	Log      *slog.Logger
@@ -102,6 +106,9 @@ type state struct {
 	lastSnap   time.Time
 	snapsKnown bool
 	shipped    map[string]bool // binary logs stored, of timeline
+	// purgeTo: an agent shipped the binary logs before this one, which
+	// the running compute may purge.
+	purgeTo string
 	// timeline is the one shipped holds.
 	timeline string
 	pos      compute.BinlogPos // at the last rotation
@@ -184,6 +191,7 @@ func (s *Service) log(c *store.Compute) *slog.Logger {
 func (s *Service) AfterSuspend(c store.Compute, reason string) {
 	dir, ok := s.DataDir(&c)
 	if !ok {
+		s.afterRemoteSuspend(c)
 		return
 	}
 	names, err := IndexedBinlogs(dir)
@@ -265,6 +273,9 @@ func (s *Service) catchUp(ctx context.Context, st *state) error {
 	s.mu.Unlock()
 	if gone {
 		return nil
+	}
+	if s.remote(&c) {
+		return s.catchUpRemote(ctx, st, &c)
 	}
 	st.shipMu.Lock()
 	err := s.ship(ctx, st, &c, names)

@@ -82,6 +82,10 @@ func (s *Service) rotateDue() {
 	}
 	for _, w := range s.Computes.ActiveComputes() {
 		c := &store.Compute{ID: w.ComputeID, ProjectID: w.ProjectID}
+		if s.remote(c) {
+			s.purgeDue(c)
+			continue
+		}
 		if _, ok := s.DataDir(c); !ok {
 			continue
 		}

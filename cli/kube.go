@@ -1,10 +1,14 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -48,6 +52,10 @@ func openKubernetes(cfg config.Config, log *slog.Logger) (compute.Driver, error)
 			Value: t.Value, Effect: corev1.TaintEffect(t.Effect),
 		})
 	}
+	agentImage := k.AgentImage
+	if agentImage == "" && cfg.Backup.Enabled && k.Kubeconfig == "" {
+		agentImage = ownImage(cs, k.Namespace, log)
+	}
 	return kubedriver.New(kubedriver.Options{
 		Client:       cs,
 		EventClient:  events,
@@ -62,7 +70,41 @@ func openKubernetes(cfg config.Config, log *slog.Logger) (compute.Driver, error)
 		Tolerations:  tols,
 		StopTimeout:  cfg.Compute.StopTimeout,
 		Logger:       log,
+		Binlog:       cfg.Backup.Enabled,
+		AgentImage:   agentImage,
+		AgentEnv:     agentEnv(cfg.Backup.S3),
+		AgentSecret:  k.AgentSecret,
 	})
+}
+
+// agentEnv is the backup agents' target, as `serverlessd agent run`
+// reads it. Credentials never go in a Pod's spec: they come from the
+// kubernetes.agent_secret Secret or the nodes' own AWS credentials.
+func agentEnv(o config.S3) map[string]string {
+	env := map[string]string{}
+	for k, v := range map[string]string{envS3Endpoint: o.Endpoint, envS3Bucket: o.Bucket, envS3Prefix: o.Prefix, envS3Region: o.Region} {
+		if v != "" {
+			env[k] = v
+		}
+	}
+	return env
+}
+
+// ownImage is the image of the daemon's own Pod (a Pod's hostname is its
+// name), for backup agents; "" if it cannot be read.
+func ownImage(cs kubernetes.Interface, namespace string, log *slog.Logger) string {
+	name, err := os.Hostname()
+	if err != nil {
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pod, err := cs.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil || len(pod.Spec.Containers) == 0 {
+		log.Warn("could not read this daemon's own image for backup agents; set kubernetes.agent_image", "pod", name, "err", err)
+		return ""
+	}
+	return pod.Spec.Containers[0].Image
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {

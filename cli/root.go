@@ -54,6 +54,7 @@ func newRoot() *cobra.Command {
 		newAPIKey(g),
 		newBackup(g),
 		newBranch(g),
+		newAgent(),
 	)
 	return root
 }

@@ -380,27 +380,38 @@ func openDriver(cfg config.Config, log *slog.Logger) (compute.Driver, error) {
 }
 
 // defaultSpec is what a new compute runs with when its request names none.
-// backupService backs up local computes when backups are on: their binary
-// logs while they run, and a snapshot after each clean suspend.
+// backupService backs up computes when backups are on. The daemon ships
+// a local compute's binary logs while it runs and snapshots it after each
+// clean suspend; a backup agent Pod does both for a Kubernetes compute
+// after each suspend.
 func backupService(ctx context.Context, cfg config.Config, st store.Store, drv compute.Driver, log *slog.Logger) (*backup.Service, error) {
-	ld, ok := drv.(*local.Driver)
 	if !cfg.Backup.Enabled {
 		return nil, nil
 	}
-	if !ok {
-		log.Warn("backups are not available for this compute driver yet", "component", "backup", "driver", drv.Name())
+	svc := &backup.Service{Store: st, Log: log, MaxDelay: cfg.Backup.BinlogMaxDelay, Interval: cfg.Backup.Interval,
+		Retention: cfg.Backup.Retention}
+	switch d := drv.(type) {
+	case *local.Driver:
+		svc.DataDir = func(c *store.Compute) (string, bool) { return d.DataDir(c), true }
+		svc.Staging = d.Staging
+	case *kubedriver.Driver:
+		if d.AgentImage() == "" {
+			return nil, fmt.Errorf("backups: %w", kubedriver.ErrNoAgentImage)
+		}
+		svc.DataDir = func(*store.Compute) (string, bool) { return "", false }
+		svc.Agent = d.RunAgent
+	default:
+		log.Warn("backups are not available for this compute driver", "component", "backup", "driver", drv.Name())
 		return nil, nil
 	}
 	t, where, err := backupTarget(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
+	svc.Target = t
 	log.Info("backups on: binary logs shipped, snapshots after clean suspends", "component", "backup",
-		"target", where, "binlog_max_delay", cfg.Backup.BinlogMaxDelay)
-	return &backup.Service{Target: t, Store: st, Log: log, MaxDelay: cfg.Backup.BinlogMaxDelay, Interval: cfg.Backup.Interval,
-		Retention: cfg.Backup.Retention,
-		DataDir:   func(c *store.Compute) (string, bool) { return ld.DataDir(c), true },
-		Staging:   ld.Staging}, nil
+		"target", where, "binlog_max_delay", cfg.Backup.BinlogMaxDelay, "driver", drv.Name())
+	return svc, nil
 }
 
 // apiBackups keeps a nil service a nil interface.

@@ -34,6 +34,10 @@ type RestoreSteps struct {
 	// Replay, when set, runs once the compute runs on the new data, before
 	// its roles are applied and before any client can reach it.
 	Replay func(ctx context.Context, c *store.Compute, addr string, admin Credentials) error
+	// InPlace means Prepare replaces the data itself, on the compute's
+	// volume (a backup agent), and returns no folder: the driver need not
+	// be a DataReplacer.
+	InPlace bool
 }
 
 // Restore replaces a compute's data: it suspends the compute if it runs,
@@ -41,7 +45,7 @@ type RestoreSteps struct {
 // the compute on the new data. It returns the restore's operation.
 func (m *Manager) Restore(ctx context.Context, computeID string, steps RestoreSteps) (*store.Operation, error) {
 	rep, ok := m.drv.(DataReplacer)
-	if !ok {
+	if !ok && !steps.InPlace {
 		return nil, fmt.Errorf("restore compute %s: %w (driver %s)", computeID, ErrCannotRestore, m.drv.Name())
 	}
 	unlock := m.lock(computeID)
@@ -63,7 +67,7 @@ func (m *Manager) Restore(ctx context.Context, computeID string, steps RestoreSt
 	}
 	op, err := m.runOp(ctx, c, store.ActionRestore, ReasonAPI, func() error {
 		src, err := steps.Prepare(ctx, c)
-		if err != nil {
+		if err != nil || steps.InPlace {
 			return err
 		}
 		return rep.ReplaceData(ctx, c, src)

@@ -101,6 +101,12 @@ type Kubernetes struct {
 	Memory        string            `mapstructure:"memory"`
 	NodeSelector  map[string]string `mapstructure:"node_selector"`
 	Tolerations   []Toleration      `mapstructure:"tolerations"`
+	// AgentImage holds the serverlessd binary for backup agents' Pods;
+	// empty means the daemon's own image, when it runs in a Pod.
+	AgentImage string `mapstructure:"agent_image"`
+	// AgentSecret names a Secret whose keys (AWS_ACCESS_KEY_ID,
+	// AWS_SECRET_ACCESS_KEY) become the backup agents' environment.
+	AgentSecret string `mapstructure:"agent_secret"`
 }
 
 // Toleration mirrors a Pod toleration.
@@ -289,6 +295,7 @@ func Default() Config {
 			CPU:         "500m",
 			CPULimit:    "1",
 			Memory:      "1Gi",
+			AgentSecret: "serverlessd-backup",
 		},
 		Backup: Backup{Target: "dir", BinlogMaxDelay: 60 * time.Second, Interval: 24 * time.Hour,
 			Retention: 7 * 24 * time.Hour},
@@ -393,6 +400,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	validateBackup(bad, c.Backup)
+	if c.Backup.Enabled && c.Compute.Driver == "kubernetes" && c.Backup.Target != "s3" {
+		bad("backup.target", "must be s3 with the kubernetes driver: backup agents run in Pods, which cannot reach the daemon's folder")
+	}
 	if c.Shutdown.DrainDelay < 0 || c.Shutdown.DrainTimeout < 0 {
 		bad("shutdown", "drain_delay and drain_timeout must not be negative, got %s and %s",
 			c.Shutdown.DrainDelay, c.Shutdown.DrainTimeout)

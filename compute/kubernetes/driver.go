@@ -74,6 +74,16 @@ type Options struct {
 	Logger      *slog.Logger
 	// Recorder receives Events; nil records them to the API server.
 	Recorder record.EventRecorder
+	// Binlog turns mariadbd's binary log on, for point-in-time restore.
+	Binlog bool
+	// AgentImage holds the serverlessd binary, for backup agents' Pods
+	// (RunAgent): the daemon's own image.
+	AgentImage string
+	// AgentEnv is the agents' environment (the backup target), and
+	// AgentSecret a Secret whose keys are added to it, if it exists (the
+	// target's credentials).
+	AgentEnv    map[string]string
+	AgentSecret string
 }
 
 // Driver runs computes as Pods. It implements compute.Driver and is safe for

@@ -284,7 +284,7 @@ func (d *Driver) containerFor(secret, image, datadir string, res corev1.Resource
 			// MariaDB, whichever driver runs it.
 			"--character-set-server=utf8mb4",
 			"--collation-server=utf8mb4_general_ci",
-		}, sessionArgs()...),
+		}, append(sessionArgs(), d.binlogArgs()...)...),
 		Ports: []corev1.ContainerPort{{Name: "mysql", ContainerPort: MySQLPort, Protocol: corev1.ProtocolTCP}},
 		Env: []corev1.EnvVar{
 			{Name: "SERVERLESSD_DATADIR", Value: datadir},
@@ -353,6 +353,18 @@ func (d *Driver) tolerations() []corev1.Toleration {
 			Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptr(int64(lostNodeToleration))})
 	}
 	return out
+}
+
+// binlogArgs turn the binary log on when backups are, as the local
+// driver's my.cnf does: ROW events in the datadir, synced at every commit
+// like the redo log, so that a committed transaction is in both. The
+// backup agent ships closed files after each suspend.
+func (d *Driver) binlogArgs() []string {
+	if !d.opts.Binlog {
+		return []string{"--skip-log-bin"}
+	}
+	return []string{"--log-bin=binlog", "--binlog-format=ROW", "--sync-binlog=1", "--server-id=1",
+		"--max-binlog-size=67108864"}
 }
 
 // sessionArgs are mariadb.SessionOptions as command-line options.

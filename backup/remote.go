@@ -1,0 +1,180 @@
+package backup
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/serverlessd/serverlessd/compute"
+	"github.com/serverlessd/serverlessd/store"
+)
+
+// RunAgent runs a job, as JSON, where the compute's volume is mounted and
+// returns the agent's report (a Result, as JSON): on Kubernetes, a Pod on
+// the compute's claim. The compute is stopped, or may wake meanwhile.
+type RunAgent func(ctx context.Context, c *store.Compute, job []byte) ([]byte, error)
+
+// remote reports whether c's data is backed up through the agent: its
+// driver keeps no datadir on this node.
+func (s *Service) remote(c *store.Compute) bool {
+	_, local := s.DataDir(c)
+	return !local && s.Agent != nil
+}
+
+// afterRemoteSuspend queues, for a compute backed up through the agent,
+// the shipping of its binary logs and its snapshot.
+func (s *Service) afterRemoteSuspend(c store.Compute) {
+	if s.Agent == nil {
+		return
+	}
+	st := s.stateOf(&c)
+	s.mu.Lock()
+	st.c, st.snapshot = c, true
+	st.failures, st.retryAt = 0, time.Time{}
+	s.mu.Unlock()
+	s.kick(st)
+}
+
+// runJob runs job for c through the agent.
+func (s *Service) runJob(ctx context.Context, c *store.Compute, job Job) (Result, error) {
+	job.ProjectID, job.ComputeID = c.ProjectID, c.ID
+	b, err := json.Marshal(job)
+	if err != nil {
+		return Result{}, err
+	}
+	out, err := s.Agent(ctx, c, b)
+	if err != nil {
+		return Result{}, fmt.Errorf("backup agent of project %s: %w", c.ProjectID, err)
+	}
+	var res Result
+	if err := json.Unmarshal(out, &res); err != nil {
+		return Result{}, fmt.Errorf("backup agent of project %s: unreadable report %q: %w", c.ProjectID, tail(string(out), 200), err)
+	}
+	return res, nil
+}
+
+// catchUpRemote ships a suspended compute's binary logs and takes its
+// snapshot through the agent. The agent reads the volume in place; if the
+// compute woke meanwhile, its snapshot is dropped, as catchUp's would be.
+// The caller holds no lock of st.
+func (s *Service) catchUpRemote(ctx context.Context, st *state, c *store.Compute) error {
+	st.snapMu.Lock()
+	defer st.snapMu.Unlock()
+	log := s.log(c)
+	t0 := time.Now()
+	res, err := s.runJob(ctx, c, Job{Kind: JobSuspended})
+	if err != nil && s.woke(ctx, c) {
+		log.Info("backup abandoned: the compute woke during it; it is taken again at the next suspend", "err", err)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	st.purgeTo = nextBinlog(res.Last)
+	if st.c.Version == c.Version {
+		st.snapshot = false
+	}
+	s.mu.Unlock()
+	if res.Pending == "" {
+		log.Debug("binary logs shipped; nothing changed since the last snapshot", "files", res.Shipped)
+		return nil
+	}
+	if s.woke(ctx, c) {
+		log.Info("snapshot abandoned: the compute woke during the upload; it is taken again at the next suspend")
+		return s.Target.Delete(ctx, res.Pending)
+	}
+	m, err := CommitPending(ctx, s.Target, c, res.Pending)
+	if err != nil {
+		return err
+	}
+	st.prev = m
+	s.mu.Lock()
+	st.lastSnap, st.snapsKnown = m.TakenAt, true
+	s.mu.Unlock()
+	log.Info("snapshot taken by the backup agent", "binlogs_shipped", res.Shipped, "duration", time.Since(t0))
+	return nil
+}
+
+// nextBinlog is the binary log file after name ("" if name is not one):
+// a compute that starts again writes it, and everything before it was
+// shipped.
+func nextBinlog(name string) string {
+	base, seq, ok := strings.Cut(name, ".")
+	n, err := strconv.ParseUint(seq, 10, 64)
+	if !ok || err != nil || !binlogName.MatchString(name) {
+		return ""
+	}
+	return fmt.Sprintf("%s.%0*d", base, len(seq), n+1)
+}
+
+// purgeDue deletes in the background, from a running compute whose
+// binary logs an agent shipped at its last suspend, the files before the
+// one it started with. The agent cannot: mariadbd must purge its own index.
+func (s *Service) purgeDue(c *store.Compute) {
+	if s.Computes == nil {
+		return
+	}
+	st := s.stateOf(c)
+	s.mu.Lock()
+	to := st.purgeTo
+	run := to != "" && s.ctx.Err() == nil
+	if run {
+		st.purgeTo = ""
+		s.wg.Add(1)
+	}
+	s.mu.Unlock()
+	if !run {
+		return
+	}
+	go func() {
+		defer s.wg.Done()
+		ctx, cancel := context.WithTimeout(s.ctx, adminTimeout)
+		defer cancel()
+		if err := s.Computes.PurgeBinlogs(ctx, c.ID, to); err != nil {
+			s.log(c).Debug("purging shipped binary logs failed; they are purged after the next suspend", "err", err)
+		}
+	}()
+}
+
+// restoreRemote is RestoreTo through the agent: it keeps the current data,
+// restores and replays on the compute's volume, and the compute starts on
+// the result.
+func (s *Service) restoreRemote(ctx context.Context, c *store.Compute, to time.Time) (*store.Operation, error) {
+	steps := compute.RestoreSteps{InPlace: true, Prepare: func(ctx context.Context, c *store.Compute) (string, error) {
+		st := s.stateOf(c)
+		st.shipMu.Lock()
+		defer st.shipMu.Unlock()
+		st.snapMu.Lock()
+		defer st.snapMu.Unlock()
+		res, err := s.runJob(ctx, c, Job{Kind: JobRestore, To: to})
+		if err != nil {
+			return "", err
+		}
+		// A new timeline, whose base the agent saved.
+		st.prev, st.shipped = nil, nil
+		s.mu.Lock()
+		st.lastSnap, st.snapsKnown, st.purgeTo = time.Now(), true, ""
+		s.mu.Unlock()
+		s.log(c).Info("restored by the backup agent", "timeline", res.Timeline, "binlogs_replayed", res.Replayed)
+		return "", nil
+	}}
+	return s.Computes.Restore(ctx, c.ID, steps)
+}
+
+// catalogRemote lists c's backups on the timeline of its newest snapshot:
+// the daemon cannot read the timeline on the volume.
+func (s *Service) catalogRemote(ctx context.Context, c *store.Compute) (Catalog, error) {
+	snaps, err := ListSnapshots(ctx, s.Target, c)
+	if err != nil || len(snaps) == 0 {
+		return Catalog{Snapshots: snaps}, err
+	}
+	m, err := LoadManifest(ctx, s.Target, snaps[len(snaps)-1].Key)
+	if err != nil {
+		return Catalog{}, err
+	}
+	return ListCatalog(ctx, s.Target, c, m.Timeline)
+}
