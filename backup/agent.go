@@ -26,9 +26,16 @@ const (
 	// datadir when it changed, under a pending key the daemon commits once
 	// it knows the compute did not wake meanwhile.
 	JobSuspended = "suspended"
+	// JobKeep ships a stopped compute's binary logs and saves its datadir
+	// as its newest snapshot, changed or not (before its project is
+	// deleted).
+	JobKeep = "keep"
 	// JobRestore keeps the current data as a snapshot, then replaces it by
 	// the backups of the compute at a time (a point-in-time restore).
 	JobRestore = "restore"
+	// JobBranch fills a new compute's empty volume from the backups of
+	// another compute (From) at a time.
+	JobBranch = "branch"
 )
 
 // Job is what an agent is asked to do for one compute.
@@ -38,6 +45,9 @@ type Job struct {
 	ComputeID string `json:"compute_id"`
 	// To is a restore's time (zero: the latest the backups reach).
 	To time.Time `json:"to,omitzero"`
+	// FromProjectID and FromComputeID name a branch's source.
+	FromProjectID string `json:"from_project_id,omitempty"`
+	FromComputeID string `json:"from_compute_id,omitempty"`
 }
 
 // Result is what an agent did, as it reports it to the daemon.
@@ -66,10 +76,16 @@ func RunJob(ctx context.Context, t Target, dataDir string, job Job, log *slog.Lo
 		return Result{}, errors.New("the job names no compute or project")
 	}
 	switch job.Kind {
-	case JobSuspended:
-		return backUpStopped(ctx, t, dataDir, c, true)
+	case JobSuspended, JobKeep:
+		return backUpStopped(ctx, t, dataDir, c, job.Kind == JobSuspended)
 	case JobRestore:
 		return restoreInPlace(ctx, t, dataDir, c, job.To, log)
+	case JobBranch:
+		from := &store.Compute{ID: job.FromComputeID, ProjectID: job.FromProjectID}
+		if from.ID == "" || from.ProjectID == "" {
+			return Result{}, errors.New("the branch job names no source compute")
+		}
+		return restoreFrom(ctx, t, dataDir, c, from, job.To, log)
 	}
 	return Result{}, fmt.Errorf("unknown job kind %q", job.Kind)
 }

@@ -17,12 +17,8 @@ import (
 )
 
 // restoreInPlace is a point-in-time restore run by an agent on the stopped
-// compute's volume: the current data is kept as a snapshot, the plan's
-// snapshot is restored beside the datadir and its binary logs replayed
-// into it by a private mariadbd (the daemon, on Kubernetes, has neither
-// the tools nor a route to the compute), and the result is swapped in at
-// once. The restored data starts a new timeline whose base is the plan's
-// snapshot, as a restore in the daemon does.
+// compute's volume: the current data is kept as a snapshot, then
+// restoreFrom replaces it.
 func restoreInPlace(ctx context.Context, t Target, dataDir string, c *store.Compute, to time.Time, log *slog.Logger) (Result, error) {
 	t0 := time.Now()
 	switch _, err := backUpStopped(ctx, t, dataDir, c, false); {
@@ -33,7 +29,18 @@ func restoreInPlace(ctx context.Context, t Target, dataDir string, c *store.Comp
 	default:
 		log.Info("current data kept as a snapshot before the restore", "duration", time.Since(t0))
 	}
-	plan, err := PlanRestore(ctx, t, c, to)
+	return restoreFrom(ctx, t, dataDir, c, c, to, log)
+}
+
+// restoreFrom makes dataDir, compute c's, what from's backups hold at to:
+// the plan's snapshot is restored beside the datadir and its binary logs
+// replayed into it by a private mariadbd (the daemon, on Kubernetes, has
+// neither the tools nor a route to the compute), and the result is
+// swapped in at once. The data starts a new timeline of c whose base is
+// the plan's snapshot, as a restore in the daemon does.
+func restoreFrom(ctx context.Context, t Target, dataDir string, c, from *store.Compute, to time.Time, log *slog.Logger) (Result, error) {
+	t0 := time.Now()
+	plan, err := PlanRestore(ctx, t, from, to)
 	if err != nil {
 		return Result{}, err
 	}
@@ -51,11 +58,11 @@ func restoreInPlace(ctx context.Context, t Target, dataDir string, c *store.Comp
 	defer os.RemoveAll(stage)
 	files, err := fetchPlan(ctx, t, plan, stage)
 	if err != nil {
-		return Result{}, fmt.Errorf("project %s: %w", c.ProjectID, err)
+		return Result{}, fmt.Errorf("project %s: %w", from.ProjectID, err)
 	}
 	restored := filepath.Join(stage, "data")
 	if err := replayOffline(ctx, restored, files, plan.StartPos, plan.To); err != nil {
-		return Result{}, fmt.Errorf("project %s: %w", c.ProjectID, err)
+		return Result{}, fmt.Errorf("project %s: %w", from.ProjectID, err)
 	}
 	if err := exchange(restored, dataDir); err != nil {
 		return Result{}, fmt.Errorf("swap the restored datadir in: %w", err)
@@ -64,11 +71,11 @@ func restoreInPlace(ctx context.Context, t Target, dataDir string, c *store.Comp
 	if err != nil {
 		return Result{}, err
 	}
-	base := baseOf(plan.Snapshot, tl)
-	if err := saveSnapshot(ctx, t, c, base); err != nil {
+	if err := saveSnapshot(ctx, t, c, baseOf(plan.Snapshot, tl)); err != nil {
 		return Result{}, err
 	}
-	log.Info("restored", "taken_at", plan.Snapshot.TakenAt, "binlogs", len(files), "to", plan.To, "duration", time.Since(t0))
+	log.Info("restored", "from_project", from.ProjectID, "taken_at", plan.Snapshot.TakenAt, "binlogs", len(files),
+		"to", plan.To, "duration", time.Since(t0))
 	return Result{Timeline: tl, Replayed: len(files)}, nil
 }
 

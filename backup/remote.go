@@ -63,6 +63,12 @@ func (s *Service) runJob(ctx context.Context, c *store.Compute, job Job) (Result
 func (s *Service) catchUpRemote(ctx context.Context, st *state, c *store.Compute) error {
 	st.snapMu.Lock()
 	defer st.snapMu.Unlock()
+	s.mu.Lock()
+	skip := st.gone || !st.snapshot // destroyed, or a Backup did it meanwhile
+	s.mu.Unlock()
+	if skip {
+		return nil
+	}
 	log := s.log(c)
 	t0 := time.Now()
 	res, err := s.runJob(ctx, c, Job{Kind: JobSuspended})
@@ -140,6 +146,31 @@ func (s *Service) purgeDue(c *store.Compute) {
 	}()
 }
 
+// backupRemote is Backup through the agent.
+func (s *Service) backupRemote(ctx context.Context, c *store.Compute) (*Manifest, error) {
+	st := s.stateOf(c)
+	st.shipMu.Lock()
+	defer st.shipMu.Unlock()
+	st.snapMu.Lock()
+	defer st.snapMu.Unlock()
+	res, err := s.runJob(ctx, c, Job{Kind: JobKeep})
+	if err != nil {
+		return nil, err
+	}
+	m, err := newestOnTimeline(ctx, s.Target, c, res.Timeline)
+	if err != nil {
+		return nil, err
+	}
+	st.prev = m
+	s.mu.Lock()
+	st.snapshot, st.purgeTo = false, nextBinlog(res.Last)
+	if m != nil {
+		st.lastSnap, st.snapsKnown = m.TakenAt, true
+	}
+	s.mu.Unlock()
+	return m, nil
+}
+
 // restoreRemote is RestoreTo through the agent: it keeps the current data,
 // restores and replays on the compute's volume, and the compute starts on
 // the result.
@@ -163,6 +194,31 @@ func (s *Service) restoreRemote(ctx context.Context, c *store.Compute, to time.T
 		return "", nil
 	}}
 	return s.Computes.Restore(ctx, c.ID, steps)
+}
+
+// branchRemote returns the steps that fill a new compute's volume, through
+// the agent, from from's backups at at (zero: the latest). With now, from
+// is first stopped and its data kept as a snapshot: the branch is of its
+// data as it is now.
+func (s *Service) branchRemote(from *store.Compute, at time.Time, now bool) compute.RestoreSteps {
+	return compute.RestoreSteps{InPlace: true, Prepare: func(ctx context.Context, c *store.Compute) (string, error) {
+		if now {
+			err := s.Computes.WhileStopped(ctx, from.ID, func(src *store.Compute) error {
+				_, err := s.backupRemote(ctx, src)
+				return err
+			})
+			if err != nil {
+				return "", fmt.Errorf("keep the data of project %s for the branch: %w", from.ProjectID, err)
+			}
+		}
+		res, err := s.runJob(ctx, c, Job{Kind: JobBranch, FromProjectID: from.ProjectID, FromComputeID: from.ID, To: at})
+		if err != nil {
+			return "", err
+		}
+		s.log(c).Info("branch filled by the backup agent", "from_project", from.ProjectID, "timeline", res.Timeline,
+			"binlogs_replayed", res.Replayed)
+		return "", nil
+	}}
 }
 
 // catalogRemote lists c's backups on the timeline of its newest snapshot:

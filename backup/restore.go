@@ -27,7 +27,20 @@ func (s *Service) RestoreSteps(c *store.Compute, to time.Time) compute.RestoreSt
 // BranchSteps returns the steps that build a new compute, for
 // compute.Manager.CreateFrom, from the backups of from at the time at.
 func (s *Service) BranchSteps(from *store.Compute, at time.Time) compute.RestoreSteps {
+	if s.remote(from) {
+		return s.branchRemote(from, at, false)
+	}
 	return s.steps(from, at, false)
+}
+
+// CopySteps returns the steps that build a new compute from from's data
+// as it is now, when from's driver keeps its data where only an agent
+// reaches it; false otherwise (the driver copies the datadir itself).
+func (s *Service) CopySteps(from *store.Compute) (compute.RestoreSteps, bool) {
+	if !s.remote(from) {
+		return compute.RestoreSteps{}, false
+	}
+	return s.branchRemote(from, time.Time{}, true), true
 }
 
 // steps builds a compute's data from from's backups at to; keep first

@@ -42,6 +42,8 @@ type Computes interface {
 	// AdminAccess returns a running compute's address and the daemon's
 	// credentials on it.
 	AdminAccess(ctx context.Context, computeID string) (string, compute.Credentials, error)
+	// WhileStopped runs fn on the compute, suspended first if it runs.
+	WhileStopped(ctx context.Context, computeID string, fn func(c *store.Compute) error) error
 }
 
 // Service keeps a node's computes backed up: each compute's binary log is
@@ -251,10 +253,10 @@ func (s *Service) settle(st *state, err error) {
 			behind++
 		}
 	}
-	c, wait := st.c, time.Until(st.retryAt)
+	c, wait, gone := st.c, time.Until(st.retryAt), st.gone
 	s.mu.Unlock()
 	s.Metrics.setBehind(behind)
-	if err != nil && s.ctx.Err() == nil {
+	if err != nil && s.ctx.Err() == nil && !gone {
 		s.Metrics.failed()
 		s.log(&c).Warn("backup upload failed: backups are behind; retrying", "err", err, "retry_in", wait.Round(time.Millisecond))
 	}

@@ -173,6 +173,9 @@ var errNoDatadir = errors.New("the compute's datadir does not exist")
 // now, for a restore that keeps the current data first. It fails if the
 // compute is not suspended.
 func (s *Service) Backup(ctx context.Context, c *store.Compute) (*Manifest, error) {
+	if s.remote(c) {
+		return s.backupRemote(ctx, c)
+	}
 	dir, ok := s.DataDir(c)
 	if !ok {
 		return nil, ErrNoData

@@ -96,10 +96,18 @@ func (m *Manager) Restore(ctx context.Context, computeID string, steps RestoreSt
 // start, before its roles are applied.
 func (m *Manager) CreateFrom(ctx context.Context, projectID string, spec store.ComputeSpec, steps RestoreSteps) (*store.Compute, *store.Operation, error) {
 	cp, ok := m.drv.(DataCopier)
-	if !ok {
+	if !ok && !steps.InPlace {
 		return nil, nil, fmt.Errorf("create a compute from a copy: %w (driver %s)", ErrCannotRestore, m.drv.Name())
 	}
 	provision := func(ctx context.Context, c *store.Compute) error {
+		if steps.InPlace {
+			// The storage first: Prepare fills it.
+			if err := m.drv.Provision(ctx, c); err != nil {
+				return err
+			}
+			_, err := steps.Prepare(ctx, c)
+			return err
+		}
 		src, err := steps.Prepare(ctx, c)
 		if err != nil {
 			return err
@@ -128,24 +136,36 @@ func (m *Manager) CopyData(ctx context.Context, computeID string) (string, error
 	if !ok {
 		return "", fmt.Errorf("copy compute %s: %w (driver %s)", computeID, ErrCannotRestore, m.drv.Name())
 	}
+	var dir string
+	err := m.WhileStopped(ctx, computeID, func(c *store.Compute) (err error) {
+		dir, err = cp.CloneData(ctx, c)
+		return err
+	})
+	return dir, err
+}
+
+// WhileStopped runs fn on a compute that does not run meanwhile: a running
+// one is suspended first (its client sessions stay, and their next command
+// wakes it), and wakes wait for fn.
+func (m *Manager) WhileStopped(ctx context.Context, computeID string, fn func(c *store.Compute) error) error {
 	unlock := m.lock(computeID)
 	defer unlock()
 	c, err := m.st.GetCompute(ctx, computeID)
 	if err != nil {
-		return "", fmt.Errorf("copy compute %s: %w", computeID, err)
+		return fmt.Errorf("copy compute %s: %w", computeID, err)
 	}
 	if err := m.checkNode(c); err != nil {
-		return "", err
+		return err
 	}
 	switch c.State {
 	case store.StateDestroying:
-		return "", fmt.Errorf("copy compute %s: %w", c.ID, ErrDestroying)
+		return fmt.Errorf("copy compute %s: %w", c.ID, ErrDestroying)
 	case store.StateActive, store.StateFailed:
 		if c, _, err = m.suspendLocked(ctx, c, ReasonBranch); err != nil {
-			return "", fmt.Errorf("copy compute %s: %w", computeID, err)
+			return fmt.Errorf("copy compute %s: %w", computeID, err)
 		}
 	}
-	return cp.CloneData(ctx, c)
+	return fn(c)
 }
 
 // RotateBinlog closes an active compute's binary log and opens the next

@@ -17,6 +17,7 @@ type Backups interface {
 	Catalog(ctx context.Context, c *store.Compute) (backup.Catalog, error)
 	RestoreTo(ctx context.Context, c *store.Compute, to time.Time) (*store.Operation, error)
 	BranchSteps(from *store.Compute, at time.Time) compute.RestoreSteps
+	CopySteps(from *store.Compute) (compute.RestoreSteps, bool)
 	Retire(ctx context.Context, p *store.Project, roles []store.Role, c *store.Compute) error
 	LoadTombstone(ctx context.Context, projectID string) (*backup.Tombstone, error)
 	DropTombstone(ctx context.Context, projectID string) error

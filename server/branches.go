@@ -124,6 +124,10 @@ func (s *Server) fillBranch(r *http.Request, src *store.Project, srcC *store.Com
 	}}
 	if !at.IsZero() {
 		steps = s.backups.BranchSteps(srcC, at)
+	} else if s.backups != nil {
+		if agent, ok := s.backups.CopySteps(srcC); ok {
+			steps = agent
+		}
 	}
 	c, op, err := s.mgr.CreateFrom(r.Context(), p.ID, srcC.Spec, steps)
 	if err != nil {

@@ -59,11 +59,17 @@ func startDaemon(t *testing.T, dataDir, api, proxy string) *daemon {
 
 // startDaemonWith starts a daemon with more config: its store at least.
 func startDaemonWith(t *testing.T, dataDir, api, proxy, more string) *daemon {
+	return startDaemonConfig(t, kubetest.DaemonConfig{DataDir: dataDir, API: api, Proxy: proxy,
+		Kubeconfig: kubeconfig, Namespace: namespace, Image: "mariadb:10.11.10", CPU: "250m", More: more})
+}
+
+// startDaemonConfig starts a daemon with the config cfg.
+func startDaemonConfig(t *testing.T, cfg kubetest.DaemonConfig) *daemon {
 	t.Helper()
+	dataDir, api, proxy := cfg.DataDir, cfg.API, cfg.Proxy
 	d := &daemon{t: t, dataDir: dataDir, api: api, proxy: proxy, log: &syncBuffer{}}
 	d.API = kubetest.API{T: t, Base: "http://" + api, Logs: func() string { return kubetest.Tail(d.log.String(), 6000) }}
-	path, err := kubetest.DaemonConfig{DataDir: dataDir, API: api, Proxy: proxy,
-		Kubeconfig: kubeconfig, Namespace: namespace, Image: "mariadb:10.11.10", CPU: "250m", More: more}.Write()
+	path, err := cfg.Write()
 	if err != nil {
 		t.Fatal(err)
 	}

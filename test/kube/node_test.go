@@ -206,6 +206,10 @@ func (n *node) bind(ctx context.Context, pod *corev1.Pod) {
 // start runs the Pod's mariadbd and reports the Pod Ready.
 func (n *node) start(ctx context.Context, pod *corev1.Pod, r *podRun) {
 	defer close(r.started)
+	if isAgent(pod) {
+		n.runAgent(ctx, pod)
+		return
+	}
 	if err := n.startDB(ctx, pod, r); err != nil {
 		n.logf("pod %s: %v", pod.Name, err)
 		n.setStatus(ctx, pod, func(p *corev1.Pod) { failedStatus(p, err) })

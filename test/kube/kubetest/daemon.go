@@ -22,6 +22,7 @@ type DaemonConfig struct {
 	DataDir, API, Proxy          string // API and Proxy: host:port
 	Kubeconfig, Namespace, Image string
 	CPU                          string // a compute's CPU request
+	AgentImage                   string // kubernetes.agent_image, for backups
 	More                         string // YAML appended: the store at least
 }
 
@@ -45,9 +46,10 @@ kubernetes:
   storage_size: 1Gi
   cpu: %s
   memory: 256Mi
+  agent_image: "%s"
 log:
   level: debug
-`, c.DataDir, c.API, c.Proxy, c.Kubeconfig, c.Namespace, c.Image, c.CPU) + c.More
+`, c.DataDir, c.API, c.Proxy, c.Kubeconfig, c.Namespace, c.Image, c.CPU, c.AgentImage) + c.More
 	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
 		return "", err
 	}
