@@ -52,10 +52,8 @@ type Job struct {
 
 // Result is what an agent did, as it reports it to the daemon.
 type Result struct {
-	// Shipped is how many binary log files it stored, and Last the newest
-	// file of the datadir's index, stored now or before.
-	Shipped int    `json:"shipped"`
-	Last    string `json:"last,omitempty"`
+	// Shipped is how many binary log files it stored.
+	Shipped int `json:"shipped"`
 	// Pending is the key of the snapshot manifest a JobSuspended saved
 	// for the daemon to commit; empty when nothing changed.
 	Pending string `json:"pending,omitempty"`
@@ -104,7 +102,7 @@ func backUpStopped(ctx context.Context, t Target, dataDir string, c *store.Compu
 		return Result{}, err
 	}
 	res := Result{Timeline: tl}
-	if res.Shipped, res.Last, err = shipIndexed(ctx, t, dataDir, BinlogPrefix(c.ProjectID, c.ID, tl)); err != nil {
+	if res.Shipped, err = shipIndexed(ctx, t, dataDir, BinlogPrefix(c.ProjectID, c.ID, tl)); err != nil {
 		return res, err
 	}
 	prev, err := newestOnTimeline(ctx, t, c, tl)
@@ -128,15 +126,15 @@ func backUpStopped(ctx context.Context, t Target, dataDir string, c *store.Compu
 
 // shipIndexed stores the binary logs of dataDir's index that the target
 // lacks under prefix, up to the first one still open, and returns how many
-// it stored and the newest closed file.
-func shipIndexed(ctx context.Context, t Target, dataDir, prefix string) (n int, last string, err error) {
+// it stored.
+func shipIndexed(ctx context.Context, t Target, dataDir, prefix string) (n int, err error) {
 	names, err := IndexedBinlogs(dataDir)
 	if err != nil || len(names) == 0 {
-		return 0, "", err
+		return 0, err
 	}
 	have, err := ListBinlogs(ctx, t, prefix)
 	if err != nil {
-		return 0, "", err
+		return 0, err
 	}
 	stored := map[string]bool{}
 	for _, b := range have {
@@ -147,17 +145,16 @@ func shipIndexed(ctx context.Context, t Target, dataDir, prefix string) (n int, 
 		// A compute that woke meanwhile writes its newest file: that one
 		// and any after it ship after its next suspend.
 		if open, err := BinlogOpen(p); err != nil || open {
-			return n, last, err
+			return n, err
 		}
 		if !stored[name] {
 			if _, err := ShipBinlog(ctx, t, prefix, p); err != nil {
-				return n, last, err
+				return n, err
 			}
 			n++
 		}
-		last = name
 	}
-	return n, last, nil
+	return n, nil
 }
 
 // newestOnTimeline returns c's newest snapshot if it is of timeline tl,

@@ -4,8 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strconv"
-	"strings"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/serverlessd/serverlessd/compute"
@@ -80,11 +80,17 @@ func (s *Service) catchUpRemote(ctx context.Context, st *state, c *store.Compute
 		return err
 	}
 	s.mu.Lock()
-	st.purgeTo = nextBinlog(res.Last)
 	if st.c.Version == c.Version {
 		st.snapshot = false
 	}
 	s.mu.Unlock()
+	// The agent shipped files the daemon's list lacks: list again at the
+	// next rotation. (A rotation under way ships some twice, which the
+	// target's listing counts once.)
+	if st.shipMu.TryLock() {
+		st.shipped = nil
+		st.shipMu.Unlock()
+	}
 	if res.Pending == "" {
 		log.Debug("binary logs shipped; nothing changed since the last snapshot", "files", res.Shipped)
 		return nil
@@ -105,47 +111,6 @@ func (s *Service) catchUpRemote(ctx context.Context, st *state, c *store.Compute
 	return nil
 }
 
-// nextBinlog is the binary log file after name ("" if name is not one):
-// a compute that starts again writes it, and everything before it was
-// shipped.
-func nextBinlog(name string) string {
-	base, seq, ok := strings.Cut(name, ".")
-	n, err := strconv.ParseUint(seq, 10, 64)
-	if !ok || err != nil || !binlogName.MatchString(name) {
-		return ""
-	}
-	return fmt.Sprintf("%s.%0*d", base, len(seq), n+1)
-}
-
-// purgeDue deletes in the background, from a running compute whose
-// binary logs an agent shipped at its last suspend, the files before the
-// one it started with. The agent cannot: mariadbd must purge its own index.
-func (s *Service) purgeDue(c *store.Compute) {
-	if s.Computes == nil {
-		return
-	}
-	st := s.stateOf(c)
-	s.mu.Lock()
-	to := st.purgeTo
-	run := to != "" && s.ctx.Err() == nil
-	if run {
-		st.purgeTo = ""
-		s.wg.Add(1)
-	}
-	s.mu.Unlock()
-	if !run {
-		return
-	}
-	go func() {
-		defer s.wg.Done()
-		ctx, cancel := context.WithTimeout(s.ctx, adminTimeout)
-		defer cancel()
-		if err := s.Computes.PurgeBinlogs(ctx, c.ID, to); err != nil {
-			s.log(c).Debug("purging shipped binary logs failed; they are purged after the next suspend", "err", err)
-		}
-	}()
-}
-
 // backupRemote is Backup through the agent.
 func (s *Service) backupRemote(ctx context.Context, c *store.Compute) (*Manifest, error) {
 	st := s.stateOf(c)
@@ -163,7 +128,7 @@ func (s *Service) backupRemote(ctx context.Context, c *store.Compute) (*Manifest
 	}
 	st.prev = m
 	s.mu.Lock()
-	st.snapshot, st.purgeTo = false, nextBinlog(res.Last)
+	st.snapshot = false
 	if m != nil {
 		st.lastSnap, st.snapsKnown = m.TakenAt, true
 	}
@@ -188,7 +153,7 @@ func (s *Service) restoreRemote(ctx context.Context, c *store.Compute, to time.T
 		// A new timeline, whose base the agent saved.
 		st.prev, st.shipped = nil, nil
 		s.mu.Lock()
-		st.lastSnap, st.snapsKnown, st.purgeTo = time.Now(), true, ""
+		st.lastSnap, st.snapsKnown = time.Now(), true
 		s.mu.Unlock()
 		s.log(c).Info("restored by the backup agent", "timeline", res.Timeline, "binlogs_replayed", res.Replayed)
 		return "", nil
@@ -233,4 +198,58 @@ func (s *Service) catalogRemote(ctx context.Context, c *store.Compute) (Catalog,
 		return Catalog{}, err
 	}
 	return ListCatalog(ctx, s.Target, c, m.Timeline)
+}
+
+// shipRemote ships the closed binary logs names of a running compute whose
+// volume the daemon does not mount: each is dumped over the replication
+// protocol into a temporary file, then stored as a local one is. They go
+// to the timeline of the compute's newest snapshot (a restore saves its
+// new timeline's first); with no snapshot yet there is nothing to replay
+// them onto, and the next suspend's agent ships them. The caller holds
+// st.shipMu.
+func (s *Service) shipRemote(ctx context.Context, st *state, c *store.Compute, names []string) error {
+	snaps, err := ListSnapshots(ctx, s.Target, c)
+	if err != nil || len(snaps) == 0 {
+		return err
+	}
+	m, err := LoadManifest(ctx, s.Target, snaps[len(snaps)-1].Key)
+	if err != nil {
+		return err
+	}
+	prefix := BinlogPrefix(c.ProjectID, c.ID, m.Timeline)
+	if st.shipped == nil || st.timeline != m.Timeline {
+		have, err := ListBinlogs(ctx, s.Target, prefix)
+		if err != nil {
+			return err
+		}
+		st.shipped, st.timeline = map[string]bool{}, m.Timeline
+		for _, b := range have {
+			st.shipped[b.Name] = true
+		}
+	}
+	addr, cred, err := s.Computes.AdminAccess(ctx, c.ID)
+	if err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp("", "serverlessd-binlog-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	for _, name := range names {
+		if st.shipped[name] {
+			continue
+		}
+		p := filepath.Join(tmp, name)
+		if err := DumpBinlog(ctx, addr, cred, name, p); err != nil {
+			return fmt.Errorf("project %s: %w", c.ProjectID, err)
+		}
+		b, err := ShipBinlog(ctx, s.Target, prefix, p)
+		if err != nil {
+			return err
+		}
+		st.shipped[name] = true
+		s.log(c).Debug("binary log shipped", "file", name, "stored_bytes", b.Stored)
+	}
+	return nil
 }

@@ -108,9 +108,6 @@ type state struct {
 	lastSnap   time.Time
 	snapsKnown bool
 	shipped    map[string]bool // binary logs stored, of timeline
-	// purgeTo: an agent shipped the binary logs before this one, which
-	// the running compute may purge.
-	purgeTo string
 	// timeline is the one shipped holds.
 	timeline string
 	pos      compute.BinlogPos // at the last rotation

@@ -82,11 +82,7 @@ func (s *Service) rotateDue() {
 	}
 	for _, w := range s.Computes.ActiveComputes() {
 		c := &store.Compute{ID: w.ComputeID, ProjectID: w.ProjectID}
-		if s.remote(c) {
-			s.purgeDue(c)
-			continue
-		}
-		if _, ok := s.DataDir(c); !ok {
+		if _, ok := s.DataDir(c); !ok && !s.remote(c) {
 			continue
 		}
 		st := s.stateOf(c)
@@ -120,7 +116,7 @@ func (s *Service) rotateOne(st *state, c store.Compute) {
 	<-s.rotators
 	s.mu.Unlock()
 	s.settle(st, err)
-	if err == nil && s.hotDue(s.ctx, st, &c) {
+	if err == nil && !s.remote(&c) && s.hotDue(s.ctx, st, &c) {
 		s.startHot(st, c)
 	}
 }
@@ -155,7 +151,11 @@ func (s *Service) rotate(ctx context.Context, st *state, c *store.Compute) error
 	if len(closed) == 0 {
 		return nil
 	}
-	if err := s.ship(ctx, st, c, closed); err != nil {
+	ship := s.ship
+	if s.remote(c) {
+		ship = s.shipRemote
+	}
+	if err := ship(ctx, st, c, closed); err != nil {
 		return err
 	}
 	actx, cancel = context.WithTimeout(ctx, adminTimeout)

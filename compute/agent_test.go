@@ -3,7 +3,9 @@ package compute_test
 import (
 	"context"
 	"encoding/json"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -128,5 +130,62 @@ func checkOpenBinlogs(t *testing.T, dataDir string) {
 		if err != nil || open != (i == len(names)-1) {
 			t.Fatalf("%s open: %v, %v; want only the newest of %v open", name, open, err, names)
 		}
+	}
+}
+
+// TestAgentShipsRunningBinlogs: a compute backed up through the agent
+// that keeps running still has its binary log shipped within the delay:
+// the daemon rotates it and copies the closed files over the replication
+// protocol. The copy is a binary log that mariadb-binlog reads, with the
+// rows written.
+func TestAgentShipsRunningBinlogs(t *testing.T) {
+	ctx := context.Background()
+	tgt := backup.Dir{Root: t.TempDir()}
+	e, svc, _ := newAgentEnv(t, tgt)
+	svc.Stop()
+	svc.MaxDelay = 2 * time.Second
+	svc.Start()
+	_, c, pw := e.project(t, "running")
+	suspend(t, e, c) // the first snapshot: the timeline shipped files go to
+	drain(t, svc)
+	if _, err := e.mgr.Resume(ctx, c.ID); err != nil {
+		t.Fatal(err)
+	}
+	c = getCompute(t, e, c.ID)
+	mustExecAll(t, rootDB(t, c.Address, pw), "CREATE TABLE shipped_while_running (id INT PRIMARY KEY)",
+		"INSERT INTO shipped_while_running SELECT seq FROM seq_1_to_10")
+	written := time.Now().Truncate(time.Second)
+	m, err := backup.PlanRestore(ctx, tgt, c, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix := backup.BinlogPrefix(c.ProjectID, c.ID, m.Snapshot.Timeline)
+	var got backup.Binlog
+	deadline := time.Now().Add(30 * time.Second)
+	for got.Name == "" && time.Now().Before(deadline) {
+		logs, err := backup.ListBinlogs(ctx, tgt, prefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range logs {
+			if !b.ClosedAt.Before(written) {
+				got = b
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if got.Name == "" {
+		t.Fatal("no binary log with the rows shipped within 30 s while the compute ran")
+	}
+	if st := getCompute(t, e, c.ID).State; st != store.StateActive {
+		t.Fatalf("compute is %s: the files must have shipped while it ran", st)
+	}
+	path := filepath.Join(t.TempDir(), got.Name)
+	if err := backup.FetchBinlog(ctx, tgt, got, path); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("mariadb-binlog", "--base64-output=decode-rows", "-v", path).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "shipped_while_running") {
+		t.Fatalf("mariadb-binlog of the shipped copy: %v\n%s", err, out)
 	}
 }

@@ -28,7 +28,7 @@ func TestBackupAgent(t *testing.T) {
 	s3 := s3test.Start(t)
 	o := s3.Options("harness-" + strings.ToLower(t.Name()))
 	credentials(t, ctx, o.AccessKeyID, o.SecretAccessKey)
-	more := fmt.Sprintf("store:\n  driver: sqlite\nscheduler:\n  interval: 1s\nbackup:\n  enabled: true\n  target: s3\n"+
+	more := fmt.Sprintf("store:\n  driver: sqlite\nscheduler:\n  interval: 1s\nbackup:\n  enabled: true\n  binlog_max_delay: 2s\n  target: s3\n"+
 		"  s3:\n    endpoint: %s\n    bucket: %s\n    prefix: %s\n    access_key_id: %s\n    secret_access_key: %s\n",
 		o.Endpoint, o.Bucket, o.Prefix, o.AccessKeyID, o.SecretAccessKey)
 	d := startDaemonConfig(t, kubetest.DaemonConfig{DataDir: t.TempDir(), API: freeAddr(t), Proxy: freeAddr(t),
@@ -59,6 +59,9 @@ func TestBackupAgent(t *testing.T) {
 	time.Sleep(1100 * time.Millisecond)
 	kubetest.MustExec(t, db, "DROP TABLE app.t")
 	db.Close()
+	// binlog_max_delay is 2 s: the daemon rotates the running compute's
+	// binary log and copies the closed files over the replication protocol.
+	waitLog(t, d, `msg="binary log shipped"`)
 
 	t0 = time.Now()
 	var out struct {

@@ -92,7 +92,7 @@ func (e *env) daemonKubeconfig(t *testing.T) string {
 // startDaemon builds serverlessd and runs it on the host (the API server
 // and the Pod IPs are reachable from here) with a PostgreSQL store and the
 // kubernetes driver on the test image.
-func (e *env) startDaemon(t *testing.T, kubeconfig string) *daemon {
+func (e *env) startDaemon(t *testing.T, kubeconfig string, opts ...func(*kubetest.DaemonConfig)) *daemon {
 	bin := filepath.Join(e.dir, "serverlessd")
 	t0 := time.Now()
 	if _, err := kubetest.Output("go", "build", "-C", repoRoot, "-o", bin, "."); err != nil {
@@ -112,9 +112,13 @@ func (e *env) startDaemon(t *testing.T, kubeconfig string) *daemon {
 	d.API = kubetest.API{T: t, Base: "http://" + d.api, Logs: d.tail}
 	// The driver's default CPU: mariadbd's start is CPU-bound, so a
 	// smaller share slows every resume.
-	d.config, err = kubetest.DaemonConfig{DataDir: filepath.Join(e.dir, "daemon"), API: d.api, Proxy: d.proxy,
+	cfg := kubetest.DaemonConfig{DataDir: filepath.Join(e.dir, "daemon"), API: d.api, Proxy: d.proxy,
 		Kubeconfig: kubeconfig, Namespace: daemonNS, Image: mariadbImage, CPU: "500m",
-		More: fmt.Sprintf("store:\n  driver: postgres\n  dsn: %q\n", pgtest.Start(t))}.Write()
+		More: fmt.Sprintf("store:\n  driver: postgres\n  dsn: %q\n", pgtest.Start(t))}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	d.config, err = cfg.Write()
 	if err != nil {
 		t.Fatal(err)
 	}

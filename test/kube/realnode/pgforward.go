@@ -27,7 +27,13 @@ func forwardPostgres(t *testing.T, dsn string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	target := u.Host
+	u.Host = forward(t, bridgeGateway, u.Host)
+	return u.String()
+}
+
+// forward listens on host (any port) and forwards each connection to
+// target, until the test ends; it returns the listener's address.
+func forward(t *testing.T, host, target string) string {
 	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		err := c.Control(func(fd uintptr) {
@@ -38,7 +44,7 @@ func forwardPostgres(t *testing.T, dsn string) string {
 		}
 		return serr
 	}}
-	ln, err := lc.Listen(context.Background(), "tcp4", bridgeGateway+":0")
+	ln, err := lc.Listen(context.Background(), "tcp4", host+":0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,8 +61,7 @@ func forwardPostgres(t *testing.T, dsn string) string {
 			go pipe(c, target)
 		}
 	}()
-	u.Host = ln.Addr().String()
-	return u.String()
+	return ln.Addr().String()
 }
 
 // pipe copies both ways between c and a new connection to target, and
