@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/serverlessd/serverlessd/compute"
 	"github.com/serverlessd/serverlessd/store"
 )
 
@@ -33,6 +34,9 @@ const (
 	// JobRestore keeps the current data as a snapshot, then replaces it by
 	// the backups of the compute at a time (a point-in-time restore).
 	JobRestore = "restore"
+	// JobHot copies a running compute's datadir with mariadb-backup (the
+	// agent's Pod is on the compute's node) and stores it as a snapshot.
+	JobHot = "hot"
 	// JobBranch fills a new compute's empty volume from the backups of
 	// another compute (From) at a time.
 	JobBranch = "branch"
@@ -45,6 +49,9 @@ type Job struct {
 	ComputeID string `json:"compute_id"`
 	// To is a restore's time (zero: the latest the backups reach).
 	To time.Time `json:"to,omitzero"`
+	// Addr is a hot backup's server address ("ip:port"); the password of
+	// the daemon's account on it is in the agent's environment.
+	Addr string `json:"addr,omitempty"`
 	// FromProjectID and FromComputeID name a branch's source.
 	FromProjectID string `json:"from_project_id,omitempty"`
 	FromComputeID string `json:"from_compute_id,omitempty"`
@@ -68,7 +75,7 @@ const pendingPrefix = "pending/"
 
 // RunJob does job on the compute whose datadir is dataDir, stopped, in the
 // target t. It is what an agent runs.
-func RunJob(ctx context.Context, t Target, dataDir string, job Job, log *slog.Logger) (Result, error) {
+func RunJob(ctx context.Context, t Target, dataDir string, job Job, admin compute.Credentials, log *slog.Logger) (Result, error) {
 	c := &store.Compute{ID: job.ComputeID, ProjectID: job.ProjectID}
 	if c.ID == "" || c.ProjectID == "" {
 		return Result{}, errors.New("the job names no compute or project")
@@ -78,6 +85,8 @@ func RunJob(ctx context.Context, t Target, dataDir string, job Job, log *slog.Lo
 		return backUpStopped(ctx, t, dataDir, c, job.Kind == JobSuspended)
 	case JobRestore:
 		return restoreInPlace(ctx, t, dataDir, c, job.To, log)
+	case JobHot:
+		return hotCopy(ctx, t, dataDir, c, job.Addr, admin)
 	case JobBranch:
 		from := &store.Compute{ID: job.FromComputeID, ProjectID: job.FromProjectID}
 		if from.ID == "" || from.ProjectID == "" {
@@ -122,6 +131,37 @@ func backUpStopped(ctx context.Context, t Target, dataDir string, c *store.Compu
 	}
 	res.Pending = pendingPrefix + c.ID + "/" + m.TakenAt.UTC().Format(keyTime) + ".json"
 	return res, SaveManifest(ctx, t, res.Pending, m)
+}
+
+// hotCopy stores a snapshot of the running compute at addr, whose
+// datadir is dataDir, copied by mariadb-backup into a temporary folder
+// (not on the volume, which the copy would fill): it records the binary
+// log position it matches, from which a restore replays.
+func hotCopy(ctx context.Context, t Target, dataDir string, c *store.Compute, addr string, admin compute.Credentials) (Result, error) {
+	tl, err := Timeline(dataDir)
+	if err != nil {
+		return Result{}, err
+	}
+	tmp, err := os.MkdirTemp("", "serverlessd-hot-")
+	if err != nil {
+		return Result{}, err
+	}
+	defer os.RemoveAll(tmp)
+	dst := filepath.Join(tmp, "data")
+	pos, err := HotBackup(ctx, dataDir, dst, addr, admin)
+	if err != nil {
+		return Result{}, fmt.Errorf("project %s: %w", c.ProjectID, err)
+	}
+	prev, err := newestOnTimeline(ctx, t, c, tl)
+	if err != nil {
+		return Result{}, err
+	}
+	m, _, err := Snapshot(ctx, t, dst, prev)
+	if err != nil {
+		return Result{}, err
+	}
+	m.Timeline, m.Binlog, m.BinlogPos = tl, pos.File, pos.Pos
+	return Result{Timeline: tl}, saveSnapshot(ctx, t, c, m)
 }
 
 // shipIndexed stores the binary logs of dataDir's index that the target

@@ -75,6 +75,9 @@ func (s *Service) hotSnapshot(ctx context.Context, st *state, c *store.Compute) 
 	if err != nil {
 		return err
 	}
+	if s.remote(c) {
+		return s.hotRemote(ctx, st, c, addr)
+	}
 	dataDir, _ := s.DataDir(c)
 	staging, err := s.Staging(c)
 	if err != nil {

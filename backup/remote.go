@@ -3,6 +3,7 @@ package backup
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -71,19 +72,25 @@ func (s *Service) catchUpRemote(ctx context.Context, st *state, c *store.Compute
 	}
 	log := s.log(c)
 	t0 := time.Now()
+	// Done, or abandoned: the next suspend queues another. A failure
+	// keeps it due, for a retry.
+	done := func() {
+		s.mu.Lock()
+		if st.c.Version == c.Version {
+			st.snapshot = false
+		}
+		s.mu.Unlock()
+	}
 	res, err := s.runJob(ctx, c, Job{Kind: JobSuspended})
 	if err != nil && s.woke(ctx, c) {
 		log.Info("backup abandoned: the compute woke during it; it is taken again at the next suspend", "err", err)
+		done()
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	s.mu.Lock()
-	if st.c.Version == c.Version {
-		st.snapshot = false
-	}
-	s.mu.Unlock()
+	done()
 	// The agent shipped files the daemon's list lacks: list again at the
 	// next rotation. (A rotation under way ships some twice, which the
 	// target's listing counts once.)
@@ -186,6 +193,23 @@ func (s *Service) branchRemote(from *store.Compute, at time.Time, now bool) comp
 	}}
 }
 
+// hotRemote is hotSnapshot through an agent on the compute's node, which
+// reads its datadir with mariadb-backup while it runs.
+func (s *Service) hotRemote(ctx context.Context, st *state, c *store.Compute, addr string) error {
+	t0 := time.Now()
+	st.snapMu.Lock()
+	defer st.snapMu.Unlock()
+	if _, err := s.runJob(ctx, c, Job{Kind: JobHot, Addr: addr}); err != nil {
+		return err
+	}
+	st.prev = nil // the agent's snapshot: read again when needed
+	s.mu.Lock()
+	st.lastSnap, st.snapsKnown = time.Now(), true
+	s.mu.Unlock()
+	s.log(c).Info("hot backup taken by the backup agent", "duration", time.Since(t0))
+	return nil
+}
+
 // catalogRemote lists c's backups on the timeline of its newest snapshot:
 // the daemon cannot read the timeline on the volume.
 func (s *Service) catalogRemote(ctx context.Context, c *store.Compute) (Catalog, error) {
@@ -200,17 +224,23 @@ func (s *Service) catalogRemote(ctx context.Context, c *store.Compute) (Catalog,
 	return ListCatalog(ctx, s.Target, c, m.Timeline)
 }
 
+// errNoBase means a compute has no snapshot to ship binary logs onto yet.
+var errNoBase = errors.New("no snapshot of the compute yet")
+
 // shipRemote ships the closed binary logs names of a running compute whose
 // volume the daemon does not mount: each is dumped over the replication
 // protocol into a temporary file, then stored as a local one is. They go
 // to the timeline of the compute's newest snapshot (a restore saves its
-// new timeline's first); with no snapshot yet there is nothing to replay
-// them onto, and the next suspend's agent ships them. The caller holds
-// st.shipMu.
+// new timeline's first); with no snapshot yet (its first hot backup is
+// under way) it fails with errNoBase, and they stay on the compute. The
+// caller holds st.shipMu.
 func (s *Service) shipRemote(ctx context.Context, st *state, c *store.Compute, names []string) error {
 	snaps, err := ListSnapshots(ctx, s.Target, c)
-	if err != nil || len(snaps) == 0 {
+	if err != nil {
 		return err
+	}
+	if len(snaps) == 0 {
+		return errNoBase
 	}
 	m, err := LoadManifest(ctx, s.Target, snaps[len(snaps)-1].Key)
 	if err != nil {

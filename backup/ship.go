@@ -116,7 +116,7 @@ func (s *Service) rotateOne(st *state, c store.Compute) {
 	<-s.rotators
 	s.mu.Unlock()
 	s.settle(st, err)
-	if err == nil && !s.remote(&c) && s.hotDue(s.ctx, st, &c) {
+	if err == nil && s.hotDue(s.ctx, st, &c) {
 		s.startHot(st, c)
 	}
 }
@@ -155,7 +155,9 @@ func (s *Service) rotate(ctx context.Context, st *state, c *store.Compute) error
 	if s.remote(c) {
 		ship = s.shipRemote
 	}
-	if err := ship(ctx, st, c, closed); err != nil {
+	if err := ship(ctx, st, c, closed); errors.Is(err, errNoBase) {
+		return nil // kept on the compute until its first snapshot
+	} else if err != nil {
 		return err
 	}
 	actx, cancel = context.WithTimeout(ctx, adminTimeout)

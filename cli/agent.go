@@ -15,6 +15,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/serverlessd/serverlessd/backup"
+	"github.com/serverlessd/serverlessd/compute"
+	"github.com/serverlessd/serverlessd/compute/mariadb"
 )
 
 // The agent's environment, set by the Kubernetes driver on its Pod.
@@ -22,6 +24,7 @@ const (
 	envAgentJob    = "SERVERLESSD_AGENT_JOB"    // the job, as JSON
 	envAgentResult = "SERVERLESSD_AGENT_RESULT" // where the report goes
 	envDatadir     = "SERVERLESSD_DATADIR"
+	envAdminPass   = "SERVERLESSD_ADMIN_PASSWORD" // for a hot backup
 	envS3Endpoint  = "SERVERLESSD_BACKUP_S3_ENDPOINT"
 	envS3Bucket    = "SERVERLESSD_BACKUP_S3_BUCKET"
 	envS3Prefix    = "SERVERLESSD_BACKUP_S3_PREFIX"
@@ -124,5 +127,6 @@ func agentJob(ctx context.Context, log *slog.Logger) (backup.Result, error) {
 	}
 	log = log.With("project", job.ProjectID, "compute", job.ComputeID, "job", job.Kind)
 	log.Info("backup agent started", "datadir", dir)
-	return backup.RunJob(ctx, t, dir, job, log)
+	admin := compute.Credentials{User: mariadb.AdminUser, Password: os.Getenv(envAdminPass)}
+	return backup.RunJob(ctx, t, dir, job, admin, log)
 }

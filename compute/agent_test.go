@@ -3,6 +3,7 @@ package compute_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -23,6 +24,12 @@ import (
 // runs backup.RunJob in this process, on the local driver's datadir: the
 // Pod around it is what the kubernetes driver's tests prove.
 func newAgentEnv(t *testing.T, tgt backup.Target) (*env, *backup.Service, *atomic.Int32) {
+	return newGatedAgentEnv(t, tgt, nil)
+}
+
+// newGatedAgentEnv is newAgentEnv whose agent, when gate is set, calls it
+// with each job's kind before the job.
+func newGatedAgentEnv(t *testing.T, tgt backup.Target, gate func(kind string)) (*env, *backup.Service, *atomic.Int32) {
 	t.Helper()
 	dir := localtest.Dir(t)
 	st, err := sqlite.Open(filepath.Join(dir, "state.db"))
@@ -42,7 +49,14 @@ func newAgentEnv(t *testing.T, tgt backup.Target) (*env, *backup.Service, *atomi
 		if err != nil {
 			return nil, err
 		}
-		res, err := backup.RunJob(ctx, tgt, drv.DataDir(c), j, testLogger(t))
+		if gate != nil {
+			gate(j.Kind)
+		}
+		admin, err := drv.Admin(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		res, err := backup.RunJob(ctx, tgt, drv.DataDir(c), j, admin, testLogger(t))
 		if err != nil {
 			return nil, err
 		}
@@ -160,32 +174,130 @@ func TestAgentShipsRunningBinlogs(t *testing.T) {
 		t.Fatal(err)
 	}
 	prefix := backup.BinlogPrefix(c.ProjectID, c.ID, m.Snapshot.Timeline)
-	var got backup.Binlog
+	seen := map[string]bool{}
 	deadline := time.Now().Add(30 * time.Second)
-	for got.Name == "" && time.Now().Before(deadline) {
+	for time.Now().Before(deadline) {
 		logs, err := backup.ListBinlogs(ctx, tgt, prefix)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, b := range logs {
-			if !b.ClosedAt.Before(written) {
-				got = b
+			if seen[b.Name] || b.ClosedAt.Before(written) {
+				continue
+			}
+			seen[b.Name] = true
+			if shippedRows(t, tgt, b) {
+				if st := getCompute(t, e, c.ID).State; st != store.StateActive {
+					t.Fatalf("compute is %s: the file must have shipped while it ran", st)
+				}
+				return
 			}
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if got.Name == "" {
-		t.Fatal("no binary log with the rows shipped within 30 s while the compute ran")
-	}
-	if st := getCompute(t, e, c.ID).State; st != store.StateActive {
-		t.Fatalf("compute is %s: the files must have shipped while it ran", st)
-	}
-	path := filepath.Join(t.TempDir(), got.Name)
-	if err := backup.FetchBinlog(ctx, tgt, got, path); err != nil {
+	t.Fatalf("no shipped binary log has the rows 30 s after they were written (shipped: %v)", seen)
+}
+
+// shippedRows reports whether the shipped binary log b, read by
+// mariadb-binlog, has the rows of shipped_while_running.
+func shippedRows(t *testing.T, tgt backup.Target, b backup.Binlog) bool {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), b.Name)
+	if err := backup.FetchBinlog(context.Background(), tgt, b, path); err != nil {
 		t.Fatal(err)
 	}
 	out, err := exec.Command("mariadb-binlog", "--base64-output=decode-rows", "-v", path).CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "shipped_while_running") {
-		t.Fatalf("mariadb-binlog of the shipped copy: %v\n%s", err, out)
+	if err != nil {
+		t.Fatalf("mariadb-binlog cannot read the shipped %s: %v\n%s", b.Name, err, out)
+	}
+	return strings.Contains(string(out), "shipped_while_running")
+}
+
+// TestAgentHotBackup: a compute backed up through the agent that never
+// suspends gets hot backups (mariadb-backup, run by the agent while the
+// compute runs), its binary logs are shipped onto them, and a
+// point-in-time restore starts from one.
+func TestAgentHotBackup(t *testing.T) {
+	ctx := context.Background()
+	tgt := backup.Dir{Root: t.TempDir()}
+	e, svc, _ := newAgentEnv(t, tgt)
+	svc.Stop()
+	svc.MaxDelay, svc.Interval = 2*time.Second, time.Hour
+	svc.Start()
+	_, c, pw := e.project(t, "hot")
+	db := rootDB(t, c.Address, pw)
+	mustExecAll(t, db, "CREATE TABLE t (id INT PRIMARY KEY)", "INSERT INTO t SELECT seq FROM seq_1_to_100")
+	// With no snapshot yet, the first rotation takes a hot backup.
+	deadline := time.Now().Add(60 * time.Second)
+	for len(listSnapshots(t, tgt, c)) == 0 && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	if n := len(listSnapshots(t, tgt, c)); n != 1 {
+		t.Fatalf("%d snapshots of a running compute after a minute, want its hot backup", n)
+	}
+	if st := getCompute(t, e, c.ID).State; st != store.StateActive {
+		t.Fatalf("compute is %s, want active all along", st)
+	}
+	mustExecAll(t, db, "INSERT INTO t SELECT seq FROM seq_101_to_150")
+	time.Sleep(1100 * time.Millisecond)
+	noted := time.Now()
+	time.Sleep(1100 * time.Millisecond)
+	mustExecAll(t, db, "DROP TABLE t")
+	db.Close()
+	plan, err := backup.PlanRestore(ctx, tgt, c, noted)
+	if err != nil && !errors.Is(err, backup.ErrOutsideWindow) {
+		t.Fatal(err)
+	}
+	if _, err := svc.RestoreTo(ctx, c, noted); err != nil {
+		t.Fatal(err)
+	}
+	c = getCompute(t, e, c.ID)
+	if n := countRows(t, rootDB(t, c.Address, pw)); n != 150 {
+		t.Fatalf("%d rows after the restore, want 150", n)
+	}
+	if plan, err = backup.PlanRestore(ctx, tgt, c, noted); err != nil || plan.Snapshot.BinlogPos == 0 {
+		t.Fatalf("the restore's plan %+v, %v: want the hot backup's, at a binary log position", plan, err)
+	}
+}
+
+// TestAgentWakeDuringBackup: a compute that wakes while the agent backs it
+// up after a suspend gets no snapshot of that run (the agent read files
+// mariadbd was writing), and the agent is not run again until the next
+// suspend.
+func TestAgentWakeDuringBackup(t *testing.T) {
+	ctx := context.Background()
+	tgt := backup.Dir{Root: t.TempDir()}
+	started, release := make(chan struct{}, 10), make(chan struct{})
+	var suspended atomic.Int32
+	e, svc, _ := newGatedAgentEnv(t, tgt, func(kind string) {
+		if kind == backup.JobSuspended {
+			suspended.Add(1)
+			started <- struct{}{}
+			<-release
+		}
+	})
+	_, c, pw := e.project(t, "woke")
+	mustExecAll(t, rootDB(t, c.Address, pw), "CREATE TABLE t (id INT PRIMARY KEY)", "INSERT INTO t SELECT seq FROM seq_1_to_100")
+	suspend(t, e, c)
+	<-started
+	if _, err := e.mgr.Resume(ctx, c.ID); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	drain(t, svc)
+	time.Sleep(500 * time.Millisecond) // a job queued again would start now
+	drain(t, svc)
+	for _, snap := range listSnapshots(t, tgt, c) {
+		m, err := backup.LoadManifest(ctx, tgt, snap.Key)
+		if err != nil || m.BinlogPos == 0 {
+			t.Fatalf("snapshot %+v (%v) is not the running compute's hot backup: the backup during which it woke must leave none", m, err)
+		}
+	}
+	if n := suspended.Load(); n != 1 {
+		t.Fatalf("the agent backed the suspend up %d times, want once", n)
+	}
+	c = getCompute(t, e, c.ID)
+	if n := countRows(t, rootDB(t, c.Address, pw)); n != 100 {
+		t.Fatalf("%d rows after the wake, want 100", n)
 	}
 }

@@ -60,7 +60,15 @@ func (d *Driver) RunAgent(ctx context.Context, c *store.Compute, job []byte) ([]
 	if datadir(pvc) == dataMountPath {
 		return nil, fmt.Errorf("backup agent for compute %s: its volume keeps the datadir at its root (made by an older serverlessd); the agent needs it in %s/", c.ID, datadirName)
 	}
-	pod, err := d.cli.CoreV1().Pods(d.opts.Namespace).Create(ctx, d.agentPod(c, pvc, job), metav1.CreateOptions{})
+	spec := d.agentPod(c, pvc, job)
+	// Beside the compute's Pod, if it runs: the claim may be attachable
+	// to one node at a time, and a hot backup reads the datadir as
+	// mariadbd writes it.
+	if running, err := d.cli.CoreV1().Pods(d.opts.Namespace).Get(ctx, name, metav1.GetOptions{}); err == nil &&
+		running.DeletionTimestamp == nil && running.Spec.NodeName != "" {
+		spec.Spec.NodeName = running.Spec.NodeName
+	}
+	pod, err := d.cli.CoreV1().Pods(d.opts.Namespace).Create(ctx, spec, metav1.CreateOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("backup agent for compute %s: create its pod: %w", c.ID, err)
 	}
@@ -187,6 +195,10 @@ func (d *Driver) agentEnv(pvc *corev1.PersistentVolumeClaim, job []byte) []corev
 		{Name: "SERVERLESSD_AGENT_JOB", Value: string(job)},
 		{Name: "SERVERLESSD_DATADIR", Value: datadir(pvc)},
 		{Name: "TMPDIR", Value: agentMountPath},
+		// The daemon's account, for a hot backup's mariadb-backup.
+		{Name: "SERVERLESSD_ADMIN_PASSWORD", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+			LocalObjectReference: corev1.LocalObjectReference{Name: pvc.Name}, Key: keyAdminPassword,
+		}}},
 	}
 	for _, k := range slices.Sorted(maps.Keys(d.opts.AgentEnv)) {
 		env = append(env, corev1.EnvVar{Name: k, Value: d.opts.AgentEnv[k]})

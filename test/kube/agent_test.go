@@ -107,6 +107,13 @@ func (n *node) agentEnv(ctx context.Context, pod *corev1.Pod, ct corev1.Containe
 	}
 	for _, e := range ct.Env {
 		v := e.Value
+		if ref := e.ValueFrom; ref != nil && ref.SecretKeyRef != nil {
+			data, err := n.secret(ctx, pod.Namespace, ref.SecretKeyRef.Name)
+			if err != nil {
+				return nil, err
+			}
+			v = string(data[ref.SecretKeyRef.Key])
+		}
 		if e.Name == "SERVERLESSD_DATADIR" {
 			v = filepath.Join(n.volume(pvc), strings.TrimPrefix(v, mount))
 		}

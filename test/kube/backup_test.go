@@ -25,17 +25,7 @@ const agentSelector = "app.kubernetes.io/managed-by=serverlessd-backup"
 // brings a dropped table back. The agents' Pods are gone once they end.
 func TestBackupAgent(t *testing.T) {
 	ctx := ctxFor(t, 6*time.Minute)
-	s3 := s3test.Start(t)
-	o := s3.Options("harness-" + strings.ToLower(t.Name()))
-	credentials(t, ctx, o.AccessKeyID, o.SecretAccessKey)
-	more := fmt.Sprintf("store:\n  driver: sqlite\nscheduler:\n  interval: 1s\nbackup:\n  enabled: true\n  binlog_max_delay: 2s\n  target: s3\n"+
-		"  s3:\n    endpoint: %s\n    bucket: %s\n    prefix: %s\n    access_key_id: %s\n    secret_access_key: %s\n",
-		o.Endpoint, o.Bucket, o.Prefix, o.AccessKeyID, o.SecretAccessKey)
-	d := startDaemonConfig(t, kubetest.DaemonConfig{DataDir: t.TempDir(), API: freeAddr(t), Proxy: freeAddr(t),
-		Kubeconfig: kubeconfig, Namespace: namespace, Image: "mariadb:10.11.10", CPU: "250m",
-		AgentImage: "serverlessd:harness", More: more})
-	daemonBinary(t) // the node runs agents with it
-
+	d := startBackupDaemon(t, ctx)
 	pw := d.CreateProject(`{"name":"books"}`)
 	var c computeOut
 	d.Call("POST", "/api/v1/projects/books/compute", `{}`, 201, &c)
@@ -136,6 +126,57 @@ func checkBranches(t *testing.T, d *daemon, pw string, past time.Time) {
 	for _, name := range []string{"books-now", "books-then"} {
 		d.Call("DELETE", "/api/v1/projects/"+name, "", 200, nil)
 	}
+}
+
+// TestBackupAgentHot: a Kubernetes compute that never suspends gets a hot
+// backup from an agent beside it (mariadb-backup while it runs), its
+// binary logs are shipped onto it, and a point-in-time restore starts
+// from it.
+func TestBackupAgentHot(t *testing.T) {
+	ctx := ctxFor(t, 6*time.Minute)
+	d := startBackupDaemon(t, ctx)
+	pw := d.CreateProject(`{"name":"hot"}`)
+	var c computeOut
+	d.Call("POST", "/api/v1/projects/hot/compute", `{}`, 201, &c)
+	db := d.open("hot", "root", pw)
+	kubetest.MustExec(t, db, "CREATE DATABASE app", "CREATE TABLE app.t (id INT PRIMARY KEY)",
+		"INSERT INTO app.t SELECT seq FROM app.seq_1_to_100")
+	t0 := time.Now()
+	waitBackups(t, d, "hot", 1) // no snapshot yet: the first rotation takes a hot backup
+	t.Logf("hot backup listed %s after the first write", time.Since(t0).Round(time.Millisecond))
+	if st := d.compute("hot").Compute.State; st != "active" {
+		t.Fatalf("compute is %s, want active all along", st)
+	}
+	kubetest.MustExec(t, db, "INSERT INTO app.t SELECT seq FROM app.seq_101_to_150")
+	time.Sleep(1100 * time.Millisecond)
+	noted := time.Now().UTC()
+	time.Sleep(1100 * time.Millisecond)
+	kubetest.MustExec(t, db, "DROP TABLE app.t")
+	db.Close()
+	d.Call("POST", "/api/v1/projects/hot/restore", `{"to":"`+noted.Format(time.RFC3339Nano)+`"}`, 200, nil)
+	if n := count(t, d.open("hot", "root", pw), "SELECT COUNT(*) FROM app.t"); n != 150 {
+		t.Fatalf("%d rows after the restore to before the drop, want 150", n)
+	}
+	waitNoAgents(t, ctx)
+	if log := d.log.String(); strings.Contains(log, "backup failed") || strings.Contains(log, "backup upload failed") {
+		t.Errorf("a backup failed; daemon log:\n%s", kubetest.Tail(log, 6000))
+	}
+}
+
+// startBackupDaemon starts a daemon with backups on, to a versitygw of
+// the test's, and binlog_max_delay 2 s.
+func startBackupDaemon(t *testing.T, ctx context.Context) *daemon {
+	s3 := s3test.Start(t)
+	o := s3.Options("harness-" + strings.ToLower(t.Name()))
+	credentials(t, ctx, o.AccessKeyID, o.SecretAccessKey)
+	more := fmt.Sprintf("store:\n  driver: sqlite\nscheduler:\n  interval: 1s\nbackup:\n  enabled: true\n  binlog_max_delay: 2s\n  target: s3\n"+
+		"  s3:\n    endpoint: %s\n    bucket: %s\n    prefix: %s\n    access_key_id: %s\n    secret_access_key: %s\n",
+		o.Endpoint, o.Bucket, o.Prefix, o.AccessKeyID, o.SecretAccessKey)
+	d := startDaemonConfig(t, kubetest.DaemonConfig{DataDir: t.TempDir(), API: freeAddr(t), Proxy: freeAddr(t),
+		Kubeconfig: kubeconfig, Namespace: namespace, Image: "mariadb:10.11.10", CPU: "250m",
+		AgentImage: "serverlessd:harness", More: more})
+	daemonBinary(t) // the node runs agents with it
+	return d
 }
 
 // credentials makes the Secret whose keys the agents get as environment.

@@ -110,9 +110,37 @@ func TestRealNodeBackups(t *testing.T) {
 	for _, p := range []string{"books-dev", "books"} {
 		d.Call("DELETE", "/api/v1/projects/"+p, "", 200, nil)
 	}
+	hotBackup(t, d, fig)
 	if n := d.logCount("backup upload failed"); n != 0 {
 		t.Errorf("%d backup jobs failed; daemon log:\n%s", n, d.tail())
 	}
+}
+
+// hotBackup: a compute that never suspends gets a hot backup from an agent
+// on its node (mariadb-backup, from the compute's image, logged in at its
+// Pod's IP), and a point-in-time restore starts from it.
+func hotBackup(t *testing.T, d *daemon, fig func(string, ...any)) {
+	pw := d.CreateProject(`{"name":"hot"}`)
+	d.Call("POST", "/api/v1/projects/hot/compute", `{}`, 201, nil)
+	db := d.open("hot", "root", pw)
+	kubetest.MustExec(t, db, "CREATE DATABASE app", "CREATE TABLE app.t (id INT PRIMARY KEY)",
+		"INSERT INTO app.t SELECT seq FROM app.seq_1_to_1000")
+	t0 := time.Now()
+	waitSnapshots(t, d, "hot", 1)
+	fig("hot backup of a running compute (its first: an agent Pod beside it runs mariadb-backup), listed %s after the first write", ms(time.Since(t0)))
+	kubetest.MustExec(t, db, "INSERT INTO app.t SELECT seq FROM app.seq_1001_to_1500")
+	time.Sleep(1100 * time.Millisecond)
+	noted := time.Now().UTC()
+	time.Sleep(1100 * time.Millisecond)
+	kubetest.MustExec(t, db, "DROP TABLE app.t")
+	db.Close()
+	t0 = time.Now()
+	d.Call("POST", "/api/v1/projects/hot/restore", `{"to":"`+noted.Format(time.RFC3339Nano)+`"}`, 200, nil)
+	fig("point-in-time restore from the hot backup: %s", ms(time.Since(t0)))
+	if n := countRows(t, d, "hot", "root", pw); n != 1500 {
+		t.Fatalf("%d rows after the restore from the hot backup, want 1500", n)
+	}
+	d.Call("DELETE", "/api/v1/projects/hot", "", 200, nil)
 }
 
 // importDaemonImage builds the Dockerfile's image into the node's

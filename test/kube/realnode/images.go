@@ -21,8 +21,9 @@ import (
 const imageRev = "r1"
 
 // mariadbRev names the mariadb root filesystem and image alone: r2 made
-// its mysql user 999 and its configuration the official image's.
-const mariadbRev = "r2"
+// its mysql user 999 and its configuration the official image's; r3 added
+// mariadb-backup, which the official image has too (hot backups).
+const mariadbRev = "r3"
 
 // The images the node runs, all made here: the machine has no registry.
 const (
@@ -215,7 +216,7 @@ const mariadbInstall = `set -e
 groupadd --system --gid 999 mysql
 useradd --system --uid 999 --gid mysql --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin mysql
 apt-get update -q
-apt-get install -y -q --no-install-recommends mariadb-server
+apt-get install -y -q --no-install-recommends mariadb-server mariadb-backup
 apt-get clean
 mkdir -p /run/mysqld
 chown mysql:mysql /run/mysqld
