@@ -34,6 +34,9 @@ func Prune(ctx context.Context, t Target, now time.Time, retention time.Duration
 	if err != nil {
 		return st, err
 	}
+	if err := prunePending(ctx, t, now); err != nil {
+		return st, err
+	}
 	keep := map[string]bool{} // object sums still named
 	for _, c := range computesOf(snapObjs) {
 		if err := pruneCompute(ctx, t, c, cutoff, keep, &st); err != nil {
@@ -55,6 +58,24 @@ func Prune(ctx context.Context, t Target, now time.Time, retention time.Duration
 		st.Objects++
 	}
 	return st, nil
+}
+
+// prunePending deletes the agents' manifests a daemon never committed (it
+// stopped in between), once as old as an unnamed object may be.
+func prunePending(ctx context.Context, t Target, now time.Time) error {
+	objs, err := t.List(ctx, pendingPrefix)
+	if err != nil {
+		return err
+	}
+	for _, o := range objs {
+		if now.Sub(o.ModTime) < objectGrace {
+			continue
+		}
+		if err := t.Delete(ctx, o.Key); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // pruneDeleted deletes every backup of the projects deleted before the

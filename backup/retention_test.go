@@ -87,3 +87,27 @@ func TestPrune(t *testing.T) {
 		t.Fatalf("second prune: %+v, %v", st, err)
 	}
 }
+
+// TestPrunePending deletes an agent's manifest that no daemon committed
+// (it stopped in between) once it is as old as an unnamed object may be,
+// and keeps a fresh one, which a daemon may be committing.
+func TestPrunePending(t *testing.T) {
+	ctx := context.Background()
+	tgt := Dir{Root: t.TempDir()}
+	for _, key := range []string{pendingPrefix + "cmp_a/old.json", pendingPrefix + "cmp_a/new.json"} {
+		if err := SaveManifest(ctx, tgt, key, &Manifest{TakenAt: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := time.Now().Add(-2 * objectGrace)
+	if err := os.Chtimes(filepath.Join(tgt.Root, pendingPrefix+"cmp_a/old.json"), old, old); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Prune(ctx, tgt, time.Now(), 7*24*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	left, err := tgt.List(ctx, pendingPrefix)
+	if err != nil || len(left) != 1 || left[0].Key != pendingPrefix+"cmp_a/new.json" {
+		t.Fatalf("pending manifests left: %+v, %v; want only the fresh one", left, err)
+	}
+}

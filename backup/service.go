@@ -33,7 +33,9 @@ const DefaultInterval = 24 * time.Hour
 // Computes is the compute manager, as the service uses it.
 type Computes interface {
 	Restore(ctx context.Context, computeID string, steps compute.RestoreSteps) (*store.Operation, error)
-	ActiveComputes() []compute.WakeResult
+	// RunningComputes lists the computes that run: this daemon's (local),
+	// or every daemon's, from the store (shared).
+	RunningComputes(ctx context.Context) ([]compute.Running, error)
 	// RotateBinlog closes the binary log unless nothing was written since
 	// since, and returns the files on the compute (the newest, still
 	// written, last) and the position now.
@@ -69,6 +71,10 @@ type Service struct {
 	// Staging returns an empty folder that the driver can move in as a
 	// compute's datadir.
 	Staging func(c *store.Compute) (string, error)
+	// Leading, when set, reports whether this daemon leads the daemons
+	// that share the computes: only the leader rotates and ships running
+	// computes' binary logs, so that two never purge what the other ships.
+	Leading func() bool
 	// Agent, when set, backs up and restores the computes that keep no
 	// datadir on this node, where their volumes are mounted: binary logs
 	// and a snapshot after each suspend, and restores in place.
@@ -91,9 +97,13 @@ type Service struct {
 	template *Manifest         // the last new compute's first snapshot
 	hotBusy  bool              // a hot backup runs (one at a time)
 	rotators chan struct{}     // one per rotation under way
-	wg       sync.WaitGroup
-	ctx      context.Context
-	cancel   context.CancelFunc
+	// running and listed: the computes that run, as last listed (by the
+	// loop alone).
+	running []compute.Running
+	listed  time.Time
+	wg      sync.WaitGroup
+	ctx     context.Context
+	cancel  context.CancelFunc
 }
 
 // state is what the service knows of one compute. shipMu serializes what

@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/serverlessd/serverlessd/compute"
 	"github.com/serverlessd/serverlessd/store"
 )
 
@@ -77,10 +78,10 @@ func (s *Service) retryDue() {
 // (a compute writing fast ships big files; the others go on meanwhile),
 // and a hot backup of one whose newest snapshot is Interval old.
 func (s *Service) rotateDue() {
-	if s.Computes == nil {
+	if s.Computes == nil || (s.Leading != nil && !s.Leading()) {
 		return
 	}
-	for _, w := range s.Computes.ActiveComputes() {
+	for _, w := range s.runningComputes() {
 		c := &store.Compute{ID: w.ComputeID, ProjectID: w.ProjectID}
 		if _, ok := s.DataDir(c); !ok && !s.remote(c) {
 			continue
@@ -98,6 +99,22 @@ func (s *Service) rotateDue() {
 		}
 		s.mu.Unlock()
 	}
+}
+
+// runningComputes lists the computes that run, at most every quarter of
+// MaxDelay (5 s at the most): with computes shared by daemons, a listing
+// reads the store.
+func (s *Service) runningComputes() []compute.Running {
+	if time.Since(s.listed) < min(s.MaxDelay/4, 5*time.Second) {
+		return s.running
+	}
+	rs, err := s.Computes.RunningComputes(s.ctx)
+	if err != nil {
+		s.Log.Warn("listing running computes to ship their binary logs failed; retrying", "component", "backup", "err", err)
+		return s.running
+	}
+	s.running, s.listed = rs, time.Now()
+	return rs
 }
 
 // rotators bounds the rotations that run at once.

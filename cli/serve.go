@@ -234,7 +234,14 @@ func open(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemon, er
 	}
 	mgr.SetDetacher(px.Detach)
 	registerMetrics(met, st, mgr, px)
+	var leader *kubedriver.Leader
+	if kd, ok := drv.(*kubedriver.Driver); ok {
+		leader = kd.Leader(cfg.NodeName + "_" + store.NewID("d"))
+	}
 	if backups != nil {
+		if leader != nil {
+			backups.Leading = leader.IsLeader
+		}
 		backups.Computes, backups.Metrics = mgr, backup.NewMetrics()
 		met.Register(backups.Metrics.Collectors()...)
 		backups.Start()
@@ -247,11 +254,9 @@ func open(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemon, er
 		Metrics:       &server.Metrics{Full: met.Handler(), Public: met.PublicHandler()},
 		Backups:       apiBackups(backups),
 	})
-	var leader *kubedriver.Leader
 	sopts := scheduler.Options{Store: st, Manager: mgr, Interval: cfg.Scheduler.Interval,
 		StorageInterval: cfg.Scheduler.StorageInterval, Metrics: met, Logger: log, Spent: quotas.Spent}
-	if kd, ok := drv.(*kubedriver.Driver); ok {
-		leader = kd.Leader(cfg.NodeName + "_" + store.NewID("d"))
+	if leader != nil {
 		sopts.Leading = leader.IsLeader
 	}
 	sched := scheduler.New(sopts)

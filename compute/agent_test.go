@@ -12,11 +12,8 @@ import (
 	"time"
 
 	"github.com/serverlessd/serverlessd/backup"
-	"github.com/serverlessd/serverlessd/compute"
 	"github.com/serverlessd/serverlessd/compute/local"
-	"github.com/serverlessd/serverlessd/compute/local/localtest"
 	"github.com/serverlessd/serverlessd/store"
-	"github.com/serverlessd/serverlessd/store/sqlite"
 )
 
 // newAgentEnv is a backup service that keeps no datadir of its own and
@@ -31,45 +28,31 @@ func newAgentEnv(t *testing.T, tgt backup.Target) (*env, *backup.Service, *atomi
 // with each job's kind before the job.
 func newGatedAgentEnv(t *testing.T, tgt backup.Target, gate func(kind string)) (*env, *backup.Service, *atomic.Int32) {
 	t.Helper()
-	dir := localtest.Dir(t)
-	st, err := sqlite.Open(filepath.Join(dir, "state.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	drv, err := local.New(local.Options{Dir: filepath.Join(dir, "computes"), StopTimeout: 30 * time.Second,
-		Binlog: true, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
 	runs := &atomic.Int32{}
-	agent := func(ctx context.Context, c *store.Compute, job []byte) ([]byte, error) {
-		runs.Add(1)
-		j, err := backup.ReadJob(string(job))
-		if err != nil {
-			return nil, err
+	e, svc := withBackups(t, func(drv *local.Driver) *backup.Service {
+		agent := func(ctx context.Context, c *store.Compute, job []byte) ([]byte, error) {
+			runs.Add(1)
+			j, err := backup.ReadJob(string(job))
+			if err != nil {
+				return nil, err
+			}
+			if gate != nil {
+				gate(j.Kind)
+			}
+			admin, err := drv.Admin(ctx, c)
+			if err != nil {
+				return nil, err
+			}
+			res, err := backup.RunJob(ctx, tgt, drv.DataDir(c), j, admin, testLogger(t))
+			if err != nil {
+				return nil, err
+			}
+			return json.Marshal(res)
 		}
-		if gate != nil {
-			gate(j.Kind)
-		}
-		admin, err := drv.Admin(ctx, c)
-		if err != nil {
-			return nil, err
-		}
-		res, err := backup.RunJob(ctx, tgt, drv.DataDir(c), j, admin, testLogger(t))
-		if err != nil {
-			return nil, err
-		}
-		return json.Marshal(res)
-	}
-	svc := &backup.Service{Target: tgt, Store: st, Log: testLogger(t), MaxDelay: time.Hour, Interval: time.Hour,
-		DataDir: func(*store.Compute) (string, bool) { return "", false }, Agent: agent}
-	mgr := compute.New(compute.Options{Store: st, Driver: drv, Node: "test", Logger: testLogger(t),
-		AfterSuspend: svc.AfterSuspend, AfterProvision: svc.AfterProvision})
-	svc.Computes = mgr
-	svc.Start()
-	t.Cleanup(svc.Stop)
-	return &env{dir: dir, st: st, drv: drv, mgr: mgr}, svc, runs
+		return &backup.Service{Target: tgt, MaxDelay: time.Hour, Interval: time.Hour,
+			DataDir: func(*store.Compute) (string, bool) { return "", false }, Agent: agent}
+	})
+	return e, svc, runs
 }
 
 // TestAgentPointInTimeRestore: through the agent, each suspend ships the

@@ -56,6 +56,16 @@ func (g *gatedTarget) Put(ctx context.Context, key string, r io.Reader) error {
 // shipping to t every maxDelay, and taking hot backups every interval.
 func newBackupEnv(t *testing.T, tgt backup.Target, maxDelay, interval time.Duration) (*env, *backup.Service) {
 	t.Helper()
+	return withBackups(t, func(drv *local.Driver) *backup.Service {
+		return &backup.Service{Target: tgt, MaxDelay: maxDelay, Interval: interval,
+			DataDir: func(c *store.Compute) (string, bool) { return drv.DataDir(c), true }, Staging: drv.Staging}
+	})
+}
+
+// withBackups starts a manager on a local driver with the binary log on,
+// and the backup service svc makes for its driver, started.
+func withBackups(t *testing.T, svc func(*local.Driver) *backup.Service) (*env, *backup.Service) {
+	t.Helper()
 	dir := localtest.Dir(t)
 	st, err := sqlite.Open(filepath.Join(dir, "state.db"))
 	if err != nil {
@@ -67,14 +77,14 @@ func newBackupEnv(t *testing.T, tgt backup.Target, maxDelay, interval time.Durat
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc := &backup.Service{Target: tgt, Store: st, Log: testLogger(t), MaxDelay: maxDelay, Interval: interval,
-		DataDir: func(c *store.Compute) (string, bool) { return drv.DataDir(c), true }, Staging: drv.Staging}
+	s := svc(drv)
+	s.Store, s.Log = st, testLogger(t)
 	mgr := compute.New(compute.Options{Store: st, Driver: drv, Node: "test", Logger: testLogger(t),
-		AfterSuspend: svc.AfterSuspend, AfterProvision: svc.AfterProvision})
-	svc.Computes = mgr
-	svc.Start()
-	t.Cleanup(svc.Stop)
-	return &env{dir: dir, st: st, drv: drv, mgr: mgr}, svc
+		AfterSuspend: s.AfterSuspend, AfterProvision: s.AfterProvision})
+	s.Computes = mgr
+	s.Start()
+	t.Cleanup(s.Stop)
+	return &env{dir: dir, st: st, drv: drv, mgr: mgr}, s
 }
 
 func drain(t *testing.T, svc *backup.Service) {

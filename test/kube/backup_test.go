@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/serverlessd/serverlessd/backup/s3test"
+	"github.com/serverlessd/serverlessd/store/postgres/pgtest"
 	"github.com/serverlessd/serverlessd/test/kube/kubetest"
 )
 
@@ -38,7 +39,7 @@ func TestBackupAgent(t *testing.T) {
 	db.Close()
 	d.Call("POST", "/api/v1/projects/books/compute/"+cid+"/suspend", "", 200, nil)
 	t0 := time.Now()
-	waitBackups(t, d, "books", 1)
+	d.WaitSnapshots("books", 1, 2*time.Minute)
 	t.Logf("suspend to snapshot listed: %s", time.Since(t0).Round(time.Millisecond))
 	waitNoAgents(t, ctx)
 
@@ -142,7 +143,7 @@ func TestBackupAgentHot(t *testing.T) {
 	kubetest.MustExec(t, db, "CREATE DATABASE app", "CREATE TABLE app.t (id INT PRIMARY KEY)",
 		"INSERT INTO app.t SELECT seq FROM app.seq_1_to_100")
 	t0 := time.Now()
-	waitBackups(t, d, "hot", 1) // no snapshot yet: the first rotation takes a hot backup
+	d.WaitSnapshots("hot", 1, 2*time.Minute) // no snapshot yet: the first rotation takes a hot backup
 	t.Logf("hot backup listed %s after the first write", time.Since(t0).Round(time.Millisecond))
 	if st := d.compute("hot").Compute.State; st != "active" {
 		t.Fatalf("compute is %s, want active all along", st)
@@ -163,20 +164,52 @@ func TestBackupAgentHot(t *testing.T) {
 	}
 }
 
-// startBackupDaemon starts a daemon with backups on, to a versitygw of
-// the test's, and binlog_max_delay 2 s.
+// TestBackupTwoReplicas: of two daemons on one store, the leader alone
+// rotates and ships running computes' binary logs and takes their hot
+// backups, also of a compute only the follower started and serves.
+func TestBackupTwoReplicas(t *testing.T) {
+	ctx := ctxFor(t, 6*time.Minute)
+	cfg := backupConfig(t, ctx, fmt.Sprintf("store:\n  driver: postgres\n  dsn: %q\n", pgtest.Start(t)))
+	a := startDaemonConfig(t, cfg(t))
+	waitLog(t, a, "leading: this daemon suspends idle computes")
+	b := startDaemonConfig(t, cfg(t))
+	pw := b.CreateProject(`{"name":"duo"}`)
+	b.Call("POST", "/api/v1/projects/duo/compute", `{}`, 201, nil)
+	db := b.open("duo", "root", pw)
+	kubetest.MustExec(t, db, "CREATE DATABASE app", "CREATE TABLE app.t (id INT PRIMARY KEY)")
+	waitLog(t, a, "hot backup taken by the backup agent")
+	kubetest.MustExec(t, db, "INSERT INTO app.t SELECT seq FROM app.seq_1_to_100")
+	waitLog(t, a, `msg="binary log shipped"`)
+	db.Close()
+	for _, msg := range []string{"hot backup taken", "binary log shipped"} {
+		if strings.Contains(b.log.String(), msg) {
+			t.Errorf("the follower logged %q: only the leader backs running computes up", msg)
+		}
+	}
+}
+
+// startBackupDaemon starts a daemon with backups on (backupConfig), its
+// store in SQLite.
 func startBackupDaemon(t *testing.T, ctx context.Context) *daemon {
+	return startDaemonConfig(t, backupConfig(t, ctx, "store:\n  driver: sqlite\n")(t))
+}
+
+// backupConfig returns the config of a daemon with the store in storeYAML
+// and backups on, to a versitygw of the test's, with binlog_max_delay 2 s;
+// each call of the returned func is for a daemon of its own.
+func backupConfig(t *testing.T, ctx context.Context, storeYAML string) func(*testing.T) kubetest.DaemonConfig {
 	s3 := s3test.Start(t)
 	o := s3.Options("harness-" + strings.ToLower(t.Name()))
 	credentials(t, ctx, o.AccessKeyID, o.SecretAccessKey)
-	more := fmt.Sprintf("store:\n  driver: sqlite\nscheduler:\n  interval: 1s\nbackup:\n  enabled: true\n  binlog_max_delay: 2s\n  target: s3\n"+
+	more := storeYAML + fmt.Sprintf("scheduler:\n  interval: 1s\nbackup:\n  enabled: true\n  binlog_max_delay: 2s\n  target: s3\n"+
 		"  s3:\n    endpoint: %s\n    bucket: %s\n    prefix: %s\n    access_key_id: %s\n    secret_access_key: %s\n",
 		o.Endpoint, o.Bucket, o.Prefix, o.AccessKeyID, o.SecretAccessKey)
-	d := startDaemonConfig(t, kubetest.DaemonConfig{DataDir: t.TempDir(), API: freeAddr(t), Proxy: freeAddr(t),
-		Kubeconfig: kubeconfig, Namespace: namespace, Image: "mariadb:10.11.10", CPU: "250m",
-		AgentImage: "serverlessd:harness", More: more})
 	daemonBinary(t) // the node runs agents with it
-	return d
+	return func(t *testing.T) kubetest.DaemonConfig {
+		return kubetest.DaemonConfig{DataDir: t.TempDir(), API: freeAddr(t), Proxy: freeAddr(t),
+			Kubeconfig: kubeconfig, Namespace: namespace, Image: "mariadb:10.11.10", CPU: "250m",
+			AgentImage: "serverlessd:harness", More: more}
+	}
 }
 
 // credentials makes the Secret whose keys the agents get as environment.
@@ -201,27 +234,6 @@ func checkBinlogArgs(t *testing.T, ctx context.Context, name string) {
 	if args := pod.Spec.Containers[0].Args; !slices.Contains(args, "--log-bin=binlog") {
 		t.Fatalf("compute's mariadbd args %q have no binary log", args)
 	}
-}
-
-// waitBackups waits until a project lists n snapshots or more.
-func waitBackups(t *testing.T, d *daemon, project string, n int) {
-	t.Helper()
-	var out struct {
-		Backups struct {
-			Snapshots []struct{ TakenAt time.Time } `json:"snapshots"`
-		} `json:"backups"`
-	}
-	cat := &out.Backups
-	deadline := time.Now().Add(2 * time.Minute)
-	for time.Now().Before(deadline) {
-		d.Call("GET", "/api/v1/projects/"+project+"/backups", "", 200, &out)
-		if len(cat.Snapshots) >= n {
-			return
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	t.Fatalf("project %s lists %d snapshots after 2 min, want %d; daemon log:\n%s", project, len(cat.Snapshots), n,
-		kubetest.Tail(d.log.String(), 6000))
 }
 
 // waitNoAgents waits until no backup agent's Pod is left.

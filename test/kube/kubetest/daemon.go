@@ -143,3 +143,22 @@ func MustExec(t testing.TB, db *sql.DB, stmts ...string) {
 		}
 	}
 }
+
+// WaitSnapshots waits, at most limit, until a project's backups list n
+// snapshots or more.
+func (a *API) WaitSnapshots(project string, n int, limit time.Duration) {
+	a.T.Helper()
+	var out struct {
+		Backups struct {
+			Snapshots []struct{ TakenAt time.Time } `json:"snapshots"`
+		} `json:"backups"`
+	}
+	for deadline := time.Now().Add(limit); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		a.Call("GET", "/api/v1/projects/"+project+"/backups", "", 200, &out)
+		if len(out.Backups.Snapshots) >= n {
+			return
+		}
+	}
+	a.T.Fatalf("project %s lists %d snapshots after %s, want %d; daemon log:\n%s", project,
+		len(out.Backups.Snapshots), limit, n, a.Logs())
+}

@@ -69,7 +69,7 @@ func TestRealNodeBackups(t *testing.T) {
 	db.Close()
 	d.Call("POST", "/api/v1/projects/books/compute/"+cid+"/suspend", "", 200, nil)
 	t0 := time.Now()
-	waitSnapshots(t, d, "books", 1)
+	d.WaitSnapshots("books", 1, 3*time.Minute)
 	fig("suspend to snapshot listed (an agent Pod: binary logs and datadir to S3): %s", ms(time.Since(t0)))
 
 	db = d.open("books", "root", pw)
@@ -126,7 +126,7 @@ func hotBackup(t *testing.T, d *daemon, fig func(string, ...any)) {
 	kubetest.MustExec(t, db, "CREATE DATABASE app", "CREATE TABLE app.t (id INT PRIMARY KEY)",
 		"INSERT INTO app.t SELECT seq FROM app.seq_1_to_1000")
 	t0 := time.Now()
-	waitSnapshots(t, d, "hot", 1)
+	d.WaitSnapshots("hot", 1, 3*time.Minute)
 	fig("hot backup of a running compute (its first: an agent Pod beside it runs mariadb-backup), listed %s after the first write", ms(time.Since(t0)))
 	kubetest.MustExec(t, db, "INSERT INTO app.t SELECT seq FROM app.seq_1001_to_1500")
 	time.Sleep(1100 * time.Millisecond)
@@ -172,23 +172,4 @@ func countRows(t *testing.T, d *daemon, project, user, pw string) int {
 		t.Fatalf("count rows of %s: %v", project, err)
 	}
 	return n
-}
-
-// waitSnapshots waits until a project lists n snapshots or more.
-func waitSnapshots(t *testing.T, d *daemon, project string, n int) {
-	t.Helper()
-	var out struct {
-		Backups struct {
-			Snapshots []struct{ TakenAt time.Time } `json:"snapshots"`
-		} `json:"backups"`
-	}
-	deadline := time.Now().Add(3 * time.Minute)
-	for time.Now().Before(deadline) {
-		d.Call("GET", "/api/v1/projects/"+project+"/backups", "", 200, &out)
-		if len(out.Backups.Snapshots) >= n {
-			return
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	t.Fatalf("project %s lists %d snapshots after 3 min, want %d; daemon log:\n%s", project, len(out.Backups.Snapshots), n, d.tail())
 }
