@@ -12,21 +12,24 @@ import (
 )
 
 // KubeRealResult is the kubernetes driver on a real one-node cluster: the
-// test TestRealNodeDaemon of make test-kube-real, which runs the daemon
-// against a real kubelet, containerd and CNI on this machine.
+// tests TestRealNodeDaemon and TestRealNodeBackups of make test-kube-real,
+// which run the daemon against a real kubelet, containerd and CNI on this
+// machine.
 type KubeRealResult struct {
 	Elapsed time.Duration
-	// Figures is the test's "REALNODE FIGURES" block, as it printed it.
-	Figures string
+	// Figures is the test's "REALNODE FIGURES" block, as it printed it,
+	// and Backups the "REALNODE BACKUP FIGURES" block.
+	Figures, Backups string
 	// Parsed from Figures, in seconds.
 	Create, ResumeP50, ResumeP99, Crash float64
 	Cycles                              int
 }
 
 // kubeRealTest is what the phase runs, from test/kube.
-var kubeRealTest = []string{"test", "-tags", "realnode", "-count=1", "-timeout", "60m", "-v", "-run", "TestRealNodeDaemon", "./realnode"}
+var kubeRealTest = []string{"test", "-tags", "realnode", "-count=1", "-timeout", "60m", "-v", "-run", "TestRealNodeDaemon|TestRealNodeBackups", "./realnode"}
 
-// kubeReal runs TestRealNodeDaemon and keeps its figures. It needs root
+// kubeReal runs TestRealNodeDaemon and TestRealNodeBackups and keeps
+// their figures. It needs root
 // (the node changes the host's network and cgroups, and puts them back).
 func (s *suite) kubeReal() error {
 	if os.Geteuid() != 0 {
@@ -50,10 +53,11 @@ func (s *suite) kubeReal() error {
 }
 
 var (
-	realBlock  = regexp.MustCompile(`(?s)REALNODE FIGURES.*?\n(.*?)\n--- `)
-	realCreate = regexp.MustCompile(`create compute \(.*?\): ([0-9.]+)(ms|s)`)
-	realResume = regexp.MustCompile(`over (\d+) cycles: p50 ([0-9.]+)(ms|s), p99 \(= max\) ([0-9.]+)(ms|s)`)
-	realCrash  = regexp.MustCompile(`in-place crash recovery \(.*?\): ([0-9.]+)(ms|s)`)
+	realBlock   = regexp.MustCompile(`(?s)REALNODE FIGURES.*?\n(.*?)\n--- `)
+	backupBlock = regexp.MustCompile(`(?s)REALNODE BACKUP FIGURES.*?\n(.*?)\n--- `)
+	realCreate  = regexp.MustCompile(`create compute \(.*?\): ([0-9.]+)(ms|s)`)
+	realResume  = regexp.MustCompile(`over (\d+) cycles: p50 ([0-9.]+)(ms|s), p99 \(= max\) ([0-9.]+)(ms|s)`)
+	realCrash   = regexp.MustCompile(`in-place crash recovery \(.*?\): ([0-9.]+)(ms|s)`)
 )
 
 // parseKubeReal takes the figures out of the test's output.
@@ -63,6 +67,9 @@ func parseKubeReal(out string) (*KubeRealResult, error) {
 		return nil, fmt.Errorf("no REALNODE FIGURES block in the test's output:\n%s", lastLines([]byte(out), 40))
 	}
 	res := &KubeRealResult{Figures: strings.TrimRight(m[0][:len(m[0])-len("\n--- ")], "\n")}
+	if b := backupBlock.FindString(out); b != "" {
+		res.Backups = strings.TrimRight(b[:len(b)-len("\n--- ")], "\n")
+	}
 	sec := func(v, unit string) float64 {
 		f, _ := strconv.ParseFloat(v, 64)
 		if unit == "ms" {

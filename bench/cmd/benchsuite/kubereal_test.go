@@ -14,6 +14,11 @@ const realOutput = `=== RUN   TestRealNodeDaemon
         in-place crash recovery (SIGKILL of mariadbd, then a new login + SELECT COUNT(*)): 1.426s, same Pod and IP, restarts 0 -> 1, the proxy waited for the restart (CheckBackend): true
         destroy: DELETE answered in 2.604s; Pod, PVC, Secret, PV and folder gone in 2.814s
 --- PASS: TestRealNodeDaemon (120.25s)
+=== RUN   TestRealNodeBackups
+    backup_test.go:34: REALNODE BACKUP FIGURES (2026-12-02, 2 cores):
+        suspend to snapshot listed (an agent Pod: binary logs and datadir to S3): 4.923s
+        point-in-time restore from the hot backup: 5.798s
+--- PASS: TestRealNodeBackups (152.83s)
 PASS
 `
 
@@ -24,6 +29,10 @@ func TestParseKubeReal(t *testing.T) {
 	}
 	if r.Cycles != 20 || r.ResumeP50 != 1.013 || r.ResumeP99 != 1.13 || r.Create != 3.065 || r.Crash != 1.426 {
 		t.Errorf("parsed %+v", r)
+	}
+	if !strings.HasPrefix(r.Backups, "REALNODE BACKUP FIGURES") || !strings.HasSuffix(r.Backups, "5.798s") ||
+		strings.Contains(r.Figures, "BACKUP") {
+		t.Errorf("backup block %q, figures %q", r.Backups, r.Figures)
 	}
 	if _, err := parseKubeReal("--- FAIL: TestRealNodeDaemon"); err == nil {
 		t.Error("output without figures parsed")
@@ -42,7 +51,8 @@ func TestRenderKubeReal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"## Kubernetes on a real node", "Resume p50 **1.013 s**", "resume p50 under 1 s, p99 under 2 s"} {
+	for _, want := range []string{"## Kubernetes on a real node", "Resume p50 **1.013 s**", "resume p50 under 1 s, p99 under 2 s",
+		"Backups on the same node", "point-in-time restore from the hot backup: 5.798s"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("the report does not say %q", want)
 		}

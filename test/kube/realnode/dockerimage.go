@@ -3,7 +3,9 @@
 package realnode
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -73,6 +75,10 @@ func buildDaemonImage(cache, dir string, logf func(string, ...any)) (string, err
 		return "", err
 	}
 	archive := filepath.Join(dir, "serverlessd-image.tar")
+	// An earlier test's archive: docker-archive cannot overwrite one.
+	if err := os.Remove(archive); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return "", err
+	}
 	if _, err := b.buildah("push", daemonImage, "docker-archive:"+archive+":"+daemonImage); err != nil {
 		return "", err
 	}
