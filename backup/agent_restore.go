@@ -67,6 +67,8 @@ func restoreFrom(ctx context.Context, t Target, dataDir string, c, from *store.C
 	if err := exchange(restored, dataDir); err != nil {
 		return Result{}, fmt.Errorf("swap the restored datadir in: %w", err)
 	}
+	// At once, before the old datadir (now in stage) is removed: the
+	// restored data must not ship onto the old history.
 	tl, err := NewTimeline(dataDir)
 	if err != nil {
 		return Result{}, err
@@ -123,6 +125,8 @@ func replayOffline(ctx context.Context, dir string, files []string, start uint64
 	defer os.RemoveAll(run)
 	sock := filepath.Join(run, "mysqld.sock")
 	cmd := exec.Command(server, replayServerArgs(dir, run, sock)...)
+	// Nothing of the agent's environment (the target's credentials).
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "TMPDIR=" + run}
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stderr, &stderr
 	if err := runAsOwner(cmd, dir, run); err != nil {
@@ -148,11 +152,12 @@ func replayOffline(ctx context.Context, dir string, files []string, start uint64
 }
 
 // replayServerArgs are the private mariadbd's options: no network, no
-// accounts, the binary log on as the compute has it.
+// accounts, no files outside its scratch folder, the binary log on as the
+// compute has it.
 func replayServerArgs(dir, run, sock string) []string {
 	args := []string{"--no-defaults", "--datadir=" + dir, "--socket=" + sock,
 		"--pid-file=" + filepath.Join(run, "mysqld.pid"), "--log-error=" + filepath.Join(run, "error.log"),
-		"--tmpdir=" + run, "--skip-networking", "--skip-grant-tables",
+		"--tmpdir=" + run, "--secure-file-priv=" + run, "--skip-networking", "--skip-grant-tables",
 		"--log-bin=binlog", "--binlog-format=ROW", "--server-id=1", "--max-binlog-size=64M",
 		"--innodb-buffer-pool-size=128M", "--performance-schema=OFF"}
 	return args

@@ -58,7 +58,11 @@ func (s *Service) startHot(st *state, c store.Compute) {
 			st.lastSnap = time.Now().Add(min(time.Hour, s.Interval) - s.Interval) // retry within the hour
 		}
 		s.mu.Unlock()
-		if err != nil && s.ctx.Err() == nil {
+		switch {
+		case err == nil || s.ctx.Err() != nil:
+		case !s.active(c.ID):
+			s.log(&c).Info("hot backup abandoned: the compute suspended, and its suspend's snapshot follows", "err", err)
+		default:
 			s.Metrics.failed()
 			s.log(&c).Warn("hot backup failed: backups are behind; retrying", "err", err)
 		}

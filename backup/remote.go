@@ -13,10 +13,11 @@ import (
 	"github.com/serverlessd/serverlessd/store"
 )
 
-// RunAgent runs a job, as JSON, where the compute's volume is mounted and
-// returns the agent's report (a Result, as JSON): on Kubernetes, a Pod on
-// the compute's claim. The compute is stopped, or may wake meanwhile.
-type RunAgent func(ctx context.Context, c *store.Compute, job []byte) ([]byte, error)
+// RunAgent runs a job of a kind (Job.Kind), as JSON, where the compute's
+// volume is mounted and returns the agent's report (a Result, as JSON): on
+// Kubernetes, a Pod on the compute's claim. The compute is stopped, or
+// may wake meanwhile (JobSuspended), or runs (JobHot).
+type RunAgent func(ctx context.Context, c *store.Compute, kind string, job []byte) ([]byte, error)
 
 // remote reports whether c's data is backed up through the agent: its
 // driver keeps no datadir on this node.
@@ -39,14 +40,19 @@ func (s *Service) afterRemoteSuspend(c store.Compute) {
 	s.kick(st)
 }
 
-// runJob runs job for c through the agent.
+// runJob runs job for c through the agent. A job that writes the volume,
+// or keeps its data for a restore, runs to its end even if the request
+// that asked for it ends first: its agent is not cut off half-way.
 func (s *Service) runJob(ctx context.Context, c *store.Compute, job Job) (Result, error) {
 	job.ProjectID, job.ComputeID = c.ProjectID, c.ID
+	if job.Kind != JobSuspended && job.Kind != JobHot {
+		ctx = context.WithoutCancel(ctx)
+	}
 	b, err := json.Marshal(job)
 	if err != nil {
 		return Result{}, err
 	}
-	out, err := s.Agent(ctx, c, b)
+	out, err := s.Agent(ctx, c, job.Kind, b)
 	if err != nil {
 		return Result{}, fmt.Errorf("backup agent of project %s: %w", c.ProjectID, err)
 	}
@@ -90,7 +96,6 @@ func (s *Service) catchUpRemote(ctx context.Context, st *state, c *store.Compute
 	if err != nil {
 		return err
 	}
-	done()
 	// The agent shipped files the daemon's list lacks: list again at the
 	// next rotation. (A rotation under way ships some twice, which the
 	// target's listing counts once.)
@@ -100,16 +105,19 @@ func (s *Service) catchUpRemote(ctx context.Context, st *state, c *store.Compute
 	}
 	if res.Pending == "" {
 		log.Debug("binary logs shipped; nothing changed since the last snapshot", "files", res.Shipped)
+		done()
 		return nil
 	}
 	if s.woke(ctx, c) {
 		log.Info("snapshot abandoned: the compute woke during the upload; it is taken again at the next suspend")
+		done()
 		return s.Target.Delete(ctx, res.Pending)
 	}
 	m, err := CommitPending(ctx, s.Target, c, res.Pending)
 	if err != nil {
-		return err
+		return err // still due: the retry runs the agent again
 	}
+	done()
 	st.prev = m
 	s.mu.Lock()
 	st.lastSnap, st.snapsKnown = m.TakenAt, true

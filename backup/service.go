@@ -200,7 +200,10 @@ func (s *Service) log(c *store.Compute) *slog.Logger {
 func (s *Service) AfterSuspend(c store.Compute, reason string) {
 	dir, ok := s.DataDir(&c)
 	if !ok {
-		s.afterRemoteSuspend(c)
+		// A restore or a branch keeps the data itself, right after.
+		if reason != compute.ReasonRestore && reason != compute.ReasonBranch {
+			s.afterRemoteSuspend(c)
+		}
 		return
 	}
 	names, err := IndexedBinlogs(dir)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -103,6 +104,13 @@ func ownImage(cs kubernetes.Interface, namespace string, log *slog.Logger) strin
 	if err != nil || len(pod.Spec.Containers) == 0 {
 		log.Warn("could not read this daemon's own image for backup agents; set kubernetes.agent_image", "pod", name, "err", err)
 		return ""
+	}
+	// The digest it runs, where the kubelet reports one: a tag may have
+	// moved since, and the agents must run this daemon's version.
+	for _, cs := range pod.Status.ContainerStatuses {
+		if cs.Name == pod.Spec.Containers[0].Name && strings.Contains(cs.ImageID, "@sha256:") {
+			return strings.TrimPrefix(cs.ImageID, "docker-pullable://")
+		}
 	}
 	return pod.Spec.Containers[0].Image
 }

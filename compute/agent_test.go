@@ -2,8 +2,11 @@ package compute_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -12,6 +15,7 @@ import (
 	"time"
 
 	"github.com/serverlessd/serverlessd/backup"
+	"github.com/serverlessd/serverlessd/compute"
 	"github.com/serverlessd/serverlessd/compute/local"
 	"github.com/serverlessd/serverlessd/store"
 )
@@ -30,7 +34,7 @@ func newGatedAgentEnv(t *testing.T, tgt backup.Target, gate func(kind string)) (
 	t.Helper()
 	runs := &atomic.Int32{}
 	e, svc := withBackups(t, func(drv *local.Driver) *backup.Service {
-		agent := func(ctx context.Context, c *store.Compute, job []byte) ([]byte, error) {
+		agent := func(ctx context.Context, c *store.Compute, _ string, job []byte) ([]byte, error) {
 			runs.Add(1)
 			j, err := backup.ReadJob(string(job))
 			if err != nil {
@@ -283,4 +287,43 @@ func TestAgentWakeDuringBackup(t *testing.T) {
 	if n := countRows(t, rootDB(t, c.Address, pw)); n != 100 {
 		t.Fatalf("%d rows after the wake, want 100", n)
 	}
+}
+
+// TestDumpBinlogIsTheFile: a closed binary log copied over the replication
+// protocol is the server's file byte for byte, Annotate_rows events
+// included (a hot backup's position is an offset into it).
+func TestDumpBinlogIsTheFile(t *testing.T) {
+	ctx := context.Background()
+	e, _, _ := newAgentEnv(t, backup.Dir{Root: t.TempDir()})
+	_, c, pw := e.project(t, "dump")
+	mustExecAll(t, rootDB(t, c.Address, pw), "CREATE TABLE t (id INT PRIMARY KEY, v TEXT)",
+		"INSERT INTO t SELECT seq, REPEAT('x', seq) FROM seq_1_to_500", "UPDATE t SET v = 'y' WHERE id < 100")
+	names, _, err := e.mgr.RotateBinlog(ctx, c.ID, compute.BinlogPos{})
+	if err != nil || len(names) < 2 {
+		t.Fatalf("rotate: %v, %v", names, err)
+	}
+	addr, admin, err := e.mgr.AdminAccess(ctx, c.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range names[:len(names)-1] {
+		copied := filepath.Join(t.TempDir(), name)
+		if err := backup.DumpBinlog(ctx, addr, admin, name, copied); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := fileSHA256(t, copied), fileSHA256(t, filepath.Join(e.drv.DataDir(c), name)); got != want {
+			t.Fatalf("the copy of %s has SHA-256 %s, the server's file %s", name, got, want)
+		}
+	}
+}
+
+// fileSHA256 is the hex SHA-256 of the file at p.
+func fileSHA256(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }

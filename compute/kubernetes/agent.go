@@ -28,12 +28,14 @@ const (
 	agentBinary = "/usr/local/bin/serverlessd"
 	// agentMountPath is the folder the two containers share (the binary,
 	// and temporary files).
-	agentMountPath  = "/agent"
-	agentVolume     = "agent"
-	agentContainer  = "agent"
-	agentName       = "serverlessd-backup-agent"
-	agentManagedBy  = "serverlessd-backup"
-	agentMaxRuntime = 24 * 60 * 60 // seconds: a bound for a Pod the daemon forgot
+	agentMountPath = "/agent"
+	agentVolume    = "agent"
+	agentContainer = "agent"
+	agentName      = "serverlessd-backup-agent"
+	agentManagedBy = "serverlessd-backup"
+	// agentMaxRuntime bounds an agent (seconds): the kubelet fails its Pod
+	// past it, and the job with it.
+	agentMaxRuntime = 6 * 60 * 60
 )
 
 // ErrNoAgentImage means backups need kubernetes.agent_image.
@@ -42,10 +44,16 @@ var ErrNoAgentImage = errors.New("no image for the backup agent: set kubernetes.
 // AgentImage is the image backup agents copy the binary from ("": none).
 func (d *Driver) AgentImage() string { return d.opts.AgentImage }
 
-// RunAgent runs a backup agent with job (JSON) on compute c's claim and
-// returns its report, once its Pod has ended; the Pod is then deleted. It
-// is backup.RunAgent.
-func (d *Driver) RunAgent(ctx context.Context, c *store.Compute, job []byte) ([]byte, error) {
+// RunAgent runs a backup agent with job (JSON) of the given kind on
+// compute c's claim and returns its report, once its Pod has ended; the
+// Pod is then deleted. It is backup.RunAgent.
+//
+// An agent whose kind needs the compute stopped throughout (exclusive)
+// and the compute's own Pod never run together, though another daemon may
+// start the compute meanwhile: each creates its Pod, then looks for the
+// other, and the agent gives up (an error) while the compute waits for it
+// to end (yieldToAgents). Any other agent gives way to a start.
+func (d *Driver) RunAgent(ctx context.Context, c *store.Compute, kind string, job []byte) ([]byte, error) {
 	if d.opts.AgentImage == "" {
 		return nil, ErrNoAgentImage
 	}
@@ -60,7 +68,7 @@ func (d *Driver) RunAgent(ctx context.Context, c *store.Compute, job []byte) ([]
 	if datadir(pvc) == dataMountPath {
 		return nil, fmt.Errorf("backup agent for compute %s: its volume keeps the datadir at its root (made by an older serverlessd); the agent needs it in %s/", c.ID, datadirName)
 	}
-	spec := d.agentPod(c, pvc, job)
+	spec := d.agentPod(c, pvc, kind, job)
 	// Beside the compute's Pod, if it runs: the claim may be attachable
 	// to one node at a time, and a hot backup reads the datadir as
 	// mariadbd writes it.
@@ -72,9 +80,12 @@ func (d *Driver) RunAgent(ctx context.Context, c *store.Compute, job []byte) ([]
 	if err != nil {
 		return nil, fmt.Errorf("backup agent for compute %s: create its pod: %w", c.ID, err)
 	}
-	log := d.log.With("compute", c.ID, "project", c.ProjectID, "pod", pod.Name)
+	log := d.log.With("compute", c.ID, "project", c.ProjectID, "pod", pod.Name, "job", kind)
 	t0 := time.Now()
 	defer d.deleteAgent(pod.Name, log)
+	if exclusiveAgent(kind) && d.computePodLive(ctx, name) {
+		return nil, fmt.Errorf("backup agent for compute %s: %w", c.ID, ErrComputeStarted)
+	}
 	pod, err = d.waitEnded(ctx, pod.Name)
 	if err != nil {
 		return nil, fmt.Errorf("backup agent for compute %s: %w", c.ID, err)
@@ -110,16 +121,16 @@ func (d *Driver) waitEnded(ctx context.Context, name string) (*corev1.Pod, error
 // agentReport is the agent's report, from its container's termination
 // message, or the error it ended with.
 func agentReport(pod *corev1.Pod) ([]byte, error) {
-	for _, cs := range pod.Status.ContainerStatuses {
+	for _, cs := range slices.Concat(pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses) {
 		t := cs.State.Terminated
-		if cs.Name != agentContainer || t == nil {
+		if t == nil || (cs.Name != agentContainer && t.ExitCode == 0) {
 			continue
 		}
 		if t.ExitCode == 0 {
 			return []byte(t.Message), nil
 		}
 		msg := strings.TrimPrefix(strings.TrimSpace(t.Message), "error: ")
-		return nil, fmt.Errorf("pod %s failed (exit code %d): %s", pod.Name, t.ExitCode, msg)
+		return nil, fmt.Errorf("pod %s: container %s failed (exit code %d): %s", pod.Name, cs.Name, t.ExitCode, msg)
 	}
 	return nil, fmt.Errorf("pod %s %s: %s %s", pod.Name, pod.Status.Phase, pod.Status.Reason, pod.Status.Message)
 }
@@ -135,12 +146,71 @@ func (d *Driver) deleteAgent(name string, log *slog.Logger) {
 	}
 }
 
+// ErrComputeStarted means a compute started while an agent that needs it
+// stopped was about to work on its volume: the job did not run.
+var ErrComputeStarted = errors.New("the compute started meanwhile (a login on another daemon); the job did not run: retry")
+
+// agentJobLabel carries an agent's kind of job.
+const agentJobLabel = "serverlessd.io/agent-job"
+
+// exclusiveAgent reports whether an agent of kind needs the compute
+// stopped from its start to its end: those that write the volume, or
+// keep its data for a restore. A snapshot after a suspend gives way to a
+// wake (the snapshot is abandoned); a hot backup runs beside the compute.
+func exclusiveAgent(kind string) bool { return kind != "suspended" && kind != "hot" }
+
+// computePodLive reports whether the compute's own Pod exists and is not
+// going.
+func (d *Driver) computePodLive(ctx context.Context, name string) bool {
+	pod, err := d.cli.CoreV1().Pods(d.opts.Namespace).Get(ctx, name, metav1.GetOptions{})
+	return err == nil && pod.DeletionTimestamp == nil
+}
+
+// yieldToAgents is Start's side of RunAgent's exclusion, once it has
+// created the compute's Pod: a snapshot agent on the claim is deleted (its
+// snapshot would be of a running compute); while an exclusive one works,
+// the compute's Pod is deleted, and created again once the agent ends.
+func (d *Driver) yieldToAgents(ctx context.Context, c *store.Compute, name string, pvc *corev1.PersistentVolumeClaim, pod *corev1.Pod) (*corev1.Pod, error) {
+	pods := d.cli.CoreV1().Pods(d.opts.Namespace)
+	sel := metav1.ListOptions{LabelSelector: ManagedByLabel + "=" + agentManagedBy + "," + ComputeLabel + "=" + c.ID}
+	for {
+		list, err := pods.List(ctx, sel)
+		if err != nil {
+			return nil, fmt.Errorf("list backup agents: %w", err)
+		}
+		busy := ""
+		for _, a := range list.Items {
+			switch {
+			case terminal(&a) || a.DeletionTimestamp != nil:
+			case a.Labels[agentJobLabel] == "suspended":
+				d.deleteAgent(a.Name, d.log.With("compute", c.ID, "pod", a.Name))
+			case exclusiveAgent(a.Labels[agentJobLabel]):
+				busy = a.Name
+			}
+		}
+		if busy == "" {
+			return pod, nil
+		}
+		d.log.Info("waiting for a backup agent before starting", "compute", c.ID, "agent", busy)
+		if _, err := d.deletePod(ctx, name); err != nil {
+			return nil, err
+		}
+		err = d.waitPod(ctx, busy, func(a *corev1.Pod) (bool, error) { return a == nil || terminal(a), nil })
+		if err != nil {
+			return nil, fmt.Errorf("wait for backup agent %s: %w", busy, err)
+		}
+		if pod, err = d.ensurePod(ctx, c, name, pvc); err != nil {
+			return nil, err
+		}
+	}
+}
+
 // agentPod builds an agent's Pod on the compute's claim: the compute's
 // user, node constraints and image, no API access, no ingress (the
 // NetworkPolicy for agentManagedBy).
-func (d *Driver) agentPod(c *store.Compute, pvc *corev1.PersistentVolumeClaim, job []byte) *corev1.Pod {
+func (d *Driver) agentPod(c *store.Compute, pvc *corev1.PersistentVolumeClaim, kind string, job []byte) *corev1.Pod {
 	labels := labelsFor(c)
-	labels[ManagedByLabel], labels["app.kubernetes.io/name"] = agentManagedBy, agentName
+	labels[ManagedByLabel], labels["app.kubernetes.io/name"], labels[agentJobLabel] = agentManagedBy, agentName, kind
 	image := c.Spec.Image
 	if image == "" {
 		image = d.opts.Image
@@ -173,7 +243,7 @@ func (d *Driver) agentPod(c *store.Compute, pvc *corev1.PersistentVolumeClaim, j
 			Containers: []corev1.Container{{
 				Name: agentContainer, Image: image, ImagePullPolicy: corev1.PullIfNotPresent,
 				Command:                  []string{agentMountPath + "/serverlessd", "agent", "run"},
-				Env:                      d.agentEnv(pvc, job),
+				Env:                      d.agentEnv(pvc, kind, job),
 				EnvFrom:                  d.agentEnvFrom(),
 				Resources:                agentResources(),
 				VolumeMounts:             append(mounts, corev1.VolumeMount{Name: dataVolume, MountPath: dataMountPath}),
@@ -190,15 +260,16 @@ func (d *Driver) agentPod(c *store.Compute, pvc *corev1.PersistentVolumeClaim, j
 	}
 }
 
-func (d *Driver) agentEnv(pvc *corev1.PersistentVolumeClaim, job []byte) []corev1.EnvVar {
+func (d *Driver) agentEnv(pvc *corev1.PersistentVolumeClaim, kind string, job []byte) []corev1.EnvVar {
 	env := []corev1.EnvVar{
 		{Name: "SERVERLESSD_AGENT_JOB", Value: string(job)},
 		{Name: "SERVERLESSD_DATADIR", Value: datadir(pvc)},
 		{Name: "TMPDIR", Value: agentMountPath},
-		// The daemon's account, for a hot backup's mariadb-backup.
-		{Name: "SERVERLESSD_ADMIN_PASSWORD", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
-			LocalObjectReference: corev1.LocalObjectReference{Name: pvc.Name}, Key: keyAdminPassword,
-		}}},
+	}
+	if kind == "hot" { // the daemon's account, for mariadb-backup's login
+		env = append(env, corev1.EnvVar{Name: "SERVERLESSD_ADMIN_PASSWORD", ValueFrom: &corev1.EnvVarSource{
+			SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: pvc.Name}, Key: keyAdminPassword},
+		}})
 	}
 	for _, k := range slices.Sorted(maps.Keys(d.opts.AgentEnv)) {
 		env = append(env, corev1.EnvVar{Name: k, Value: d.opts.AgentEnv[k]})

@@ -89,6 +89,9 @@ func (d *Driver) Start(ctx context.Context, c *store.Compute) (string, error) {
 	}
 	t0 := time.Now()
 	pod, err := d.ensurePod(ctx, c, name, pvc)
+	if err == nil && d.opts.AgentImage != "" {
+		pod, err = d.yieldToAgents(ctx, c, name, pvc, pod)
+	}
 	if err != nil {
 		return "", fmt.Errorf("start compute %s: %w", c.ID, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -182,7 +183,7 @@ func podFailure(pod *corev1.Pod) error {
 	if terminal(pod) {
 		return fmt.Errorf("pod %s: %s %s", pod.Status.Phase, pod.Status.Reason, pod.Status.Message)
 	}
-	for _, cs := range pod.Status.ContainerStatuses {
+	for _, cs := range slices.Concat(pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses) {
 		w := cs.State.Waiting
 		switch {
 		case w == nil || !fatalWaiting[w.Reason]:

@@ -111,7 +111,7 @@ func TestRealNodeBackups(t *testing.T) {
 		d.Call("DELETE", "/api/v1/projects/"+p, "", 200, nil)
 	}
 	hotBackup(t, d, fig)
-	if n := d.logCount("backup upload failed"); n != 0 {
+	if n := d.logCount("backup upload failed") + d.logCount("hot backup failed"); n != 0 {
 		t.Errorf("%d backup jobs failed; daemon log:\n%s", n, d.tail())
 	}
 }
