@@ -81,10 +81,7 @@ func TestAgentPointInTimeRestore(t *testing.T) {
 	checkOpenBinlogs(t, e.drv.DataDir(c))
 	db := rootDB(t, c.Address, pw)
 	mustExecAll(t, db, "INSERT INTO t SELECT seq FROM seq_101_to_250")
-	time.Sleep(1100 * time.Millisecond) // the binary log's times are in seconds
-	noted := time.Now()
-	time.Sleep(1100 * time.Millisecond)
-	mustExecAll(t, db, "DROP TABLE t")
+	noted := noteThenDrop(t, db)
 	time.Sleep(1100 * time.Millisecond)
 	afterDrop := time.Now()
 	db.Close()
@@ -226,10 +223,7 @@ func TestAgentHotBackup(t *testing.T) {
 		t.Fatalf("compute is %s, want active all along", st)
 	}
 	mustExecAll(t, db, "INSERT INTO t SELECT seq FROM seq_101_to_150")
-	time.Sleep(1100 * time.Millisecond)
-	noted := time.Now()
-	time.Sleep(1100 * time.Millisecond)
-	mustExecAll(t, db, "DROP TABLE t")
+	noted := noteThenDrop(t, db)
 	db.Close()
 	plan, err := backup.PlanRestore(ctx, tgt, c, noted)
 	if err != nil && !errors.Is(err, backup.ErrOutsideWindow) {

@@ -87,6 +87,18 @@ func withBackups(t *testing.T, svc func(*local.Driver) *backup.Service) (*env, *
 	return &env{dir: dir, st: st, drv: drv, mgr: mgr}, s
 }
 
+// noteThenDrop returns a time a whole second clear of the writes before
+// and after it (the binary log's times are in seconds), then drops table
+// t.
+func noteThenDrop(t *testing.T, db *sql.DB) time.Time {
+	t.Helper()
+	time.Sleep(1100 * time.Millisecond)
+	noted := time.Now()
+	time.Sleep(1100 * time.Millisecond)
+	mustExecAll(t, db, "DROP TABLE t")
+	return noted
+}
+
 func drain(t *testing.T, svc *backup.Service) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -167,11 +179,7 @@ func TestPointInTimeRestore(t *testing.T) {
 	c = getCompute(t, e, c.ID)
 	db := rootDB(t, c.Address, pw)
 	mustExecAll(t, db, "INSERT INTO t SELECT seq FROM seq_101_to_250")
-	// The binary log's times have one-second precision.
-	time.Sleep(1100 * time.Millisecond)
-	noted := time.Now()
-	time.Sleep(1100 * time.Millisecond)
-	mustExecAll(t, db, "DROP TABLE t")
+	noted := noteThenDrop(t, db)
 	time.Sleep(1100 * time.Millisecond)
 	afterDrop := time.Now()
 	db.Close()
@@ -236,10 +244,7 @@ func TestHotBackupRestore(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	mustExecAll(t, db, "INSERT INTO t SELECT seq FROM seq_101_to_150")
-	time.Sleep(1100 * time.Millisecond)
-	noted := time.Now()
-	time.Sleep(1100 * time.Millisecond)
-	mustExecAll(t, db, "DROP TABLE t")
+	noted := noteThenDrop(t, db)
 	db.Close()
 	if c = getCompute(t, e, c.ID); c.State != store.StateActive {
 		t.Fatalf("compute is %s; the test needs it never suspended", c.State)
