@@ -200,15 +200,20 @@ func shipIndexed(ctx context.Context, t Target, dataDir, prefix string) (n int, 
 // newestOnTimeline returns c's newest snapshot if it is of timeline tl,
 // else nil: a snapshot of another history shares no file times.
 func newestOnTimeline(ctx context.Context, t Target, c *store.Compute, tl string) (*Manifest, error) {
+	m, err := newestSnapshot(ctx, t, c)
+	if err != nil || m == nil || m.Timeline != tl {
+		return nil, err
+	}
+	return m, nil
+}
+
+// newestSnapshot returns c's newest snapshot's manifest; nil if it has none.
+func newestSnapshot(ctx context.Context, t Target, c *store.Compute) (*Manifest, error) {
 	snaps, err := ListSnapshots(ctx, t, c)
 	if err != nil || len(snaps) == 0 {
 		return nil, err
 	}
-	m, err := LoadManifest(ctx, t, snaps[len(snaps)-1].Key)
-	if err != nil || m.Timeline != tl {
-		return nil, err
-	}
-	return m, nil
+	return LoadManifest(ctx, t, snaps[len(snaps)-1].Key)
 }
 
 // CommitPending makes the manifest an agent saved under key c's newest

@@ -221,13 +221,9 @@ func (s *Service) hotRemote(ctx context.Context, st *state, c *store.Compute, ad
 // catalogRemote lists c's backups on the timeline of its newest snapshot:
 // the daemon cannot read the timeline on the volume.
 func (s *Service) catalogRemote(ctx context.Context, c *store.Compute) (Catalog, error) {
-	snaps, err := ListSnapshots(ctx, s.Target, c)
-	if err != nil || len(snaps) == 0 {
-		return Catalog{Snapshots: snaps}, err
-	}
-	m, err := LoadManifest(ctx, s.Target, snaps[len(snaps)-1].Key)
-	if err != nil {
-		return Catalog{}, err
+	m, err := newestSnapshot(ctx, s.Target, c)
+	if err != nil || m == nil {
+		return Catalog{Snapshots: []SnapshotRef{}}, err
 	}
 	return ListCatalog(ctx, s.Target, c, m.Timeline)
 }
@@ -243,16 +239,12 @@ var errNoBase = errors.New("no snapshot of the compute yet")
 // under way) it fails with errNoBase, and they stay on the compute. The
 // caller holds st.shipMu.
 func (s *Service) shipRemote(ctx context.Context, st *state, c *store.Compute, names []string) error {
-	snaps, err := ListSnapshots(ctx, s.Target, c)
+	m, err := newestSnapshot(ctx, s.Target, c)
 	if err != nil {
 		return err
 	}
-	if len(snaps) == 0 {
+	if m == nil {
 		return errNoBase
-	}
-	m, err := LoadManifest(ctx, s.Target, snaps[len(snaps)-1].Key)
-	if err != nil {
-		return err
 	}
 	prefix := BinlogPrefix(c.ProjectID, c.ID, m.Timeline)
 	if st.shipped == nil || st.timeline != m.Timeline {
