@@ -58,9 +58,13 @@ func (s *Service) startHot(st *state, c store.Compute) {
 			st.lastSnap = time.Now().Add(min(time.Hour, s.Interval) - s.Interval) // retry within the hour
 		}
 		s.mu.Unlock()
-		switch {
-		case err == nil || s.ctx.Err() != nil:
-		case !s.active(c.ID):
+		if err == nil || s.ctx.Err() != nil {
+			return
+		}
+		switch runs, gone := s.active(c.ID); {
+		case gone:
+			s.forget(c.ID)
+		case !runs:
 			s.log(&c).Info("hot backup abandoned: the compute suspended, and its suspend's snapshot follows", "err", err)
 		default:
 			s.Metrics.failed()

@@ -125,23 +125,39 @@ const rotators = 4
 func (s *Service) rotateOne(st *state, c store.Compute) {
 	defer s.wg.Done()
 	err := s.rotate(s.ctx, st, &c)
-	if err != nil && !s.active(c.ID) {
-		err = nil // it suspended meanwhile: the suspend ships its binary log
+	gone := false
+	if err != nil {
+		var runs bool
+		runs, gone = s.active(c.ID)
+		if !runs {
+			// It suspended meanwhile, and the suspend ships its binary
+			// log; or it was deleted, after its data was kept.
+			err = nil
+		}
 	}
 	s.mu.Lock()
 	st.rotating = false
 	<-s.rotators
 	s.mu.Unlock()
+	if gone {
+		s.forget(c.ID)
+		return
+	}
 	s.settle(st, err)
 	if err == nil && s.hotDue(s.ctx, st, &c) {
 		s.startHot(st, c)
 	}
 }
 
-// active reports whether the store says the compute runs.
-func (s *Service) active(computeID string) bool {
+// active reports whether the store says the compute runs, and whether
+// the store no longer has it. The listing of running computes may be a
+// few seconds older than a delete.
+func (s *Service) active(computeID string) (runs, gone bool) {
 	c, err := s.Store.GetCompute(s.ctx, computeID)
-	return err != nil || c.State == store.StateActive // unknown: assume it runs
+	if errors.Is(err, store.ErrNotFound) {
+		return false, true
+	}
+	return err != nil || c.State == store.StateActive, false // unknown: assume it runs
 }
 
 // rotate closes c's binary log, ships the closed files and purges them
