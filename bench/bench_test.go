@@ -32,6 +32,7 @@ var (
 	proxyWorkload = flag.String("proxyworkload", "oltp_point_select", "sysbench workload of BenchmarkProxySysbench")
 	proxyThreads  = flag.Int("proxythreads", 4, "sysbench threads of BenchmarkProxySysbench")
 	proxyTime     = flag.Duration("proxytime", 20*time.Second, "sysbench run time of BenchmarkProxySysbench")
+	proxyPool     = flag.Int("proxypool", 0, "BenchmarkProxySysbench with transaction pooling over this many backend connections (0: session mode)")
 )
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -144,7 +145,7 @@ func prepareSysbench(b *testing.B, dir string) (sock string) {
 // compute's socket, and returns it as a sysbench target.
 func startProxy(b *testing.B, dir, sock, relay string) Target {
 	w := &fixedWaker{addr: "unix:" + sock}
-	srv, err := proxy.New(proxy.Config{DataDir: filepath.Join(dir, "proxy"), RateLimitBurst: -1, Relay: relay}, fixedDir{}, w, quiet())
+	srv, err := proxy.New(proxy.Config{DataDir: filepath.Join(dir, "proxy"), RateLimitBurst: -1, Relay: relay}, fixedDir{pool: *proxyPool}, w, quiet())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -162,7 +163,11 @@ func startProxy(b *testing.B, dir, sock, relay string) Target {
 	return Target{Name: "serverlessd", Host: "127.0.0.1", Port: port, User: "bench.sb", Pass: "pw"}
 }
 
-type fixedDir struct{}
+type fixedDir struct{ pool int }
+
+func (d fixedDir) ProjectPooling(context.Context, string) (proxy.PoolSettings, error) {
+	return proxy.PoolSettings{Transaction: d.pool > 0, Size: d.pool}, nil
+}
 
 func (fixedDir) LookupRole(ctx context.Context, project, user string) (string, string, error) {
 	if project != "bench" || user != "sb" {
