@@ -31,6 +31,7 @@ type Activity struct {
 	bytesIn    atomic.Int64 // client -> backend
 	bytesOut   atomic.Int64 // backend -> client
 	lastActive atomic.Int64 // unix nanoseconds
+	storageB   atomic.Int64 // the storage last measured, in bytes
 	// Totals already reported in a usage sample, for TakeDelta.
 	sampledIn, sampledOut atomic.Int64
 	// bytesIn at the last ClientSentSinceLastCall and StorageMayHaveGrown.
@@ -81,6 +82,9 @@ func (a *Activity) Acquire() *Lease {
 	a.Touch()
 	return &Lease{a: a}
 }
+
+// StorageBytes is the storage last measured (0 before the first).
+func (a *Activity) StorageBytes() int64 { return a.storageB.Load() }
 
 // Touch records traffic now.
 func (a *Activity) Touch() { a.lastActive.Store(time.Now().UnixNano()) }

@@ -33,7 +33,9 @@ func (m *Manager) Sample(ctx context.Context, c *store.Compute) error {
 	if err != nil {
 		return fmt.Errorf("measure storage of compute %s: %w", c.ID, err)
 	}
-	in, out := m.Activity(c.ID).TakeDelta()
+	a := m.Activity(c.ID)
+	a.storageB.Store(size)
+	in, out := a.TakeDelta()
 	s := &store.UsageSample{ProjectID: c.ProjectID, TenantID: c.TenantID, ComputeID: c.ID, StorageBytes: size, BytesIn: in, BytesOut: out}
 	if err := m.st.AddUsageSample(ctx, s); err != nil {
 		return fmt.Errorf("record usage sample of compute %s: %w", c.ID, err)

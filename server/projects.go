@@ -133,14 +133,19 @@ type credentials struct {
 	MySQLUser string `json:"mysql_user"`
 	// ConnectionString is a ready-to-run mariadb client command line.
 	ConnectionString string `json:"connection_string"`
+	// Host and Port are the MySQL listener's, for other clients' strings.
+	Host string `json:"host"`
+	Port int    `json:"port"`
 }
 
 func (s *Server) credentials(p *store.Project, role, password string) credentials {
 	host, port := splitHostPort(s.proxyAddr)
 	user := loginHandle(p) + "." + role
+	portN, _ := strconv.Atoi(port)
 	return credentials{
 		Name: role, Password: password, MySQLUser: user,
 		ConnectionString: "mariadb -h " + host + " -P " + port + " -u " + user + " -p",
+		Host:             host, Port: portN,
 	}
 }
 
@@ -193,12 +198,50 @@ func (s *Server) listProjects(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	include, err := includeOf(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	ps, err := s.listVisible(r, page)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	writeList(w, "projects", ps)
+	if !include {
+		writeList(w, "projects", ps)
+		return
+	}
+	withComputes, err := s.withComputes(r, ps)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeList(w, "projects", withComputes)
+}
+
+// projectStatus is a project with its compute's status, as the projects
+// list gives it with ?include=compute.
+type projectStatus struct {
+	store.Project
+	// Compute is nil for a project without a compute.
+	Compute *compute.Status `json:"compute"`
+}
+
+// withComputes adds each project's compute status.
+func (s *Server) withComputes(r *http.Request, ps []store.Project) ([]projectStatus, error) {
+	sts, err := s.mgr.Statuses(r.Context(), ps)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]projectStatus, len(ps))
+	for i, p := range ps {
+		out[i].Project = p
+		if st, ok := sts[p.ID]; ok {
+			out[i].Compute = &st
+		}
+	}
+	return out, nil
 }
 
 // listVisible lists the projects the principal sees, filtered in the
@@ -252,12 +295,38 @@ func pageOf(r *http.Request) (store.Page, error) {
 }
 
 func (s *Server) getProject(w http.ResponseWriter, r *http.Request) {
+	include, err := includeOf(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	p, err := s.project(r)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"project": p})
+	if !include {
+		writeJSON(w, http.StatusOK, map[string]any{"project": p})
+		return
+	}
+	with, err := s.withComputes(r, []store.Project{*p})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"project": with[0]})
+}
+
+// includeOf reads ?include=, which may only ask for the compute's status.
+func includeOf(r *http.Request) (bool, error) {
+	switch v := r.URL.Query().Get("include"); v {
+	case "":
+		return false, nil
+	case "compute":
+		return true, nil
+	default:
+		return false, invalid("include may only be \"compute\", got %q", clip(v))
+	}
 }
 
 type patchProjectInput struct {
