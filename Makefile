@@ -14,8 +14,8 @@ RUN_PKGS  := mariadb-server mariadb-client mariadb-backup
 # Client libraries of other languages prove that pooled sessions survive
 # suspends and transaction pooling: PyMySQL, Perl's DBD::MariaDB, and
 # MariaDB Connector/J run from source by a JDK (installed only when no
-# javac is on the PATH).
-TEST_PKGS := $(RUN_PKGS) postgresql sysbench haproxy python3-pymysql libmariadb-java libdbd-mariadb-perl
+# javac is on the PATH). The web console is tested in a headless Chromium.
+TEST_PKGS := $(RUN_PKGS) postgresql sysbench haproxy python3-pymysql libmariadb-java libdbd-mariadb-perl chromium
 # The benchmarks also count each relay's system calls with strace, and
 # branch onto an XFS loop mount (reflinks) made with xfsprogs.
 BENCH_PKGS := $(TEST_PKGS) strace xfsprogs

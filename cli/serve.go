@@ -21,6 +21,7 @@ import (
 	kubedriver "github.com/serverlessd/serverlessd/compute/kubernetes"
 	"github.com/serverlessd/serverlessd/compute/local"
 	"github.com/serverlessd/serverlessd/config"
+	"github.com/serverlessd/serverlessd/console"
 	"github.com/serverlessd/serverlessd/machine"
 	"github.com/serverlessd/serverlessd/metrics"
 	"github.com/serverlessd/serverlessd/proxy"
@@ -252,6 +253,7 @@ func open(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemon, er
 		Limits:        server.Limits{Images: allowedImages(cfg)},
 		DefaultQuotas: store.TenantQuotas(cfg.Tenants.DefaultQuotas),
 		Metrics:       &server.Metrics{Full: met.Handler(), Public: met.PublicHandler()},
+		Extra:         console.Routes(),
 		Backups:       apiBackups(backups),
 	})
 	sopts := scheduler.Options{Store: st, Manager: mgr, Interval: cfg.Scheduler.Interval,

@@ -1,0 +1,829 @@
+// serverlessd's console: a page per hash route (#/ the projects, #/projects/NAME
+// one project), built from the HTTP API with the key the user signed in with.
+// The key lives in this tab's sessionStorage only. Every value from the API
+// reaches the page as text (textContent), never as HTML.
+
+const KEY = "serverlessd.key"; // absent: signed out; "": a daemon without tokens
+const POLL_MS = 2000;
+const SLOW_POLL_MS = 10000;
+
+// ---- the API -----------------------------------------------------------
+
+class APIError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+async function api(method, path, body) {
+  const headers = { Accept: "application/json" };
+  const key = sessionStorage.getItem(KEY);
+  if (key) headers.Authorization = "Bearer " + key;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let resp;
+  try {
+    resp = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch (e) {
+    throw new APIError(0, "unreachable", "The daemon did not answer (" + e.message + "). Is it running?");
+  }
+  const text = await resp.text();
+  let data = null;
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch {
+    data = null;
+  }
+  if (!resp.ok) {
+    const e = data && data.error;
+    const msg = (e && e.message) || text.slice(0, 300) || resp.statusText;
+    throw new APIError(resp.status, (e && e.code) || "http_" + resp.status, msg);
+  }
+  return data;
+}
+
+// metricsText reads the daemon's Prometheus metrics as text.
+async function metricsText() {
+  const headers = { Accept: "text/plain" };
+  const key = sessionStorage.getItem(KEY);
+  if (key) headers.Authorization = "Bearer " + key;
+  const resp = await fetch("/metrics", { headers });
+  if (!resp.ok) throw new APIError(resp.status, "metrics", "the metrics are not readable with this key");
+  return resp.text();
+}
+
+const enc = encodeURIComponent;
+
+// ---- DOM helpers -------------------------------------------------------
+
+function h(tag, attrs, ...kids) {
+  return build(document.createElement(tag), attrs, kids);
+}
+
+function svg(tag, attrs, ...kids) {
+  return build(document.createElementNS("http://www.w3.org/2000/svg", tag), attrs, kids);
+}
+
+function build(el, attrs, kids) {
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === false || v === null || v === undefined) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "class") el.setAttribute("class", v);
+    else el.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const kid of kids.flat()) {
+    if (kid === null || kid === undefined || kid === false) continue;
+    el.append(kid instanceof Node ? kid : String(kid));
+  }
+  return el;
+}
+
+function setMain(...kids) {
+  const main = document.getElementById("main");
+  main.replaceChildren(...kids);
+}
+
+// pollError: the error shown came from a refresh, which clears it once a
+// refresh works again; an action's error stays until the next action.
+let pollError = false;
+
+function showError(err, fromPoll) {
+  pollError = !!fromPoll;
+  if (err instanceof APIError && err.status === 401) {
+    signOut("The daemon refused the key: " + err.message);
+    return;
+  }
+  const box = document.getElementById("error");
+  const where = err instanceof APIError && err.status ? ` (${err.code}, HTTP ${err.status})` : "";
+  box.textContent = (err.message || String(err)) + where;
+  box.hidden = false;
+}
+
+function clearError() {
+  pollError = false;
+  const box = document.getElementById("error");
+  box.hidden = true;
+  box.textContent = "";
+}
+
+let noticeTimer = null;
+
+function notice(msg) {
+  const box = document.getElementById("notice");
+  box.textContent = msg;
+  box.hidden = !msg;
+  clearTimeout(noticeTimer);
+  if (msg) noticeTimer = setTimeout(() => notice(""), 8000);
+}
+
+// busy runs an action for a button: disabled while it runs, errors shown.
+async function busy(button, fn) {
+  button.disabled = true;
+  button.setAttribute("aria-busy", "true");
+  clearError();
+  try {
+    await fn();
+  } catch (e) {
+    showError(e);
+  } finally {
+    button.disabled = false;
+    button.removeAttribute("aria-busy");
+  }
+}
+
+// ---- formatting --------------------------------------------------------
+
+function ago(iso, now) {
+  if (!iso) return "never";
+  const s = Math.round((now - Date.parse(iso)) / 1000);
+  if (s < 5) return "just now";
+  if (s < 90) return s + " s ago";
+  if (s < 5400) return Math.round(s / 60) + " min ago";
+  if (s < 172800) return Math.round(s / 3600) + " h ago";
+  return new Date(iso).toLocaleString();
+}
+
+function until(c, idleTimeout, now) {
+  if (!c) return "—";
+  if (c.idle_suspend_at) {
+    const s = Math.round((Date.parse(c.idle_suspend_at) - now) / 1000);
+    return s > 0 ? "in " + duration(s) : "due now";
+  }
+  if (c.state === "active") return idleTimeout ? "held by a session" : "never";
+  return "—";
+}
+
+function duration(s) {
+  if (s < 90) return s + " s";
+  if (s < 5400) return Math.round(s / 60) + " min";
+  return Math.round(s / 3600) + " h";
+}
+
+function bytes(n) {
+  if (!n) return "—";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return (i ? n.toFixed(1) : n) + " " + units[i];
+}
+
+function when(iso) {
+  return iso ? new Date(iso).toLocaleString() : "";
+}
+
+function stateBadge(c) {
+  const state = c ? c.state : "none";
+  return h("span", { class: "state state-" + state, title: c && c.error ? c.error : null }, c ? state : "no compute");
+}
+
+// ---- routing and polling -----------------------------------------------
+
+let stopPage = () => {};
+
+// every runs fn now and then ms after each run ends, until the page changes.
+function every(ms, fn) {
+  let timer = null;
+  let stopped = false;
+  const run = async () => {
+    try {
+      await fn();
+      if (pollError) clearError();
+    } catch (e) {
+      if (!stopped) showError(e, true);
+    }
+    if (!stopped) timer = setTimeout(run, ms);
+  };
+  run();
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+  };
+}
+
+function onLeave(...stops) {
+  const prev = stopPage;
+  stopPage = () => {
+    prev();
+    stops.forEach((s) => s());
+  };
+}
+
+function route() {
+  stopPage();
+  stopPage = () => {};
+  clearError();
+  renderWho();
+  if (sessionStorage.getItem(KEY) === null) {
+    showSignIn();
+    return;
+  }
+  const m = location.hash.match(/^#\/projects\/([^/?]+)$/);
+  if (m) showProject(decodeURIComponent(m[1]));
+  else showProjects();
+  document.getElementById("main").focus({ preventScroll: true });
+}
+
+function renderWho() {
+  const who = document.getElementById("who");
+  if (sessionStorage.getItem(KEY) === null) {
+    who.replaceChildren();
+    return;
+  }
+  who.replaceChildren(
+    h("a", { href: "#/" }, "Projects"),
+    h("button", { type: "button", class: "secondary small", id: "signout", onclick: () => signOut("") }, "Sign out"),
+  );
+}
+
+function signOut(message) {
+  sessionStorage.removeItem(KEY);
+  stopPage();
+  stopPage = () => {};
+  renderWho();
+  notice("");
+  showSignIn(message);
+}
+
+// ---- sign in -----------------------------------------------------------
+
+function showSignIn(message) {
+  const input = h("input", { id: "key", type: "password", autocomplete: "off", spellcheck: "false", "aria-describedby": "key-help" });
+  const err = h("p", { class: "form-error", id: "signin-error", role: "alert" }, message || "");
+  const submit = h("button", { type: "submit", id: "signin" }, "Sign in");
+  const form = h(
+    "form",
+    { class: "card signin", "aria-labelledby": "signin-title" },
+    h("h1", { id: "signin-title" }, "Sign in"),
+    h("label", { for: "key" }, "API key"),
+    input,
+    h(
+      "p",
+      { id: "key-help", class: "muted" },
+      "An admin token, or a tenant's or a project's API key (sdk_…). It stays in this browser tab. " +
+        "Leave it empty for a daemon that runs without tokens on loopback.",
+    ),
+    submit,
+    err,
+  );
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    busy(submit, async () => {
+      sessionStorage.setItem(KEY, input.value.trim());
+      try {
+        await api("GET", "/api/v1/projects?limit=1");
+      } catch (e) {
+        sessionStorage.removeItem(KEY);
+        err.textContent = e.status === 401 ? "The daemon refused this key: " + e.message : e.message;
+        input.focus();
+        return;
+      }
+      if (!location.hash.startsWith("#/")) location.hash = "#/";
+      route();
+    });
+  });
+  setMain(form);
+  input.focus();
+}
+
+// ---- connection strings and one-time passwords ---------------------------
+
+function shellQuote(s) {
+  return "'" + s.replaceAll("'", "'\\''") + "'";
+}
+
+function connectionStrings(c) {
+  const host = c.host.includes(":") ? "[" + c.host + "]" : c.host;
+  const u = c.mysql_user;
+  const p = c.password;
+  return [
+    ["mariadb CLI", "cli", `mariadb -h ${c.host} -P ${c.port} -u ${u} -p${shellQuote(p)}`],
+    ["JDBC", "jdbc", `jdbc:mariadb://${host}:${c.port}/?user=${enc(u)}&password=${enc(p)}`],
+    ["Go DSN", "go", `${u}:${p}@tcp(${host}:${c.port})/`],
+    ["Node", "node", `mysql://${enc(u)}:${enc(p)}@${host}:${c.port}/`],
+  ];
+}
+
+async function copy(text) {
+  try {
+    await navigator.clipboard.writeText(text);
+    return;
+  } catch {
+    // No clipboard permission: copy the old way, from a selection.
+  }
+  const ta = h("textarea", { class: "offscreen", "aria-hidden": "true" });
+  ta.value = text;
+  document.body.append(ta);
+  ta.select();
+  document.execCommand("copy");
+  ta.remove();
+}
+
+function copyRow(label, value, id) {
+  const status = h("span", { class: "copied", "aria-live": "polite" });
+  const button = h(
+    "button",
+    {
+      type: "button",
+      class: "small secondary",
+      "aria-label": "Copy " + label,
+      "data-copy-button": id,
+      onclick: async () => {
+        await copy(value);
+        status.textContent = "Copied";
+        setTimeout(() => (status.textContent = ""), 2500);
+      },
+    },
+    "Copy",
+  );
+  return h("div", { class: "copyrow" }, h("span", { class: "label" }, label), h("code", { "data-copy": id }, value), button, status);
+}
+
+function credentialsPanel(title, c) {
+  const panel = h(
+    "section",
+    { class: "card secret", id: "credentials", "aria-labelledby": "credentials-title", tabindex: "-1" },
+    h("h2", { id: "credentials-title" }, title),
+    h("p", {}, "The password is shown once: the daemon keeps only its hash. Copy it, or a connection string, now."),
+    copyRow("User", c.mysql_user, "user"),
+    copyRow("Password", c.password, "password"),
+    connectionStrings(c).map(([label, id, value]) => copyRow(label, value, id)),
+  );
+  panel.append(
+    h("div", { class: "actions" }, h("button", { type: "button", class: "secondary", onclick: () => panel.remove() }, "I have saved it")),
+  );
+  return panel;
+}
+
+function showCredentials(where, title, c) {
+  const panel = credentialsPanel(title, c);
+  where.replaceChildren(panel);
+  panel.focus();
+}
+
+// ---- confirmation ------------------------------------------------------
+
+// confirmDialog asks before a destructive action; with typed, the user
+// must type that text first. It resolves to true to go ahead.
+function confirmDialog({ title, text, action, typed }) {
+  return new Promise((resolve) => {
+    const input = typed ? h("input", { id: "confirm-text", autocomplete: "off", spellcheck: "false" }) : null;
+    const ok = h("button", { type: "button", class: "danger", id: "confirm-ok", disabled: !!typed }, action);
+    const cancel = h("button", { type: "button", class: "secondary", id: "confirm-cancel" }, "Cancel");
+    const dlg = h(
+      "dialog",
+      { "aria-labelledby": "confirm-title", "aria-describedby": "confirm-desc" },
+      h("h2", { id: "confirm-title" }, title),
+      h("p", { id: "confirm-desc" }, text),
+      typed ? [h("label", { for: "confirm-text" }, `Type ${typed} to confirm`), input] : null,
+      h("div", { class: "actions" }, ok, cancel),
+    );
+    const done = (v) => {
+      dlg.close();
+      dlg.remove();
+      resolve(v);
+    };
+    if (input) input.addEventListener("input", () => (ok.disabled = input.value !== typed));
+    ok.addEventListener("click", () => done(true));
+    cancel.addEventListener("click", () => done(false));
+    dlg.addEventListener("cancel", (ev) => {
+      ev.preventDefault();
+      done(false);
+    });
+    document.body.append(dlg);
+    dlg.showModal();
+    (input || cancel).focus();
+  });
+}
+
+// ---- the projects list --------------------------------------------------
+
+const projectColumns = ["Name", "State", "Last activity", "Idle suspend", "Connections", "Size", "Tenant"];
+
+function showProjects() {
+  const count = h("span", { class: "muted", id: "project-count" });
+  const tbody = h("tbody", { id: "projects" });
+  const table = h(
+    "table",
+    {},
+    h("caption", {}, "Projects ", count),
+    h("thead", {}, h("tr", {}, projectColumns.map((t, i) => h("th", { scope: "col", class: i === 4 ? "num" : null }, t)))),
+    tbody,
+  );
+  const created = h("div", { id: "created" });
+  setMain(h("h1", {}, "Projects"), createProjectForm(created), created, h("section", { class: "card", "aria-label": "Projects" }, table));
+
+  const rows = new Map();
+  let projects = [];
+  let truncated = false;
+  const render = () => {
+    const now = Date.now();
+    count.textContent = `(${projects.length}${truncated ? ", the first 1000" : ""})`;
+    const seen = new Set();
+    let prev = null;
+    for (const p of projects) {
+      seen.add(p.id);
+      let row = rows.get(p.id);
+      if (!row) {
+        row = projectRow(p);
+        rows.set(p.id, row);
+      }
+      updateProjectRow(row, p, now);
+      // Moved only when out of place: moving a row would take the focus
+      // off a link in it.
+      const want = prev ? prev.nextSibling : tbody.firstChild;
+      if (want !== row) tbody.insertBefore(row, want);
+      prev = row;
+    }
+    for (const [id, row] of rows) {
+      if (!seen.has(id)) {
+        row.remove();
+        rows.delete(id);
+      }
+    }
+    if (!projects.length && !tbody.firstChild) {
+      tbody.append(h("tr", { class: "empty" }, h("td", { colspan: projectColumns.length, class: "muted" }, "No projects yet.")));
+    } else if (projects.length) {
+      tbody.querySelectorAll("tr.empty").forEach((r) => r.remove());
+    }
+  };
+  const poll = every(POLL_MS, async () => {
+    const r = await api("GET", "/api/v1/projects?include=compute&limit=1000");
+    projects = r.projects;
+    truncated = projects.length === 1000;
+    render();
+  });
+  const clock = setInterval(render, 1000);
+  onLeave(poll, () => clearInterval(clock));
+}
+
+function projectRow(p) {
+  const cells = projectColumns.map((_, i) => h("td", { class: i === 4 ? "num" : null }));
+  cells[0].append(h("a", { href: "#/projects/" + enc(p.name) }, p.name));
+  return h("tr", { "data-project": p.name }, cells);
+}
+
+function updateProjectRow(row, p, now) {
+  const c = p.compute;
+  const cells = row.children;
+  const link = cells[0].firstChild;
+  if (link.textContent !== p.name) {
+    link.textContent = p.name;
+    link.setAttribute("href", "#/projects/" + enc(p.name));
+    row.dataset.project = p.name;
+  }
+  const state = c ? c.state : "none";
+  if (row.dataset.state !== state) {
+    cells[1].replaceChildren(stateBadge(c));
+    row.dataset.state = state;
+  }
+  cells[2].textContent = c ? ago(c.last_active, now) : "—";
+  cells[3].textContent = until(c, p.config.idle_timeout, now);
+  cells[4].textContent = c ? String(c.connections) : "—";
+  cells[5].textContent = c ? bytes(c.storage_bytes) : "—";
+  cells[6].textContent = p.tenant_id;
+}
+
+function createProjectForm(created) {
+  const name = h("input", {
+    id: "new-name",
+    required: true,
+    pattern: "[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?",
+    maxlength: "40",
+    autocomplete: "off",
+    "aria-describedby": "new-help",
+  });
+  const idle = h("input", { id: "new-idle", type: "number", min: "0", placeholder: "300", inputmode: "numeric" });
+  const submit = h("button", { type: "submit", id: "create" }, "Create project");
+  const form = h(
+    "form",
+    { class: "card", "aria-labelledby": "new-title" },
+    h("h2", { id: "new-title" }, "New project"),
+    h(
+      "div",
+      { class: "inline" },
+      h("div", {}, h("label", { for: "new-name" }, "Name"), name),
+      h("div", {}, h("label", { for: "new-idle" }, "Idle timeout (seconds)"), idle),
+      submit,
+    ),
+    h("p", { id: "new-help", class: "muted" }, "1–40 characters from a–z, 0–9 and '-'. It gets a database and a root role."),
+  );
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    busy(submit, async () => {
+      const body = { name: name.value.trim() };
+      if (idle.value !== "") body.config = { idle_timeout: Number(idle.value) };
+      const r = await api("POST", "/api/v1/projects", body);
+      showCredentials(created, `Project ${r.project.name} created`, r.role);
+      name.value = "";
+      await api("POST", `/api/v1/projects/${enc(r.project.name)}/compute`, {});
+    });
+  });
+  return form;
+}
+
+// ---- one project -------------------------------------------------------
+
+function showProject(name) {
+  const base = "/api/v1/projects/" + enc(name);
+  const facts = h("dl", { class: "facts", id: "compute-facts" });
+  const buttons = computeButtons(name, base, () => refresh());
+  const secrets = h("div", { id: "secrets" });
+  const roles = h("tbody", { id: "roles" });
+  const ops = h("tbody", { id: "operations" });
+  const usage = h("div", { id: "usage-charts", class: "grid" });
+  const wakes = h("div", { id: "wake-chart" });
+  const granularity = h(
+    "select",
+    { id: "granularity" },
+    h("option", { value: "hour" }, "per hour, last 24 h"),
+    h("option", { value: "day" }, "per day, last 30 days"),
+  );
+
+  setMain(
+    h("p", {}, h("a", { href: "#/" }, "← Projects")),
+    h("h1", {}, name, " ", h("span", { id: "project-state" })),
+    h("section", { class: "card", "aria-labelledby": "compute-title" }, h("h2", { id: "compute-title" }, "Compute"), facts, buttons.box),
+    secrets,
+    h(
+      "section",
+      { class: "card", "aria-labelledby": "roles-title" },
+      h("h2", { id: "roles-title" }, "Roles"),
+      h("table", {}, h("thead", {}, h("tr", {}, ["Role", "Log in as", "Created", ""].map((t) => h("th", { scope: "col" }, t)))), roles),
+      createRoleForm(name, base, secrets, () => loadRoles()),
+    ),
+    h(
+      "section",
+      { class: "card", "aria-labelledby": "usage-title" },
+      h("h2", { id: "usage-title" }, "Usage"),
+      h("div", { class: "inline" }, h("label", { for: "granularity" }, "Show"), granularity),
+      usage,
+    ),
+    h("section", { class: "card", "aria-labelledby": "wakes-title" }, h("h2", { id: "wakes-title" }, "Cold-wake latency (this daemon)"), wakes),
+    h(
+      "section",
+      { class: "card", "aria-labelledby": "ops-title" },
+      h("h2", { id: "ops-title" }, "Operations"),
+      h(
+        "table",
+        {},
+        h("thead", {}, h("tr", {}, ["Started", "Action", "Why", "Status", "Duration", ""].map((t, i) => h("th", { scope: "col", class: i === 4 ? "num" : null }, t)))),
+        ops,
+      ),
+    ),
+  );
+
+  let project = null;
+  const refresh = async () => {
+    const r = await api("GET", base + "?include=compute");
+    project = r.project;
+    renderCompute(facts, project, Date.now());
+    document.getElementById("project-state").replaceChildren(stateBadge(project.compute));
+    buttons.update(project.compute);
+    await loadOps();
+  };
+  const loadOps = async () => {
+    const r = await api("GET", base + "/operations");
+    ops.replaceChildren(...r.operations.map(operationRow));
+  };
+  const loadRoles = async () => {
+    const r = await api("GET", base + "/roles");
+    roles.replaceChildren(...r.roles.map((role) => roleRow(name, base, role, secrets, loadRoles)));
+  };
+  const loadCharts = async () => {
+    const g = granularity.value;
+    const span = g === "day" ? 30 * 86400e3 : 86400e3;
+    const from = new Date(Date.now() - span).toISOString().replace(/\.\d+Z$/, "Z");
+    const r = await api("GET", `${base}/usage?granularity=${g}&from=${enc(from)}`);
+    usage.replaceChildren(...usageCharts(r.buckets, g));
+    try {
+      wakes.replaceChildren(wakeChart(await metricsText()));
+    } catch (e) {
+      wakes.replaceChildren(h("p", { class: "muted" }, "Not available: " + e.message + "."));
+    }
+  };
+  granularity.addEventListener("change", () => loadCharts().catch(showError));
+  const poll = every(POLL_MS, refresh);
+  const slow = every(SLOW_POLL_MS, loadCharts);
+  const clock = setInterval(() => project && renderCompute(facts, project, Date.now()), 1000);
+  loadRoles().catch(showError);
+  onLeave(poll, slow, () => clearInterval(clock));
+}
+
+function renderCompute(facts, p, now) {
+  const c = p.compute;
+  const rows = c
+    ? [
+        ["State", stateBadge(c)],
+        ["Compute", c.id],
+        ["Last activity", ago(c.last_active, now)],
+        ["Idle suspend", until(c, p.config.idle_timeout, now)],
+        ["Idle timeout", p.config.idle_timeout ? p.config.idle_timeout + " s" : "never suspends"],
+        ["Connections", String(c.connections)],
+        ["Size", bytes(c.storage_bytes)],
+      ]
+    : [["State", "This project has no compute yet."]];
+  if (c && c.error) rows.push(["Last error", c.error]);
+  facts.replaceChildren(...rows.flatMap(([k, v]) => [h("dt", {}, k), h("dd", { "data-fact": k }, v)]));
+}
+
+function computeButtons(name, base, refresh) {
+  let compute = null;
+  const act = (label, id, fn, cls) =>
+    h("button", { type: "button", id, class: cls || null, onclick: (ev) => busy(ev.currentTarget, async () => {
+      await fn();
+      await refresh();
+    }) }, label);
+  const suspend = act("Suspend", "suspend", () => api("POST", `${base}/compute/${enc(compute.id)}/suspend`));
+  const resume = act("Resume", "resume", () => api("POST", `${base}/compute/${enc(compute.id)}/resume`));
+  const create = act("Create compute", "create-compute", () => api("POST", `${base}/compute`, {}));
+  const del = h("button", { type: "button", id: "delete", class: "danger", onclick: (ev) => deleteProject(ev.currentTarget, name, base) }, "Delete project");
+  const box = h("div", { class: "actions" }, suspend, resume, create, del);
+  const update = (c) => {
+    compute = c;
+    if (suspend.getAttribute("aria-busy") || resume.getAttribute("aria-busy")) return;
+    suspend.disabled = !c || c.state !== "active";
+    resume.disabled = !c || c.state !== "suspended";
+    create.hidden = !!c;
+  };
+  return { box, update };
+}
+
+async function deleteProject(button, name, base) {
+  const yes = await confirmDialog({
+    title: `Delete ${name}?`,
+    text: "Its compute and its data are deleted. With backups on, the daemon keeps them for the retention window, for undelete.",
+    action: "Delete project",
+    typed: name,
+  });
+  if (!yes) return;
+  await busy(button, async () => {
+    await api("DELETE", base);
+    notice(`Project ${name} deleted.`);
+    location.hash = "#/";
+  });
+}
+
+function operationRow(op) {
+  const dur = op.duration_ms !== undefined ? Math.round(op.duration_ms) + " ms" : op.finished_at ? "" : "running";
+  return h(
+    "tr",
+    { "data-op": op.action },
+    h("td", {}, when(op.started_at)),
+    h("td", {}, op.action),
+    h("td", {}, op.reason || ""),
+    h("td", {}, op.status),
+    h("td", { class: "num" }, dur),
+    h("td", { class: "muted" }, op.error || (op.detached_sessions ? op.detached_sessions + " sessions kept open" : "")),
+  );
+}
+
+function roleRow(name, base, role, secrets, reload) {
+  const reset = h("button", { type: "button", class: "small secondary" }, "Reset password");
+  const del = h("button", { type: "button", class: "small secondary" }, "Delete");
+  reset.addEventListener("click", async () => {
+    const yes = await confirmDialog({
+      title: `Reset the password of ${role.name}?`,
+      text: "The old password stops working at once; clients that use it must be given the new one.",
+      action: "Reset password",
+    });
+    if (!yes) return;
+    busy(reset, async () => {
+      const r = await api("POST", `${base}/roles/${enc(role.name)}/reset_password`);
+      showCredentials(secrets, `New password of ${role.name}`, r.credentials);
+    });
+  });
+  del.addEventListener("click", async () => {
+    const yes = await confirmDialog({
+      title: `Delete the role ${role.name}?`,
+      text: "Its connections can no longer log in.",
+      action: "Delete role",
+    });
+    if (!yes) return;
+    busy(del, async () => {
+      await api("DELETE", `${base}/roles/${enc(role.name)}`);
+      await reload();
+    });
+  });
+  return h(
+    "tr",
+    { "data-role": role.name },
+    h("td", {}, role.name),
+    h("td", {}, h("code", {}, `${name}.${role.name}`)),
+    h("td", {}, when(role.created_at)),
+    h("td", {}, h("div", { class: "actions" }, reset, del)),
+  );
+}
+
+function createRoleForm(name, base, secrets, reload) {
+  const input = h("input", { id: "new-role", required: true, maxlength: "32", autocomplete: "off" });
+  const submit = h("button", { type: "submit", id: "create-role" }, "Create role");
+  const form = h("form", { class: "inline", style: null }, h("div", {}, h("label", { for: "new-role" }, "New role"), input), submit);
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    busy(submit, async () => {
+      const r = await api("POST", `${base}/roles`, { name: input.value.trim() });
+      input.value = "";
+      showCredentials(secrets, `Role ${r.role.name} created`, r.credentials);
+      await reload();
+    });
+  });
+  return form;
+}
+
+// ---- charts ------------------------------------------------------------
+
+// barChart draws values as SVG bars scaled to the chart's box, with the
+// labels as text beside it and a table of the same values for screen
+// readers.
+function barChart(id, title, points, fmt) {
+  const W = 300;
+  const H = 100;
+  const max = Math.max(0, ...points.map((p) => p.value));
+  const bw = points.length ? W / points.length : 0;
+  const chart = svg("svg", {
+    viewBox: `0 0 ${W} ${H}`,
+    preserveAspectRatio: "none",
+    role: "img",
+    "aria-label": `${title}: ${points.length} bars, the largest ${fmt(max)}`,
+  });
+  points.forEach((p, i) => {
+    const bh = max > 0 && p.value > 0 ? Math.max(1, (H * p.value) / max) : 0;
+    const rect = svg("rect", {
+      class: "bar",
+      x: (i * bw + bw * 0.1).toFixed(2),
+      y: (H - bh).toFixed(2),
+      width: Math.max(0.5, bw * 0.8).toFixed(2),
+      height: bh.toFixed(2),
+      "data-value": p.value,
+    });
+    rect.append(svg("title", {}, `${p.label}: ${fmt(p.value)}`));
+    chart.append(rect);
+  });
+  const first = points.length ? points[0].label : "";
+  const last = points.length ? points[points.length - 1].label : "";
+  const axis = h("div", { class: "chart-axis", "aria-hidden": "true" }, h("span", {}, first), h("span", {}, "max " + fmt(max)), h("span", {}, last));
+  const table = h(
+    "table",
+    { class: "visually-hidden" },
+    h("caption", {}, title),
+    h("tbody", {}, points.map((p) => h("tr", {}, h("th", { scope: "row" }, p.label), h("td", {}, fmt(p.value))))),
+  );
+  return h("figure", { class: "chart", id }, h("figcaption", {}, title), chart, axis, table);
+}
+
+function usageCharts(buckets, granularity) {
+  const label = (b) => {
+    const d = new Date(b.start);
+    return granularity === "day" ? d.toLocaleDateString() : d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  };
+  const pts = (f) => buckets.map((b) => ({ label: label(b), value: f(b) }));
+  return [
+    barChart("chart-compute", "Compute-seconds", pts((b) => b.compute_seconds), (v) => v.toFixed(v < 10 ? 1 : 0) + " s"),
+    barChart("chart-storage", "Storage", pts((b) => b.storage_bytes), bytes),
+    barChart("chart-bytes", "Proxied bytes (in + out)", pts((b) => b.bytes_in + b.bytes_out), bytes),
+  ];
+}
+
+// wakeBuckets reads the cold wakes' histogram from the metrics text: the
+// count in each bucket (not cumulative), by upper bound.
+function wakeBuckets(text) {
+  const re = /^serverlessd_wake_duration_seconds_bucket\{([^}]*)\} ([0-9.e+-]+)$/;
+  const cum = [];
+  for (const line of text.split("\n")) {
+    const m = line.match(re);
+    if (!m || !/kind="cold"/.test(m[1])) continue;
+    const le = (m[1].match(/le="([^"]+)"/) || [])[1];
+    if (le) cum.push({ le: le === "+Inf" ? Infinity : Number(le), n: Number(m[2]) });
+  }
+  cum.sort((a, b) => a.le - b.le);
+  return cum.map((b, i) => ({ le: b.le, n: b.n - (i ? cum[i - 1].n : 0), total: b.n }));
+}
+
+function quantile(buckets, q) {
+  const total = buckets.length ? buckets[buckets.length - 1].total : 0;
+  const b = buckets.find((x) => x.total >= q * total);
+  return b ? b.le : NaN;
+}
+
+function wakeChart(text) {
+  const buckets = wakeBuckets(text);
+  const total = buckets.length ? buckets[buckets.length - 1].total : 0;
+  if (!total) return h("p", { class: "muted", id: "wake-empty" }, "No cold wake since the daemon started.");
+  const ms = (le) => (le === Infinity ? "more" : le < 1 ? Math.round(le * 1000) + " ms" : le + " s");
+  const pts = buckets.filter((b) => b.le !== Infinity || b.n > 0).map((b) => ({ label: "≤ " + ms(b.le), value: b.n }));
+  return h(
+    "div",
+    {},
+    h("p", {}, `${total} cold ${total === 1 ? "wake" : "wakes"}; p50 ≤ ${ms(quantile(buckets, 0.5))}, p99 ≤ ${ms(quantile(buckets, 0.99))}.`),
+    barChart("chart-wakes", "Cold wakes by latency", pts, (v) => String(v)),
+  );
+}
+
+// ---- start -------------------------------------------------------------
+
+window.addEventListener("hashchange", route);
+route();
