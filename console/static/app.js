@@ -578,12 +578,11 @@ function showProject(name) {
 
   let project = null;
   const refresh = async () => {
-    const r = await api("GET", base + "?include=compute");
+    const [r] = await Promise.all([api("GET", base + "?include=compute"), loadOps()]);
     project = r.project;
     renderCompute(facts, project, Date.now());
     document.getElementById("project-state").replaceChildren(stateBadge(project.compute));
     buttons.update(project.compute);
-    await loadOps();
   };
   const loadOps = async () => {
     const r = await api("GET", base + "/operations");

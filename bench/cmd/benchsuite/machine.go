@@ -100,6 +100,7 @@ type Results struct {
 	Density    *DensityResult
 	Neighbor   *NeighborResult
 	KubeReal   *KubeRealResult
+	Console    *ConsoleResult
 	GoBench    *GoBenchResult
 	Profile    *ProfileResult
 	Targets    []Target

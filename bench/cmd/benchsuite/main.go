@@ -33,7 +33,7 @@ import (
 
 // phases, in the order they run. Each is independent of the others' results.
 var allPhases = []string{"cold", "reattach", "warm", "throughput", "storm", "churn", "scale", "poolchurn",
-	"pooling", "tenantapi", "crossstorm", "density", "neighbor", "kubereal", "gobench", "profile"}
+	"pooling", "tenantapi", "crossstorm", "density", "neighbor", "kubereal", "console", "gobench", "profile"}
 
 type options struct {
 	out     string
@@ -295,6 +295,7 @@ func (s *suite) run() int {
 	s.phase("density", s.density)
 	s.phase("neighbor", s.neighbor)
 	s.phase("kubereal", s.kubeReal)
+	s.phase("console", s.console)
 	s.phase("gobench", s.goBench)
 	s.phase("profile", s.profile)
 

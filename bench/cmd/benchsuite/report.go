@@ -234,6 +234,7 @@ func targets(r *Results) []Target {
 	for _, t := range kubeRealTargets(r.KubeReal) {
 		add(t)
 	}
+	add(consoleTarget(r.Console))
 	return ts
 }
 

@@ -1,0 +1,180 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/chromedp"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/serverlessd/serverlessd/bench"
+)
+
+// ConsoleResult is the web console's page loads in a headless Chromium,
+// against a daemon whose store holds many projects.
+type ConsoleResult struct {
+	Projects, Computes, Reps int
+	// List: from navigation to the projects table holding every project;
+	// Project: to one project's page with its compute, roles and
+	// operations drawn. ListAPI is the list's API call alone, for
+	// comparison.
+	List, Project, ListAPI bench.Latency
+}
+
+// Shape of the console phase.
+const (
+	consoleProjects = 1000
+	consoleComputes = 10 // projects that have a compute (creating one takes seconds)
+	consoleReps     = 20
+	consoleLoadGoal = 300 * time.Millisecond
+	chromiumBin     = "/usr/bin/chromium"
+)
+
+// console fills a daemon's store with consoleProjects projects, then loads
+// the console's projects list and a project page consoleReps times each.
+func (s *suite) console() error {
+	d, err := startDaemon(s.bin, filepath.Join(s.opts.workDir, "d-console"), s.opts.interval)
+	if err != nil {
+		return err
+	}
+	defer d.stop()
+	var g errgroup.Group
+	g.SetLimit(4)
+	for i := range consoleProjects {
+		g.Go(func() error {
+			p, err := d.createProject(fmt.Sprintf("console%04d", i), 300)
+			if err == nil && i < consoleComputes {
+				err = d.createCompute(p, "128Mi")
+			}
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	res := &ConsoleResult{Projects: consoleProjects, Computes: consoleComputes, Reps: consoleReps}
+	var api []time.Duration
+	for i := range consoleReps + 5 {
+		el, err := d.get("/api/v1/projects?include=compute&limit=1000")
+		if err != nil {
+			return err
+		}
+		if i >= 5 {
+			api = append(api, el)
+		}
+	}
+	res.ListAPI = bench.Summarize(api)
+	ctx, cancel, err := startChromium(s.opts.workDir)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	base := "http://" + d.api + "/"
+	// The daemon runs without tokens on loopback: an empty key signs in.
+	if err := chromedp.Do(ctx, chromedp.Navigate(base), chromedp.Evaluate[chromedp.Void](`sessionStorage.setItem("serverlessd.key", "")`)); err != nil {
+		return fmt.Errorf("open the console: %w", err)
+	}
+	list := fmt.Sprintf(`document.querySelectorAll("#projects tr[data-project]").length === %d`, consoleProjects)
+	if res.List, err = pageLoads(ctx, base+"#/", list); err != nil {
+		return fmt.Errorf("projects list: %w", err)
+	}
+	page := `document.querySelector('#compute-facts dd[data-fact="State"]') && document.querySelector("#roles tr") && document.querySelector("#operations tr")`
+	if res.Project, err = pageLoads(ctx, base+"#/projects/console0001", page); err != nil {
+		return fmt.Errorf("project page: %w", err)
+	}
+	log.Printf("console with %d projects: list p50 %.0f ms, p99 %.0f ms; project page p50 %.0f ms, p99 %.0f ms",
+		consoleProjects, res.List.P50, res.List.P99, res.Project.P50, res.Project.P99)
+	s.res.Console = res
+	return nil
+}
+
+// startChromium starts Debian's headless Chromium.
+func startChromium(workDir string) (context.Context, context.CancelFunc, error) {
+	if _, err := os.Stat(chromiumBin); err != nil {
+		return nil, nil, fmt.Errorf("the console figures need Debian's chromium (make deps-bench installs it): %w", err)
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromiumBin), chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-component-update", true),
+		chromedp.UserDataDir(filepath.Join(workDir, "chromium")), chromedp.WindowSize(1280, 900))
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelTab := chromedp.NewContext(actx)
+	cancel := func() { cancelTab(); cancelAlloc() }
+	if err := chromedp.Do(ctx); err != nil {
+		cancel()
+		return nil, nil, fmt.Errorf("start %s: %w", chromiumBin, err)
+	}
+	return ctx, cancel, nil
+}
+
+// pageLoads loads url consoleReps times (after two to warm up) and times
+// each from the start of the navigation (performance.now()'s origin) to
+// the first DOM change after which done holds, as a script that every new
+// document runs first records it.
+func pageLoads(ctx context.Context, url, done string) (bench.Latency, error) {
+	script := `(() => {
+		const obs = new MutationObserver(() => {
+			if (window.doneAt === undefined && (` + done + `)) {
+				window.doneAt = performance.now();
+				obs.disconnect();
+			}
+		});
+		obs.observe(document, {subtree: true, childList: true, attributes: true, characterData: true});
+	})();`
+	var id page.ScriptIdentifier
+	err := chromedp.Do(ctx, func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
+		added, err := cdp.Call(ctx, t, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: script})
+		if err == nil {
+			id = added.Identifier
+		}
+		return chromedp.Void{}, err
+	})
+	if err != nil {
+		return bench.Latency{}, err
+	}
+	defer chromedp.Do(ctx, func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
+		_, err := cdp.Call(ctx, t, page.RemoveScriptToEvaluateOnNewDocument, page.RemoveScriptToEvaluateOnNewDocumentParams{Identifier: id})
+		return chromedp.Void{}, err
+	})
+	var lat []time.Duration
+	for i := range consoleReps + 2 {
+		tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		// about:blank first: each load is a new document, not a change of
+		// the hash.
+		err := chromedp.Do(tctx, chromedp.Navigate("about:blank"), chromedp.Navigate(url), chromedp.WaitReady("#main"))
+		var ms float64
+		if err == nil {
+			ms, err = chromedp.Run(tctx, chromedp.Poll[float64](`window.doneAt`, chromedp.WithPollingTimeout(20*time.Second)))
+		}
+		cancel()
+		if err != nil {
+			return bench.Latency{}, err
+		}
+		if i >= 2 {
+			lat = append(lat, time.Duration(ms*float64(time.Millisecond)))
+		}
+	}
+	return bench.Summarize(lat), nil
+}
+
+// consoleTarget checks both pages' loads against the goal, at p99.
+func consoleTarget(c *ConsoleResult) Target {
+	goal := fmt.Sprintf("console pages load under %d ms with %d projects (p99)", consoleLoadGoal.Milliseconds(), consoleProjects)
+	if c == nil || c.List.N == 0 {
+		return Target{Issue: "19", Goal: goal, Status: notRun}
+	}
+	limit := float64(consoleLoadGoal.Milliseconds())
+	t := Target{Issue: "19", Goal: goal,
+		Measured: fmt.Sprintf("projects list p50 %.0f ms, p99 %.0f ms; project page p50 %.0f ms, p99 %.0f ms (%d loads each)",
+			c.List.P50, c.List.P99, c.Project.P50, c.Project.P99, c.Reps),
+		Status: status(c.List.P99 <= limit && c.Project.P99 <= limit)}
+	if t.Status != met {
+		t.Limit = fmt.Sprintf("the list's API call alone takes p50 %.0f ms, p99 %.0f ms", c.ListAPI.P50, c.ListAPI.P99)
+	}
+	return t
+}
