@@ -39,10 +39,19 @@ func pinnedTimeout(d time.Duration) time.Duration {
 	return d
 }
 
+// scrapeStoreTimeout bounds each store call a scrape makes: a store that
+// does not answer must show as down, not hold the scrape past Prometheus'
+// own timeout, which would drop every series with it.
+const scrapeStoreTimeout = 2 * time.Second
+
 // registerMetrics adds the gauges and counters read at scrape time: the
-// computes by state, and the proxy's connection, failure and byte counts.
+// store's health, the computes by state, and the proxy's connection,
+// failure and byte counts.
 func registerMetrics(m *metrics.Metrics, st store.Store, mgr *compute.Manager, px *proxy.Server) {
 	m.Register(
+		metrics.NewFunc("store_up", "1 if the state store answered a ping at scrape time, else 0.", false, nil, func() []metrics.Sample {
+			return []metrics.Sample{{Value: storeUp(st)}}
+		}),
 		metrics.NewFunc("computes", "Computes by lifecycle state.", false, []string{"state"}, func() []metrics.Sample {
 			return computesByState(st)
 		}),
@@ -107,6 +116,16 @@ func registerMetrics(m *metrics.Metrics, st store.Store, mgr *compute.Manager, p
 	)
 }
 
+// storeUp pings the store as /readyz does: 1 if it answers, else 0.
+func storeUp(st store.Store) float64 {
+	ctx, cancel := context.WithTimeout(context.Background(), scrapeStoreTimeout)
+	defer cancel()
+	if st.Ping(ctx) != nil {
+		return 0
+	}
+	return 1
+}
+
 // samples turns a count by label into metric samples.
 func samples(m map[string]int64) []metrics.Sample {
 	out := make([]metrics.Sample, 0, len(m))
@@ -126,7 +145,7 @@ func computesByState(st store.Store) []metrics.Sample {
 	}
 	page := store.Page{Limit: 1000}
 	for {
-		batch, err := st.ListComputes(context.Background(), page)
+		batch, err := listComputes(st, page)
 		if err != nil {
 			return nil
 		}
@@ -143,6 +162,13 @@ func computesByState(st store.Store) []metrics.Sample {
 		out = append(out, metrics.Sample{Labels: []string{string(s)}, Value: float64(n)})
 	}
 	return out
+}
+
+// listComputes reads one page of computes within scrapeStoreTimeout.
+func listComputes(st store.Store, page store.Page) ([]store.Compute, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), scrapeStoreTimeout)
+	defer cancel()
+	return st.ListComputes(ctx, page)
 }
 
 // versionOf asks the driver for the version its computes run, if it knows.

@@ -7,7 +7,10 @@
 package metrics
 
 import (
+	"maps"
 	"net/http"
+	"regexp"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -127,6 +130,25 @@ func (m *Metrics) Register(cs ...prometheus.Collector) {
 		m.reg.MustRegister(cs...)
 	}
 }
+
+// Names returns the name of every metric family the registry exports,
+// sorted, read from the collectors' descriptors: a family counts before its
+// first sample (a vector with no labels set yet, a gauge read from pools
+// that do not exist yet), which gathering would miss.
+func (m *Metrics) Names() []string {
+	ch := make(chan *prometheus.Desc)
+	go func() { m.reg.Describe(ch); close(ch) }()
+	seen := map[string]bool{}
+	for d := range ch {
+		// Desc keeps its name private; its String form starts with it.
+		if sm := descName.FindStringSubmatch(d.String()); sm != nil {
+			seen[sm[1]] = true
+		}
+	}
+	return slices.Sorted(maps.Keys(seen))
+}
+
+var descName = regexp.MustCompile(`^Desc\{fqName: "([a-zA-Z_:][a-zA-Z0-9_:]*)"`)
 
 // ObserveWake records one Wake call.
 func (m *Metrics) ObserveWake(projectID string, cold bool, d time.Duration) {
