@@ -41,10 +41,11 @@ func newRoot() *cobra.Command {
 	pf.StringVar(&g.configPath, "config", "", "config file (YAML)")
 	pf.StringVar(&g.api, "api", "", "API URL for client commands (default from $SERVERLESSD_API or the config's api.listen)")
 	pf.StringVar(&g.token, "token", "", "API bearer token (default $SERVERLESSD_TOKEN or the config's first api.tokens)")
-	pf.StringVarP(&g.output, "output", "o", "table", "output format for client commands: table or json")
+	pf.StringVarP(&g.output, "output", "o", "table", "output format for client commands and version: table or json")
+	completeFlags(root)
 	root.AddCommand(
 		newServe(g),
-		newVersion(),
+		newVersion(g),
 		newProject(g),
 		newCompute(g),
 		newRole(g),
@@ -59,13 +60,18 @@ func newRoot() *cobra.Command {
 	return root
 }
 
-func newVersion() *cobra.Command {
-	return &cobra.Command{
-		Use:   "version",
-		Short: "Print serverlessd's version",
-		Args:  cobra.NoArgs,
-		Run: func(cmd *cobra.Command, _ []string) {
-			fmt.Fprintln(cmd.OutOrStdout(), "serverlessd", Version)
-		},
+// completeFlags tells shell completion (cobra's completion command) what
+// the shared flags take: a YAML file, or one of a few words.
+func completeFlags(root *cobra.Command) {
+	mustComplete(root.MarkPersistentFlagFilename("config", "yaml", "yml"))
+	mustComplete(root.RegisterFlagCompletionFunc("output",
+		cobra.FixedCompletions([]string{"table", "json"}, cobra.ShellCompDirectiveNoFileComp)))
+}
+
+// mustComplete panics on an error registering a completion, which only
+// a flag name that does not exist causes.
+func mustComplete(err error) {
+	if err != nil {
+		panic(err)
 	}
 }

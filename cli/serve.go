@@ -65,6 +65,9 @@ func newServe(g *globals) *cobra.Command {
 	f.String("api-listen", "", "HTTP API address (default 127.0.0.1:8080)")
 	f.String("proxy-listen", "", "MySQL listener address (default 127.0.0.1:3306)")
 	f.String("log-level", "", "debug, info, warn or error (default info)")
+	mustComplete(cmd.MarkFlagDirname("data-dir"))
+	mustComplete(cmd.RegisterFlagCompletionFunc("log-level",
+		cobra.FixedCompletions([]string{"debug", "info", "warn", "error"}, cobra.ShellCompDirectiveNoFileComp)))
 	return cmd
 }
 
