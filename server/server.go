@@ -52,6 +52,7 @@ type Server struct {
 	quotas    store.TenantQuotas // for new tenants
 	backups   Backups            // nil when backups are off
 	handler   http.Handler
+	patterns  []string // of every route registered, Extra aside
 	http      *http.Server
 	draining  atomic.Bool
 }
@@ -69,15 +70,11 @@ func New(opts Options) *Server {
 		s.tokens = append(s.tokens, []byte(t))
 	}
 	api := http.NewServeMux()
-	s.routes(api)
+	s.handle(api, s.apiRoutes())
 	root := http.NewServeMux()
-	root.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, map[string]string{"status": "ok"}) })
-	root.HandleFunc("GET /readyz", s.readyz)
+	s.handle(root, s.publicRoutes(opts.Metrics))
 	for pattern, h := range opts.Extra {
 		root.Handle(pattern, h)
-	}
-	if opts.Metrics != nil {
-		root.Handle("GET /metrics", s.metrics(*opts.Metrics))
 	}
 	root.Handle("/", s.auth(api))
 	s.handler = s.recoverer(jsonStatus(root))
@@ -95,43 +92,75 @@ func New(opts Options) *Server {
 	return s
 }
 
-func (s *Server) routes(mux *http.ServeMux) {
-	mux.HandleFunc("POST /api/v1/tenants", s.createTenant)
-	mux.HandleFunc("GET /api/v1/tenants", s.listTenants)
-	mux.HandleFunc("GET /api/v1/tenants/{id}", s.getTenant)
-	mux.HandleFunc("PATCH /api/v1/tenants/{id}", s.patchTenant)
-	mux.HandleFunc("DELETE /api/v1/tenants/{id}", s.deleteTenant)
-	mux.HandleFunc("POST /api/v1/tenants/{id}/api_keys", s.createAPIKey)
-	mux.HandleFunc("GET /api/v1/tenants/{id}/api_keys", s.listAPIKeys)
-	mux.HandleFunc("DELETE /api/v1/tenants/{id}/api_keys/{kid}", s.deleteAPIKey)
-	mux.HandleFunc("GET /api/v1/tenants/{id}/usage", s.tenantUsage)
+// route is one endpoint: its ServeMux pattern, "METHOD /path", and handler.
+type route struct {
+	pattern string
+	handler http.HandlerFunc
+}
 
-	mux.HandleFunc("POST /api/v1/projects", s.createProject)
-	mux.HandleFunc("GET /api/v1/projects", s.listProjects)
-	mux.HandleFunc("GET /api/v1/projects/{id}", s.getProject)
-	mux.HandleFunc("PATCH /api/v1/projects/{id}", s.patchProject)
-	mux.HandleFunc("DELETE /api/v1/projects/{id}", s.deleteProject)
+// apiRoutes are the endpoints behind auth.
+func (s *Server) apiRoutes() []route {
+	return []route{
+		{"POST /api/v1/tenants", s.createTenant},
+		{"GET /api/v1/tenants", s.listTenants},
+		{"GET /api/v1/tenants/{id}", s.getTenant},
+		{"PATCH /api/v1/tenants/{id}", s.patchTenant},
+		{"DELETE /api/v1/tenants/{id}", s.deleteTenant},
+		{"POST /api/v1/tenants/{id}/api_keys", s.createAPIKey},
+		{"GET /api/v1/tenants/{id}/api_keys", s.listAPIKeys},
+		{"DELETE /api/v1/tenants/{id}/api_keys/{kid}", s.deleteAPIKey},
+		{"GET /api/v1/tenants/{id}/usage", s.tenantUsage},
 
-	mux.HandleFunc("POST /api/v1/projects/{id}/compute", s.createCompute)
-	mux.HandleFunc("GET /api/v1/projects/{id}/compute", s.getProjectCompute)
-	mux.HandleFunc("GET /api/v1/projects/{id}/compute/{cid}", s.getCompute)
-	mux.HandleFunc("POST /api/v1/projects/{id}/compute/{cid}/suspend", s.suspendCompute)
-	mux.HandleFunc("POST /api/v1/projects/{id}/compute/{cid}/resume", s.resumeCompute)
-	mux.HandleFunc("DELETE /api/v1/projects/{id}/compute/{cid}", s.destroyCompute)
+		{"POST /api/v1/projects", s.createProject},
+		{"GET /api/v1/projects", s.listProjects},
+		{"GET /api/v1/projects/{id}", s.getProject},
+		{"PATCH /api/v1/projects/{id}", s.patchProject},
+		{"DELETE /api/v1/projects/{id}", s.deleteProject},
 
-	mux.HandleFunc("POST /api/v1/projects/{id}/roles", s.createRole)
-	mux.HandleFunc("GET /api/v1/projects/{id}/roles", s.listRoles)
-	mux.HandleFunc("POST /api/v1/projects/{id}/roles/{name}/reset_password", s.resetPassword)
-	mux.HandleFunc("DELETE /api/v1/projects/{id}/roles/{name}", s.deleteRole)
+		{"POST /api/v1/projects/{id}/compute", s.createCompute},
+		{"GET /api/v1/projects/{id}/compute", s.getProjectCompute},
+		{"GET /api/v1/projects/{id}/compute/{cid}", s.getCompute},
+		{"POST /api/v1/projects/{id}/compute/{cid}/suspend", s.suspendCompute},
+		{"POST /api/v1/projects/{id}/compute/{cid}/resume", s.resumeCompute},
+		{"DELETE /api/v1/projects/{id}/compute/{cid}", s.destroyCompute},
 
-	mux.HandleFunc("GET /api/v1/projects/{id}/operations", s.listOperations)
-	mux.HandleFunc("GET /api/v1/projects/{id}/backups", s.listBackups)
-	mux.HandleFunc("POST /api/v1/projects/{id}/restore", s.restoreProject)
-	mux.HandleFunc("POST /api/v1/projects/{id}/branches", s.createBranch)
-	mux.HandleFunc("POST /api/v1/projects/{id}/undelete", s.undeleteProject)
-	mux.HandleFunc("GET /api/v1/projects/{id}/usage", s.projectUsage)
-	mux.HandleFunc("GET /api/v1/usage", s.billing)
-	mux.HandleFunc("GET /wake_compute", s.wakeCompute)
+		{"POST /api/v1/projects/{id}/roles", s.createRole},
+		{"GET /api/v1/projects/{id}/roles", s.listRoles},
+		{"POST /api/v1/projects/{id}/roles/{name}/reset_password", s.resetPassword},
+		{"DELETE /api/v1/projects/{id}/roles/{name}", s.deleteRole},
+
+		{"GET /api/v1/projects/{id}/operations", s.listOperations},
+		{"GET /api/v1/projects/{id}/backups", s.listBackups},
+		{"POST /api/v1/projects/{id}/restore", s.restoreProject},
+		{"POST /api/v1/projects/{id}/branches", s.createBranch},
+		{"POST /api/v1/projects/{id}/undelete", s.undeleteProject},
+		{"GET /api/v1/projects/{id}/usage", s.projectUsage},
+		{"GET /api/v1/usage", s.billing},
+		{"GET /wake_compute", s.wakeCompute},
+	}
+}
+
+// publicRoutes are served without a token: the probes, this API's
+// documentation, and the metrics (which decide for themselves what a
+// caller sees).
+func (s *Server) publicRoutes(m *Metrics) []route {
+	rs := []route{
+		{"GET /healthz", healthz},
+		{"GET /readyz", s.readyz},
+		{"GET /api/v1/openapi.json", serveOpenAPI},
+	}
+	if m != nil {
+		rs = append(rs, route{"GET /metrics", s.metrics(*m).ServeHTTP})
+	}
+	return rs
+}
+
+// handle registers routes on mux and records their patterns.
+func (s *Server) handle(mux *http.ServeMux, routes []route) {
+	for _, rt := range routes {
+		mux.HandleFunc(rt.pattern, rt.handler)
+		s.patterns = append(s.patterns, rt.pattern)
+	}
 }
 
 // Handler returns the API's http.Handler (for tests and embedding).
@@ -156,6 +185,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // SetDraining makes /readyz fail from now on: the daemon is stopping, and
 // load balancers must send new clients elsewhere.
 func (s *Server) SetDraining() { s.draining.Store(true) }
+
+func healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	if s.draining.Load() {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/serverlessd/serverlessd/server/openapitest"
 	"github.com/serverlessd/serverlessd/server/servertest"
 )
 
@@ -28,6 +29,8 @@ type reply struct {
 	raw    string
 }
 
+// call makes a request and returns the reply, which must conform to the
+// API's OpenAPI document (the test fails otherwise).
 func call(t *testing.T, srv *httptest.Server, method, path, body string, hdr ...string) reply {
 	t.Helper()
 	req, err := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
@@ -43,6 +46,9 @@ func call(t *testing.T, srv *httptest.Server, method, path, body string, hdr ...
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
+	if err := openapitest.Check(req, resp.StatusCode, resp.Header, raw); err != nil {
+		t.Error(err)
+	}
 	r := reply{status: resp.StatusCode, raw: string(raw)}
 	_ = json.Unmarshal(raw, &r.body)
 	return r
