@@ -7,6 +7,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -22,6 +23,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/serverlessd/serverlessd/compute/local/localtest"
+	"github.com/serverlessd/serverlessd/server/openapitest"
 )
 
 // binary is the serverlessd built once for the whole package.
@@ -172,9 +174,23 @@ func (d *daemon) getJSON(path string, v any) int {
 	if err != nil {
 		d.t.Fatal(err)
 	}
+	return decodeReply(d.t, resp, v)
+}
+
+// decodeReply decodes an API reply into v and returns its status. The
+// reply must conform to the API's OpenAPI document.
+func decodeReply(t testing.TB, resp *http.Response, v any) int {
+	t.Helper()
 	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
-		d.t.Fatal(err)
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := openapitest.CheckResponse(resp, raw); err != nil {
+		t.Error(err)
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		t.Fatalf("%s %s: %v: %.300s", resp.Request.Method, resp.Request.URL.Path, err, raw)
 	}
 	return resp.StatusCode
 }

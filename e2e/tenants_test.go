@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
@@ -26,11 +25,7 @@ func (d *daemon) sendJSON(t *testing.T, method, path, body string, v any) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode
+	return decodeReply(t, resp, v)
 }
 
 // postJSON calls the API with a JSON body and decodes the reply into v.
