@@ -5,7 +5,10 @@
 package console
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"embed"
+	"encoding/hex"
 	"io/fs"
 	"net/http"
 )
@@ -21,9 +24,12 @@ var securityHeaders = map[string]string{
 	"X-Content-Type-Options": "nosniff",
 	"X-Frame-Options":        "DENY",
 	"Referrer-Policy":        "no-referrer",
-	// The assets change with the binary; a browser asks again each time.
-	"Cache-Control": "no-cache",
 }
+
+// assets are the files the page links to by a versioned URL
+// (/console/app.js?v=<hash>): a browser keeps them until the binary
+// changes, and asks only for the small page again.
+var assets = []string{"app.js", "style.css"}
 
 // Routes returns the console's handlers by pattern: the page at / and its
 // assets under /console/. They need no key: the key is the browser's.
@@ -32,14 +38,45 @@ func Routes() map[string]http.Handler {
 	if err != nil {
 		panic(err) // the embedded tree is part of the binary
 	}
+	index, versions := versioned(sub)
 	files := http.StripPrefix("/console/", http.FileServerFS(sub))
-	index := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		http.ServeFileFS(w, r, sub, "index.html")
-	})
 	return map[string]http.Handler{
-		"GET /{$}":      withHeaders(index),
-		"GET /console/": withHeaders(files),
+		"GET /{$}": withHeaders(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/html; charset=utf-8")
+			w.Header().Set("Cache-Control", "no-cache")
+			_, _ = w.Write(index)
+		})),
+		"GET /console/": withHeaders(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if v := r.URL.Query().Get("v"); v != "" && v == versions[r.URL.Path[len("/console/"):]] {
+				w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
+			} else {
+				w.Header().Set("Cache-Control", "no-cache")
+			}
+			files.ServeHTTP(w, r)
+		})),
 	}
+}
+
+// versioned returns index.html with its assets' URLs carrying a hash of
+// their content, and the hashes by file.
+func versioned(sub fs.FS) ([]byte, map[string]string) {
+	index, err := fs.ReadFile(sub, "index.html")
+	if err != nil {
+		panic(err)
+	}
+	versions := map[string]string{}
+	for _, name := range assets {
+		b, err := fs.ReadFile(sub, name)
+		if err != nil {
+			panic(err)
+		}
+		sum := sha256.Sum256(b)
+		versions[name] = hex.EncodeToString(sum[:6])
+		url := []byte("/console/" + name)
+		index = bytes.ReplaceAll(index, append(append([]byte(`"`), url...), '"'),
+			[]byte(`"/console/`+name+`?v=`+versions[name]+`"`))
+	}
+	return index, versions
 }
 
 func withHeaders(h http.Handler) http.Handler {

@@ -2,6 +2,7 @@ package console
 
 import (
 	"io"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -17,11 +18,28 @@ func TestRoutes(t *testing.T) {
 	}
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
+	_, versions := versioned(mustSub(t))
+	// The page names each asset by its version, which the browser may keep.
+	resp, err := http.Get(srv.URL + "/console/app.js?v=" + versions["app.js"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if cc := resp.Header.Get("Cache-Control"); cc != "public, max-age=31536000, immutable" {
+		t.Fatalf("the versioned app.js: Cache-Control %q", cc)
+	}
+	if resp, err = http.Get(srv.URL + "/console/app.js?v=old"); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if cc := resp.Header.Get("Cache-Control"); cc != "no-cache" {
+		t.Fatalf("app.js of another version: Cache-Control %q, want no-cache", cc)
+	}
 	for _, tc := range []struct {
 		path, wantType, wantBody string
 		status                   int
 	}{
-		{"/", "text/html", `<script type="module" src="/console/app.js">`, 200},
+		{"/", "text/html", `<script type="module" src="/console/app.js?v=`, 200},
 		{"/console/app.js", "text/javascript", "function route()", 200},
 		{"/console/style.css", "text/css", ":root", 200},
 		{"/console/nothing.js", "", "", 404},
@@ -50,4 +68,13 @@ func TestRoutes(t *testing.T) {
 			t.Fatalf("GET %s: Content-Security-Policy %q", tc.path, csp)
 		}
 	}
+}
+
+func mustSub(t *testing.T) fs.FS {
+	t.Helper()
+	sub, err := fs.Sub(static, "static")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sub
 }

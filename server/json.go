@@ -24,20 +24,32 @@ type apiError struct {
 	} `json:"error"`
 }
 
+// writeJSON writes v indented, for people reading replies in a terminal.
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	encodeJSON(w, status, v, true)
+}
+
+func encodeJSON(w http.ResponseWriter, status int, v any, indent bool) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
+	if indent {
+		enc.SetIndent("", "  ")
+	}
 	_ = enc.Encode(v)
 }
+
+// compactListAbove is the length past which a list is written without
+// indentation: the reader of a long list is a program (the console, a
+// script), and the indentation is a third of its bytes.
+const compactListAbove = 100
 
 // writeList writes {key: list}, an empty list as [] rather than null.
 func writeList[T any](w http.ResponseWriter, key string, list []T) {
 	if list == nil {
 		list = []T{}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{key: list})
+	encodeJSON(w, http.StatusOK, map[string]any{key: list}, len(list) <= compactListAbove)
 }
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {

@@ -423,6 +423,16 @@ function showProjects() {
     const now = Date.now();
     count.textContent = `(${projects.length}${truncated ? ", the first 1000" : ""})`;
     const seen = new Set();
+    if (rows.size === 0 && projects.length) {
+      // The first time, every row at once, off the page.
+      const all = document.createDocumentFragment();
+      for (const p of projects) {
+        const row = projectRow(p);
+        rows.set(p.id, row);
+        all.append(row);
+      }
+      tbody.replaceChildren(all);
+    }
     let prev = null;
     for (const p of projects) {
       seen.add(p.id);
@@ -430,8 +440,9 @@ function showProjects() {
       if (!row) {
         row = projectRow(p);
         rows.set(p.id, row);
+      } else {
+        updateProjectRow(row, p, now);
       }
-      updateProjectRow(row, p, now);
       // Moved only when out of place: moving a row would take the focus
       // off a link in it.
       const want = prev ? prev.nextSibling : tbody.firstChild;
@@ -460,31 +471,49 @@ function showProjects() {
   onLeave(poll, () => clearInterval(clock));
 }
 
+// rowTemplate is a projects-list row without its values: cloning it is
+// cheaper than building each of a thousand rows element by element.
+let rowTemplate = null;
+
 function projectRow(p) {
-  const cells = projectColumns.map((_, i) => h("td", { class: i === 4 ? "num" : null }));
-  cells[0].append(h("a", { href: "#/projects/" + enc(p.name) }, p.name));
-  return h("tr", { "data-project": p.name }, cells);
+  if (!rowTemplate) {
+    rowTemplate = h("tr", {}, projectColumns.map((_, i) => h("td", { class: i === 4 ? "num" : null })));
+    rowTemplate.firstChild.append(h("a"));
+    rowTemplate.children[1].append(h("span", { class: "state" }));
+  }
+  const row = rowTemplate.cloneNode(true);
+  updateProjectRow(row, p, Date.now());
+  return row;
 }
 
 function updateProjectRow(row, p, now) {
   const c = p.compute;
   const cells = row.children;
-  const link = cells[0].firstChild;
-  if (link.textContent !== p.name) {
+  if (row.dataset.project !== p.name) {
+    const link = cells[0].firstChild;
     link.textContent = p.name;
     link.setAttribute("href", "#/projects/" + enc(p.name));
     row.dataset.project = p.name;
   }
   const state = c ? c.state : "none";
-  if (row.dataset.state !== state) {
-    cells[1].replaceChildren(stateBadge(c));
+  const badge = cells[1].firstChild;
+  if (row.dataset.state !== state || badge.title !== ((c && c.error) || "")) {
+    badge.className = "state state-" + state;
+    badge.textContent = c ? state : "no compute";
+    badge.title = (c && c.error) || "";
     row.dataset.state = state;
   }
-  cells[2].textContent = c ? ago(c.last_active, now) : "—";
-  cells[3].textContent = until(c, p.config.idle_timeout, now);
-  cells[4].textContent = c ? String(c.connections) : "—";
-  cells[5].textContent = c ? bytes(c.storage_bytes) : "—";
-  cells[6].textContent = p.tenant_id;
+  setText(cells[2], c ? ago(c.last_active, now) : "—");
+  setText(cells[3], until(c, p.config.idle_timeout, now));
+  setText(cells[4], c ? String(c.connections) : "—");
+  setText(cells[5], c ? bytes(c.storage_bytes) : "—");
+  setText(cells[6], p.tenant_id);
+}
+
+// setText changes a cell only when its text changed: a refresh of a
+// thousand rows then touches only what moved.
+function setText(el, text) {
+  if (el.textContent !== text) el.textContent = text;
 }
 
 function createProjectForm(created) {
