@@ -212,3 +212,48 @@ func TestConsole(t *testing.T) {
 	b.until("the API's error on the page", `!document.querySelector("#error").hidden && document.querySelector("#error").textContent.includes("invalid project name")`, 10*time.Second)
 	b.shot("error")
 }
+
+// TestConsoleKeyScope signs in with a tenant's API key: the console shows
+// that tenant's projects and no other's, and creates new ones in it.
+func TestConsoleKeyScope(t *testing.T) {
+	d := startDaemon(t, "")
+	if st := d.postJSON(t, "/api/v1/tenants", `{"name":"team-a"}`, &struct{}{}); st != 201 {
+		t.Fatalf("create tenant: %d", st)
+	}
+	for _, body := range []string{`{"name":"shop","tenant":"team-a"}`, `{"name":"blog"}`} {
+		if st := d.postJSON(t, "/api/v1/projects", body, &struct{}{}); st != 201 {
+			t.Fatalf("create %s: %d", body, st)
+		}
+	}
+	var key struct {
+		Key string `json:"key"`
+	}
+	if st := d.postJSON(t, "/api/v1/tenants/team-a/api_keys", `{"name":"console","scope":"tenant"}`, &key); st != 201 {
+		t.Fatalf("create an API key: %d", st)
+	}
+	b := newBrowser(t)
+	b.do("sign in with the tenant's key", chromedp.Navigate("http://"+d.api+"/"), chromedp.WaitVisible("#key"),
+		chromedp.SendKeys("#key", key.Key), chromedp.Click("#signin"), chromedp.WaitVisible(`tr[data-project="shop"]`))
+	b.do("create a project in the key's tenant", chromedp.SendKeys("#new-name", "api"), chromedp.Click("#create"),
+		chromedp.WaitVisible(`#credentials code[data-copy="user"]`), chromedp.WaitVisible(`tr[data-project="api"]`))
+	b.shot("tenant-key")
+	if n := b.text("#project-count"); n != "(2)" {
+		t.Fatalf("the tenant's key lists %s projects, want (2): its shop and api, not the default tenant's blog", n)
+	}
+	if u := b.text(`#credentials code[data-copy="user"]`); !strings.HasPrefix(u, "prj_") || !strings.HasSuffix(u, ".root") {
+		t.Fatalf("a project outside the default tenant logs in by id, got the user %q", u)
+	}
+	var tenant struct {
+		Tenant struct{ ID string } `json:"tenant"`
+	}
+	d.getJSON("/api/v1/tenants/team-a", &tenant)
+	var api struct {
+		Project struct {
+			TenantID string `json:"tenant_id"`
+		} `json:"project"`
+	}
+	d.getJSON("/api/v1/projects/"+strings.TrimSuffix(b.text(`#credentials code[data-copy="user"]`), ".root"), &api)
+	if api.Project.TenantID == "" || api.Project.TenantID != tenant.Tenant.ID {
+		t.Fatalf("the console's project is in tenant %q, want team-a's %q", api.Project.TenantID, tenant.Tenant.ID)
+	}
+}
