@@ -74,11 +74,24 @@ func (m *Manager) status(c *store.Compute, p *store.Project) Status {
 		}
 		st.Connections, st.StorageBytes = a.Conns(), a.StorageBytes()
 	}
-	idle := time.Duration(p.Config.IdleTimeout) * time.Second
-	if c.State == store.StateActive && idle > 0 && !st.LastActive.IsZero() && (!ok || a.Pinned() == 0) {
-		st.IdleSuspendAt = st.LastActive.Add(idle)
+	if suspendsWhenIdle(c, p, a, ok) && !st.LastActive.IsZero() {
+		st.IdleSuspendAt = st.LastActive.Add(time.Duration(p.Config.IdleTimeout) * time.Second)
 	}
 	return st
+}
+
+// suspendsWhenIdle reports whether the idle scheduler would suspend c once
+// its idle timeout passes without a command: not while a session pins it,
+// nor, for a project that keeps it up for open connections, while any is.
+func suspendsWhenIdle(c *store.Compute, p *store.Project, a *Activity, live bool) bool {
+	if c.State != store.StateActive || p.Config.IdleTimeout <= 0 {
+		return false
+	}
+	if !live {
+		return true
+	}
+	withOpen := p.Config.SuspendWithOpenConnections == nil || *p.Config.SuspendWithOpenConnections
+	return a.Pinned() == 0 && (withOpen || a.Conns() == 0)
 }
 
 // liveActivity returns a compute's live counters if this daemon has any,

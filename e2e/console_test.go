@@ -63,7 +63,7 @@ func newBrowser(t *testing.T) *browser {
 	if err := chromedp.Do(ctx); err != nil {
 		t.Fatalf("start %s: %v", chromiumPath, err)
 	}
-	return &browser{t: t, ctx: ctx, artifacts: artifactsDir(t, "console")}
+	return &browser{t: t, ctx: ctx, artifacts: artifactsDir(t, filepath.Join("console", t.Name()))}
 }
 
 // do runs steps, each bounded so that nothing waits forever.
@@ -220,10 +220,13 @@ func TestConsoleKeyScope(t *testing.T) {
 	if st := d.postJSON(t, "/api/v1/tenants", `{"name":"team-a"}`, &struct{}{}); st != 201 {
 		t.Fatalf("create tenant: %d", st)
 	}
-	for _, body := range []string{`{"name":"shop","tenant":"team-a"}`, `{"name":"blog"}`} {
-		if st := d.postJSON(t, "/api/v1/projects", body, &struct{}{}); st != 201 {
-			t.Fatalf("create %s: %d", body, st)
-		}
+	// Two projects named shop: team-a's, and the default tenant's.
+	var teamShop projectOut
+	if st := d.postJSON(t, "/api/v1/projects", `{"name":"shop","tenant":"team-a"}`, &teamShop); st != 201 {
+		t.Fatalf("create team-a's shop: %d", st)
+	}
+	if st := d.postJSON(t, "/api/v1/projects", `{"name":"shop"}`, &struct{}{}); st != 201 {
+		t.Fatalf("create the default tenant's shop: %d", st)
 	}
 	var key struct {
 		Key string `json:"key"`
@@ -238,7 +241,7 @@ func TestConsoleKeyScope(t *testing.T) {
 		chromedp.WaitVisible(`#credentials code[data-copy="user"]`), chromedp.WaitVisible(`tr[data-project="api"]`))
 	b.shot("tenant-key")
 	if n := b.text("#project-count"); n != "(2)" {
-		t.Fatalf("the tenant's key lists %s projects, want (2): its shop and api, not the default tenant's blog", n)
+		t.Fatalf("the tenant's key lists %s projects, want (2): its shop and api, not the default tenant's shop", n)
 	}
 	if u := b.text(`#credentials code[data-copy="user"]`); !strings.HasPrefix(u, "prj_") || !strings.HasSuffix(u, ".root") {
 		t.Fatalf("a project outside the default tenant logs in by id, got the user %q", u)
@@ -256,4 +259,14 @@ func TestConsoleKeyScope(t *testing.T) {
 	if api.Project.TenantID == "" || api.Project.TenantID != tenant.Tenant.ID {
 		t.Fatalf("the console's project is in tenant %q, want team-a's %q", api.Project.TenantID, tenant.Tenant.ID)
 	}
+
+	// Without a key (no tokens on loopback: an admin), both shops are
+	// listed, and each link opens its own project, by id.
+	b.do("sign out", chromedp.Click("#signout"), chromedp.WaitVisible("#key"))
+	b.do("sign in as an admin", chromedp.Click("#signin"), chromedp.WaitVisible(`a[href="#/projects/`+teamShop.Project.ID+`"]`))
+	b.do("open team-a's shop", chromedp.Click(`a[href="#/projects/`+teamShop.Project.ID+`"]`), chromedp.WaitVisible(`#roles tr[data-role="root"]`))
+	if login := b.text(`#roles tr[data-role="root"] code`); login != teamShop.Project.ID+".root" {
+		t.Fatalf("team-a's shop shows the login %q, want %s.root", login, teamShop.Project.ID)
+	}
+	b.shot("admin-other-tenant")
 }

@@ -84,24 +84,29 @@ function setMain(...kids) {
   main.replaceChildren(...kids);
 }
 
-// pollError: the error shown came from a refresh, which clears it once a
-// refresh works again; an action's error stays until the next action.
-let pollError = false;
+// errorOwner is the refresh whose error the banner shows: that refresh
+// clears it once it works again. An action's error (no owner) stays until
+// the next action.
+let errorOwner = null;
 
-function showError(err, fromPoll) {
-  pollError = !!fromPoll;
+function showError(err, owner) {
+  errorOwner = owner || null;
   if (err instanceof APIError && err.status === 401) {
     signOut("The daemon refused the key: " + err.message);
     return;
   }
   const box = document.getElementById("error");
   const where = err instanceof APIError && err.status ? ` (${err.code}, HTTP ${err.status})` : "";
-  box.textContent = (err.message || String(err)) + where;
-  box.hidden = false;
+  const text = (err.message || String(err)) + where;
+  // Written only when it changes: a screen reader announces each write.
+  if (box.textContent !== text || box.hidden) {
+    box.textContent = text;
+    box.hidden = false;
+  }
 }
 
 function clearError() {
-  pollError = false;
+  errorOwner = null;
   const box = document.getElementById("error");
   box.hidden = true;
   box.textContent = "";
@@ -188,12 +193,13 @@ let stopPage = () => {};
 function every(ms, fn) {
   let timer = null;
   let stopped = false;
+  const me = {};
   const run = async () => {
     try {
       await fn();
-      if (pollError) clearError();
+      if (errorOwner === me) clearError();
     } catch (e) {
-      if (!stopped) showError(e, true);
+      if (!stopped) showError(e, me);
     }
     if (!stopped) timer = setTimeout(run, ms);
   };
@@ -212,6 +218,13 @@ function onLeave(...stops) {
   };
 }
 
+// pageOf reads a project's page from the hash: #/projects/<id>, where the
+// id is one the list linked to; null for anything else.
+function projectOf(hash) {
+  const m = hash.match(/^#\/projects\/([a-z0-9_]{1,64})$/);
+  return m ? m[1] : null;
+}
+
 function route() {
   stopPage();
   stopPage = () => {};
@@ -221,8 +234,8 @@ function route() {
     showSignIn();
     return;
   }
-  const m = location.hash.match(/^#\/projects\/([^/?]+)$/);
-  if (m) showProject(decodeURIComponent(m[1]));
+  const id = projectOf(location.hash);
+  if (id) showProject(id);
   else showProjects();
   document.getElementById("main").focus({ preventScroll: true });
 }
@@ -307,19 +320,24 @@ function connectionStrings(c) {
   ];
 }
 
+// copy puts text on the clipboard and reports whether it did; focus
+// returns to where it was (the copy button).
 async function copy(text) {
   try {
     await navigator.clipboard.writeText(text);
-    return;
+    return true;
   } catch {
-    // No clipboard permission: copy the old way, from a selection.
+    // No clipboard API (plain HTTP off localhost): copy from a selection.
   }
+  const back = document.activeElement;
   const ta = h("textarea", { class: "offscreen", "aria-hidden": "true" });
   ta.value = text;
   document.body.append(ta);
   ta.select();
-  document.execCommand("copy");
+  const ok = document.execCommand("copy");
   ta.remove();
+  if (back) back.focus();
+  return ok;
 }
 
 function copyRow(label, value, id) {
@@ -332,8 +350,7 @@ function copyRow(label, value, id) {
       "aria-label": "Copy " + label,
       "data-copy-button": id,
       onclick: async () => {
-        await copy(value);
-        status.textContent = "Copied";
+        status.textContent = (await copy(value)) ? "Copied" : "Copy failed: select the text";
         setTimeout(() => (status.textContent = ""), 2500);
       },
     },
@@ -353,7 +370,14 @@ function credentialsPanel(title, c) {
     connectionStrings(c).map(([label, id, value]) => copyRow(label, value, id)),
   );
   panel.append(
-    h("div", { class: "actions" }, h("button", { type: "button", class: "secondary", onclick: () => panel.remove() }, "I have saved it")),
+    h("div", { class: "actions" }, h("button", {
+        type: "button",
+        class: "secondary",
+        onclick: () => {
+          panel.remove();
+          document.getElementById("main").focus();
+        },
+      }, "I have saved it")),
   );
   return panel;
 }
@@ -492,7 +516,8 @@ function updateProjectRow(row, p, now) {
   if (row.dataset.project !== p.name) {
     const link = cells[0].firstChild;
     link.textContent = p.name;
-    link.setAttribute("href", "#/projects/" + enc(p.name));
+    // By id: a name is unique only in its tenant, and an admin sees all.
+    link.setAttribute("href", "#/projects/" + p.id);
     row.dataset.project = p.name;
   }
   const state = c ? c.state : "none";
@@ -548,7 +573,7 @@ function createProjectForm(created) {
       const r = await api("POST", "/api/v1/projects", body);
       showCredentials(created, `Project ${r.project.name} created`, r.role);
       name.value = "";
-      await api("POST", `/api/v1/projects/${enc(r.project.name)}/compute`, {});
+      await api("POST", `/api/v1/projects/${r.project.id}/compute`, {});
     });
   });
   return form;
@@ -556,11 +581,17 @@ function createProjectForm(created) {
 
 // ---- one project -------------------------------------------------------
 
-function showProject(name) {
-  const base = "/api/v1/projects/" + enc(name);
+// showProject draws one project's page. Its requests may answer after
+// the user left it: left tells them to draw nothing then.
+function showProject(id) {
+  const base = "/api/v1/projects/" + id;
+  let project = null;
+  let left = false;
+  const page = { base, secrets: h("div", { id: "secrets" }), project: () => project, gone: () => left };
   const facts = h("dl", { class: "facts", id: "compute-facts" });
-  const buttons = computeButtons(name, base, () => refresh());
-  const secrets = h("div", { id: "secrets" });
+  const title = h("span", {}, id);
+  const badge = h("span", { id: "project-state" });
+  const buttons = computeButtons(page, () => refresh());
   const roles = h("tbody", { id: "roles" });
   const ops = h("tbody", { id: "operations" });
   const usage = h("div", { id: "usage-charts", class: "grid" });
@@ -574,15 +605,15 @@ function showProject(name) {
 
   setMain(
     h("p", {}, h("a", { href: "#/" }, "← Projects")),
-    h("h1", {}, name, " ", h("span", { id: "project-state" })),
+    h("h1", {}, title, " ", badge),
     h("section", { class: "card", "aria-labelledby": "compute-title" }, h("h2", { id: "compute-title" }, "Compute"), facts, buttons.box),
-    secrets,
+    page.secrets,
     h(
       "section",
       { class: "card", "aria-labelledby": "roles-title" },
       h("h2", { id: "roles-title" }, "Roles"),
       h("table", {}, h("thead", {}, h("tr", {}, ["Role", "Log in as", "Created", ""].map((t) => h("th", { scope: "col" }, t)))), roles),
-      createRoleForm(name, base, secrets, () => loadRoles()),
+      createRoleForm(page, () => loadRoles()),
     ),
     h(
       "section",
@@ -605,40 +636,49 @@ function showProject(name) {
     ),
   );
 
-  let project = null;
   const refresh = async () => {
-    const [r] = await Promise.all([api("GET", base + "?include=compute"), loadOps()]);
+    const [r, o] = await Promise.all([api("GET", base + "?include=compute"), api("GET", base + "/operations")]);
+    if (left) return;
+    const first = !project;
     project = r.project;
+    title.textContent = project.name;
     renderCompute(facts, project, Date.now());
-    document.getElementById("project-state").replaceChildren(stateBadge(project.compute));
+    badge.replaceChildren(stateBadge(project.compute));
     buttons.update(project.compute);
-  };
-  const loadOps = async () => {
-    const r = await api("GET", base + "/operations");
-    ops.replaceChildren(...r.operations.map(operationRow));
+    ops.replaceChildren(...o.operations.map(operationRow));
+    if (first) await loadRoles(); // their login names need the project
   };
   const loadRoles = async () => {
     const r = await api("GET", base + "/roles");
-    roles.replaceChildren(...r.roles.map((role) => roleRow(name, base, role, secrets, loadRoles)));
+    if (!left) roles.replaceChildren(...r.roles.map((role) => roleRow(page, role, loadRoles)));
   };
   const loadCharts = async () => {
     const g = granularity.value;
     const span = g === "day" ? 30 * 86400e3 : 86400e3;
     const from = new Date(Date.now() - span).toISOString().replace(/\.\d+Z$/, "Z");
     const r = await api("GET", `${base}/usage?granularity=${g}&from=${enc(from)}`);
+    // A reply for the other granularity, asked before a change, is dropped.
+    if (left || g !== granularity.value) return;
     usage.replaceChildren(...usageCharts(r.buckets, g));
+    let chart;
     try {
-      wakes.replaceChildren(wakeChart(await metricsText()));
+      chart = wakeChart(await metricsText());
     } catch (e) {
-      wakes.replaceChildren(h("p", { class: "muted" }, "Not available: " + e.message + "."));
+      chart = h("p", { class: "muted" }, "Not available: " + e.message + ".");
     }
+    if (!left) wakes.replaceChildren(chart);
   };
-  granularity.addEventListener("change", () => loadCharts().catch(showError));
+  granularity.addEventListener("change", () => loadCharts().catch((e) => showError(e)));
   const poll = every(POLL_MS, refresh);
   const slow = every(SLOW_POLL_MS, loadCharts);
   const clock = setInterval(() => project && renderCompute(facts, project, Date.now()), 1000);
-  loadRoles().catch(showError);
-  onLeave(poll, slow, () => clearInterval(clock));
+  onLeave(poll, slow, () => clearInterval(clock), () => (left = true));
+}
+
+// loginOf is how a role logs in through the proxy: by the project's name
+// in the default tenant, by its id in any other.
+function loginOf(project, role) {
+  return (project.tenant_id === "ten_default" ? project.name : project.id) + "." + role;
 }
 
 function renderCompute(facts, p, now) {
@@ -658,29 +698,42 @@ function renderCompute(facts, p, now) {
   facts.replaceChildren(...rows.flatMap(([k, v]) => [h("dt", {}, k), h("dd", { "data-fact": k }, v)]));
 }
 
-function computeButtons(name, base, refresh) {
+// computeButtons are the compute's actions. They start disabled: they
+// act on the compute the first refresh finds.
+function computeButtons(page, refresh) {
   let compute = null;
-  const act = (label, id, fn, cls) =>
-    h("button", { type: "button", id, class: cls || null, onclick: (ev) => busy(ev.currentTarget, async () => {
-      await fn();
-      await refresh();
-    }) }, label);
-  const suspend = act("Suspend", "suspend", () => api("POST", `${base}/compute/${enc(compute.id)}/suspend`));
-  const resume = act("Resume", "resume", () => api("POST", `${base}/compute/${enc(compute.id)}/resume`));
-  const create = act("Create compute", "create-compute", () => api("POST", `${base}/compute`, {}));
-  const del = h("button", { type: "button", id: "delete", class: "danger", onclick: (ev) => deleteProject(ev.currentTarget, name, base) }, "Delete project");
+  const act = (label, id, fn) => {
+    const b = h("button", { type: "button", id, disabled: true }, label);
+    b.addEventListener("click", async () => {
+      await busy(b, async () => {
+        await fn();
+        if (!page.gone()) await refresh();
+      });
+      update(compute); // busy enabled it again, whatever the state
+    });
+    return b;
+  };
+  const suspend = act("Suspend", "suspend", () => api("POST", `${page.base}/compute/${compute.id}/suspend`));
+  const resume = act("Resume", "resume", () => api("POST", `${page.base}/compute/${compute.id}/resume`));
+  const create = act("Create compute", "create-compute", () => api("POST", `${page.base}/compute`, {}));
+  create.hidden = true;
+  const del = h("button", { type: "button", id: "delete", class: "danger", disabled: true }, "Delete project");
+  del.addEventListener("click", () => deleteProject(del, page));
   const box = h("div", { class: "actions" }, suspend, resume, create, del);
   const update = (c) => {
     compute = c;
-    if (suspend.getAttribute("aria-busy") || resume.getAttribute("aria-busy")) return;
+    if (suspend.getAttribute("aria-busy") || resume.getAttribute("aria-busy") || create.getAttribute("aria-busy")) return;
     suspend.disabled = !c || c.state !== "active";
     resume.disabled = !c || c.state !== "suspended";
     create.hidden = !!c;
+    create.disabled = !!c;
+    del.disabled = false;
   };
   return { box, update };
 }
 
-async function deleteProject(button, name, base) {
+async function deleteProject(button, page) {
+  const name = page.project().name;
   const yes = await confirmDialog({
     title: `Delete ${name}?`,
     text: "Its compute and its data are deleted. With backups on, the daemon keeps them for the retention window, for undelete.",
@@ -689,7 +742,7 @@ async function deleteProject(button, name, base) {
   });
   if (!yes) return;
   await busy(button, async () => {
-    await api("DELETE", base);
+    await api("DELETE", page.base);
     notice(`Project ${name} deleted.`);
     location.hash = "#/";
   });
@@ -709,9 +762,10 @@ function operationRow(op) {
   );
 }
 
-function roleRow(name, base, role, secrets, reload) {
+function roleRow(page, role, reload) {
   const reset = h("button", { type: "button", class: "small secondary" }, "Reset password");
   const del = h("button", { type: "button", class: "small secondary" }, "Delete");
+  const path = `${page.base}/roles/${enc(role.name)}`;
   reset.addEventListener("click", async () => {
     const yes = await confirmDialog({
       title: `Reset the password of ${role.name}?`,
@@ -720,8 +774,8 @@ function roleRow(name, base, role, secrets, reload) {
     });
     if (!yes) return;
     busy(reset, async () => {
-      const r = await api("POST", `${base}/roles/${enc(role.name)}/reset_password`);
-      showCredentials(secrets, `New password of ${role.name}`, r.credentials);
+      const r = await api("POST", path + "/reset_password");
+      showCredentials(page.secrets, `New password of ${role.name}`, r.credentials);
     });
   });
   del.addEventListener("click", async () => {
@@ -732,7 +786,7 @@ function roleRow(name, base, role, secrets, reload) {
     });
     if (!yes) return;
     busy(del, async () => {
-      await api("DELETE", `${base}/roles/${enc(role.name)}`);
+      await api("DELETE", path);
       await reload();
     });
   });
@@ -740,22 +794,22 @@ function roleRow(name, base, role, secrets, reload) {
     "tr",
     { "data-role": role.name },
     h("td", {}, role.name),
-    h("td", {}, h("code", {}, `${name}.${role.name}`)),
+    h("td", {}, h("code", {}, loginOf(page.project(), role.name))),
     h("td", {}, when(role.created_at)),
     h("td", {}, h("div", { class: "actions" }, reset, del)),
   );
 }
 
-function createRoleForm(name, base, secrets, reload) {
+function createRoleForm(page, reload) {
   const input = h("input", { id: "new-role", required: true, maxlength: "32", autocomplete: "off" });
   const submit = h("button", { type: "submit", id: "create-role" }, "Create role");
-  const form = h("form", { class: "inline", style: null }, h("div", {}, h("label", { for: "new-role" }, "New role"), input), submit);
+  const form = h("form", { class: "inline" }, h("div", {}, h("label", { for: "new-role" }, "New role"), input), submit);
   form.addEventListener("submit", (ev) => {
     ev.preventDefault();
     busy(submit, async () => {
-      const r = await api("POST", `${base}/roles`, { name: input.value.trim() });
+      const r = await api("POST", `${page.base}/roles`, { name: input.value.trim() });
       input.value = "";
-      showCredentials(secrets, `Role ${r.role.name} created`, r.credentials);
+      showCredentials(page.secrets, `Role ${r.role.name} created`, r.credentials);
       await reload();
     });
   });
@@ -806,7 +860,11 @@ function barChart(id, title, points, fmt) {
 function usageCharts(buckets, granularity) {
   const label = (b) => {
     const d = new Date(b.start);
-    return granularity === "day" ? d.toLocaleDateString() : d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    // Day buckets start at midnight UTC: shown in the browser's zone, they
+    // would be named for the day before, west of Greenwich.
+    return granularity === "day"
+      ? d.toLocaleDateString([], { timeZone: "UTC" })
+      : d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
   };
   const pts = (f) => buckets.map((b) => ({ label: label(b), value: f(b) }));
   return [
@@ -841,17 +899,23 @@ function wakeChart(text) {
   const buckets = wakeBuckets(text);
   const total = buckets.length ? buckets[buckets.length - 1].total : 0;
   if (!total) return h("p", { class: "muted", id: "wake-empty" }, "No cold wake since the daemon started.");
-  const ms = (le) => (le === Infinity ? "more" : le < 1 ? Math.round(le * 1000) + " ms" : le + " s");
-  const pts = buckets.filter((b) => b.le !== Infinity || b.n > 0).map((b) => ({ label: "≤ " + ms(b.le), value: b.n }));
+  const finite = buckets.filter((b) => b.le !== Infinity);
+  const top = finite.length ? finite[finite.length - 1].le : 0;
+  const secs = (le) => (le < 1 ? Math.round(le * 1000) + " ms" : le + " s");
+  const ms = (le) => (le === Infinity ? "> " + secs(top) : "≤ " + secs(le));
+  const pts = buckets.filter((b) => b.le !== Infinity || b.n > 0).map((b) => ({ label: ms(b.le), value: b.n }));
   return h(
     "div",
     {},
-    h("p", {}, `${total} cold ${total === 1 ? "wake" : "wakes"}; p50 ≤ ${ms(quantile(buckets, 0.5))}, p99 ≤ ${ms(quantile(buckets, 0.99))}.`),
+    h("p", {}, `${total} cold ${total === 1 ? "wake" : "wakes"}; p50 ${ms(quantile(buckets, 0.5))}, p99 ${ms(quantile(buckets, 0.99))}.`),
     barChart("chart-wakes", "Cold wakes by latency", pts, (v) => String(v)),
   );
 }
 
 // ---- start -------------------------------------------------------------
 
-window.addEventListener("hashchange", route);
+// Only #/... hashes are pages: #main (the skip link) is a place on this one.
+window.addEventListener("hashchange", () => {
+  if (location.hash === "" || location.hash.startsWith("#/")) route();
+});
 route();
