@@ -51,6 +51,13 @@ func buildDaemonImage(cache, dir string, logf func(string, ...any)) (string, err
 	if err := b.standIns(); err != nil {
 		return "", err
 	}
+	// The build's "go mod download" runs without network against the
+	// host's module cache, so the host fetches first every module go.sum
+	// names, including ones the host's own builds never need (a
+	// Windows-only dependency of cobra, for one).
+	if _, err := kubetest.Output("go", "mod", "download", "-C", repoRoot); err != nil {
+		return "", err
+	}
 	modCache, err := kubetest.Output("go", "env", "GOMODCACHE")
 	if err != nil {
 		return "", err
