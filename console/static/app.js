@@ -446,23 +446,24 @@ function showProjects() {
   const render = () => {
     const now = Date.now();
     count.textContent = `(${projects.length}${truncated ? ", the first 1000" : ""})`;
-    const seen = new Set();
     if (rows.size === 0 && projects.length) {
       // The first time, every row at once, off the page.
       const all = document.createDocumentFragment();
       for (const p of projects) {
-        const row = projectRow(p);
+        const row = projectRow(p, now);
         rows.set(p.id, row);
         all.append(row);
       }
       tbody.replaceChildren(all);
+      return;
     }
+    const seen = new Set();
     let prev = null;
     for (const p of projects) {
       seen.add(p.id);
       let row = rows.get(p.id);
       if (!row) {
-        row = projectRow(p);
+        row = projectRow(p, now);
         rows.set(p.id, row);
       } else {
         updateProjectRow(row, p, now);
@@ -499,14 +500,14 @@ function showProjects() {
 // cheaper than building each of a thousand rows element by element.
 let rowTemplate = null;
 
-function projectRow(p) {
+function projectRow(p, now) {
   if (!rowTemplate) {
     rowTemplate = h("tr", {}, projectColumns.map((_, i) => h("td", { class: i === 4 ? "num" : null })));
     rowTemplate.firstChild.append(h("a"));
     rowTemplate.children[1].append(h("span", { class: "state" }));
   }
   const row = rowTemplate.cloneNode(true);
-  updateProjectRow(row, p, Date.now());
+  updateProjectRow(row, p, now);
   return row;
 }
 
@@ -636,21 +637,31 @@ function showProject(id) {
     ),
   );
 
+  let stopCharts = null;
   const refresh = async () => {
-    const [r, o] = await Promise.all([api("GET", base + "?include=compute"), api("GET", base + "/operations")]);
-    if (left) return;
     const first = !project;
+    // The roles come with the first refresh, in the same round trip.
+    const [r, o, rs] = await Promise.all([
+      api("GET", base + "?include=compute"),
+      api("GET", base + "/operations"),
+      first ? api("GET", base + "/roles") : null,
+    ]);
+    if (left) return;
     project = r.project;
     title.textContent = project.name;
     renderCompute(facts, project, Date.now());
     badge.replaceChildren(stateBadge(project.compute));
     buttons.update(project.compute);
     ops.replaceChildren(...o.operations.map(operationRow));
-    if (first) await loadRoles(); // their login names need the project
+    if (rs) drawRoles(rs.roles);
+    // The charts only once the page's facts are drawn: they come second.
+    if (!stopCharts) stopCharts = every(SLOW_POLL_MS, loadCharts);
   };
+  // A role's login name needs the project, which refresh has read first.
+  const drawRoles = (list) => roles.replaceChildren(...list.map((role) => roleRow(page, role, loadRoles)));
   const loadRoles = async () => {
     const r = await api("GET", base + "/roles");
-    if (!left) roles.replaceChildren(...r.roles.map((role) => roleRow(page, role, loadRoles)));
+    if (!left) drawRoles(r.roles);
   };
   const loadCharts = async () => {
     const g = granularity.value;
@@ -670,9 +681,8 @@ function showProject(id) {
   };
   granularity.addEventListener("change", () => loadCharts().catch((e) => showError(e)));
   const poll = every(POLL_MS, refresh);
-  const slow = every(SLOW_POLL_MS, loadCharts);
   const clock = setInterval(() => project && renderCompute(facts, project, Date.now()), 1000);
-  onLeave(poll, slow, () => clearInterval(clock), () => (left = true));
+  onLeave(poll, () => stopCharts && stopCharts(), () => clearInterval(clock), () => (left = true));
 }
 
 // loginOf is how a role logs in through the proxy: by the project's name

@@ -25,6 +25,16 @@ type ConsoleResult struct {
 	// operations drawn. ListAPI is the list's API call alone, for
 	// comparison.
 	List, Project, ListAPI bench.Latency
+	// ListParts and ProjectParts say where a load's time goes (p50s).
+	ListParts, ProjectParts LoadParts
+}
+
+// LoadParts splits a page load by the page's own timings, each in ms
+// from the start of the navigation (the p50 over the loads): the page's
+// HTML received, its script run (DOMContentLoaded), its first API call
+// sent, its last API reply received, and the page complete.
+type LoadParts struct {
+	HTML, Script, APIStart, APIEnd, Done float64
 }
 
 // Shape of the console phase.
@@ -81,15 +91,15 @@ func (s *suite) console() error {
 		return fmt.Errorf("open the console: %w", err)
 	}
 	list := fmt.Sprintf(`document.querySelectorAll("#projects tr[data-project]").length === %d`, consoleProjects)
-	if res.List, err = pageLoads(ctx, base+"#/", base+"healthz", list); err != nil {
+	if res.List, res.ListParts, err = pageLoads(ctx, base+"#/", base+"healthz", list); err != nil {
 		return fmt.Errorf("projects list: %w", err)
 	}
 	page := `document.querySelector('#compute-facts dd[data-fact="State"]') && document.querySelector("#roles tr") && document.querySelector("#operations tr")`
-	if res.Project, err = pageLoads(ctx, base+"#/projects/console0001", base+"healthz", page); err != nil {
+	if res.Project, res.ProjectParts, err = pageLoads(ctx, base+"#/projects/console0001", base+"healthz", page); err != nil {
 		return fmt.Errorf("project page: %w", err)
 	}
-	log.Printf("console with %d projects: list p50 %.0f ms, p99 %.0f ms; project page p50 %.0f ms, p99 %.0f ms",
-		consoleProjects, res.List.P50, res.List.P99, res.Project.P50, res.Project.P99)
+	log.Printf("console with %d projects: list p50 %.0f ms, p99 %.0f ms (%s); project page p50 %.0f ms, p99 %.0f ms (%s)",
+		consoleProjects, res.List.P50, res.List.P99, res.ListParts, res.Project.P50, res.Project.P99, res.ProjectParts)
 	s.res.Console = res
 	return nil
 }
@@ -116,7 +126,7 @@ func startChromium(workDir string) (context.Context, context.CancelFunc, error) 
 // each from the start of the navigation (performance.now()'s origin) to
 // the first DOM change after which done holds, as a script that every new
 // document runs first records it.
-func pageLoads(ctx context.Context, url, away, done string) (bench.Latency, error) {
+func pageLoads(ctx context.Context, url, away, done string) (bench.Latency, LoadParts, error) {
 	script := `(() => {
 		const obs = new MutationObserver(() => {
 			if (window.doneAt === undefined && (` + done + `)) {
@@ -135,13 +145,14 @@ func pageLoads(ctx context.Context, url, away, done string) (bench.Latency, erro
 		return chromedp.Void{}, err
 	})
 	if err != nil {
-		return bench.Latency{}, err
+		return bench.Latency{}, LoadParts{}, err
 	}
 	defer chromedp.Do(ctx, func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
 		_, err := cdp.Call(ctx, t, page.RemoveScriptToEvaluateOnNewDocument, page.RemoveScriptToEvaluateOnNewDocumentParams{Identifier: id})
 		return chromedp.Void{}, err
 	})
 	var lat []time.Duration
+	var parts []LoadParts
 	for i := range consoleReps + 2 {
 		tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		// Through another page of the daemon first: each load is a new
@@ -149,18 +160,54 @@ func pageLoads(ctx context.Context, url, away, done string) (bench.Latency, erro
 		// open already, as when a user comes back to the console.
 		err := chromedp.Do(tctx, chromedp.Navigate(away), chromedp.Navigate(url), chromedp.WaitReady("#main"))
 		var ms float64
+		var lp LoadParts
 		if err == nil {
 			ms, err = chromedp.Run(tctx, chromedp.Poll[float64](`window.doneAt`, chromedp.WithPollingTimeout(20*time.Second)))
 		}
+		if err == nil {
+			lp, err = chromedp.Run(tctx, chromedp.Evaluate[LoadParts](loadPartsJS))
+		}
 		cancel()
 		if err != nil {
-			return bench.Latency{}, err
+			return bench.Latency{}, LoadParts{}, err
 		}
 		if i >= 2 {
 			lat = append(lat, time.Duration(ms*float64(time.Millisecond)))
+			parts = append(parts, lp)
 		}
 	}
-	return bench.Summarize(lat), nil
+	return bench.Summarize(lat), medianParts(parts), nil
+}
+
+// loadPartsJS reads a loaded page's timings (see LoadParts).
+const loadPartsJS = `(() => {
+	const nav = performance.getEntriesByType("navigation")[0];
+	const api = performance.getEntriesByType("resource").filter((e) => new URL(e.name).pathname.startsWith("/api/"));
+	return {
+		HTML: nav.responseEnd, Script: nav.domContentLoadedEventStart,
+		APIStart: Math.min(...api.map((e) => e.startTime)), APIEnd: Math.max(...api.map((e) => e.responseEnd)),
+		Done: window.doneAt,
+	};
+})()`
+
+// medianParts is the p50 of each part over the loads.
+func medianParts(ps []LoadParts) LoadParts {
+	p50 := func(get func(LoadParts) float64) float64 {
+		d := make([]time.Duration, len(ps))
+		for i := range ps {
+			d[i] = time.Duration(get(ps[i]) * float64(time.Millisecond))
+		}
+		return bench.Summarize(d).P50
+	}
+	return LoadParts{
+		HTML: p50(func(p LoadParts) float64 { return p.HTML }), Script: p50(func(p LoadParts) float64 { return p.Script }),
+		APIStart: p50(func(p LoadParts) float64 { return p.APIStart }), APIEnd: p50(func(p LoadParts) float64 { return p.APIEnd }),
+		Done: p50(func(p LoadParts) float64 { return p.Done }),
+	}
+}
+
+func (p LoadParts) String() string {
+	return fmt.Sprintf("p50s: HTML %.0f ms, script run %.0f ms, API from %.0f to %.0f ms, done %.0f ms", p.HTML, p.Script, p.APIStart, p.APIEnd, p.Done)
 }
 
 // consoleTarget checks both pages' loads against the goal, at p99.
