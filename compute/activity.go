@@ -36,7 +36,21 @@ type Activity struct {
 	sampledIn, sampledOut atomic.Int64
 	// bytesIn at the last ClientSentSinceLastCall and StorageMayHaveGrown.
 	pulledIn, storageIn atomic.Int64
-	storage             storageState
+	// bytesIn and the time (unix ns) at a usage sample's last measure.
+	measuredIn, measuredAt atomic.Int64
+	storage                storageState
+}
+
+// measureDue reports whether a usage sample must measure the storage
+// (see SampleActive), and if so notes the traffic the measure covers.
+func (a *Activity) measureDue(now time.Time, force bool) bool {
+	cur, at := a.bytesIn.Load(), a.measuredAt.Load()
+	if !force && at != 0 && a.measuredIn.Load() == cur && now.UnixNano()-at < int64(remeasureAfter) {
+		return false
+	}
+	a.measuredIn.Store(cur)
+	a.measuredAt.Store(now.UnixNano())
+	return true
 }
 
 // ClientSentSinceLastCall reports whether clients sent anything since the

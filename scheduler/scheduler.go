@@ -172,7 +172,7 @@ func (s *Scheduler) meter(ctx context.Context, now time.Time) {
 		s.log.Warn("usage heartbeat failed", "err", err)
 	}
 	for _, w := range s.mgr.ActiveComputes() {
-		if err := s.mgr.Sample(ctx, &store.Compute{ID: w.ComputeID, ProjectID: w.ProjectID, TenantID: w.TenantID}); err != nil {
+		if err := s.mgr.SampleActive(ctx, &store.Compute{ID: w.ComputeID, ProjectID: w.ProjectID, TenantID: w.TenantID}); err != nil {
 			s.log.Warn("usage sample failed", "compute", w.ComputeID, "project", w.ProjectID, "err", err)
 		}
 		// Only a compute that got client traffic can have new SQL users.

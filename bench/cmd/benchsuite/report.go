@@ -151,8 +151,12 @@ func targets(r *Results) []Target {
 		cpu, _ := b.Get("cpu-ms/tick")
 		t := Target{Issue: "4", Goal: "scheduler tick over 10,000 projects with 50 active < 10 ms CPU",
 			Measured: fmt.Sprintf("%.2f ms CPU per tick (scheduler.BenchmarkTick, %d ticks)", cpu, b.N), Status: status(cpu < 10)}
+		if w, ok := r.GoBench.find("./scheduler", "TickWithTraffic"); ok {
+			busy, _ := w.Get("cpu-ms/tick")
+			t.Measured += fmt.Sprintf("; %.2f ms when every active compute had client bytes since the previous tick (BenchmarkTickWithTraffic: each sample walks its compute's folder again, and the roles are read)", busy)
+		}
 		if cpu >= 10 {
-			t.Limit = "the usage sample of every active compute at every tick (a walk of its folder to measure storage, and a row)"
+			t.Limit = "the usage sample of every active compute at every tick (a row each)"
 		}
 		add(t)
 	} else {
