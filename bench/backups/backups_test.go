@@ -171,9 +171,46 @@ func branchBench(b *testing.B, dir string) {
 		}
 		b.StartTimer()
 	}
+	b.StopTimer()
+	branchIsolated(b, d, src)
 	b.ReportMetric(float64(copyTotal.Milliseconds())/float64(b.N), "copy-ms")
 	b.ReportMetric(float64(startTotal.Milliseconds())/float64(b.N), "start-ms")
 	b.ReportMetric(float64(size)/mib, "datadir-MiB")
+}
+
+// branchIsolated makes one more branch of src, runs both, and checks
+// that a row written to either is not in the other.
+func branchIsolated(b *testing.B, d *local.Driver, src *store.Compute) {
+	ctx := context.Background()
+	br := &store.Compute{ID: "cmp_branch_isolated", Spec: spec1Gi()}
+	staged, err := d.CloneData(ctx, src)
+	if err == nil {
+		err = d.ProvisionFrom(ctx, br, staged)
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = d.Destroy(context.Background(), br) }()
+	dbs := map[*store.Compute]*sql.DB{}
+	for _, c := range []*store.Compute{src, br} {
+		addr, err := d.Start(ctx, c)
+		if err != nil {
+			b.Fatal(err)
+		}
+		dbs[c] = adminDB(b, d, c, addr)
+		defer dbs[c].Close()
+	}
+	for c, id := range map[*store.Compute]int{src: -1, br: -2} {
+		if _, err := dbs[c].Exec("INSERT INTO app.t VALUES (?, 'mine')", id); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for c, want := range map[*store.Compute]string{src: "-1", br: "-2"} {
+		var ids string
+		if err := dbs[c].QueryRow("SELECT GROUP_CONCAT(id) FROM app.t WHERE id < 0").Scan(&ids); err != nil || ids != want {
+			b.Fatalf("%s sees rows %q written below 0, want only its own (%s): %v", c.ID, ids, want, err)
+		}
+	}
 }
 
 // BenchmarkRestore1GiB restores a compute with 1 GiB of rows to the
