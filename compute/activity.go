@@ -53,6 +53,10 @@ func (a *Activity) measureDue(now time.Time, force bool) bool {
 	return true
 }
 
+// measureNext makes the next usage sample measure the storage: after a
+// start, or a measure that failed.
+func (a *Activity) measureNext() { a.measuredAt.Store(0) }
+
 // ClientSentSinceLastCall reports whether clients sent anything since the
 // previous call: only then can SQL have changed the compute's users.
 func (a *Activity) ClientSentSinceLastCall() bool {

@@ -165,7 +165,11 @@ func (m *Manager) startWith(ctx context.Context, c *store.Compute, reason string
 	if err := m.st.UpdateCompute(ctx, c, store.StateResuming); err != nil && !m.takeOver(ctx, c, err) {
 		return WakeResult{}, fmt.Errorf("mark compute %s active: %w", c.ID, err)
 	}
-	m.Activity(c.ID).Touch()
+	a := m.Activity(c.ID)
+	a.Touch()
+	// The data may not be what the last measure saw (a restore replaces
+	// it without a client byte): the first usage sample measures again.
+	a.measureNext()
 	m.openInterval(ctx, c)
 	m.setWarm(c)
 	m.checkStorageSoon(c.ID)

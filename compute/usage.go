@@ -51,6 +51,7 @@ func (m *Manager) sample(ctx context.Context, c *store.Compute, force bool) erro
 	if a.measureDue(time.Now(), force) {
 		var err error
 		if size, err = m.drv.StorageBytes(ctx, c); err != nil {
+			a.measureNext()
 			return fmt.Errorf("measure storage of compute %s: %w", c.ID, err)
 		}
 		a.storageB.Store(size)

@@ -3,7 +3,6 @@ package server_test
 import (
 	"fmt"
 	"io"
-	"net/http"
 	"strings"
 	"testing"
 
@@ -15,7 +14,7 @@ import (
 func BenchmarkListProjects(b *testing.B) {
 	srv, _ := servertest.New(b, servertest.Options{})
 	for i := range 1000 {
-		resp, err := http.Post(srv.URL+"/api/v1/projects", "application/json", strings.NewReader(fmt.Sprintf(`{"name":"p%04d"}`, i)))
+		resp, err := srv.Client().Post(srv.URL+"/api/v1/projects", "application/json", strings.NewReader(fmt.Sprintf(`{"name":"p%04d"}`, i)))
 		if err != nil {
 			b.Fatal(err)
 		}

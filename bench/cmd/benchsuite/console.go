@@ -182,7 +182,9 @@ func pageLoads(ctx context.Context, url, away, done string) (bench.Latency, Load
 // loadPartsJS reads a loaded page's timings (see LoadParts).
 const loadPartsJS = `(() => {
 	const nav = performance.getEntriesByType("navigation")[0];
-	const api = performance.getEntriesByType("resource").filter((e) => new URL(e.name).pathname.startsWith("/api/"));
+	// Only the calls answered before the page was complete: the project
+	// page's charts start after it.
+	const api = performance.getEntriesByType("resource").filter((e) => new URL(e.name).pathname.startsWith("/api/") && e.responseEnd <= window.doneAt);
 	return {
 		HTML: nav.responseEnd, Script: nav.domContentLoadedEventStart,
 		APIStart: Math.min(...api.map((e) => e.startTime)), APIEnd: Math.max(...api.map((e) => e.responseEnd)),

@@ -52,9 +52,9 @@ func buildDaemonImage(cache, dir string, logf func(string, ...any)) (string, err
 		return "", err
 	}
 	// The build's "go mod download" runs without network against the
-	// host's module cache, so the host fetches first every module go.sum
-	// names, including ones the host's own builds never need (a
-	// Windows-only dependency of cobra, for one).
+	// host's module cache, so the host runs the same command first: it
+	// fetches every module go.mod requires, including ones the host's own
+	// builds never need (a Windows-only dependency of cobra, for one).
 	if _, err := kubetest.Output("go", "mod", "download", "-C", repoRoot); err != nil {
 		return "", err
 	}
