@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -88,12 +89,27 @@ func freePort(t testing.TB) string {
 }
 
 // startDaemon runs serve on dataDir (a new temp dir when empty) and waits
-// until /readyz answers.
+// until /readyz answers. freePort's addresses can be taken by another
+// process before the daemon binds them: it then starts again on new ones.
 func startDaemon(t testing.TB, dataDir string, extraEnv ...string) *daemon {
 	t.Helper()
 	if dataDir == "" {
 		dataDir = localtest.Dir(t)
 	}
+	for attempt := 1; ; attempt++ {
+		d, err := launch(t, dataDir, extraEnv)
+		if err == nil {
+			return d
+		}
+		if !strings.Contains(d.log.String(), "address already in use") || attempt == 3 {
+			t.Fatalf("%v; its log:\n%s", err, d.log)
+		}
+		t.Logf("serverlessd start %d: a port was taken meanwhile; starting again", attempt)
+	}
+}
+
+// launch starts serve on new ports and waits until /readyz answers.
+func launch(t testing.TB, dataDir string, extraEnv []string) (*daemon, error) {
 	d := &daemon{t: t, dataDir: dataDir, api: freePort(t), proxy: freePort(t), log: &syncBuffer{}, exited: make(chan struct{})}
 	d.cmd = exec.Command(binary, "serve", "--data-dir", dataDir, "--api-listen", d.api, "--proxy-listen", d.proxy)
 	d.cmd.Env = append(os.Environ(), extraEnv...)
@@ -109,20 +125,19 @@ func startDaemon(t testing.TB, dataDir string, extraEnv ...string) *daemon {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				return d
+				return d, nil
 			}
 		}
 		select {
 		case <-d.exited:
-			t.Fatalf("serverlessd exited during start-up; its log:\n%s", d.log)
+			return d, errors.New("serverlessd exited during start-up")
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
 	// A goroutine dump shows where it is stuck.
 	_ = d.cmd.Process.Signal(syscall.SIGQUIT)
 	time.Sleep(time.Second)
-	t.Fatalf("serverlessd did not become ready; its log:\n%s", d.log)
-	return nil
+	return d, errors.New("serverlessd did not become ready")
 }
 
 // stop sends sig and waits for the daemon to exit.
