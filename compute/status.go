@@ -90,8 +90,7 @@ func suspendsWhenIdle(c *store.Compute, p *store.Project, a *Activity, live bool
 	if !live {
 		return true
 	}
-	withOpen := p.Config.SuspendWithOpenConnections == nil || *p.Config.SuspendWithOpenConnections
-	return a.Pinned() == 0 && (withOpen || a.Conns() == 0)
+	return a.Pinned() == 0 && (p.Config.SuspendsWithOpenConnections() || a.Conns() == 0)
 }
 
 // liveActivity returns a compute's live counters if this daemon has any,

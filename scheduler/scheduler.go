@@ -212,8 +212,7 @@ func (s *Scheduler) idle(ctx context.Context, r compute.Running, now time.Time) 
 		return last, last.Add(timeout), false
 	}
 
-	withOpen := p.Config.SuspendWithOpenConnections == nil || *p.Config.SuspendWithOpenConnections
-	return last, time.Time{}, withOpen || a.Conns() == 0
+	return last, time.Time{}, p.Config.SuspendsWithOpenConnections() || a.Conns() == 0
 }
 
 // suspend suspends an idle compute unless client work is in progress, in

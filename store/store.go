@@ -79,6 +79,12 @@ type ProjectConfig struct {
 	PoolWaitTimeout int `json:"pool_wait_timeout,omitempty"`
 }
 
+// SuspendsWithOpenConnections is SuspendWithOpenConnections with its
+// default applied.
+func (c ProjectConfig) SuspendsWithOpenConnections() bool {
+	return c.SuspendWithOpenConnections == nil || *c.SuspendWithOpenConnections
+}
+
 // Pool modes.
 const (
 	// PoolSession gives each client session its own backend connection
