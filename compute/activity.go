@@ -42,19 +42,31 @@ type Activity struct {
 }
 
 // measureDue reports whether a usage sample must measure the storage
-// (see SampleActive), and if so notes the traffic the measure covers.
-func (a *Activity) measureDue(now time.Time, force bool) bool {
-	cur, at := a.bytesIn.Load(), a.measuredAt.Load()
-	if !force && at != 0 && a.measuredIn.Load() == cur && now.UnixNano()-at < int64(remeasureAfter) {
-		return false
+// (see SampleActive).
+func (a *Activity) measureDue(now time.Time) bool {
+	at := a.measuredAt.Load()
+	return at == 0 || a.measuredIn.Load() != a.bytesIn.Load() || now.UnixNano()-at >= int64(remeasureAfter)
+}
+
+// measure measures the storage with walk and keeps the size, with the
+// traffic it covers (read before the walk: bytes sent during it count
+// for the next one). The usage samples and the storage-limit checks both
+// measure through it, so that neither walks again what the other just
+// walked.
+func (a *Activity) measure(walk func() (int64, error)) (int64, error) {
+	in, at := a.bytesIn.Load(), time.Now().UnixNano()
+	size, err := walk()
+	if err != nil {
+		return 0, err
 	}
-	a.measuredIn.Store(cur)
-	a.measuredAt.Store(now.UnixNano())
-	return true
+	a.storageB.Store(size)
+	a.measuredIn.Store(in)
+	a.measuredAt.Store(at)
+	return size, nil
 }
 
 // measureNext makes the next usage sample measure the storage: after a
-// start, or a measure that failed.
+// start, the data may not be what the last measure saw.
 func (a *Activity) measureNext() { a.measuredAt.Store(0) }
 
 // ClientSentSinceLastCall reports whether clients sent anything since the

@@ -68,11 +68,11 @@ func (m *Manager) CheckStorage(ctx context.Context, computeID string) (int64, er
 	if err != nil || limit == 0 {
 		return 0, err
 	}
-	used, err := m.drv.StorageBytes(ctx, c)
+	a := m.Activity(c.ID)
+	used, err := a.measure(func() (int64, error) { return m.drv.StorageBytes(ctx, c) })
 	if err != nil {
 		return 0, fmt.Errorf("measure storage of compute %s: %w", c.ID, err)
 	}
-	a := m.Activity(c.ID)
 	a.storage.mu.Lock()
 	defer a.storage.mu.Unlock()
 	switch full := a.StorageFull(); {

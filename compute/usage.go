@@ -33,8 +33,9 @@ func (m *Manager) Sample(ctx context.Context, c *store.Compute) error {
 
 // SampleActive is Sample for the scheduler's tick over the active
 // computes. It measures the storage again only when clients sent
-// something since the last measure, or that is older than remeasureAfter;
-// otherwise it records the size last measured. A walk of every active
+// something since the last measure (its own or a storage-limit check's),
+// or that is older than remeasureAfter; otherwise it records the size
+// last measured. A walk of every active
 // compute's folder at every tick was most of the tick's CPU.
 func (m *Manager) SampleActive(ctx context.Context, c *store.Compute) error {
 	return m.sample(ctx, c, false)
@@ -48,13 +49,11 @@ const remeasureAfter = 30 * time.Second
 func (m *Manager) sample(ctx context.Context, c *store.Compute, force bool) error {
 	a := m.Activity(c.ID)
 	size := a.StorageBytes()
-	if a.measureDue(time.Now(), force) {
+	if force || a.measureDue(time.Now()) {
 		var err error
-		if size, err = m.drv.StorageBytes(ctx, c); err != nil {
-			a.measureNext()
+		if size, err = a.measure(func() (int64, error) { return m.drv.StorageBytes(ctx, c) }); err != nil {
 			return fmt.Errorf("measure storage of compute %s: %w", c.ID, err)
 		}
-		a.storageB.Store(size)
 	}
 	in, out := a.TakeDelta()
 	s := &store.UsageSample{ProjectID: c.ProjectID, TenantID: c.TenantID, ComputeID: c.ID, StorageBytes: size, BytesIn: in, BytesOut: out}
