@@ -270,3 +270,46 @@ func TestConsoleKeyScope(t *testing.T) {
 	}
 	b.shot("admin-other-tenant")
 }
+
+// TestConsoleListPages: the projects list shows a page of 100 at a time,
+// turns pages forward and back, and filters by name on the daemon.
+func TestConsoleListPages(t *testing.T) {
+	d := startDaemon(t, "")
+	if st := d.postJSON(t, "/api/v1/tenants", `{"name":"many"}`, &struct{}{}); st != 201 {
+		t.Fatalf("create tenant: %d", st)
+	}
+	for i := 1; i <= 105; i++ {
+		body := fmt.Sprintf(`{"name":"app-%03d","tenant":"many"}`, i)
+		if st := d.postJSON(t, "/api/v1/projects", body, &struct{}{}); st != 201 {
+			t.Fatalf("create project %d: %d", i, st)
+		}
+	}
+	var key struct {
+		Key string `json:"key"`
+	}
+	if st := d.postJSON(t, "/api/v1/tenants/many/api_keys", `{"name":"console","scope":"tenant"}`, &key); st != 201 {
+		t.Fatalf("create an API key: %d", st)
+	}
+	b := newBrowser(t)
+	rows := `document.querySelectorAll("#projects tr[data-project]").length`
+	b.do("sign in", chromedp.Navigate("http://"+d.api+"/"), chromedp.WaitVisible("#key"),
+		chromedp.SendKeys("#key", key.Key), chromedp.Click("#signin"), chromedp.WaitVisible(`#projects tr[data-project]`))
+	b.until("the first page", rows+` === 100 && document.querySelector("#project-count").textContent === "(1–100)" &&
+		document.querySelector("#page-prev").disabled && !document.querySelector("#page-next").disabled`, 10*time.Second)
+	b.shot("list-page-1")
+	b.do("next page", chromedp.Click("#page-next"))
+	b.until("the second page", rows+` === 5 && document.querySelector("#project-count").textContent === "(101–105)" &&
+		document.querySelector("#page-next").disabled`, 10*time.Second)
+	b.do("previous page", chromedp.Click("#page-prev"))
+	b.until("the first page again", rows+` === 100 && document.querySelector("#page-prev").disabled`, 10*time.Second)
+
+	// The filter asks the daemon, so it finds projects of any page.
+	b.do("filter", chromedp.SendKeys("#project-filter", "APP-10"))
+	b.until("the filtered list", rows+` === 6 && document.querySelector("#project-count").textContent === "(6)" &&
+		[...document.querySelectorAll("#projects tr[data-project]")].every(r => r.dataset.project.startsWith("app-10"))`, 10*time.Second)
+	b.shot("list-filtered")
+	b.do("filter matching nothing", chromedp.SendKeys("#project-filter", "9"))
+	b.until("no match said so", rows+` === 0 && document.querySelector("#projects").textContent.includes("app-109")`, 10*time.Second)
+	b.do("a filter the API refuses", chromedp.SendKeys("#project-filter", "_"))
+	b.until("the API's error on the page", `!document.querySelector("#error").hidden && document.querySelector("#error").textContent.includes("name_contains")`, 10*time.Second)
+}

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"regexp"
 	"strconv"
+	"strings"
 
 	"github.com/serverlessd/serverlessd/compute"
 	"github.com/serverlessd/serverlessd/quantity"
@@ -198,6 +199,10 @@ func (s *Server) listProjects(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	if page.NameContains, err = nameFilterOf(r); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	include, err := includeOf(r)
 	if err != nil {
 		s.fail(w, r, err)
@@ -252,7 +257,7 @@ func (s *Server) listVisible(r *http.Request, page store.Page) ([]store.Project,
 	switch {
 	case p.projectID != "":
 		pr, err := s.projectFor(r, p.projectID)
-		if err != nil || pr.ID <= page.After {
+		if err != nil || pr.ID <= page.After || !strings.Contains(pr.Name, page.NameContains) {
 			return []store.Project{}, nil
 		}
 		return []store.Project{*pr}, nil
@@ -278,6 +283,19 @@ func loginHandle(p *store.Project) string {
 		return p.Name
 	}
 	return p.ID
+}
+
+// nameFilter is what ?name_contains= may hold: a name's alphabet, so the
+// store's LIKE pattern never holds a wildcard from the caller.
+var nameFilter = regexp.MustCompile(`^[a-z0-9-]{0,40}$`)
+
+// nameFilterOf reads ?name_contains= for the projects list.
+func nameFilterOf(r *http.Request) (string, error) {
+	v := r.URL.Query().Get("name_contains")
+	if !nameFilter.MatchString(v) {
+		return "", invalid("name_contains may hold only a-z, 0-9 and '-', at most 40 characters, got %q", clip(v))
+	}
+	return v, nil
 }
 
 // pageOf reads ?limit=&after= for list endpoints.

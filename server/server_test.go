@@ -103,6 +103,7 @@ func TestBadInput(t *testing.T) {
 		{"wake without key", "GET", "/wake_compute", ``, 400, "invalid", "endpointish"},
 		{"wake unknown", "GET", "/wake_compute?endpointish=ghost", ``, 404, "not_found", "ghost"},
 		{"bad limit", "GET", "/api/v1/projects?limit=x", ``, 400, "invalid", "limit"},
+		{"bad name filter", "GET", "/api/v1/projects?name_contains=a%25", ``, 400, "invalid", "name_contains"},
 		{"restore without time", "POST", "/api/v1/projects/shop/restore", `{}`, 400, "invalid", "RFC 3339"},
 		{"restore bad time", "POST", "/api/v1/projects/shop/restore", `{"to":"yesterday"}`, 400, "invalid", "yesterday"},
 		{"restore future", "POST", "/api/v1/projects/shop/restore", `{"to":"2999-01-01T00:00:00Z"}`, 400, "invalid", "future"},

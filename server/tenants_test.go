@@ -233,6 +233,18 @@ func TestTenantLists(t *testing.T) {
 	if n := count("token", "/api/v1/projects?tenant=team-a", "projects"); n != 2 {
 		t.Errorf("an admin's list of team-a has %d projects, want 2", n)
 	}
+	// A name filter narrows what each principal sees, never widens it.
+	for _, tc := range []struct {
+		who, filter string
+		want        int
+	}{
+		{"token", "sho", 2}, {"token", "ill", 1}, {"a-rw", "sho", 1}, {"b-rw", "bill", 0},
+		{"a-shop", "hop", 1}, {"a-shop", "bill", 0}, {"token", "", 3},
+	} {
+		if n := count(tc.who, "/api/v1/projects?name_contains="+tc.filter, "projects"); n != tc.want {
+			t.Errorf("%s lists %d projects whose name contains %q, want %d", tc.who, n, tc.filter, tc.want)
+		}
+	}
 	// The same name in two tenants: each key finds its own.
 	a := str(tn.mustCall(t, "a-rw", "GET", "/api/v1/projects/shop", "", 200), "project", "id")
 	b := str(tn.mustCall(t, "b-rw", "GET", "/api/v1/projects/shop", "", 200), "project", "id")

@@ -298,6 +298,10 @@ type UsageSample struct {
 type Page struct {
 	Limit int
 	After string
+	// NameContains keeps only the items whose name contains it. Only
+	// ListProjects reads it. Callers pass only a-z, 0-9 and '-' (a name's
+	// alphabet), so it holds no LIKE wildcard.
+	NameContains string
 }
 
 // Store persists serverlessd's state. Every method takes a context and is

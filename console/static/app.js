@@ -193,21 +193,30 @@ let stopPage = () => {};
 function every(ms, fn) {
   let timer = null;
   let stopped = false;
+  let turn = 0;
   const me = {};
+  // Only the newest run reports and schedules the next: now() may start
+  // one while another is still waiting for its reply.
   const run = async () => {
+    const mine = ++turn;
     try {
       await fn();
-      if (errorOwner === me) clearError();
+      if (mine === turn && errorOwner === me) clearError();
     } catch (e) {
-      if (!stopped) showError(e, me);
+      if (!stopped && mine === turn) showError(e, me);
     }
-    if (!stopped) timer = setTimeout(run, ms);
+    if (!stopped && mine === turn) timer = setTimeout(run, ms);
   };
   run();
-  return () => {
+  const stop = () => {
     stopped = true;
     clearTimeout(timer);
   };
+  stop.now = () => {
+    clearTimeout(timer);
+    if (!stopped) run();
+  };
+  return stop;
 }
 
 function onLeave(...stops) {
@@ -427,9 +436,16 @@ function confirmDialog({ title, text, action, typed }) {
 
 const projectColumns = ["Name", "State", "Last activity", "Idle suspend", "Connections", "Size", "Tenant"];
 
+// PAGE_SIZE rows per page of the list: a thousand rows took the browser
+// longer to read and draw than the daemon took to list them.
+const PAGE_SIZE = 100;
+
 function showProjects() {
-  const count = h("span", { class: "muted", id: "project-count" });
+  const count = h("span", { class: "muted", id: "project-count", "aria-live": "polite" });
   const tbody = h("tbody", { id: "projects" });
+  const filter = h("input", { id: "project-filter", type: "search", maxlength: "40", autocomplete: "off", "aria-controls": "projects" });
+  const prev = h("button", { type: "button", id: "page-prev", disabled: true }, "← Previous");
+  const next = h("button", { type: "button", id: "page-next", disabled: true }, "Next →");
   const table = h(
     "table",
     {},
@@ -437,17 +453,40 @@ function showProjects() {
     h("thead", {}, h("tr", {}, projectColumns.map((t, i) => h("th", { scope: "col", class: i === 4 ? "num" : null }, t)))),
     tbody,
   );
+  const tools = h(
+    "div",
+    { class: "inline" },
+    h("div", {}, h("label", { for: "project-filter" }, "Name contains"), filter),
+    prev,
+    next,
+  );
   const created = h("div", { id: "created" });
-  setMain(h("h1", {}, "Projects"), createProjectForm(created), created, h("section", { class: "card", "aria-label": "Projects" }, table));
+  setMain(h("h1", {}, "Projects"), createProjectForm(created), created, h("section", { class: "card", "aria-label": "Projects" }, tools, table));
 
   const rows = new Map();
   let projects = [];
-  let truncated = false;
-  const render = () => {
+  // starts holds the after= of every page up to the shown one; more says
+  // whether a page follows it. The API lists by id, so pages are stable
+  // while projects come and go.
+  let starts = [""];
+  let more = false;
+  let match = "";
+  // fresh: the next reply starts a page (or the first); until it comes,
+  // the clock leaves the rows alone.
+  let fresh = true;
+  const query = () =>
+    `/api/v1/projects?include=compute&limit=${PAGE_SIZE + 1}` +
+    `&after=${encodeURIComponent(starts[starts.length - 1])}&name_contains=${encodeURIComponent(match)}`;
+  const render = (newPage) => {
     const now = Date.now();
-    count.textContent = `(${projects.length}${truncated ? ", the first 1000" : ""})`;
-    if (rows.size === 0 && projects.length) {
-      // The first time, every row at once, off the page.
+    const first = (starts.length - 1) * PAGE_SIZE;
+    count.textContent =
+      starts.length === 1 && !more ? `(${projects.length})` : `(${first + 1}–${first + projects.length})`;
+    prev.disabled = starts.length === 1;
+    next.disabled = !more;
+    if (newPage) {
+      // A new page: every row at once, off the page.
+      rows.clear();
       const all = document.createDocumentFragment();
       for (const p of projects) {
         const row = projectRow(p, now);
@@ -455,45 +494,70 @@ function showProjects() {
         all.append(row);
       }
       tbody.replaceChildren(all);
-      return;
-    }
-    const seen = new Set();
-    let prev = null;
-    for (const p of projects) {
-      seen.add(p.id);
-      let row = rows.get(p.id);
-      if (!row) {
-        row = projectRow(p, now);
-        rows.set(p.id, row);
-      } else {
-        updateProjectRow(row, p, now);
-      }
-      // Moved only when out of place: moving a row would take the focus
-      // off a link in it.
-      const want = prev ? prev.nextSibling : tbody.firstChild;
-      if (want !== row) tbody.insertBefore(row, want);
-      prev = row;
-    }
-    for (const [id, row] of rows) {
-      if (!seen.has(id)) {
-        row.remove();
-        rows.delete(id);
-      }
+    } else {
+      updateRows(tbody, rows, projects, now);
     }
     if (!projects.length && !tbody.firstChild) {
-      tbody.append(h("tr", { class: "empty" }, h("td", { colspan: projectColumns.length, class: "muted" }, "No projects yet.")));
-    } else if (projects.length) {
-      tbody.querySelectorAll("tr.empty").forEach((r) => r.remove());
+      const none = match ? `No project's name contains “${match}”.` : "No projects yet.";
+      tbody.append(h("tr", { class: "empty" }, h("td", { colspan: projectColumns.length, class: "muted" }, none)));
     }
   };
   const poll = every(POLL_MS, async () => {
-    const r = await api("GET", "/api/v1/projects?include=compute&limit=1000");
-    projects = r.projects;
-    truncated = projects.length === 1000;
-    render();
+    const q = query();
+    const r = await api("GET", q);
+    if (q !== query()) return; // the page or the filter changed meanwhile
+    more = r.projects.length > PAGE_SIZE;
+    projects = r.projects.slice(0, PAGE_SIZE);
+    render(fresh);
+    fresh = false;
   });
-  const clock = setInterval(render, 1000);
-  onLeave(poll, () => clearInterval(clock));
+  const turnTo = (change) => {
+    if (fresh) return; // a turn is under way: wait for its page
+    change();
+    fresh = true;
+    poll.now();
+  };
+  next.addEventListener("click", () => turnTo(() => starts.push(projects[projects.length - 1].id)));
+  prev.addEventListener("click", () => turnTo(() => starts.pop()));
+  let typing = null;
+  filter.addEventListener("input", () => {
+    clearTimeout(typing);
+    typing = setTimeout(() => {
+      const m = filter.value.trim().toLowerCase();
+      if (m !== match) turnTo(() => ((match = m), (starts = [""])));
+    }, 250);
+  });
+  const clock = setInterval(() => fresh || render(false), 1000);
+  onLeave(poll, () => clearInterval(clock), () => clearTimeout(typing));
+}
+
+// updateRows brings a page's rows up to date in place, touching only what
+// changed.
+function updateRows(tbody, rows, projects, now) {
+  const seen = new Set();
+  let prev = null;
+  for (const p of projects) {
+    seen.add(p.id);
+    let row = rows.get(p.id);
+    if (!row) {
+      row = projectRow(p, now);
+      rows.set(p.id, row);
+    } else {
+      updateProjectRow(row, p, now);
+    }
+    // Moved only when out of place: moving a row would take the focus
+    // off a link in it.
+    const want = prev ? prev.nextSibling : tbody.firstChild;
+    if (want !== row) tbody.insertBefore(row, want);
+    prev = row;
+  }
+  for (const [id, row] of rows) {
+    if (!seen.has(id)) {
+      row.remove();
+      rows.delete(id);
+    }
+  }
+  if (projects.length) tbody.querySelectorAll("tr.empty").forEach((r) => r.remove());
 }
 
 // rowTemplate is a projects-list row without its values: cloning it is

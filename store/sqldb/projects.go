@@ -60,10 +60,11 @@ func (s *Store) CountProjects(ctx context.Context, tenantID string) (int, error)
 func (s *Store) ListProjects(ctx context.Context, tenantID string, page store.Page) ([]store.Project, error) {
 	var rows *sql.Rows
 	var err error
+	like := "%" + page.NameContains + "%"
 	if tenantID == "" {
-		rows, err = s.q.listProjects.QueryContext(ctx, page.After, pageLimit(page.Limit))
+		rows, err = s.q.listProjects.QueryContext(ctx, page.After, like, pageLimit(page.Limit))
 	} else {
-		rows, err = s.q.listTenantProjects.QueryContext(ctx, tenantID, page.After, pageLimit(page.Limit))
+		rows, err = s.q.listTenantProjects.QueryContext(ctx, tenantID, page.After, like, pageLimit(page.Limit))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("list projects: %w", err)

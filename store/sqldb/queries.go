@@ -116,8 +116,8 @@ func newQueries(r func(string) *sql.Stmt) *queries {
 		getTenantProject: r(`SELECT ` + projectCols + ` FROM projects
 			WHERE tenant_id = ? AND (id = ? OR name = ?)
 			ORDER BY CASE WHEN id = ? THEN 0 ELSE 1 END LIMIT 1`),
-		listProjects:       r(`SELECT ` + projectCols + ` FROM projects WHERE id > ? ORDER BY id LIMIT ?`),
-		listTenantProjects: r(`SELECT ` + projectCols + ` FROM projects WHERE tenant_id = ? AND id > ? ORDER BY id LIMIT ?`),
+		listProjects:       r(`SELECT ` + projectCols + ` FROM projects WHERE id > ? AND name LIKE ? ORDER BY id LIMIT ?`),
+		listTenantProjects: r(`SELECT ` + projectCols + ` FROM projects WHERE tenant_id = ? AND id > ? AND name LIKE ? ORDER BY id LIMIT ?`),
 		countProjects:      r(`SELECT COUNT(*) FROM projects WHERE tenant_id = ?`),
 		updateProject:      r(`UPDATE projects SET name = ?, config = ?, updated_at = ? WHERE id = ?`),
 		deleteProject:      r(`DELETE FROM projects WHERE id = ?`),

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -69,6 +70,60 @@ func testProjectCRUD(t *testing.T, s store.Store) {
 	wantErr(t, "DeleteProject twice", err, store.ErrNotFound, p.ID)
 	if list, err := s.ListProjects(ctx, "", store.Page{}); err != nil || list == nil || len(list) != 0 {
 		t.Errorf("ListProjects after delete = %v, %v; want an empty non-nil list", list, err)
+	}
+}
+
+// testProjectNameFilter: NameContains keeps the projects whose name holds
+// it anywhere, of the tenant asked, and pages like the unfiltered list.
+func testProjectNameFilter(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	tn := newTenant(t, s, "filter")
+	for _, n := range []string{"shop-eu", "eshop", "blog", "shop-us"} {
+		newProject(t, s, n)
+	}
+	other := &store.Project{Name: "shop-other", TenantID: tn.ID}
+	if err := s.CreateProject(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	names := func(tenantID string, page store.Page) []string {
+		t.Helper()
+		list, err := s.ListProjects(ctx, tenantID, page)
+		if err != nil {
+			t.Fatalf("ListProjects(%q, %+v): %v", tenantID, page, err)
+		}
+		var out []string
+		for _, p := range list {
+			out = append(out, p.Name)
+		}
+		slices.Sort(out)
+		return out
+	}
+	for _, tc := range []struct {
+		tenant, match string
+		want          []string
+	}{
+		{"", "shop", []string{"eshop", "shop-eu", "shop-other", "shop-us"}},
+		{store.DefaultTenantID, "shop", []string{"eshop", "shop-eu", "shop-us"}},
+		{tn.ID, "shop", []string{"shop-other"}},
+		{"", "-u", []string{"shop-us"}},
+		{"", "blog", []string{"blog"}},
+		{"", "none", nil},
+		{"", "", []string{"blog", "eshop", "shop-eu", "shop-other", "shop-us"}},
+	} {
+		got := names(tc.tenant, store.Page{NameContains: tc.match})
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("ListProjects(%q, contains %q) = %v; want %v", tc.tenant, tc.match, got, tc.want)
+		}
+	}
+	first, err := s.ListProjects(ctx, "", store.Page{Limit: 2, NameContains: "shop"})
+	if err != nil || len(first) != 2 {
+		t.Fatalf("ListProjects(limit 2, contains shop) = %v, %v", first, err)
+	}
+	rest := names("", store.Page{After: first[1].ID, NameContains: "shop"})
+	all := append(rest, first[0].Name, first[1].Name)
+	slices.Sort(all)
+	if want := []string{"eshop", "shop-eu", "shop-other", "shop-us"}; !slices.Equal(all, want) {
+		t.Errorf("two filtered pages hold %v; want %v", all, want)
 	}
 }
 

@@ -30,6 +30,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ProjectCRUD", testProjectCRUD},
 		{"ProjectUniqueness", testProjectUniqueness},
 		{"ProjectConcurrentCreate", testProjectConcurrentCreate},
+		{"ProjectNameFilter", testProjectNameFilter},
 		{"TenantCRUD", testTenantCRUD},
 		{"TenantProjects", testTenantProjects},
 		{"APIKeys", testAPIKeys},

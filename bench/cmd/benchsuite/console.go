@@ -19,8 +19,8 @@ import (
 // ConsoleResult is the web console's page loads in a headless Chromium,
 // against a daemon whose store holds many projects.
 type ConsoleResult struct {
-	Projects, Computes, Reps int
-	// List: from navigation to the projects table holding every project;
+	Projects, Computes, Reps, PageSize int
+	// List: from navigation to the projects table holding its first page;
 	// Project: to one project's page with its compute, roles and
 	// operations drawn. ListAPI is the list's API call alone, for
 	// comparison.
@@ -42,6 +42,7 @@ const (
 	consoleProjects = 1000
 	consoleComputes = 10 // projects that have a compute (creating one takes seconds)
 	consoleReps     = 20
+	consolePageSize = 100 // the list's page: PAGE_SIZE in console/static/app.js
 	consoleLoadGoal = 300 * time.Millisecond
 	chromiumBin     = "/usr/bin/chromium"
 )
@@ -68,10 +69,10 @@ func (s *suite) console() error {
 	if err := g.Wait(); err != nil {
 		return err
 	}
-	res := &ConsoleResult{Projects: consoleProjects, Computes: consoleComputes, Reps: consoleReps}
+	res := &ConsoleResult{Projects: consoleProjects, Computes: consoleComputes, Reps: consoleReps, PageSize: consolePageSize}
 	var api []time.Duration
 	for i := range consoleReps + 5 {
-		el, err := d.get("/api/v1/projects?include=compute&limit=1000")
+		el, err := d.get(fmt.Sprintf("/api/v1/projects?include=compute&limit=%d&after=&name_contains=", consolePageSize+1))
 		if err != nil {
 			return err
 		}
@@ -90,7 +91,7 @@ func (s *suite) console() error {
 	if err := chromedp.Do(ctx, chromedp.Navigate(base), chromedp.Evaluate[chromedp.Void](`sessionStorage.setItem("serverlessd.key", "")`)); err != nil {
 		return fmt.Errorf("open the console: %w", err)
 	}
-	list := fmt.Sprintf(`document.querySelectorAll("#projects tr[data-project]").length === %d`, consoleProjects)
+	list := fmt.Sprintf(`document.querySelectorAll("#projects tr[data-project]").length === %d && !document.querySelector("#page-next").disabled`, consolePageSize)
 	if res.List, res.ListParts, err = pageLoads(ctx, base+"#/", base+"healthz", list); err != nil {
 		return fmt.Errorf("projects list: %w", err)
 	}
