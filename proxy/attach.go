@@ -64,12 +64,18 @@ func newLink(c net.Conn, res compute.WakeResult) *link {
 // sending the next command on it.
 const idleProbe = 10 * time.Millisecond
 
+// linkAlive tells whether l's compute still answers: a link used within
+// idleProbe is taken to, and an older one is probed.
+func linkAlive(l *link) bool {
+	return time.Since(l.lastUsed) < idleProbe || peerAlive(l.conn, l.br)
+}
+
 // ensureAttached gives the session a live backend connection, attaching it
 // again (wake, login, restore) when it has none.
 func (ss *session) ensureAttached() error {
 	ss.unpark()
 	if l := ss.link; l != nil {
-		if !l.dead && (time.Since(l.lastUsed) < idleProbe || peerAlive(l.conn, l.br)) {
+		if !l.dead && linkAlive(l) {
 			return nil
 		}
 		pin := ss.pinned

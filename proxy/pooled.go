@@ -74,7 +74,7 @@ func (ss *session) borrowLink(res compute.WakeResult) (l *link, ok []byte, fresh
 		l.lastInsertID = g.from.st.lastInsertID
 		g.from.bmu.Unlock()
 	}
-	if l != nil && (rerr != nil || l.key != key || l.dead || !peerAlive(l.conn, l.br)) {
+	if l != nil && (rerr != nil || l.key != key || l.dead || !linkAlive(l)) {
 		l.conn.Close() // its slot is ours: open one of our own in its place
 		l = nil
 	}

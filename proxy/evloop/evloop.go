@@ -95,8 +95,16 @@ func (l *Loop) Add(h Handler) (uint64, error) {
 	}
 	l.next++
 	l.handlers[l.next] = h
-	l.sessions.Add(1)
+	if l.sessions.Add(1) == 1 {
+		l.wake() // it may wait without a timeout: ticks start now
+	}
 	return l.next, nil
+}
+
+// wake interrupts the loop's wait.
+func (l *Loop) wake() {
+	var one = [8]byte{1}
+	unix.Write(l.wakefd, one[:])
 }
 
 // Remove unregisters a handler; its sockets must have been taken off with
@@ -131,8 +139,7 @@ func (l *Loop) Do(fn func()) bool {
 	}
 	l.queue = append(l.queue, fn)
 	l.mu.Unlock()
-	var one = [8]byte{1}
-	unix.Write(l.wakefd, one[:])
+	l.wake()
 	return true
 }
 
@@ -146,8 +153,7 @@ func (l *Loop) Close() {
 	}
 	l.closed = true
 	l.mu.Unlock()
-	var one = [8]byte{1}
-	unix.Write(l.wakefd, one[:])
+	l.wake()
 	<-l.done
 	unix.Close(l.epfd)
 	unix.Close(l.wakefd)
@@ -178,7 +184,14 @@ func (l *Loop) run() {
 			runtime.Gosched()
 			lastYield = time.Now()
 		}
-		n, err := unix.EpollWait(l.epfd, events, int(TickInterval/time.Millisecond))
+		// A loop without handlers has nothing to tick: it sleeps until
+		// woken, so that an idle daemon's threads stay asleep. Add wakes
+		// it for its first handler.
+		timeout := -1
+		if l.sessions.Load() > 0 {
+			timeout = int(TickInterval / time.Millisecond)
+		}
+		n, err := unix.EpollWait(l.epfd, events, timeout)
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			slog.Error("relay event loop: epoll_wait failed", "component", "proxy", "err", err)
 			time.Sleep(10 * time.Millisecond)

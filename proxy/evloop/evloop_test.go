@@ -81,3 +81,28 @@ func TestLoop(t *testing.T) {
 		t.Fatal("Do accepted on a closed loop")
 	}
 }
+
+// TestFirstHandlerTicks: a loop without handlers waits with no timeout,
+// and its first handler still gets ticks, with no socket event to wake
+// the loop.
+func TestFirstHandlerTicks(t *testing.T) {
+	l, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	time.Sleep(2 * TickInterval) // the loop is waiting, without a timeout
+	r := &recorder{events: make(chan uint32, 1), ticks: make(chan struct{}, 1)}
+	id, err := l.Add(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Remove(id)
+	for range 2 {
+		select {
+		case <-r.ticks:
+		case <-time.After(4 * TickInterval):
+			t.Fatal("a handler added to an idle loop gets no ticks")
+		}
+	}
+}
