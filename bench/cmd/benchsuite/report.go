@@ -246,9 +246,9 @@ func targets(r *Results) []Target {
 // admin path on the same store says whether a miss is the key's cost.
 func tenantAPITarget(ta *TenantAPIResult) Target {
 	if ta == nil || ta.KeyList.N == 0 {
-		return Target{Issue: "—", Goal: "API through a tenant API key: list and get p99 < 10 ms", Status: notRun}
+		return Target{Issue: "16", Goal: "API through a tenant API key: list and get p99 < 10 ms", Status: notRun}
 	}
-	t := Target{Issue: "—", Goal: fmt.Sprintf("API through a tenant API key (%d tenants, %d projects): list (limit=100) and get p99 < 10 ms", ta.Tenants, ta.Projects),
+	t := Target{Issue: "16", Goal: fmt.Sprintf("API through a tenant API key (%d tenants, %d projects): list (limit=100) and get p99 < 10 ms", ta.Tenants, ta.Projects),
 		Measured: fmt.Sprintf("tenant key: list p99 %.2f ms, get p99 %.2f ms; admin: list p99 %.2f ms, get p99 %.2f ms",
 			ta.KeyList.P99, ta.KeyGet.P99, ta.AdminList.P99, ta.AdminGet.P99),
 		Status: status(ta.KeyList.P99 < 10 && ta.KeyGet.P99 < 10)}
@@ -263,14 +263,14 @@ func tenantAPITarget(ta *TenantAPIResult) Target {
 // succeeds, and gives what the simultaneous starts cost.
 func crossStormTarget(cs *CrossStormResult) Target {
 	if cs == nil || len(cs.Rounds) == 0 {
-		return Target{Issue: "—", Goal: "cross-project storm: 0 errors", Status: notRun}
+		return Target{Issue: "16", Goal: "cross-project storm: 0 errors", Status: notRun}
 	}
 	var p99, wall float64
 	var peak int64
 	for _, r := range cs.Rounds {
 		p99, wall, peak = max(p99, r.Login.P99), max(wall, r.Wall), max(peak, r.PeakMemKB)
 	}
-	t := Target{Issue: "—", Goal: fmt.Sprintf("cross-project storm (%d suspended %s computes, one login each, all at once): 0 errors", cs.Projects, cs.Memory),
+	t := Target{Issue: "16", Goal: fmt.Sprintf("cross-project storm (%d suspended %s computes, one login each, all at once): 0 errors", cs.Projects, cs.Memory),
 		Measured: fmt.Sprintf("%d errors over %d storms; worst login p99 %.0f ms, last answer after %.0f ms; machine memory peak +%.0f MiB",
 			cs.Errors, len(cs.Rounds), p99, wall, mib(peak)),
 		Status: status(cs.Errors == 0)}
@@ -284,9 +284,9 @@ func crossStormTarget(cs *CrossStormResult) Target {
 // once never ask more than it, and the run shows how many that is.
 func densityTarget(de *DensityResult) Target {
 	if de == nil || de.Created == 0 {
-		return Target{Issue: "—", Goal: "active computes stay within the node's memory budget", Status: notRun}
+		return Target{Issue: "16", Goal: "active computes stay within the node's memory budget", Status: notRun}
 	}
-	t := Target{Issue: "—", Goal: fmt.Sprintf("active %s computes stay within the node's memory budget (%.0f MiB)", de.Memory, float64(de.BudgetBytes)/(1<<20)),
+	t := Target{Issue: "16", Goal: fmt.Sprintf("active %s computes stay within the node's memory budget (%.0f MiB)", de.Memory, float64(de.BudgetBytes)/(1<<20)),
 		Measured: fmt.Sprintf("%d active at the peak (%.0f MiB asked); stopped: %s; mariadbd RSS median %.0f MiB, %.0f MiB of PSS per compute; daemon RSS %.0f MiB",
 			de.PeakActive, float64(de.PeakAsked)/(1<<20), de.Stop, mib(de.RSSMedKB), mib(de.PssSumKB)/float64(max(de.Mariadbds, 1)), mib(de.DaemonRSSKB)),
 		Status: status(de.PeakAsked <= de.BudgetBytes)}
@@ -300,13 +300,13 @@ func densityTarget(de *DensityResult) Target {
 // tail latency on the same node.
 func neighborTarget(nb *NeighborResult, cores int) Target {
 	if nb == nil || nb.UnloadedP99 == 0 {
-		return Target{Issue: "—", Goal: "noisy neighbour: a quiet tenant's p99 beside another's CPU load ≤ 3× alone", Status: notRun}
+		return Target{Issue: "16", Goal: "noisy neighbour: a quiet tenant's p99 beside another's CPU load ≤ 3× alone", Status: notRun}
 	}
 	limit := "none (the API refused one)"
 	if nb.NoisyCPU != "" {
 		limit = nb.NoisyCPU + " CPU"
 	}
-	t := Target{Issue: "—", Goal: "noisy neighbour: a quiet tenant's point_select p99 (1 thread) beside another tenant's CPU-bound load ≤ 3× alone",
+	t := Target{Issue: "16", Goal: "noisy neighbour: a quiet tenant's point_select p99 (1 thread) beside another tenant's CPU-bound load ≤ 3× alone",
 		Measured: fmt.Sprintf("p99 %.2f ms alone, %.2f ms beside the load (%.2f×); %.0f → %.0f transactions/s; the noisy compute (limit %s) used %.2f cores",
 			nb.UnloadedP99, nb.LoadedP99, nb.Ratio, nb.UnloadedTPS, nb.LoadedTPS, limit, nb.NoisyCores),
 		Status: status(nb.Ratio <= 3)}
@@ -323,15 +323,15 @@ func neighborTarget(nb *NeighborResult, cores int) Target {
 // belong to client sessions that survive suspends; their rows name no issue.
 func reattachTargets(ra *ReattachResult) []Target {
 	if ra == nil || ra.Query.N == 0 {
-		return []Target{{Issue: "—", Goal: "first query after a suspend on an open connection: p50 within 30 ms, p99 within 100 ms of the bare mariadbd floor", Status: notRun}}
+		return []Target{{Issue: "14", Goal: "first query after a suspend on an open connection: p50 within 30 ms, p99 within 100 ms of the bare mariadbd floor", Status: notRun}}
 	}
 	limit := fmt.Sprintf("paired per cycle, the query takes p50 %+.1f ms / p99 %+.1f ms over the bare mariadbd start; %d of %d queries failed; %d cold re-attaches counted, database/sql dialed %d connection(s)",
 		ra.Extra.P50, ra.Extra.P99, ra.Errors, ra.Cycles, ra.Cold, ra.Dials)
 	p50, p99 := ra.Query.P50-ra.Floor.P50, ra.Query.P99-ra.Floor.P99
 	ts := []Target{
-		{Issue: "—", Goal: "first query after a suspend on an open connection: p50 within 30 ms of the bare mariadbd floor's p50",
+		{Issue: "14", Goal: "first query after a suspend on an open connection: p50 within 30 ms of the bare mariadbd floor's p50",
 			Measured: fmt.Sprintf("p50 %.1f ms (floor %.1f ms: %+.1f ms)", ra.Query.P50, ra.Floor.P50, p50), Status: status(p50 <= 30 && ra.Errors == 0)},
-		{Issue: "—", Goal: "first query after a suspend on an open connection: p99 within 100 ms of the bare mariadbd floor's p99",
+		{Issue: "14", Goal: "first query after a suspend on an open connection: p99 within 100 ms of the bare mariadbd floor's p99",
 			Measured: fmt.Sprintf("p99 %.1f ms (floor %.1f ms: %+.1f ms)", ra.Query.P99, ra.Floor.P99, p99), Status: status(p99 <= 100 && ra.Errors == 0)},
 	}
 	for i := range ts {
@@ -347,10 +347,10 @@ func reattachTargets(ra *ReattachResult) []Target {
 // Its row names no issue either.
 func poolChurnTarget(pc *PoolChurnResult) Target {
 	if pc == nil || pc.Queries == 0 {
-		return Target{Issue: "—", Goal: "pool churn: 0 failed queries, 0 connections re-dialed", Status: notRun}
+		return Target{Issue: "14", Goal: "pool churn: 0 failed queries, 0 connections re-dialed", Status: notRun}
 	}
 	conns := pc.Projects * pc.PoolSize
-	t := Target{Issue: "—", Goal: fmt.Sprintf("pool churn (%d projects × %d pooled connections, %d s idle, %s): 0 failed queries, 0 connections re-dialed", pc.Projects, pc.PoolSize, pc.IdleTimeout, pc.Duration),
+	t := Target{Issue: "14", Goal: fmt.Sprintf("pool churn (%d projects × %d pooled connections, %d s idle, %s): 0 failed queries, 0 connections re-dialed", pc.Projects, pc.PoolSize, pc.IdleTimeout, pc.Duration),
 		Measured: fmt.Sprintf("%d failed of %d queries, %d re-dialed, %d of %d connections open at the end; %d idle suspends, %d cold and %d warm re-attaches",
 			pc.FailedQueries, pc.Queries, pc.Redialed, pc.OpenAtEnd, conns, pc.IdleSuspends, pc.ReattachCold, pc.ReattachWarm),
 		Status: status(pc.FailedQueries == 0 && pc.Redialed == 0 && pc.OpenAtEnd == conns)}
@@ -590,7 +590,7 @@ func dbNote(tp *ThroughputResult) string {
 // mode at 64 threads, a burst of short connections, and idle clients.
 func poolingTargets(pl *PoolingResult) []Target {
 	if pl == nil || len(pl.Cells) == 0 {
-		return []Target{{Issue: "—", Goal: "transaction pooling at or above session mode at 64 threads", Status: notRun}}
+		return []Target{{Issue: "15", Goal: "transaction pooling at or above session mode at 64 threads", Status: notRun}}
 	}
 	var out []Target
 	var cells, cpu []string
@@ -603,7 +603,7 @@ func poolingTargets(pl *PoolingResult) []Target {
 		cpu = append(cpu, fmt.Sprintf("%s %.0f µs against %.0f µs", c.Workload, c.TransactionCPU, c.SessionCPU))
 		ok = ok && c.TxVsSession >= 1
 	}
-	t := Target{Issue: "—", Goal: fmt.Sprintf("sysbench at 64 threads: transaction pooling (pool_size %d) at or above session mode", pl.PoolSize),
+	t := Target{Issue: "15", Goal: fmt.Sprintf("sysbench at 64 threads: transaction pooling (pool_size %d) at or above session mode", pl.PoolSize),
 		Measured: strings.Join(cells, "; "), Status: status(ok)}
 	if !ok {
 		t.Limit = "pooled sessions are relayed by the goroutine engine, session mode by the event loops; on 2 cores shared with mariadbd and sysbench the daemon's CPU per transaction decides, and pooled it is " +
@@ -611,12 +611,12 @@ func poolingTargets(pl *PoolingResult) []Target {
 	}
 	out = append(out, t)
 	b := pl.Burst
-	out = append(out, Target{Issue: "—", Goal: fmt.Sprintf("burst of %d short connections in %s (compute warm): 0 errors, p99 < 50 ms", b.Conns, b.Spread),
+	out = append(out, Target{Issue: "15", Goal: fmt.Sprintf("burst of %d short connections in %s (compute warm): 0 errors, p99 < 50 ms", b.Conns, b.Spread),
 		Measured: fmt.Sprintf("%d errors; login + query p50 %.1f ms, p99 %.1f ms", b.Errors, b.Latency.P50, b.Latency.P99),
 		Status:   status(b.Errors == 0 && b.Latency.N > 0 && b.Latency.P99 < 50), Limit: strings.Join(b.ErrorKind, "; ")})
 	id := pl.Idle
 	extra := id.RSSAfter - id.RSSBefore
-	out = append(out, Target{Issue: "—", Goal: fmt.Sprintf("%d idle pooled client connections: under 100 MiB more daemon RSS, under 1%% of a core", id.Conns),
+	out = append(out, Target{Issue: "15", Goal: fmt.Sprintf("%d idle pooled client connections: under 100 MiB more daemon RSS, under 1%% of a core", id.Conns),
 		Measured: fmt.Sprintf("+%.0f MiB RSS (%.0f → %.0f MiB; Go heap +%.0f MiB, goroutine stacks +%.0f MiB), %.2f%% of a core; %d failed to open",
 			extra, id.RSSBefore, id.RSSAfter, id.HeapAfter-id.HeapBefore, id.StackAfter-id.StackBefore, id.CPUPercent, id.Failed),
 		Status: status(id.Failed == 0 && extra < 100 && id.CPUPercent < 1), Limit: strings.Join(id.ErrorKind, "; ")})
