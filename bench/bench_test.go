@@ -185,6 +185,11 @@ func (w *fixedWaker) Wake(ctx context.Context, projectID string) (compute.WakeRe
 	return compute.WakeResult{Address: w.addr, ComputeID: "cmp_bench", ProjectID: projectID}, nil
 }
 
+// Warm answers as the manager does for a running compute.
+func (w *fixedWaker) Warm(projectID string) (compute.WakeResult, bool) {
+	return compute.WakeResult{Address: w.addr, ComputeID: "cmp_bench", ProjectID: projectID}, true
+}
+
 func (w *fixedWaker) Activity(string) *compute.Activity { return &w.act }
 
 type nopLogger struct{}

@@ -165,17 +165,7 @@ func (m *Manager) DefaultSpec() store.ComputeSpec { return m.defs }
 // arrives during a suspend waits for it to finish, then resumes.
 func (m *Manager) Wake(ctx context.Context, projectID string) (WakeResult, error) {
 	t0 := time.Now()
-	m.mu.Lock()
-	res, ok := m.warm[projectID]
-	if ok {
-		// A login is on its way to the backend: that is activity, so an
-		// idle suspend deciding right now backs off (SuspendIfIdle).
-		if a := m.activity[res.ComputeID]; a != nil {
-			a.Touch()
-		}
-	}
-	stale := ok && !m.drv.NodeLocal() && time.Since(m.checked[projectID]) > warmRecheck
-	m.mu.Unlock()
+	res, ok, stale := m.warmEntry(projectID)
 	if stale {
 		ok = m.recheckWarm(ctx, res)
 	}
@@ -188,6 +178,37 @@ func (m *Manager) Wake(ctx context.Context, projectID string) (WakeResult, error
 		m.met.ObserveWake(projectID, res.ColdStart, time.Since(t0))
 	}
 	return res, err
+}
+
+// Warm is Wake for a compute known to run, without waiting: ok is false
+// when Wake would need to look at the store or start the compute. It
+// lets a caller skip making a context with a deadline for the common
+// case.
+func (m *Manager) Warm(projectID string) (res WakeResult, ok bool) {
+	t0 := time.Now()
+	res, ok, stale := m.warmEntry(projectID)
+	if !ok || stale {
+		return WakeResult{}, false
+	}
+	m.met.ObserveWake(projectID, false, time.Since(t0))
+	return res, true
+}
+
+// warmEntry looks the project's running compute up in memory. stale says
+// that another daemon may have moved it since it was last checked.
+func (m *Manager) warmEntry(projectID string) (res WakeResult, ok, stale bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	res, ok = m.warm[projectID]
+	if !ok {
+		return res, false, false
+	}
+	// A login is on its way to the backend: that is activity, so an idle
+	// suspend deciding right now backs off (SuspendIfIdle).
+	if a := m.activity[res.ComputeID]; a != nil {
+		a.Touch()
+	}
+	return res, true, !m.drv.NodeLocal() && time.Since(m.checked[projectID]) > warmRecheck
 }
 
 // wakeShared runs the slow path once per project for all concurrent callers.

@@ -169,9 +169,15 @@ func TestDataSurvivesSuspendResumeCycles(t *testing.T) {
 		if err != nil || sc.State != store.StateSuspended || op.Status != store.OpSucceeded {
 			t.Fatalf("cycle %d suspend: state %v, op %+v, err %v", cycle, sc.State, op, err)
 		}
+		if res, ok := e.mgr.Warm(p.ID); ok {
+			t.Fatalf("cycle %d: Warm answers %+v for a suspended compute", cycle, res)
+		}
 		res, err := e.mgr.Wake(ctx, p.ID)
 		if err != nil || !res.ColdStart {
 			t.Fatalf("cycle %d wake: %+v %v", cycle, res, err)
+		}
+		if w, ok := e.mgr.Warm(p.ID); !ok || w.Address != res.Address || w.ColdStart {
+			t.Fatalf("cycle %d: Warm after the wake = %+v, %v; want %s, warm", cycle, w, ok, res.Address)
 		}
 		db = open(t, res.Address, compute.OwnerRole, pw)
 		if n := countRows(t, db); n != cycle {

@@ -40,6 +40,12 @@ type Waker interface {
 	Activity(computeID string) *compute.Activity
 }
 
+// Warmer is a Waker that can answer for a running compute without a
+// context: the proxy then bounds only the wakes that may wait.
+type Warmer interface {
+	Warm(projectID string) (compute.WakeResult, bool)
+}
+
 // Recoverer is a Waker that can recover a compute whose address did not
 // answer: it returns where to connect now.
 type Recoverer interface {

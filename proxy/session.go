@@ -319,6 +319,14 @@ func (ss *session) acquire(computeID string) *compute.Lease {
 // so its handshake deadline no longer applies.
 func (ss *session) wake() (compute.WakeResult, error) {
 	ss.raw.SetDeadline(time.Time{})
+	if w, ok := ss.s.waker.(Warmer); ok {
+		// A pooled session wakes at every transaction: a timer and a
+		// child of the shared base context each time cost more than the
+		// lookup.
+		if res, ok := w.Warm(ss.projectID); ok {
+			return res, nil
+		}
+	}
 	ctx, cancel := context.WithTimeout(ss.s.baseCtx, ss.s.cfg.WakeTimeout)
 	defer cancel()
 	t0 := time.Now()
