@@ -443,7 +443,15 @@ const PAGE_SIZE = 100;
 function showProjects() {
   const count = h("span", { class: "muted", id: "project-count", "aria-live": "polite" });
   const tbody = h("tbody", { id: "projects" });
-  const filter = h("input", { id: "project-filter", type: "search", maxlength: "40", autocomplete: "off", "aria-controls": "projects" });
+  const filter = h("input", {
+    id: "project-filter",
+    type: "search",
+    maxlength: "40",
+    autocomplete: "off",
+    "aria-controls": "projects",
+    "aria-describedby": "filter-help",
+  });
+  const filterHelp = h("p", { id: "filter-help", class: "muted", "aria-live": "polite" });
   const prev = h("button", { type: "button", id: "page-prev", disabled: true }, "← Previous");
   const next = h("button", { type: "button", id: "page-next", disabled: true }, "Next →");
   const table = h(
@@ -459,6 +467,7 @@ function showProjects() {
     h("div", {}, h("label", { for: "project-filter" }, "Name contains"), filter),
     prev,
     next,
+    filterHelp,
   );
   const created = h("div", { id: "created" });
   setMain(h("h1", {}, "Projects"), createProjectForm(created), created, h("section", { class: "card", "aria-label": "Projects" }, tools, table));
@@ -506,25 +515,38 @@ function showProjects() {
     const q = query();
     const r = await api("GET", q);
     if (q !== query()) return; // the page or the filter changed meanwhile
+    if (!r.projects.length && starts.length > 1) {
+      // Its projects were deleted: the page before it is still there.
+      turnTo(() => starts.pop());
+      return;
+    }
     more = r.projects.length > PAGE_SIZE;
     projects = r.projects.slice(0, PAGE_SIZE);
     render(fresh);
     fresh = false;
   });
+  // A turn applies at once; a reply to an earlier one is dropped above.
   const turnTo = (change) => {
-    if (fresh) return; // a turn is under way: wait for its page
     change();
     fresh = true;
     poll.now();
   };
-  next.addEventListener("click", () => turnTo(() => starts.push(projects[projects.length - 1].id)));
-  prev.addEventListener("click", () => turnTo(() => starts.pop()));
+  next.addEventListener("click", () => {
+    // Next reads the shown page's last id: not until the page is shown.
+    if (!fresh && more) turnTo(() => starts.push(projects[projects.length - 1].id));
+  });
+  prev.addEventListener("click", () => {
+    if (starts.length > 1) turnTo(() => starts.pop());
+  });
   let typing = null;
   filter.addEventListener("input", () => {
     clearTimeout(typing);
     typing = setTimeout(() => {
       const m = filter.value.trim().toLowerCase();
-      if (m !== match) turnTo(() => ((match = m), (starts = [""])));
+      // Names hold only these: anything else would match nothing.
+      const ok = /^[a-z0-9-]*$/.test(m);
+      filterHelp.textContent = ok ? "" : "Names hold only a–z, 0–9 and '-'.";
+      if (ok && m !== match) turnTo(() => ((match = m), (starts = [""])));
     }, 250);
   });
   const clock = setInterval(() => fresh || render(false), 1000);
