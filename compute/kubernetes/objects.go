@@ -294,6 +294,7 @@ func (d *Driver) containerFor(secret, image, datadir string, res corev1.Resource
 			}}},
 			{Name: "SERVERLESSD_INIT_SQL", Value: initSQL()},
 			{Name: "SERVERLESSD_RUN_DIR", Value: runMountPath},
+			{Name: "MALLOC_ARENA_MAX", Value: mariadb.MallocArenaMax},
 		},
 		// The memory limit is the request, so the kubelet evicts a compute
 		// under node pressure only after Pods that use more than they

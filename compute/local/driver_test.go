@@ -3,8 +3,10 @@ package local
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -173,6 +175,34 @@ func TestCrashIsReportedAndRecovered(t *testing.T) {
 		t.Fatalf("%d rows after crash recovery, want 50", n)
 	}
 	stop(t, d, c)
+}
+
+// TestComputeEnvironment: mariadbd gets its malloc arena cap and none of
+// the daemon's own environment, which may hold its secrets.
+func TestComputeEnvironment(t *testing.T) {
+	t.Setenv("SERVERLESSD_API_TOKENS", "secret-token")
+	t.Setenv("TZ", "UTC")
+	d, _ := newDriver(t, Options{})
+	c := newCompute(t, d, "")
+	start(t, d, c)
+	defer stop(t, d, c)
+	pids := mariadbdPids(t, d, c.ID)
+	if len(pids) != 1 {
+		t.Fatalf("want one mariadbd, found %v", pids)
+	}
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pids[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
+	if !slices.Contains(env, "MALLOC_ARENA_MAX=2") || !slices.Contains(env, "TZ=UTC") {
+		t.Errorf("mariadbd's environment %q lacks MALLOC_ARENA_MAX=2 or TZ=UTC", env)
+	}
+	for _, kv := range env {
+		if strings.HasPrefix(kv, "SERVERLESSD_") {
+			t.Errorf("mariadbd inherited the daemon's %s", kv)
+		}
+	}
 }
 
 // TestAdoptionByANewDriver simulates a daemon restart: a second Driver on

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/serverlessd/serverlessd/compute/local/cgroup"
+	"github.com/serverlessd/serverlessd/compute/mariadb"
 )
 
 // instance is one running mariadbd, started by this driver or adopted from
@@ -124,6 +125,7 @@ func (d *Driver) spawn(l layout, uid int) (*exec.Cmd, int64, error) {
 	}
 	cmd := exec.Command(d.mariadbd, args...)
 	cmd.Dir = l.root
+	cmd.Env = computeEnv(os.Environ())
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// Its own session: a signal to the daemon's process group, or the
 	// daemon's death (even by kill -9), leaves mariadbd running.
@@ -333,4 +335,19 @@ func alive(pid int) bool {
 		return stat[i+2] != 'Z' && stat[i+2] != 'X'
 	}
 	return true
+}
+
+// computeEnv is mariadbd's environment: the locale, time zone and PATH of
+// the daemon's, never the rest (it may hold the API tokens or object
+// store keys), and glibc's malloc capped at a few arenas (see
+// mariadb.MallocArenaMax).
+func computeEnv(daemon []string) []string {
+	env := []string{"MALLOC_ARENA_MAX=" + mariadb.MallocArenaMax}
+	for _, kv := range daemon {
+		k, _, _ := strings.Cut(kv, "=")
+		if k == "PATH" || k == "TZ" || k == "LANG" || strings.HasPrefix(k, "LC_") {
+			env = append(env, kv)
+		}
+	}
+	return env
 }
