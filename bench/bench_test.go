@@ -187,7 +187,8 @@ func (w *fixedWaker) Wake(ctx context.Context, projectID string) (compute.WakeRe
 
 // Warm answers as the manager does for a running compute.
 func (w *fixedWaker) Warm(projectID string) (compute.WakeResult, bool) {
-	return compute.WakeResult{Address: w.addr, ComputeID: "cmp_bench", ProjectID: projectID}, true
+	res, err := w.Wake(context.Background(), projectID)
+	return res, err == nil
 }
 
 func (w *fixedWaker) Activity(string) *compute.Activity { return &w.act }
