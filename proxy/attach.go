@@ -48,7 +48,12 @@ type link struct {
 	sticky time.Time // parked, it stays with its session until then
 	// lastInsertID is LAST_INSERT_ID() as its last session left it.
 	lastInsertID uint64
-	discarded    atomic.Bool
+	// tainted: a session changed state here that the trackers did not
+	// explain (a temporary table made by a prepared statement, say).
+	// Only a reset clears it; until then no other session takes the
+	// link as it is.
+	tainted   bool
+	discarded atomic.Bool
 }
 
 func newLink(c net.Conn, res compute.WakeResult) *link {
@@ -63,6 +68,10 @@ func newLink(c net.Conn, res compute.WakeResult) *link {
 // without blocking, that its compute has not gone (a crash) before
 // sending the next command on it.
 const idleProbe = 10 * time.Millisecond
+
+// ownQueryTimeout bounds each of the proxy's own queries on a link: the
+// LAST_INSERT_ID() and user-variable reads, the state it restores.
+const ownQueryTimeout = 30 * time.Second
 
 // linkAlive tells whether l's compute still answers: a link used within
 // idleProbe is taken to, and an older one is probed.
@@ -260,10 +269,21 @@ func (ss *session) dropLink() {
 
 // takeLink detaches the session from its link, if it has one, and
 // returns it.
-func (ss *session) takeLink() *link {
+func (ss *session) takeLink() *link { return ss.take(false) }
+
+// takeOpenLink is takeLink for a link to pass on to another session: nil,
+// leaving the link, once the session was closed (a KILL, a shutdown),
+// whose close may have closed the link's socket too.
+func (ss *session) takeOpenLink() *link { return ss.take(true) }
+
+func (ss *session) take(open bool) *link {
 	ss.cmu.Lock()
 	l := ss.link
-	ss.link = nil
+	if open && ss.closed {
+		l = nil
+	} else {
+		ss.link = nil
+	}
 	ss.cmu.Unlock()
 	if l == nil {
 		return nil
@@ -346,6 +366,7 @@ func (ss *session) snapshotUserVars() error {
 	}
 	ss.st.userVars = strings.Join(parts, ", ")
 	ss.st.unexplained = false
+	ss.link.tainted = true // the snapshot explains user variables only
 	return nil
 }
 
@@ -489,6 +510,10 @@ func detachOutcome(ok bool) detachResult {
 // query runs sql on the link and returns its rows (text values, nil for
 // NULL). It is for the proxy's own statements between client commands.
 func (l *link) query(sql string) ([][]*string, error) {
+	// A backend that stops answering must not hold the session (and a
+	// borrower waiting on it) forever.
+	l.conn.SetDeadline(time.Now().Add(ownQueryTimeout))
+	defer l.conn.SetDeadline(time.Time{})
 	if err := l.writeCommand(append([]byte{mysql.COM_QUERY}, sql...)); err != nil {
 		return nil, err
 	}

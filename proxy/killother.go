@@ -76,8 +76,9 @@ func killedID(p []byte) (id uint64, queryOnly, ok bool) {
 }
 
 // killsDetached recognizes a KILL of a session of this project that has
-// no backend connection now (its compute suspended): nothing runs there,
-// and no backend knows it, so the daemon answers it.
+// no backend connection now (its compute suspended), or holds none
+// between commands (pooled): nothing runs there, and no backend knows it
+// as its own, so the daemon answers it.
 func (ss *session) killsDetached(id uint64, queryOnly bool) (killOrder, bool) {
 	if id < connIDBase || id > 1<<32-1 {
 		return killOrder{}, false
@@ -85,7 +86,7 @@ func (ss *session) killsDetached(id uint64, queryOnly bool) (killOrder, bool) {
 	ss.s.mu.Lock()
 	defer ss.s.mu.Unlock()
 	t := ss.s.sessions[uint32(id)]
-	if t == nil || t == ss || t.ready || t.projectID != ss.projectID {
+	if t == nil || t == ss || (t.ready && !t.idlePooled()) || t.projectID != ss.projectID {
 		return killOrder{}, false
 	}
 	return killOrder{id: uint32(id), queryOnly: queryOnly}, true

@@ -62,6 +62,9 @@ const (
 // errPoolTimeout: no backend connection freed up within the wait.
 var errPoolTimeout = errors.New("no backend connection became free in time")
 
+// errPoolDropped: the pool was dropped before the borrow took its lock.
+var errPoolDropped = errors.New("backend pool dropped")
+
 // poolSize is the pool size a project's settings give a compute that
 // takes maxClients client connections.
 func poolSize(set PoolSettings, maxClients int) int {
@@ -92,6 +95,9 @@ type backendPool struct {
 	// regrantAt is when a timer serves the waiters again (a sticky link
 	// becomes free to reclaim); zero when none is set.
 	regrantAt time.Time
+	// dropped: pools no longer holds it (its compute stopped); a borrow
+	// that found it before then gets the compute's pool anew.
+	dropped bool
 }
 
 // poolStats are a pool's counters, read for metrics.
@@ -157,13 +163,13 @@ func (ps *pools) dropEmpty(p *backendPool) bool {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	p.mu.Lock()
-	empty := p.open == 0 && len(p.waiters) == 0
-	p.mu.Unlock()
-	if empty && ps.m[p.computeID] == p {
-		delete(ps.m, p.computeID)
-		return true
+	defer p.mu.Unlock()
+	if p.open != 0 || len(p.waiters) != 0 || ps.m[p.computeID] != p {
+		return false
 	}
-	return false
+	delete(ps.m, p.computeID)
+	p.dropped = true
+	return true
 }
 
 // all lists the pools.
@@ -192,6 +198,10 @@ func (p *backendPool) borrow(ctx context.Context, ss *session, key string, wait 
 func (p *backendPool) borrowWait(ctx context.Context, ss *session, key string, wait time.Duration) (grant, time.Duration, error) {
 	p.sweep()
 	p.mu.Lock()
+	if p.dropped {
+		p.mu.Unlock()
+		return grant{}, 0, errPoolDropped
+	}
 	if g, ok := p.takeLocked(key, ss); ok {
 		p.mu.Unlock()
 		return g, 0, nil
@@ -298,11 +308,15 @@ func (p *backendPool) reclaimLocked(key string) (*link, *session) {
 		if now.Before(l.sticky) || !ss.bmu.TryLock() {
 			continue
 		}
-		delete(p.parked, l)
-		l.sig = ss.stateSig() // ss is idle: its bmu is ours
-		if ss.link == l {
-			ss.takeLink()
+		sig := ss.stateSig() // ss is idle: its bmu is ours
+		if ss.link == l && ss.takeOpenLink() == nil {
+			// Closed (a KILL, a shutdown): its link's socket may be too.
+			// The session's end discards it.
+			ss.bmu.Unlock()
+			continue
 		}
+		delete(p.parked, l)
+		l.sig = sig
 		p.stats.reclaims++
 		if ss.st.insertDirty {
 			return l, ss // the borrower reads it, then unlocks
@@ -326,6 +340,7 @@ func (p *backendPool) park(ss *session, l *link) (kept, mustRead bool) {
 			return false, true
 		}
 		l.sig, l.lastInsertID = ss.stateSig(), ss.st.lastInsertID
+		delete(p.parked, l) // parked before this command: no longer ss's
 		p.handOverLocked(l)
 		return false, false
 	}
@@ -358,6 +373,13 @@ func (p *backendPool) regrantAfterStickyLocked() {
 		p.grantLocked()
 		p.regrantAfterStickyLocked()
 	})
+}
+
+// serveWaiters grants the waiters what is free or reclaimable now.
+func (p *backendPool) serveWaiters() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.grantLocked()
 }
 
 // unpark takes l back for its session's next command. The session holds

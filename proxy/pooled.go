@@ -59,9 +59,13 @@ func (ss *session) loadPoolSettings() {
 // two, whose session state must be restored; ok is the backend's answer
 // to their login, nil for the third.
 func (ss *session) borrowLink(res compute.WakeResult) (l *link, ok []byte, fresh bool, err error) {
-	p := ss.s.pools.get(res.ComputeID, poolSize(ss.poolSet, res.MaxClients))
 	key := ss.poolKey()
+	p := ss.s.pools.get(res.ComputeID, poolSize(ss.poolSet, res.MaxClients))
 	g, err := p.borrow(ss.s.baseCtx, ss, key, ss.poolWait())
+	for errors.Is(err, errPoolDropped) { // its compute stopped a moment ago
+		p = ss.s.pools.get(res.ComputeID, poolSize(ss.poolSet, res.MaxClients))
+		g, err = p.borrow(ss.s.baseCtx, ss, key, ss.poolWait())
+	}
 	if err != nil {
 		return nil, nil, false, ss.poolRefusal(p, err)
 	}
@@ -90,7 +94,7 @@ func (ss *session) borrowLink(res compute.WakeResult) (l *link, ok []byte, fresh
 	if l.owner == ss && l.user == ss.user {
 		return l, nil, false, nil
 	}
-	if ss.loggedIn && l.sig != "" && l.sig == ss.stateSig() {
+	if ss.loggedIn && !l.tainted && l.sig != "" && l.sig == ss.stateSig() {
 		// Left by a session in the same state: nothing to reset but
 		// LAST_INSERT_ID().
 		if l.lastInsertID != ss.st.lastInsertID {
@@ -122,6 +126,11 @@ func (ss *session) stateSig() string {
 	if len(st.textStmts) > 0 || st.userVars != "" || st.unexplained ||
 		(ss.link != nil && len(ss.link.shared) > maxSharedStmts) {
 		return ""
+	}
+	for n := range st.vars {
+		if !restorable(n) { // SET timestamp, insert_id...: not in restoreSQL
+			return ""
+		}
 	}
 	return ss.user + "\x00" + st.schema + "\x00" + st.restoreSQL() + "\x00" + st.trxNext + "\x00" +
 		strconv.Itoa(int(ss.resp.Charset))
@@ -164,7 +173,7 @@ func (ss *session) resetLink(l *link) ([]byte, error) {
 		return nil, err
 	}
 	l.forgetStmts()
-	l.user = ss.user
+	l.user, l.tainted = ss.user, false
 	ss.s.stats.inc(statPoolReset)
 	return ok, nil
 }
@@ -196,7 +205,9 @@ func (ss *session) releaseAtBoundary() {
 	for {
 		kept, mustRead := l.pool.park(ss, l)
 		if !mustRead {
-			if !kept {
+			if kept {
+				ss.parkedIn = l.pool
+			} else {
 				ss.takeLink() // the waiter's now
 			}
 			return
@@ -205,6 +216,17 @@ func (ss *session) releaseAtBoundary() {
 			ss.linkLostAfter(err)
 			return
 		}
+	}
+}
+
+// offerParked serves the waiters of the pool the session just parked its
+// link in, once the session's bmu is free: a borrower that came between
+// the park and the unlock could not reclaim the link, and nothing else
+// would serve it before another link moves.
+func (ss *session) offerParked() {
+	if p := ss.parkedIn; p != nil {
+		ss.parkedIn = nil
+		p.serveWaiters()
 	}
 }
 
@@ -234,7 +256,9 @@ func (ss *session) giveBackLink() bool {
 		return false
 	}
 	l.sig, l.lastInsertID = ss.stateSig(), ss.st.lastInsertID
-	ss.takeLink()
+	if ss.takeOpenLink() == nil {
+		return false
+	}
 	l.owner = nil // let the session be collected
 	l.pool.giveBack(l)
 	return true

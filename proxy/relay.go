@@ -80,6 +80,7 @@ func (ss *session) next(hdr [4]byte) error {
 			"serverlessd: got a packet that is not a command; closing the connection"))
 	}
 	ss.bmu.Lock()
+	defer ss.offerParked() // after the unlock: deferred calls run last first
 	defer ss.bmu.Unlock()
 	c := &command{hdr: hdr, n: n}
 	if n <= maxWholeCommand && n < mysql.MaxPayloadLen {
@@ -199,7 +200,7 @@ type command struct {
 	n       int
 	code    byte
 	payload []byte
-	flags   sqlFlags // of a COM_QUERY
+	flags   sqlFlags // of a COM_QUERY, or of the statement an execute runs
 	name    string   // of a text PREPARE or DEALLOCATE
 	stmt    *stmt    // of a COM_STMT_* command
 	ok      bool     // the response ended in success
@@ -207,6 +208,10 @@ type command struct {
 
 // command dispatches one command.
 func (ss *session) command(c *command) error {
+	// A parked link is the session's again for any command, even one
+	// that never attaches: a waiter must not reclaim it under the command,
+	// and the boundary after it parks it once more.
+	ss.unpark()
 	switch c.code {
 	case mysql.COM_QUIT:
 		if ss.link != nil && !ss.pooled() {
@@ -494,6 +499,9 @@ func (ss *session) applyFlags(c *command) {
 	}
 	if f&flagCalcFound != 0 {
 		st.calcFound = true
+	}
+	if f&flagInsertID != 0 {
+		st.insertDirty = true // read again before the session leaves its link
 	}
 	if f&flagNamedLock != 0 {
 		ss.checkNamedLocks()

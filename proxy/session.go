@@ -64,11 +64,12 @@ type session struct {
 	cw           *bufio.Writer // to the client
 	cmdBuf       []byte
 	respBuf      []byte
-	remapIDs     bool   // statement ids are the proxy's (after a re-attach)
-	lastStmt     uint32 // the client id of the last statement prepared
-	lastStatus   uint16 // of the last response's end
-	pinned       string // why the session is pinned, or ""
-	killsSession uint32 // our id of the session a KILL CONNECTION being run ends
+	remapIDs     bool         // statement ids are the proxy's (after a re-attach)
+	lastStmt     uint32       // the client id of the last statement prepared
+	parkedIn     *backendPool // the pool its link was just parked in (offerParked)
+	lastStatus   uint16       // of the last response's end
+	pinned       string       // why the session is pinned, or ""
+	killsSession uint32       // our id of the session a KILL CONNECTION being run ends
 	pinTimeout   time.Duration
 	deadlineSet  bool
 	lease        *compute.Lease
@@ -204,6 +205,7 @@ func (ss *session) establish() error {
 		ss.bmu.Lock()
 		ss.releaseAtBoundary()
 		ss.bmu.Unlock()
+		ss.offerParked()
 	}
 	ss.s.counters.inc(CountLogins)
 	ss.log.Info("login", "project", ss.project, "project_id", ss.projectID, "user", ss.user,

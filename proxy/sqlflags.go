@@ -23,6 +23,9 @@ const (
 	flagPrepare
 	flagDeallocate
 	flagBegin // START TRANSACTION / BEGIN also releases LOCK TABLES
+	// flagInsertID: the query names LAST_INSERT_ID, which LAST_INSERT_ID(expr)
+	// sets without an insert id in the OK packet.
+	flagInsertID
 )
 
 // maxScanSQL bounds how much of a query is read for flags.
@@ -82,6 +85,9 @@ func scanSQL(q []byte) (f sqlFlags, name string) {
 		}
 		if containsFold(q, "SQL_CALC_FOUND_ROWS") {
 			f |= flagCalcFound
+		}
+		if containsFold(q, "LAST_INSERT_ID") {
+			f |= flagInsertID
 		}
 	}
 	return f, name

@@ -59,6 +59,10 @@ type stmt struct {
 	params uint16
 	types  []byte // parameter types of its last execute that sent them
 	cursor bool   // a cursor is open on it
+	// flags are its SQL's, applied after each successful execute as a
+	// text query's are: a prepared CREATE TEMPORARY TABLE or GET_LOCK
+	// pins as the same query sent as text does.
+	flags sqlFlags
 }
 
 // textStmt is a statement prepared with SQL PREPARE.

@@ -32,6 +32,8 @@ func (ss *session) prepared(c *command, p wire.PrepareOK) uint32 {
 	s := &stmt{schema: ss.st.schema, params: p.Params}
 	if c.payload != nil {
 		s.sql = append([]byte(nil), c.payload[1:]...)
+		s.flags, _ = scanSQL(s.sql)
+		s.flags &^= flagPrepare | flagDeallocate // not preparable
 	}
 	ss.st.stmts[id] = s
 	ss.link.ids[id] = p.StmtID
@@ -48,7 +50,7 @@ func (ss *session) planClose(c *command) bool {
 	if c.payload == nil || len(c.payload) < 5 {
 		return false
 	}
-	id := stmtID(c.payload)
+	id := ss.clientStmtID(c)
 	delete(ss.st.stmts, id)
 	if ss.link == nil {
 		return false
@@ -102,13 +104,15 @@ func (ss *session) clientStmtID(c *command) uint32 {
 func (ss *session) mapStmt(c *command) {
 	id := ss.clientStmtID(c)
 	s := ss.st.stmts[id]
-	if stmtID(c.payload) != lastPrepared {
-		binary.LittleEndian.PutUint32(c.payload[1:5], ss.link.ids[id])
-	}
+	// "The statement just prepared" is named by its id too: the last
+	// statement prepared on this connection may be another session's,
+	// or one prepared again since.
+	binary.LittleEndian.PutUint32(c.payload[1:5], ss.link.ids[id])
 	switch c.code {
 	case mysql.COM_STMT_EXECUTE:
 		ss.bindTypes(c, id, s)
 		s.cursor = false
+		c.flags = s.flags
 	case mysql.COM_STMT_RESET:
 		s.cursor = false
 	}
