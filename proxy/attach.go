@@ -81,8 +81,8 @@ func linkAlive(l *link) bool {
 
 // ensureAttached gives the session a live backend connection, attaching it
 // again (wake, login, restore) when it has none.
+// Its caller, command, has taken a parked link back already.
 func (ss *session) ensureAttached() error {
-	ss.unpark()
 	if l := ss.link; l != nil {
 		if !l.dead && linkAlive(l) {
 			return nil

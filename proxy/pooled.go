@@ -60,11 +60,14 @@ func (ss *session) loadPoolSettings() {
 // to their login, nil for the third.
 func (ss *session) borrowLink(res compute.WakeResult) (l *link, ok []byte, fresh bool, err error) {
 	key := ss.poolKey()
-	p := ss.s.pools.get(res.ComputeID, poolSize(ss.poolSet, res.MaxClients))
-	g, err := p.borrow(ss.s.baseCtx, ss, key, ss.poolWait())
-	for errors.Is(err, errPoolDropped) { // its compute stopped a moment ago
+	var p *backendPool
+	var g grant
+	for {
 		p = ss.s.pools.get(res.ComputeID, poolSize(ss.poolSet, res.MaxClients))
 		g, err = p.borrow(ss.s.baseCtx, ss, key, ss.poolWait())
+		if !errors.Is(err, errPoolDropped) { // dropped: its compute stopped a moment ago
+			break
+		}
 	}
 	if err != nil {
 		return nil, nil, false, ss.poolRefusal(p, err)

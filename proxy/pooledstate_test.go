@@ -217,9 +217,9 @@ func TestParkHandsOverOnce(t *testing.T) {
 }
 
 // TestPooledKillIdle: a KILL by our id of a pooled session between
-// commands is answered by the daemon, never run against the thread of the
-// backend connection it used last (which another session may hold by
-// then): KILL QUERY has nothing to stop, KILL ends the session, and the
+// commands is answered by the daemon (the race it avoids, the parked
+// link going to another session while the KILL travels, is too narrow to
+// stage): KILL QUERY has nothing to stop, KILL ends the session, and the
 // other sessions go on.
 func TestPooledKillIdle(t *testing.T) {
 	e := pooledEnv(t, 2, 10*time.Second)
