@@ -54,10 +54,19 @@ type link struct {
 	// link as it is.
 	tainted   bool
 	discarded atomic.Bool
+
+	// While an event loop holds the connection (loopHeld), sock is its
+	// descriptor and conn is closed; toConn makes it a net.Conn again.
+	sock     int
+	loopHeld bool
+	// inLoop: parked with a session an event loop relays (under the
+	// pool's lock).
+	inLoop bool
 }
 
 func newLink(c net.Conn, res compute.WakeResult) *link {
 	return &link{
+		sock: -1,
 		conn: c, br: bufio.NewReaderSize(c, respBufSize), bw: bufio.NewWriterSize(c, clientBufSize),
 		computeID: res.ComputeID, addr: res.Address, ids: map[uint32]uint32{}, types: map[uint32]bool{},
 		shared: map[string]uint32{}, lastUsed: time.Now(),
@@ -165,9 +174,11 @@ func (ss *session) setLinkOrClose(l *link) error {
 
 // setInsertID sets the connection's LAST_INSERT_ID().
 func (l *link) setInsertID(v uint64) error {
-	_, err := l.query("DO LAST_INSERT_ID(" + strconv.FormatUint(v, 10) + ")")
+	_, err := l.query(setInsertIDSQL(v))
 	return err
 }
+
+func setInsertIDSQL(v uint64) string { return "DO LAST_INSERT_ID(" + strconv.FormatUint(v, 10) + ")" }
 
 // answerRefusal answers the command with a refusal's error. fatal ends
 // the session.
@@ -243,10 +254,14 @@ func (ss *session) setLink(l *link) bool {
 // dropLink closes the session's backend connection; the session stays
 // open, detached.
 func (ss *session) dropLink() {
-	l := ss.takeLink()
-	if l == nil {
-		return
+	if l := ss.takeLink(); l != nil {
+		ss.dropTaken(l)
 	}
+}
+
+// dropTaken closes l, the link just taken from the session, and forgets
+// what the session held on it.
+func (ss *session) dropTaken(l *link) {
 	l.discard()
 	// Pinned state lives on the connection and is gone with it. (Detach
 	// never gets here with a pinned session, so the relay's unlocked read
@@ -288,11 +303,16 @@ func (ss *session) take(open bool) *link {
 	if l == nil {
 		return nil
 	}
+	ss.unready()
+	return l
+}
+
+// unready records that the session lost its link.
+func (ss *session) unready() {
 	ss.s.mu.Lock()
 	ss.ready = false
 	ss.s.mu.Unlock()
 	ss.s.stats.attach(-1)
-	return l
 }
 
 // switchLease moves the session's activity lease to computeID (a project
@@ -339,16 +359,22 @@ func (ss *session) readInsertIDOn(l *link) error {
 	if !ss.st.insertDirty {
 		return nil
 	}
-	rows, err := l.query("SELECT LAST_INSERT_ID()")
+	v, err := insertIDFrom(l.query(readInsertIDSQL))
+	ss.st.lastInsertID, ss.st.insertDirty = v, false
+	return err
+}
+
+const readInsertIDSQL = "SELECT LAST_INSERT_ID()"
+
+// insertIDFrom reads the answer to readInsertIDSQL.
+func insertIDFrom(rows [][]*string, err error) (uint64, error) {
 	if err == nil && (len(rows) != 1 || len(rows[0]) != 1 || rows[0][0] == nil) {
 		err = errors.New("LAST_INSERT_ID(): unexpected answer")
 	}
-	var v uint64
-	if err == nil {
-		v, err = strconv.ParseUint(*rows[0][0], 10, 64)
+	if err != nil {
+		return 0, err
 	}
-	ss.st.lastInsertID, ss.st.insertDirty = v, false
-	return err
+	return strconv.ParseUint(*rows[0][0], 10, 64)
 }
 
 // snapshotUserVars saves the session's user variables as SET assignments.
@@ -517,9 +543,15 @@ func (l *link) query(sql string) ([][]*string, error) {
 	if err := l.writeCommand(append([]byte{mysql.COM_QUERY}, sql...)); err != nil {
 		return nil, err
 	}
+	return readResult(l.read, l.caps)
+}
+
+// readResult reads the answer to a text query, packet by packet from
+// read, and returns its rows (text values, nil for NULL).
+func readResult(read func() ([]byte, error), caps uint32) ([][]*string, error) {
 	var rows [][]*string
 	for {
-		p, err := l.read()
+		p, err := read()
 		if err != nil {
 			return nil, err
 		}
@@ -537,7 +569,7 @@ func (l *link) query(sql string) ([][]*string, error) {
 			}
 			return nil, e
 		}
-		more, err := l.readRows(p, &rows)
+		more, err := readRows(read, caps, p, &rows)
 		if err != nil || !more {
 			return rows, err
 		}
@@ -545,22 +577,22 @@ func (l *link) query(sql string) ([][]*string, error) {
 }
 
 // readRows reads a text result set after its column count packet p.
-func (l *link) readRows(p []byte, rows *[][]*string) (more bool, err error) {
+func readRows(read func() ([]byte, error), caps uint32, p []byte, rows *[][]*string) (more bool, err error) {
 	cols, _, err := wire.LenencInt(p)
 	if err != nil {
 		return false, err
 	}
 	skip := int(cols)
-	if l.caps&mysql.CLIENT_DEPRECATE_EOF == 0 {
+	if caps&mysql.CLIENT_DEPRECATE_EOF == 0 {
 		skip++
 	}
 	for range skip {
-		if _, err := l.read(); err != nil {
+		if _, err := read(); err != nil {
 			return false, err
 		}
 	}
 	for {
-		p, err := l.read()
+		p, err := read()
 		if err != nil {
 			return false, err
 		}
@@ -568,7 +600,7 @@ func (l *link) readRows(p []byte, rows *[][]*string) (more bool, err error) {
 			e, _ := wire.ParseErr(p)
 			return false, e
 		}
-		if wire.IsResultEnd(p, l.caps&mysql.CLIENT_DEPRECATE_EOF != 0) {
+		if wire.IsResultEnd(p, caps&mysql.CLIENT_DEPRECATE_EOF != 0) {
 			end, _ := wire.EndStatus(p)
 			return end.Status&wire.StatusMoreResults != 0, nil
 		}

@@ -134,6 +134,19 @@ type testWaker struct {
 	backend *mariadb     // where KillThread kills, as its root
 	clients int          // WakeResult.MaxClients
 	kills   atomic.Int64 // KillThread calls
+	warm    bool         // Warm answers for a started project, as the manager does
+}
+
+// Warm answers for a started project without a failure or a delay when
+// w.warm is set; otherwise every attach goes through Wake.
+func (w *testWaker) Warm(projectID string) (compute.WakeResult, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	addr, ok := w.addrs[projectID]
+	if !w.warm || !ok || !w.started[projectID] || w.fail[projectID] != nil || w.delay > 0 {
+		return compute.WakeResult{}, false
+	}
+	return compute.WakeResult{Address: addr, ComputeID: "c-" + projectID, ProjectID: projectID, MaxClients: w.clients}, true
 }
 
 // KillThread kills as the backend's root, as compute.Manager does as the

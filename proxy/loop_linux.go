@@ -56,8 +56,7 @@ type loopExit struct {
 	t        *tracker
 	toClient []byte // bytes the sockets had not taken yet
 	toServer []byte
-	client   net.Conn // the sockets again, unless closed
-	backend  net.Conn
+	client   net.Conn // the client's socket again, unless closed
 	req      *detachReq
 }
 
@@ -69,9 +68,11 @@ type loopSession struct {
 	id   uint64
 	back chan loopExit
 
-	mu       sync.Mutex // guards cfd and sfd against shutdown racing exit
-	cfd, sfd int
-	cev, sev uint32 // the events each is registered for
+	mu  sync.Mutex // guards cfd and sfd against shutdown racing exit
+	cfd int
+	sfd int    // the socket of the session's link (link.sock); -1 without one
+	cev uint32 // the events each is registered for
+	sev uint32
 
 	in        []byte // client bytes not handled yet
 	inBuf     []byte // the buffer in starts in, kept across commands
@@ -87,6 +88,13 @@ type loopSession struct {
 	idleSince time.Time
 	req       *detachReq
 	exited    bool
+
+	// Of a pooled session: the wait for a link of the command in in,
+	// and the proxy's own query in flight on its link.
+	waiter   *poolWaiter
+	waitPool *backendPool
+	waitFrom time.Time
+	own      *ownQuery
 }
 
 // maxLoopIn bounds the client bytes a loop holds while a response is
@@ -96,13 +104,34 @@ const maxLoopIn = 4 + maxWholeCommand
 // mayLoop reports whether the session may use the event loops at all.
 // It reads only what the session's own goroutine writes.
 func (ss *session) mayLoop() bool {
-	return ss.s.loops != nil && !ss.noLoop && !ss.pooled() && !ss.tls
+	return ss.s.loops != nil && !ss.noLoop && !ss.tls
 }
 
 // linkLoopable reports whether the session's backend connection can go
-// to a loop now; the caller holds bmu, under which Detach changes it.
+// to a loop now; the caller holds bmu, under which Detach changes it. A
+// pooled session goes without one, and borrows in the loop.
 func (ss *session) linkLoopable() bool {
-	return ss.link != nil && !ss.link.dead && ss.link.br.Buffered() == 0
+	if ss.link == nil {
+		return ss.pooled()
+	}
+	return !ss.link.dead && ss.link.br.Buffered() == 0
+}
+
+// pooledLoop is the loop of the pool a pooled session borrows from: its
+// link's, or its running compute's; nil if its compute is asleep.
+func (ss *session) pooledLoop() *evloop.Loop {
+	if ss.link != nil {
+		if ss.link.pool == nil {
+			return nil
+		}
+		return ss.link.pool.loop
+	}
+	if w, ok := ss.s.waker.(Warmer); ok {
+		if res, ok := w.Warm(ss.projectID); ok {
+			return ss.s.pools.loopFor(res.ComputeID)
+		}
+	}
+	return nil
 }
 
 // relayInLoop gives the session to a loop until it hands it back, and
@@ -110,14 +139,27 @@ func (ss *session) linkLoopable() bool {
 // engine to run the next command (one the loop refused).
 func (ss *session) relayInLoop() (needNext bool, err error) {
 	ss.bmu.Lock()
+	defer ss.serveWaitersAfter(ss.link) // after the unlock: deferred calls run last first
 	defer ss.bmu.Unlock()
-	if !ss.linkLoopable() {
+	loop := ss.s.loops.Pick()
+	if ss.pooled() {
+		loop = ss.pooledLoop()
+	}
+	if loop == nil || !ss.linkLoopable() {
 		return true, nil
+	}
+	ss.returnPending() // the loop borrows for itself
+	if ss.pooled() && ss.link != nil && ss.st.insertDirty {
+		// A link parked in the loop may go to another session there,
+		// which cannot wait for this read.
+		if err := ss.readInsertID(); err != nil {
+			ss.linkLostAfter(err)
+		}
 	}
 	if err := ss.cw.Flush(); err != nil {
 		return false, err
 	}
-	ls := &loopSession{ss: ss, loop: ss.s.loops.Pick(), back: make(chan loopExit, 1), cfd: -1, sfd: -1, idleSince: time.Now()}
+	ls := &loopSession{ss: ss, loop: loop, back: make(chan loopExit, 1), cfd: -1, sfd: -1, idleSince: time.Now()}
 	if n := ss.cr.Buffered(); n > 0 {
 		p, _ := ss.cr.Peek(n)
 		ls.in = append([]byte(nil), p...)
@@ -127,12 +169,30 @@ func (ss *session) relayInLoop() (needNext bool, err error) {
 		ss.noLoop = true // stay with goroutines
 		return len(ls.in) > 0, ss.restoreCarry(ls.in)
 	}
+	// The loop has buffers of its own: the session's wait on the free
+	// lists meanwhile, so that thousands of sessions in loops cost little.
+	ss.lendBuffers()
 	if !ls.loop.Do(ls.start) {
+		ss.takeBuffers()
+		ls.exited = true
+		ls.releaseLink(true)
 		ls.closeFDs()
+		ss.reopen(loopExit{})
 		return false, net.ErrClosed
 	}
 	ex := <-ls.back
+	ss.takeBuffers()
 	return ss.leaveLoop(ex)
+}
+
+// serveWaitersAfter serves the waiters of the pool of l, a pooled
+// session's link when it took its bmu: a borrower that came meanwhile
+// could not reclaim the link, parked or parked again since.
+func (ss *session) serveWaitersAfter(l *link) {
+	ss.offerParked()
+	if ss.pooled() && l != nil && l.pool != nil {
+		l.pool.serveWaiters()
+	}
 }
 
 // enterLoop swaps the session's sockets for duplicates the loop owns and
@@ -144,17 +204,23 @@ func (ss *session) enterLoop(ls *loopSession) bool {
 		return false
 	}
 	var err error
-	if ls.cfd, err = dupFD(ss.conn); err == nil {
-		ls.sfd, err = dupFD(ss.link.conn)
+	if ls.cfd, err = dupFD(ss.conn); err == nil && ss.link != nil {
+		if err = ss.link.toLoop(); err != nil {
+			ls.closeFDs()
+		}
 	}
 	if err != nil {
-		ls.closeFDs()
 		ss.log.Warn("relay event loop cannot take the session; using goroutines", "err", err)
 		return false
 	}
 	ss.conn.Close()
-	ss.link.conn.Close()
-	ss.ls = ls
+	if l := ss.link; l != nil {
+		ls.sfd = l.sock
+		if l.pool != nil {
+			l.pool.markLoop(l)
+		}
+	}
+	ss.ls, ss.inLoop = ls, true
 	return true
 }
 
@@ -186,7 +252,9 @@ func (ss *session) leaveLoop(ex loopExit) (needNext bool, err error) {
 		err = ss.backendLost(ex.err, ex.t != nil && ex.t.started())
 		ss.afterCommand(ex.c)
 	case exitBackendIdle:
-		ss.link.dead = true // the next command finds out what happened
+		if ss.link != nil {
+			ss.link.dead = true // the next command finds out what happened
+		}
 	case exitDetach:
 		ex.req.done <- detachOutcome(ss.detach())
 	case exitPinTimeout:
@@ -204,18 +272,18 @@ func (ss *session) leaveLoop(ex loopExit) (needNext bool, err error) {
 func (ss *session) reopen(ex loopExit) bool {
 	ss.cmu.Lock()
 	defer ss.cmu.Unlock()
-	ss.ls = nil
+	ss.ls, ss.inLoop = nil, false
 	if ex.client == nil {
 		return false
 	}
 	if ss.closed {
 		ex.client.Close()
-		ex.backend.Close()
+		if ss.link != nil {
+			ss.link.conn.Close()
+		}
 		return false
 	}
-	ss.conn, ss.raw, ss.link.conn = ex.client, ex.client, ex.backend
-	ss.link.br.Reset(ex.backend)
-	ss.link.bw.Reset(ex.backend)
+	ss.conn, ss.raw = ex.client, ex.client
 	ss.cw.Reset(ex.client)
 	return true
 }
@@ -238,7 +306,7 @@ func (ss *session) writePending(ex loopExit) error {
 			return err
 		}
 	}
-	if len(ex.toServer) > 0 {
+	if len(ex.toServer) > 0 && ss.link != nil {
 		if _, err := ss.link.conn.Write(ex.toServer); err != nil {
 			return err
 		}
@@ -280,6 +348,10 @@ func (ls *loopSession) Event(side int, ev uint32) {
 func (ls *loopSession) Tick(now time.Time) {
 	ss := ls.ss
 	if ls.exited || ls.c != nil {
+		return
+	}
+	if ls.own != nil || ls.waiter != nil {
+		ls.run(func() error { return ls.tickPooled(now) })
 		return
 	}
 	if ss.pinned != "" && ss.pinTimeout > 0 && now.Sub(ls.idleSince) >= ss.pinTimeout {
@@ -338,7 +410,7 @@ func (ls *loopSession) clientEvent(ev uint32) error {
 // time, while no response is awaited.
 func (ls *loopSession) processIn() error {
 	ss := ls.ss
-	for ls.c == nil && !ls.exited && len(ls.toServer) == 0 && len(ls.in) >= 4 {
+	for ls.c == nil && !ls.exited && ls.own == nil && ls.waiter == nil && len(ls.toServer) == 0 && len(ls.in) >= 4 {
 		n := int(ls.in[0]) | int(ls.in[1])<<8 | int(ls.in[2])<<16
 		if ls.in[3] != 0 || n == 0 || n > maxWholeCommand {
 			ls.exit(loopExit{why: exitSlow}, false) // garbage, or too large to hold: the goroutine engine
@@ -351,10 +423,15 @@ func (ls *loopSession) processIn() error {
 		*c = command{n: n, code: ls.in[4], payload: ss.buf(n)}
 		copy(c.hdr[:], ls.in[:4])
 		copy(c.payload, ls.in[4:4+n])
+		if ss.pooled() && !ls.attachPooled(c) {
+			continue // waiting, or gone back to the goroutine: the loop ends
+		}
 		var kind respKind
 		switch {
 		case c.code == mysql.COM_QUIT:
-			writeFD(ls.sfd, ls.in[:4+n])
+			if !ss.pooled() { // a pooled link goes back to the pool
+				writeFD(ls.sfd, ls.in[:4+n])
+			}
 			ls.in = ls.in[4+n:]
 			ls.exit(loopExit{why: exitQuit}, true)
 			return nil
@@ -363,6 +440,7 @@ func (ls *loopSession) processIn() error {
 			if !ss.planClose(c) {
 				ls.consume(n)
 				ls.finish(c)
+				ls.settle()
 				continue
 			}
 		default:
@@ -382,6 +460,7 @@ func (ls *loopSession) processIn() error {
 		if kind == respNone {
 			c.ok = true
 			ls.finish(c)
+			ls.settle()
 			continue
 		}
 		ls.track.reset(ss, c, kind)
@@ -405,11 +484,19 @@ func (ls *loopSession) serverEvent(ev uint32) error {
 			return ls.processIn()
 		}
 	}
-	if ev&(unix.EPOLLIN|hangup) == 0 {
+	if ev&(unix.EPOLLIN|hangup) == 0 || ls.sfd < 0 {
 		return nil
 	}
+	if ls.own != nil {
+		return ls.readOwn()
+	}
 	if ls.c == nil {
-		ls.exit(loopExit{why: exitBackendIdle}, false)
+		// An event of a link this session gave up in the same epoll
+		// batch may reach it: only a socket that has something to say
+		// between commands means the backend spoke or left.
+		if !sockAlive(ls.sfd) {
+			ls.exit(loopExit{why: exitBackendIdle}, false)
+		}
 		return nil
 	}
 	n, err := readFD(ls.sfd, ls.loop.Scratch)
@@ -464,20 +551,34 @@ func (ls *loopSession) relay(data []byte) error {
 	switch {
 	case t.wantClient:
 		ls.exit(loopExit{why: exitMidResponse, c: ls.c, t: t}, false)
-	case t.done && ls.req != nil:
-		ls.exit(loopExit{why: exitDetach, req: ls.req}, false)
 	case t.done:
-		return ls.processIn()
+		ls.settle()
+		return ls.resume()
 	}
 	return nil
 }
 
+// resume goes on once nothing is in flight: Detach's turn if it asked,
+// else the next command.
+func (ls *loopSession) resume() error {
+	if ls.exited || ls.c != nil || ls.own != nil || ls.waiter != nil {
+		return nil
+	}
+	if ls.req != nil {
+		ls.exit(loopExit{why: exitDetach, req: ls.req}, false)
+		return nil
+	}
+	return ls.processIn()
+}
+
 // needsGoroutine reports whether applying a finished command needs
-// blocking work: a query of the proxy's own (named locks, the collation),
-// or ending another session (a KILL).
+// blocking work: a query of the proxy's own (named locks, the collation,
+// the user variables of a pooled session), or ending another session (a
+// KILL).
 func (ls *loopSession) needsGoroutine(c *command) bool {
 	ss := ls.ss
-	return c.ok && c.flags&flagNamedLock != 0 || ss.st.collationStale || ss.killsSession != 0
+	return c.ok && c.flags&flagNamedLock != 0 || ss.st.collationStale || ss.killsSession != 0 ||
+		ss.pooled() && ss.st.unexplained && ss.st.pin() == ""
 }
 
 // finish applies a finished command that had no response.
@@ -501,7 +602,7 @@ func (ls *loopSession) askDetach(req *detachReq) bool {
 		switch {
 		case ls.exited:
 			req.done <- detachRetry
-		case ls.c == nil && len(ls.toServer) == 0:
+		case ls.c == nil && ls.own == nil && ls.waiter == nil && len(ls.toServer) == 0:
 			ls.exit(loopExit{why: exitDetach, req: req}, false)
 		default:
 			ls.req = req // after the command in progress
@@ -529,6 +630,9 @@ func (ls *loopSession) watch() error {
 	if err := ls.register(ls.cfd, 0, cw, &ls.cev); err != nil {
 		return err
 	}
+	if ls.sfd < 0 {
+		return nil
+	}
 	return ls.register(ls.sfd, 1, sw, &ls.sev)
 }
 
@@ -551,17 +655,20 @@ func (ls *loopSession) exit(ex loopExit, closing bool) {
 		return
 	}
 	ls.exited = true
+	ls.stopWaiting()
 	if ls.cev != 0 {
 		ls.loop.Watch(unix.EPOLL_CTL_DEL, ls.cfd, ls.id, 0, 0)
 	}
 	if ls.sev != 0 {
 		ls.loop.Watch(unix.EPOLL_CTL_DEL, ls.sfd, ls.id, 1, 0)
+		ls.sev = 0
 	}
 	if ls.id != 0 {
 		ls.loop.Remove(ls.id)
 	}
 	ex.carry = ls.in
 	ex.toClient, ex.toServer = ls.toClient, ls.toServer
+	ls.releaseLink(closing)
 	if !closing {
 		if err := ls.reopen(&ex); err != nil {
 			ex.why, ex.err = exitClosed, err
@@ -574,7 +681,7 @@ func (ls *loopSession) exit(ex loopExit, closing bool) {
 	ls.back <- ex
 }
 
-// reopen makes net.Conns of the loop's sockets for the goroutine.
+// reopen makes a net.Conn of the client's socket for the goroutine.
 func (ls *loopSession) reopen(ex *loopExit) error {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
@@ -582,23 +689,41 @@ func (ls *loopSession) reopen(ex *loopExit) error {
 	if err != nil {
 		return fmt.Errorf("hand back client socket: %w", err)
 	}
-	backend, err := fileConn(ls.sfd)
-	if err != nil {
-		client.Close()
-		return fmt.Errorf("hand back backend socket: %w", err)
-	}
-	ex.client, ex.backend = client, backend
+	ex.client = client
 	return nil
 }
 
+// releaseLink makes the session's link, if any, a net.Conn again as the
+// loop lets the session go. A link with an answer on its way that no one
+// will read (closing mid-command, the proxy's own query) is dead.
+func (ls *loopSession) releaseLink(closing bool) {
+	ss := ls.ss
+	l := ss.link
+	if l == nil {
+		return
+	}
+	if l.pool != nil {
+		l.pool.unpark(l) // the goroutine parks it again after its command
+	}
+	busy := ls.own != nil || closing && (ls.c != nil || len(ls.toServer) > 0)
+	ls.own = nil
+	ls.mu.Lock()
+	err := l.toConn()
+	ls.sfd = -1
+	ls.mu.Unlock()
+	if err != nil || busy {
+		l.dead = true
+		l.conn.Close()
+	}
+}
+
+// closeFDs closes the loop's client socket.
 func (ls *loopSession) closeFDs() {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
-	for _, fd := range []*int{&ls.cfd, &ls.sfd} {
-		if *fd >= 0 {
-			unix.Close(*fd)
-			*fd = -1
-		}
+	if ls.cfd >= 0 {
+		unix.Close(ls.cfd)
+		ls.cfd = -1
 	}
 }
 

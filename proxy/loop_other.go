@@ -21,3 +21,17 @@ func (*loopSession) askDetach(*detachReq) bool { return false }
 func (ss *session) mayLoop() bool { return false }
 
 func (ss *session) relayInLoop() (bool, error) { return true, nil }
+
+// poolLoop is the event loop of a backend pool: none here.
+type poolLoop = *struct{}
+
+func (ps *pools) loopFor(string) poolLoop { return nil }
+
+func (p *backendPool) doOnLoop(func()) bool { return false }
+
+func (ss *session) releaseLoopLink() bool { return false }
+
+// toConn has nothing to do: no event loop ever holds a link here.
+func (l *link) toConn() error { return nil }
+
+func (l *link) closeSock() {}

@@ -17,12 +17,20 @@ import (
 // another session needs it: a waiter takes a parked link from a session
 // between commands, which then borrows again at its next command.
 //
+// Pooled sessions that an event loop relays all use the loop of their
+// compute's pool, so that the loop can hand links among them without
+// locks of their own: a link parked with a session in that loop
+// (link.inLoop) is reclaimed on that loop's thread only, and the other
+// goroutines ask the loop to serve their waiters (queueLoopServe).
+//
 // Invariants, all under backendPool.mu:
 //   - open counts the links of the pool that exist: in use, parked, idle,
 //     and slots granted to a session that is logging in. open <= size.
 //   - a link is in idle or in parked or in use by one session, never two.
 //   - a waiter is granted a link or a slot exactly once, and the grant is
 //     either taken by the waiter or handed back (timeout).
+//   - loopParked counts the parked links with inLoop set; a link given to
+//     a waiter is watched by no event loop.
 
 // PoolSettings are a project's pooling settings.
 type PoolSettings struct {
@@ -98,6 +106,12 @@ type backendPool struct {
 	// dropped: pools no longer holds it (its compute stopped); a borrow
 	// that found it before then gets the compute's pool anew.
 	dropped bool
+	// loop relays the pool's sessions that event loops relay (nil: none
+	// do); loopParked and loopServe are its parked links and whether a
+	// serve of the waiters is queued on it.
+	loop       poolLoop
+	loopParked int
+	loopServe  bool
 }
 
 // poolStats are a pool's counters, read for metrics.
@@ -118,12 +132,16 @@ type grant struct {
 type poolWaiter struct {
 	key string
 	ch  chan grant // buffered: a grant never blocks the granter
+	// fn takes the grant instead of ch for a session in an event loop;
+	// it runs under the pool's lock and must not block.
+	fn func(grant)
 }
 
 // pools holds the server's backend pools, by compute.
 type pools struct {
-	mu sync.Mutex
-	m  map[string]*backendPool
+	mu    sync.Mutex
+	m     map[string]*backendPool
+	loops *loopGroup // nil: no event loops
 }
 
 // get returns computeID's pool, made with size the first time; a later
@@ -135,7 +153,7 @@ func (ps *pools) get(computeID string, size int) *backendPool {
 		if ps.m == nil {
 			ps.m = map[string]*backendPool{}
 		}
-		p = &backendPool{computeID: computeID, size: size, parked: map[*link]*session{}}
+		p = &backendPool{computeID: computeID, size: size, parked: map[*link]*session{}, loop: ps.loopFor(computeID)}
 		ps.m[computeID] = p
 		ps.mu.Unlock()
 		return p
@@ -202,14 +220,12 @@ func (p *backendPool) borrowWait(ctx context.Context, ss *session, key string, w
 		p.mu.Unlock()
 		return grant{}, 0, errPoolDropped
 	}
-	if g, ok := p.takeLocked(key, ss); ok {
+	if g, ok := p.takeLocked(key, ss, false); ok {
 		p.mu.Unlock()
 		return g, 0, nil
 	}
 	w := &poolWaiter{key: key, ch: make(chan grant, 1)}
-	p.waiters = append(p.waiters, w)
-	p.stats.waits++
-	p.regrantAfterStickyLocked()
+	p.enqueueLocked(w)
 	p.mu.Unlock()
 	t0 := time.Now()
 	timer := time.NewTimer(wait)
@@ -232,8 +248,78 @@ func (p *backendPool) borrowWait(ctx context.Context, ss *session, key string, w
 	return grant{}, time.Since(t0), errPoolTimeout
 }
 
-// takeLocked finds a link or a slot at once, without waiting.
-func (p *backendPool) takeLocked(key string, ss *session) (grant, bool) {
+// enqueueLocked adds w to the wait queue. Links parked in the pool's
+// event loop can be reclaimed there only: the loop is asked to.
+func (p *backendPool) enqueueLocked(w *poolWaiter) {
+	p.waiters = append(p.waiters, w)
+	p.stats.waits++
+	p.regrantAfterStickyLocked()
+	if w.fn == nil && p.loopParked > 0 {
+		p.queueLoopServe()
+	}
+}
+
+// tryBorrowLoop is borrow for a session in the pool's event loop, which
+// must not block: it gets a link or a slot at once, or a place in the
+// queue, whose grant goes to fn.
+func (p *backendPool) tryBorrowLoop(ss *session, key string, fn func(grant)) (grant, *poolWaiter, error) {
+	p.sweep()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.dropped {
+		return grant{}, nil, errPoolDropped
+	}
+	if g, ok := p.takeLocked(key, ss, true); ok {
+		return g, nil, nil
+	}
+	w := &poolWaiter{key: key, fn: fn}
+	p.enqueueLocked(w)
+	return grant{}, w, nil
+}
+
+// cancelWait takes w out of the queue at its timeout; false when it was
+// granted meanwhile (the grant is on its way to w.fn).
+func (p *backendPool) cancelWait(w *poolWaiter) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.dropWaiterLocked(w) {
+		return false
+	}
+	p.stats.timeouts++
+	return true
+}
+
+// returnGrant gives back a grant its borrower no longer wants (it left,
+// or its compute changed).
+func (p *backendPool) returnGrant(g grant) {
+	switch l := g.l; {
+	case l == nil:
+		p.closed(nil)
+	case l.dead || l.toConn() != nil:
+		l.discard()
+	default:
+		p.giveBack(l)
+	}
+}
+
+// queueLoopServe asks the pool's event loop to serve the waiters with
+// the links parked there, once.
+func (p *backendPool) queueLoopServe() {
+	if p.loopServe {
+		return
+	}
+	p.loopServe = p.doOnLoop(func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.loopServe = false
+		p.grantOn(true)
+	})
+}
+
+// takeLocked finds a link or a slot at once, without waiting. onLoop
+// says the caller runs on the pool's event loop, which alone may reclaim
+// the links parked there.
+func (p *backendPool) takeLocked(key string, ss *session, onLoop bool) (grant, bool) {
 	if l := p.idleLocked(key, ss); l != nil {
 		return grant{l: l}, true
 	}
@@ -241,7 +327,7 @@ func (p *backendPool) takeLocked(key string, ss *session) (grant, bool) {
 		p.open++
 		return grant{}, true
 	}
-	if l, from := p.reclaimLocked(key); l != nil {
+	if l, from := p.reclaimLocked(key, onLoop); l != nil {
 		return grant{l: l, from: from}, true
 	}
 	if len(p.idle) > 0 {
@@ -284,8 +370,10 @@ func (p *backendPool) idleLocked(key string, ss *session) *link {
 // goroutine waits for a command without holding its bmu, so TryLock
 // succeeds just when the session is idle; it finds its link gone at its
 // next command. A session whose bmu is held is starting a command on its
-// link and is skipped.
-func (p *backendPool) reclaimLocked(key string) (*link, *session) {
+// link and is skipped. A session in the pool's event loop is idle while
+// its link is parked (a command unparks it first), and only that loop,
+// onLoop, touches it.
+func (p *backendPool) reclaimLocked(key string, onLoop bool) (*link, *session) {
 	if len(p.parked) == 0 {
 		return nil, nil
 	}
@@ -305,7 +393,27 @@ func (p *backendPool) reclaimLocked(key string) (*link, *session) {
 	now := time.Now()
 	for _, l := range cands {
 		ss := p.parked[l]
-		if now.Before(l.sticky) || !ss.bmu.TryLock() {
+		if now.Before(l.sticky) {
+			continue
+		}
+		if l.inLoop {
+			if !onLoop {
+				continue
+			}
+			sig := ss.stateSig()
+			if ss.releaseLoopLink() {
+				p.unparkLocked(l)
+				l.sig, l.lastInsertID = sig, ss.st.lastInsertID
+				p.stats.reclaims++
+				return l, nil
+			}
+			continue
+		}
+		if !ss.bmu.TryLock() {
+			continue
+		}
+		if onLoop && ss.st.insertDirty {
+			ss.bmu.Unlock() // reading it would block the loop
 			continue
 		}
 		sig := ss.stateSig() // ss is idle: its bmu is ours
@@ -315,7 +423,7 @@ func (p *backendPool) reclaimLocked(key string) (*link, *session) {
 			ss.bmu.Unlock()
 			continue
 		}
-		delete(p.parked, l)
+		p.unparkLocked(l)
 		l.sig = sig
 		p.stats.reclaims++
 		if ss.st.insertDirty {
@@ -340,13 +448,63 @@ func (p *backendPool) park(ss *session, l *link) (kept, mustRead bool) {
 			return false, true
 		}
 		l.sig, l.lastInsertID = ss.stateSig(), ss.st.lastInsertID
-		delete(p.parked, l) // parked before this command: no longer ss's
+		p.unparkLocked(l) // parked before this command: no longer ss's
 		p.handOverLocked(l)
 		return false, false
 	}
 	p.parked[l] = ss
 	p.regrantAfterStickyLocked()
 	return true, false
+}
+
+// parkLoop is park for a session in the pool's event loop, which has
+// read its LAST_INSERT_ID() already. With a waiter, release takes the
+// link from the session (false: the session is closed, and keeps it)
+// and the waiter gets it.
+func (p *backendPool) parkLoop(ss *session, l *link, release func() bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.waiters) > 0 && l.sticky.IsZero() {
+		sig := ss.stateSig()
+		if release() {
+			p.unparkLocked(l)
+			l.sig, l.lastInsertID = sig, ss.st.lastInsertID
+			p.handOverLocked(l)
+			return
+		}
+	}
+	p.parked[l] = ss
+	if !l.inLoop {
+		l.inLoop = true
+		p.loopParked++
+	}
+	p.regrantAfterStickyLocked()
+}
+
+// markLoop notes that l, if parked, is parked with a session an event
+// loop now relays.
+func (p *backendPool) markLoop(l *link) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.parked[l]; ok && !l.inLoop {
+		l.inLoop = true
+		p.loopParked++
+		if len(p.waiters) > 0 {
+			p.queueLoopServe() // they could not reclaim it a moment ago
+		}
+	}
+}
+
+// unparkLocked takes l out of the parked links.
+func (p *backendPool) unparkLocked(l *link) {
+	if _, ok := p.parked[l]; !ok {
+		return
+	}
+	delete(p.parked, l)
+	if l.inLoop {
+		l.inLoop = false
+		p.loopParked--
+	}
 }
 
 // regrantAfterStickyLocked serves the waiters again when the first
@@ -386,7 +544,7 @@ func (p *backendPool) serveWaiters() {
 // its bmu, so l cannot be reclaimed meanwhile.
 func (p *backendPool) unpark(l *link) {
 	p.mu.Lock()
-	delete(p.parked, l)
+	p.unparkLocked(l)
 	p.mu.Unlock()
 }
 
@@ -394,7 +552,7 @@ func (p *backendPool) unpark(l *link) {
 func (p *backendPool) giveBack(l *link) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	delete(p.parked, l)
+	p.unparkLocked(l)
 	if p.handOverLocked(l) {
 		return
 	}
@@ -408,7 +566,7 @@ func (p *backendPool) closed(l *link) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if l != nil {
-		delete(p.parked, l)
+		p.unparkLocked(l)
 	}
 	p.open--
 	p.grantLocked()
@@ -423,20 +581,40 @@ func (p *backendPool) handOverLocked(l *link) bool {
 	i := max(slices.IndexFunc(p.waiters, func(w *poolWaiter) bool { return w.key == l.key }), 0)
 	w := p.waiters[i]
 	p.waiters = slices.Delete(p.waiters, i, i+1)
-	w.ch <- grant{l: l}
+	w.give(grant{l: l})
 	return true
 }
 
+// give hands a waiter its grant: a waiter in an event loop takes the
+// link as it is, a goroutine needs it as a net.Conn.
+func (w *poolWaiter) give(g grant) {
+	if w.fn != nil {
+		w.fn(g)
+		return
+	}
+	if g.l != nil && g.l.toConn() != nil {
+		g.l.dead = true // the borrower opens another in its place
+	}
+	w.ch <- g
+}
+
 // grantLocked serves waiters in order while links or slots are free.
-func (p *backendPool) grantLocked() {
+func (p *backendPool) grantLocked() { p.grantOn(false) }
+
+// grantOn is grantLocked; onLoop says it runs on the pool's event loop.
+// Waiters left while links are parked in that loop are served there.
+func (p *backendPool) grantOn(onLoop bool) {
 	for len(p.waiters) > 0 {
 		w := p.waiters[0]
-		g, ok := p.takeLocked(w.key, nil)
+		g, ok := p.takeLocked(w.key, nil, onLoop)
 		if !ok {
+			if !onLoop && p.loopParked > 0 {
+				p.queueLoopServe()
+			}
 			return
 		}
 		p.waiters = p.waiters[1:]
-		w.ch <- g
+		w.give(g)
 	}
 }
 
@@ -484,6 +662,7 @@ func (p *backendPool) closeIdle(before time.Time) {
 	p.mu.Unlock()
 	for _, l := range drop {
 		l.conn.Close()
+		l.closeSock()
 	}
 }
 

@@ -16,10 +16,23 @@ import (
 // pooledEnv is a proxy whose project "shop" pools in transaction mode,
 // with no per-source cap (the tests' clients all come from 127.0.0.1).
 func pooledEnv(t *testing.T, size int, wait time.Duration) *env {
-	e := newEnv(t, func(c *Config) { c.MaxConnectionsPerSource, c.MaxConnectionsPerProject = -1, -1 })
+	return pooledEnvWith(t, size, wait, nil)
+}
+
+// pooledEnvWith is pooledEnv with the proxy's config changed by mod.
+func pooledEnvWith(t *testing.T, size int, wait time.Duration, mod func(*Config)) *env {
+	e := newEnv(t, func(c *Config) {
+		c.MaxConnectionsPerSource, c.MaxConnectionsPerProject = -1, -1
+		if mod != nil {
+			mod(c)
+		}
+	})
 	e.dir.mu.Lock()
 	e.dir.pools["p-shop"] = PoolSettings{Transaction: true, Size: size, Wait: wait}
 	e.dir.mu.Unlock()
+	e.waker.mu.Lock()
+	e.waker.warm = true // pooled sessions borrow in the event loops
+	e.waker.mu.Unlock()
 	waitBackendConns(t, e.db, "pool", 0) // an earlier test's, closing
 	return e
 }

@@ -60,19 +60,21 @@ func (ss *session) loadPoolSettings() {
 // to their login, nil for the third.
 func (ss *session) borrowLink(res compute.WakeResult) (l *link, ok []byte, fresh bool, err error) {
 	key := ss.poolKey()
-	var p *backendPool
-	var g grant
-	for {
+	p, g := ss.takePending(res.ComputeID)
+	for p == nil {
 		p = ss.s.pools.get(res.ComputeID, poolSize(ss.poolSet, res.MaxClients))
 		g, err = p.borrow(ss.s.baseCtx, ss, key, ss.poolWait())
-		if !errors.Is(err, errPoolDropped) { // dropped: its compute stopped a moment ago
-			break
+		if errors.Is(err, errPoolDropped) { // dropped: its compute stopped a moment ago
+			p = nil
 		}
 	}
 	if err != nil {
 		return nil, nil, false, ss.poolRefusal(p, err)
 	}
 	l = g.l
+	if l != nil && l.toConn() != nil {
+		l.dead = true
+	}
 	var rerr error
 	if g.from != nil {
 		// Taken from an idle session whose LAST_INSERT_ID() is still on
@@ -116,6 +118,37 @@ func (ss *session) borrowLink(res compute.WakeResult) (l *link, ok []byte, fresh
 	}
 	l.owner = ss
 	return l, ok, true, nil
+}
+
+// pendingGrant is what a session's event loop got from a pool but could
+// not use without blocking (a slot to log in with, a link to reset): the
+// session's goroutine takes it at the command's borrow.
+type pendingGrant struct {
+	p *backendPool
+	g grant
+}
+
+// takePending returns the session's pending grant if it is of
+// computeID's pool, and gives it back otherwise.
+func (ss *session) takePending(computeID string) (*backendPool, grant) {
+	pg := ss.pending
+	if pg == nil {
+		return nil, grant{}
+	}
+	ss.pending = nil
+	if pg.p.computeID != computeID {
+		pg.p.returnGrant(pg.g)
+		return nil, grant{}
+	}
+	return pg.p, pg.g
+}
+
+// returnPending gives back a pending grant of a session that ends.
+func (ss *session) returnPending() {
+	if pg := ss.pending; pg != nil {
+		ss.pending = nil
+		pg.p.returnGrant(pg.g)
+	}
 }
 
 // stateSig sums up what a link keeps of the session that used it last,
@@ -186,8 +219,8 @@ func (ss *session) resetLink(l *link) ([]byte, error) {
 // autocommit. A waiting session gets it at once instead.
 func (ss *session) releaseAtBoundary() {
 	l := ss.link
-	if !ss.pooled() || l == nil || l.pool == nil || ss.pinned != "" || l.br.Buffered() > 0 {
-		return
+	if !ss.pooled() || ss.inLoop || l == nil || l.pool == nil || ss.pinned != "" || l.br.Buffered() > 0 {
+		return // an event loop parks the link once the client has the answer
 	}
 	// User variables move with the session: snapshot them while the link
 	// is still this session's. LAST_INSERT_ID() is read only if the link
@@ -198,13 +231,7 @@ func (ss *session) releaseAtBoundary() {
 			return
 		}
 	}
-	l.lastUsed = time.Now()
-	l.sticky = time.Time{}
-	if ss.st.affected > 0 {
-		// ROW_COUNT() is the connection's: a statement that changed rows
-		// keeps it for the session's next command, if that comes soon.
-		l.sticky = l.lastUsed.Add(time.Duration(ss.s.rowCountGrace.Load()))
-	}
+	ss.markBoundary(l)
 	for {
 		kept, mustRead := l.pool.park(ss, l)
 		if !mustRead {
@@ -219,6 +246,18 @@ func (ss *session) releaseAtBoundary() {
 			ss.linkLostAfter(err)
 			return
 		}
+	}
+}
+
+// markBoundary notes when l was last used, and how long it stays with
+// the session.
+func (ss *session) markBoundary(l *link) {
+	l.lastUsed = time.Now()
+	l.sticky = time.Time{}
+	if ss.st.affected > 0 {
+		// ROW_COUNT() is the connection's: a statement that changed rows
+		// keeps it for the session's next command, if that comes soon.
+		l.sticky = l.lastUsed.Add(time.Duration(ss.s.rowCountGrace.Load()))
 	}
 }
 
@@ -270,6 +309,7 @@ func (ss *session) giveBackLink() bool {
 // discard closes a link and frees its place in its pool, once.
 func (l *link) discard() {
 	l.conn.Close()
+	l.closeSock()
 	if l.pool != nil && !l.discarded.Swap(true) {
 		l.pool.closed(l)
 	}

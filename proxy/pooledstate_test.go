@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -147,17 +148,48 @@ func TestPooledUntrackedState(t *testing.T) {
 // statement (a command with no response) and quitting take the parked
 // backend connection back like any command, so it is never handed to two
 // sessions at once: every answer is the client's own, and no waiter times
-// out while a connection sits free.
+// out while a connection sits free. It runs with the sessions borrowing
+// in the event loops, with the goroutine engine, with both (a waker
+// without Warm sends every borrow of a session without a connection to
+// its goroutine), and with half the clients on TLS (the goroutine
+// engine) beside the others in the loops.
 func TestPooledStatementsUnderContention(t *testing.T) {
-	e := pooledEnv(t, 2, 20*time.Second)
+	for _, tc := range []struct {
+		name   string
+		relay  string
+		noWarm bool
+		tls    bool
+	}{
+		{"event-loop", RelayEventLoop, false, false},
+		{"goroutines", RelayGoroutines, false, false},
+		{"event-loop-no-warm", RelayEventLoop, true, false},
+		{"event-loop-and-tls", RelayEventLoop, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := pooledEnvWith(t, 2, 20*time.Second, func(c *Config) { c.Relay = tc.relay })
+			if tc.noWarm {
+				e.waker.mu.Lock()
+				e.waker.warm = false
+				e.waker.mu.Unlock()
+			}
+			pooledContention(t, e, tc.tls)
+		})
+	}
+}
+
+func pooledContention(t *testing.T, e *env, withTLS bool) {
 	ctx := context.Background()
 	const clients, rounds = 12, 60
 	var wg sync.WaitGroup
 	for i := range clients {
+		params := ""
+		if withTLS && i%2 == 1 {
+			params = "tls=skip-verify"
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			db := openDB(t, e.dsn("shop.pool", "pw3", "app", ""))
+			db := openDB(t, e.dsn("shop.pool", "pw3", "app", params))
 			db.SetMaxOpenConns(1)
 			for r := range rounds {
 				want := fmt.Sprintf("c%d-r%d", i, r)
@@ -179,7 +211,7 @@ func TestPooledStatementsUnderContention(t *testing.T) {
 				}
 				if r%20 == 19 {
 					db.Close() // COM_QUIT
-					db = openDB(t, e.dsn("shop.pool", "pw3", "app", ""))
+					db = openDB(t, e.dsn("shop.pool", "pw3", "app", params))
 					db.SetMaxOpenConns(1)
 				}
 			}
@@ -211,7 +243,7 @@ func TestParkHandsOverOnce(t *testing.T) {
 	if _, ok := p.parked[l]; ok {
 		t.Fatal("a link handed over is still parked with its old session")
 	}
-	if got, _ := p.reclaimLocked(""); got != nil {
+	if got, _ := p.reclaimLocked("", false); got != nil {
 		t.Fatal("a link in use was reclaimed")
 	}
 }
@@ -244,5 +276,47 @@ func TestPooledKillIdle(t *testing.T) {
 	}
 	if got := queryString(t, killer, "SELECT 8"); got != "8" {
 		t.Fatalf("the killer after the kills: %q", got)
+	}
+}
+
+// TestPooledWaitInLoop: a logged-in client whose next command finds the
+// pool's one connection pinned by another session waits for it in its
+// event loop and gets the documented error after pool_wait_timeout; its
+// connection stays usable, and gets through once the other commits.
+func TestPooledWaitInLoop(t *testing.T) {
+	e := pooledEnv(t, 1, 500*time.Millisecond)
+	ctx := context.Background()
+	c := e.conn(t, e.dsn("shop.pool", "pw3", "app", ""))
+	queryString(t, c, "SELECT 1") // its connection is parked with it
+	h := e.conn(t, e.dsn("shop.pool", "pw3", "app", ""))
+	execAll(t, h, "BEGIN", "SELECT 1") // takes it, and keeps it
+	_, err := c.ExecContext(ctx, "SELECT 2")
+	if mysqlErrNumber(err) != 1040 || !strings.Contains(err.Error(), "pool_wait_timeout") {
+		t.Fatalf("the waiting command got %v, want error 1040 naming pool_wait_timeout", err)
+	}
+	execAll(t, h, "COMMIT")
+	if got := queryString(t, c, "SELECT 3"); got != "3" {
+		t.Fatalf("after the wait: %q", got)
+	}
+}
+
+// TestPooledGoroutineReclaimsFromLoop: a connection parked with an idle
+// session in an event loop goes to a session of the goroutine engine (a
+// TLS client) that needs it, well before pool_wait_timeout; the loop's
+// session then gets one back.
+func TestPooledGoroutineReclaimsFromLoop(t *testing.T) {
+	e := pooledEnv(t, 1, 10*time.Second)
+	plain := e.conn(t, e.dsn("shop.pool", "pw3", "app", ""))
+	queryString(t, plain, "SELECT 1") // parked with it, in its loop
+	t0 := time.Now()
+	tlsc := e.conn(t, e.dsn("shop.pool", "pw3", "app", "tls=skip-verify"))
+	if got := queryString(t, tlsc, "SELECT 'tls'"); got != "tls" {
+		t.Fatalf("TLS client: %q", got)
+	}
+	if d := time.Since(t0); d > 5*time.Second {
+		t.Fatalf("the TLS client waited %s for the parked connection", d)
+	}
+	if got := queryString(t, plain, "SELECT 'plain'"); got != "plain" {
+		t.Fatalf("plain client: %q", got)
 	}
 }

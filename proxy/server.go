@@ -144,6 +144,7 @@ func New(cfg Config, dir Directory, waker Waker, logger *slog.Logger) (*Server, 
 			s.loops = nil
 		}
 	}
+	s.pools.loops = s.loops
 	s.nextID.Store(connIDBase)
 	s.profile.Store(defaultProfile(cfg.ServerVersion))
 	s.rowCountGrace.Store(int64(rowCountGrace))

@@ -79,9 +79,11 @@ type session struct {
 	leaseIn      int64
 	leaseOut     int64
 
-	noLoop   bool         // the event loops could not take the session
-	poolSet  PoolSettings // the project's pooling, read at login
-	loggedIn bool         // past the login, which always resets a pooled link: it must reach the backend as the session's role
+	noLoop   bool          // the event loops could not take the session
+	inLoop   bool          // an event loop relays it: set before, cleared after
+	pending  *pendingGrant // a grant its event loop got but could not use
+	poolSet  PoolSettings  // the project's pooling, read at login
+	loggedIn bool          // past the login, which always resets a pooled link: it must reach the backend as the session's role
 
 	cmu    sync.Mutex
 	closed bool
@@ -220,6 +222,7 @@ func (ss *session) endSession() {
 	if !ss.pooled() || !ss.giveBackLink() {
 		ss.dropLink()
 	}
+	ss.returnPending()
 	ss.bmu.Unlock()
 	if ss.lease != nil {
 		ss.lease.Release()

@@ -10,6 +10,7 @@ package evloop
 
 import (
 	"errors"
+	"hash/fnv"
 	"log/slog"
 	"runtime"
 	"sync"
@@ -296,6 +297,14 @@ func (g *Group) Pick() *Loop {
 		}
 	}
 	return best
+}
+
+// For returns key's loop: always the same one, so that the sessions
+// that share something keyed (a compute's backend pool) share a thread.
+func (g *Group) For(key string) *Loop {
+	h := fnv.New32a()
+	h.Write([]byte(key))
+	return g.loops[h.Sum32()%uint32(len(g.loops))]
 }
 
 // Close stops every loop.
