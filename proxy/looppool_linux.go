@@ -157,10 +157,14 @@ func (ls *loopSession) attachPooled(c *command) bool {
 	}
 }
 
-// grantFn is where p sends the grant a waiting command gets.
+// grantFn is where p sends the grant a waiting command gets; it runs
+// under p's lock, so the grant is taken after.
 func (ls *loopSession) grantFn(p *backendPool) func(grant) {
 	return func(g grant) {
-		if !ls.loop.Do(func() { ls.granted(p, g) }) {
+		take := func() { ls.granted(p, g) }
+		if p.onLoopNow {
+			ls.loop.Later(take) // this loop's own thread: no wake-up
+		} else if !ls.loop.Do(take) {
 			go p.returnGrant(g) // the loop is closed
 		}
 	}

@@ -112,6 +112,9 @@ type backendPool struct {
 	loop       poolLoop
 	loopParked int
 	loopServe  bool
+	// onLoopNow: the loop's own thread holds mu (grants to its waiters
+	// need no wake-up).
+	onLoopNow bool
 }
 
 // poolStats are a pool's counters, read for metrics.
@@ -266,6 +269,8 @@ func (p *backendPool) tryBorrowLoop(ss *session, key string, fn func(grant)) (gr
 	p.sweep()
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.onLoopNow = true
+	defer func() { p.onLoopNow = false }()
 	if p.dropped {
 		return grant{}, nil, errPoolDropped
 	}
@@ -312,7 +317,9 @@ func (p *backendPool) queueLoopServe() {
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		p.loopServe = false
+		p.onLoopNow = true
 		p.grantOn(true)
+		p.onLoopNow = false
 	})
 }
 
@@ -464,6 +471,8 @@ func (p *backendPool) park(ss *session, l *link) (kept, mustRead bool) {
 func (p *backendPool) parkLoop(ss *session, l *link, release func() bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.onLoopNow = true
+	defer func() { p.onLoopNow = false }()
 	if len(p.waiters) > 0 && l.sticky.IsZero() {
 		sig := ss.stateSig()
 		if release() {

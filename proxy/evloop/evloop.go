@@ -42,6 +42,8 @@ type Loop struct {
 
 	sessions atomic.Int32
 
+	later []func() // Later's work: the loop's thread only
+
 	mu       sync.Mutex
 	handlers map[uint64]Handler
 	next     uint64
@@ -144,6 +146,11 @@ func (l *Loop) Do(fn func()) bool {
 	return true
 }
 
+// Later runs fn on the loop's thread once the events at hand are
+// handled. Only the loop's own thread may call it: unlike Do, it takes
+// no lock and wakes nothing.
+func (l *Loop) Later(fn func()) { l.later = append(l.later, fn) }
+
 // Close stops the loop once its queued work is done. Handlers still
 // registered get no more events; their owners close their sockets.
 func (l *Loop) Close() {
@@ -192,6 +199,7 @@ func (l *Loop) run() {
 		if l.sessions.Load() > 0 {
 			timeout = int(TickInterval / time.Millisecond)
 		}
+		l.runLater() // what the last round's events, queue and ticks left
 		n, err := unix.EpollWait(l.epfd, events, timeout)
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			slog.Error("relay event loop: epoll_wait failed", "component", "proxy", "err", err)
@@ -217,6 +225,17 @@ func (l *Loop) run() {
 			for _, h := range l.all() {
 				h.Tick(now)
 			}
+		}
+	}
+}
+
+// runLater runs Later's work, and the work that work adds.
+func (l *Loop) runLater() {
+	for len(l.later) > 0 {
+		q := l.later
+		l.later = nil
+		for _, fn := range q {
+			fn()
 		}
 	}
 }
