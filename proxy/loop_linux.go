@@ -45,6 +45,7 @@ const (
 	exitPinTimeout                    // idle and pinned past the pinned idle timeout
 	exitQuit                          // COM_QUIT was forwarded
 	exitClosed                        // the client left, or the session was shut down
+	exitIdle                          // a pooled session idle past idleAfter
 )
 
 // loopExit is what the loop hands back with a session.
@@ -263,6 +264,9 @@ func (ss *session) leaveLoop(ex loopExit) (needNext bool, err error) {
 		return false, errQuit
 	case exitClosed:
 		return false, ex.err
+	case exitIdle:
+		ss.releaseAtBoundary() // parked again, for the goroutine engine
+		return true, nil       // it waits for the next command with its buffers lent
 	}
 	return false, err
 }
@@ -356,6 +360,15 @@ func (ls *loopSession) Tick(now time.Time) {
 	}
 	if ss.pinned != "" && ss.pinTimeout > 0 && now.Sub(ls.idleSince) >= ss.pinTimeout {
 		ls.exit(loopExit{why: exitPinTimeout}, false)
+		return
+	}
+	// An idle pooled session waits in the goroutine engine, whose wait
+	// costs less than a loop's (a parked goroutine and no tick), so that
+	// thousands of pooled clients cost little while they idle; its next
+	// command brings it back.
+	if ss.pooled() && ss.pinned == "" && len(ls.in) == 0 && len(ls.toClient) == 0 &&
+		len(ls.toServer) == 0 && now.Sub(ls.idleSince) >= idleAfter {
+		ls.exit(loopExit{why: exitIdle}, false)
 	}
 }
 

@@ -320,3 +320,33 @@ func TestPooledGoroutineReclaimsFromLoop(t *testing.T) {
 		t.Fatalf("plain client: %q", got)
 	}
 }
+
+// TestPooledIdleLeavesLoop: a pooled session idle past idleAfter leaves
+// its event loop for the goroutine engine's cheaper wait, its connection
+// parked where another session can take it; its next command works.
+func TestPooledIdleLeavesLoop(t *testing.T) {
+	e := pooledEnv(t, 1, 10*time.Second)
+	a := e.conn(t, e.dsn("shop.pool", "pw3", "app", ""))
+	queryString(t, a, "SELECT 1")
+	time.Sleep(idleAfter + 600*time.Millisecond) // and the event loop's next tick
+	e.srv.mu.Lock()
+	inLoop := 0
+	for _, ss := range e.srv.sessions {
+		ss.cmu.Lock()
+		if ss.ls != nil {
+			inLoop++
+		}
+		ss.cmu.Unlock()
+	}
+	e.srv.mu.Unlock()
+	if inLoop != 0 {
+		t.Fatalf("%d idle pooled sessions still in an event loop", inLoop)
+	}
+	b := e.conn(t, e.dsn("shop.pool", "pw3", "app", ""))
+	if got := queryString(t, b, "SELECT 'b'"); got != "b" {
+		t.Fatalf("b: %q", got)
+	}
+	if got := queryString(t, a, "SELECT 'a'"); got != "a" {
+		t.Fatalf("a: %q", got)
+	}
+}
