@@ -127,10 +127,8 @@ func (ss *session) pooledLoop() *evloop.Loop {
 		}
 		return ss.link.pool.loop
 	}
-	if w, ok := ss.s.waker.(Warmer); ok {
-		if res, ok := w.Warm(ss.projectID); ok {
-			return ss.s.pools.loopFor(res.ComputeID)
-		}
+	if res, ok := ss.warm(); ok {
+		return ss.s.pools.loopFor(res.ComputeID)
 	}
 	return nil
 }

@@ -81,15 +81,10 @@ func (l *link) closeSock() {
 func sockAlive(fd int) bool {
 	var b [1]byte
 	for {
-		n, _, err := unix.Recvfrom(fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		switch {
-		case err == unix.EINTR:
-			continue
-		case err == unix.EAGAIN:
-			return true
+		_, _, err := unix.Recvfrom(fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		if err != unix.EINTR {
+			return err == unix.EAGAIN // bytes or an EOF: not silent
 		}
-		_ = n
-		return false
 	}
 }
 
@@ -132,11 +127,7 @@ func (ls *loopSession) attachPooled(c *command) bool {
 		ss.unpark()
 		return true
 	}
-	wm, ok := ss.s.waker.(Warmer)
-	if !ok {
-		return ls.goSlow(nil, grant{})
-	}
-	res, ok := wm.Warm(ss.projectID)
+	res, ok := ss.warm()
 	if !ok {
 		return ls.goSlow(nil, grant{}) // asleep: the goroutine wakes it
 	}
@@ -349,7 +340,7 @@ func (ls *loopSession) ownQuery(sql string, then func([][]*string, error)) {
 	ls.own = &ownQuery{since: time.Now(), then: then}
 	pkt, _ := wire.AppendPacket(nil, 0, append([]byte{mysql.COM_QUERY}, sql...))
 	if err := sendTo(ls.sfd, pkt, &ls.toServer); err != nil {
-		ls.loop.Do(func() {
+		ls.loop.Later(func() {
 			if !ls.exited && ls.own != nil {
 				ls.run(func() error {
 					ls.ownDone(nil, err)
@@ -366,17 +357,15 @@ func (ls *loopSession) readOwn() error {
 	if err == unix.EAGAIN {
 		return nil
 	}
+	var rows [][]*string
 	if err == nil {
 		q := ls.own
 		q.buf = append(q.buf, ls.loop.Scratch[:n]...)
-		var rows [][]*string
 		if rows, err = parseOwn(q.buf, ls.ss.link.caps); errors.Is(err, errShortAnswer) {
 			return nil
 		}
-		ls.ownDone(rows, err)
-	} else {
-		ls.ownDone(nil, err)
 	}
+	ls.ownDone(rows, err)
 	return ls.resume()
 }
 

@@ -267,10 +267,7 @@ func (p *backendPool) enqueueLocked(w *poolWaiter) {
 // queue, whose grant goes to fn.
 func (p *backendPool) tryBorrowLoop(ss *session, key string, fn func(grant)) (grant, *poolWaiter, error) {
 	p.sweep()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.onLoopNow = true
-	defer func() { p.onLoopNow = false }()
+	defer p.lockOnLoop()()
 	if p.dropped {
 		return grant{}, nil, errPoolDropped
 	}
@@ -314,13 +311,21 @@ func (p *backendPool) queueLoopServe() {
 		return
 	}
 	p.loopServe = p.doOnLoop(func() {
-		p.mu.Lock()
-		defer p.mu.Unlock()
+		defer p.lockOnLoop()()
 		p.loopServe = false
-		p.onLoopNow = true
 		p.grantOn(true)
-		p.onLoopNow = false
 	})
+}
+
+// lockOnLoop takes mu on the pool's own event loop, and returns what
+// releases it.
+func (p *backendPool) lockOnLoop() (unlock func()) {
+	p.mu.Lock()
+	p.onLoopNow = true
+	return func() {
+		p.onLoopNow = false
+		p.mu.Unlock()
+	}
 }
 
 // takeLocked finds a link or a slot at once, without waiting. onLoop
@@ -469,10 +474,7 @@ func (p *backendPool) park(ss *session, l *link) (kept, mustRead bool) {
 // link from the session (false: the session is closed, and keeps it)
 // and the waiter gets it.
 func (p *backendPool) parkLoop(ss *session, l *link, release func() bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.onLoopNow = true
-	defer func() { p.onLoopNow = false }()
+	defer p.lockOnLoop()()
 	if len(p.waiters) > 0 && l.sticky.IsZero() {
 		sig := ss.stateSig()
 		if release() {

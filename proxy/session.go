@@ -320,17 +320,22 @@ func (ss *session) acquire(computeID string) *compute.Lease {
 	return a.Acquire()
 }
 
+// warm returns the project's compute if it runs, without waiting.
+func (ss *session) warm() (compute.WakeResult, bool) {
+	if w, ok := ss.s.waker.(Warmer); ok {
+		return w.Warm(ss.projectID)
+	}
+	return compute.WakeResult{}, false
+}
+
 // wake starts the project's compute. The client simply waits on its login,
 // so its handshake deadline no longer applies.
 func (ss *session) wake() (compute.WakeResult, error) {
 	ss.raw.SetDeadline(time.Time{})
-	if w, ok := ss.s.waker.(Warmer); ok {
-		// A pooled session wakes at every transaction: a timer and a
-		// child of the shared base context each time cost more than the
-		// lookup.
-		if res, ok := w.Warm(ss.projectID); ok {
-			return res, nil
-		}
+	// A pooled session wakes at every transaction: a timer and a child
+	// of the shared base context each time cost more than the lookup.
+	if res, ok := ss.warm(); ok {
+		return res, nil
 	}
 	ctx, cancel := context.WithTimeout(ss.s.baseCtx, ss.s.cfg.WakeTimeout)
 	defer cancel()
