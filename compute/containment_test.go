@@ -423,6 +423,37 @@ func TestKillThreadOfAnotherRole(t *testing.T) {
 	}
 }
 
+// TestKillStatementOnlyWhileStill: the daemon kills a statement by its
+// query id only while still() holds once the id is read (a pooled
+// connection that moved on to another client keeps its statement), and
+// a thread that runs nothing or is gone is no error.
+func TestKillStatementOnlyWhileStill(t *testing.T) {
+	e := newEnv(t, "")
+	ctx := context.Background()
+	p, c, pw := e.project(t, "shop")
+	rootDB(t, c.Address, pw) // creates the schema app
+	_, appPW, err := e.mgr.CreateRole(ctx, p.ID, "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := open(t, c.Address, "app", appPW)
+	thread, ended := sleepingQuery(t, db)
+	if err := e.mgr.KillStatement(ctx, c.ID, thread, func() bool { return false }); err != nil {
+		t.Fatal(err)
+	}
+	var state string
+	if err := db.QueryRowContext(ctx, "SELECT COMMAND FROM information_schema.PROCESSLIST WHERE ID = ?", thread).Scan(&state); err != nil || state != "Query" {
+		t.Fatalf("thread %d after a KILL that no longer applied: %q, %v; want its statement running", thread, state, err)
+	}
+	if err := e.mgr.KillStatement(ctx, c.ID, thread, func() bool { return true }); err != nil {
+		t.Fatal(err)
+	}
+	ended()
+	if err := e.mgr.KillStatement(ctx, c.ID, 1<<31, func() bool { return true }); err != nil {
+		t.Fatalf("a thread that is gone: %v", err)
+	}
+}
+
 // TestReadOnlyEndsBlockingSessions: a tenant session that holds LOCK
 // TABLES ... WRITE keeps MariaDB's read_only from taking hold; the daemon
 // waits 5 s at most, ends the tenant's sessions, and the compute is

@@ -372,6 +372,14 @@ func (m *Manager) KillThread(ctx context.Context, computeID string, thread uint3
 	})
 }
 
+// KillStatement kills, as the daemon's account, the statement thread runs
+// on computeID while still() holds (mariadb.KillStatement).
+func (m *Manager) KillStatement(ctx context.Context, computeID string, thread uint32, still func() bool) error {
+	return m.withAdmin(ctx, computeID, func(_ *store.Compute, conn *client.Conn) error {
+		return mariadb.KillStatement(conn, thread, still)
+	})
+}
+
 // withAdmin runs fn with the compute as stored and a connection of the
 // daemon's account to it.
 func (m *Manager) withAdmin(ctx context.Context, computeID string, fn func(*store.Compute, *client.Conn) error) error {

@@ -14,8 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-mysql-org/go-mysql/client"
 	"github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/serverlessd/serverlessd/compute"
+	mdb "github.com/serverlessd/serverlessd/compute/mariadb"
 )
 
 // The shared backend, started once on first use (so fuzz workers that
@@ -133,7 +135,7 @@ type testWaker struct {
 	started map[string]bool
 	backend *mariadb     // where KillThread kills, as its root
 	clients int          // WakeResult.MaxClients
-	kills   atomic.Int64 // KillThread calls
+	kills   atomic.Int64 // KillThread and KillStatement calls
 	warm    bool         // Warm answers for a started project, as the manager does
 }
 
@@ -158,6 +160,18 @@ func (w *testWaker) KillThread(_ context.Context, _ string, thread uint32, query
 		what = "QUERY"
 	}
 	return w.backend.exec(fmt.Sprintf("KILL %s %d", what, thread))
+}
+
+// KillStatement runs mariadb.KillStatement as the backend's root, as
+// compute.Manager does as the daemon's account.
+func (w *testWaker) KillStatement(_ context.Context, _ string, thread uint32, still func() bool) error {
+	w.kills.Add(1)
+	conn, err := client.Connect(w.backend.sock, "root", "", "")
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return mdb.KillStatement(conn, thread, still)
 }
 
 func (w *testWaker) Wake(ctx context.Context, projectID string) (compute.WakeResult, error) {

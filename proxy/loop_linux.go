@@ -437,6 +437,7 @@ func (ls *loopSession) processIn() error {
 		if ss.pooled() && !ls.attachPooled(c) {
 			continue // waiting, or gone back to the goroutine: the loop ends
 		}
+		ss.markRunning()
 		var kind respKind
 		switch {
 		case c.code == mysql.COM_QUIT:

@@ -2,13 +2,16 @@ package proxy
 
 import (
 	"context"
+	"database/sql"
 	"encoding/binary"
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/serverlessd/serverlessd/proxy/wire"
 )
 
@@ -348,5 +351,144 @@ func TestPooledIdleLeavesLoop(t *testing.T) {
 	}
 	if got := queryString(t, a, "SELECT 'a'"); got != "a" {
 		t.Fatalf("a: %q", got)
+	}
+}
+
+// TestPooledTrickleFreesLink: a client that sends a command's payload
+// slowly does not hold its parked connection meanwhile; another session
+// gets it well before the pool's wait runs out, and the slow command
+// runs once it is whole. The slow client is in an event loop, or in the
+// goroutine engine once idle past idleAfter.
+func TestPooledTrickleFreesLink(t *testing.T) {
+	for _, idle := range []bool{false, true} {
+		t.Run(fmt.Sprintf("idle=%v", idle), func(t *testing.T) {
+			e := pooledEnv(t, 1, 10*time.Second)
+			slow := dialRaw(t, e.addr)
+			expectOK(t, slow.loginNative("shop.pool", "pw3"))
+			if _, err := slow.query("SELECT 1"); err != nil { // parked with it
+				t.Fatal(err)
+			}
+			if idle {
+				time.Sleep(idleAfter + 600*time.Millisecond) // and the loop's next tick
+			}
+			q := append([]byte{mysql.COM_QUERY}, "SELECT 'slow'"...)
+			frame := append([]byte{byte(len(q)), 0, 0, 0}, q...)
+			if _, err := slow.conn.Write(frame[:8]); err != nil {
+				t.Fatal(err)
+			}
+			t0 := time.Now()
+			other := e.conn(t, e.dsn("shop.pool", "pw3", "app", ""))
+			if got := queryString(t, other, "SELECT 'other'"); got != "other" {
+				t.Fatalf("other client: %q", got)
+			}
+			if d := time.Since(t0); d > 5*time.Second {
+				t.Fatalf("the other client waited %s for the connection the slow one had parked", d)
+			}
+			if _, err := slow.conn.Write(frame[8:]); err != nil {
+				t.Fatal(err)
+			}
+			slow.seq = 1
+			rows, err := slow.result()
+			if err != nil || len(rows) != 1 || rows[0] != "slow" {
+				t.Fatalf("slow command: %q, %v", rows, err)
+			}
+		})
+	}
+}
+
+// TestPooledKillBusy: KILL QUERY of a pooled session running a statement
+// stops that statement and leaves the session usable; KILL then ends the
+// session, its statement stopped too.
+func TestPooledKillBusy(t *testing.T) {
+	e := pooledEnv(t, 2, 10*time.Second)
+	ctx := context.Background()
+	victim := e.conn(t, e.dsn("shop.pool", "pw3", "app", ""))
+	var backend uint32
+	fmt.Sscan(queryString(t, victim, "SELECT CONNECTION_ID()"), &backend)
+	ourID := e.connIDOf(backend)
+	killer := e.conn(t, e.dsn("shop.pool", "pw3", "app", ""))
+	for _, kill := range []string{"KILL QUERY %d", "KILL %d"} {
+		done := make(chan error, 1)
+		t0 := time.Now()
+		go func() {
+			var v sql.NullString
+			done <- victim.QueryRowContext(ctx, "SELECT SLEEP(30)").Scan(&v)
+		}()
+		e.waitRunning(t, ourID)
+		execAll(t, killer, fmt.Sprintf(kill, ourID))
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: the statement still runs", kill)
+		}
+		if d := time.Since(t0); d > 10*time.Second {
+			t.Fatalf("%s: the statement ran %s", kill, d)
+		}
+	}
+	if _, err := victim.ExecContext(ctx, "SELECT 1"); err == nil {
+		t.Fatal("a killed pooled session went on")
+	}
+	if got := queryString(t, killer, "SELECT 8"); got != "8" {
+		t.Fatalf("the killer after the kills: %q", got)
+	}
+}
+
+// waitRunning waits until the pooled session id runs a command.
+func (e *env) waitRunning(t *testing.T, id uint32) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		e.srv.mu.Lock()
+		ss := e.srv.sessions[id]
+		e.srv.mu.Unlock()
+		if ss != nil && ss.running.Load() != 0 {
+			time.Sleep(50 * time.Millisecond) // and reach mariadbd
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("session %d runs no command after 10 s", id)
+		}
+	}
+}
+
+// TestPooledKillNeverHitsAnother: KILL QUERY of a pooled session, sent
+// over and over while it and another session take turns on the same
+// backend connections, never stops the other session's statements.
+func TestPooledKillNeverHitsAnother(t *testing.T) {
+	e := pooledEnv(t, 2, 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	victim := e.conn(t, e.dsn("shop.pool", "pw3", "app", ""))
+	var backend uint32
+	fmt.Sscan(queryString(t, victim, "SELECT CONNECTION_ID()"), &backend)
+	ourID := e.connIDOf(backend)
+	others := []*sql.Conn{e.conn(t, e.dsn("shop.pool", "pw3", "app", "")), e.conn(t, e.dsn("shop.pool", "pw3", "app", ""))}
+	killer := e.conn(t, e.dsn("shop.pool", "pw3", "app", ""))
+	var wg sync.WaitGroup
+	var victimRuns, otherRuns atomic.Int64
+	run := func(c *sql.Conn, q string, runs *atomic.Int64, mustNotFail bool) {
+		defer wg.Done()
+		for ctx.Err() == nil {
+			var v sql.NullString
+			err := c.QueryRowContext(context.Background(), q).Scan(&v)
+			if err != nil && mustNotFail {
+				t.Errorf("another session's statement failed: %v", err)
+				return
+			}
+			runs.Add(1)
+		}
+	}
+	wg.Add(3)
+	go run(victim, "SELECT SLEEP(0.001)", &victimRuns, false)
+	for _, o := range others {
+		go run(o, "SELECT SLEEP(0.002)", &otherRuns, true)
+	}
+	kills := 0
+	for ; ctx.Err() == nil; kills++ {
+		execAll(t, killer, fmt.Sprintf("KILL QUERY %d", ourID))
+	}
+	wg.Wait()
+	t.Logf("%d kills; %d statements of the victim, %d of the others", kills, victimRuns.Load(), otherRuns.Load())
+	if otherRuns.Load() == 0 || victimRuns.Load() == 0 {
+		t.Fatal("the sessions ran nothing")
 	}
 }

@@ -79,9 +79,9 @@ func (ss *session) next(hdr [4]byte) error {
 		return ss.fatal(mysql.NewError(mysql.ER_NET_PACKETS_OUT_OF_ORDER,
 			"serverlessd: got a packet that is not a command; closing the connection"))
 	}
-	ss.bmu.Lock()
-	defer ss.offerParked() // after the unlock: deferred calls run last first
-	defer ss.bmu.Unlock()
+	// The payload comes in before bmu is taken: while a client sends it
+	// slowly, its session stays idle, and the link it parked free to go
+	// to another session.
 	c := &command{hdr: hdr, n: n}
 	if n <= maxWholeCommand && n < mysql.MaxPayloadLen {
 		c.payload = ss.buf(n)
@@ -96,6 +96,9 @@ func (ss *session) next(hdr [4]byte) error {
 		}
 		c.code = first[0]
 	}
+	ss.bmu.Lock()
+	defer ss.offerParked() // after the unlock: deferred calls run last first
+	defer ss.bmu.Unlock()
 	ss.bytesIn += int64(4 + n)
 	err := ss.command(c)
 	ss.afterCommand(c)
@@ -227,6 +230,7 @@ func (ss *session) command(c *command) error {
 	if err := ss.ensureAttached(); err != nil {
 		return err
 	}
+	ss.markRunning()
 	if kind, ok := ss.plan(c); ok {
 		return ss.forward(c, kind)
 	}
@@ -443,6 +447,9 @@ func (ss *session) autocommit() bool {
 // afterCommand applies what a finished command did to the session's
 // pins, and records its activity.
 func (ss *session) afterCommand(c *command) {
+	if ss.pooled() {
+		ss.running.Store(0)
+	}
 	if c.ok && c.flags != 0 {
 		ss.applyFlags(c)
 	}

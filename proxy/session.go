@@ -14,6 +14,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-mysql-org/go-mysql/mysql"
@@ -54,6 +55,12 @@ type session struct {
 	backendThread uint32
 	backendUser   string            // the role logged in to the backend (after COM_CHANGE_USER too)
 	activity      *compute.Activity // set by acquire
+
+	// running is, while a pooled session's command runs, its sequence
+	// number (high 32 bits) and its link's backend thread; 0 between
+	// commands. A KILL of the session reads it from another goroutine.
+	running atomic.Uint64
+	runSeq  uint32
 
 	// The relay's own, used under bmu: the relay holds it for each
 	// command, Detach to take the backend connection away between two.

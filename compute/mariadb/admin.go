@@ -109,6 +109,47 @@ WHERE ID <> CONNECTION_ID() AND USER NOT IN ('system user', 'event_scheduler', '
 	return nil
 }
 
+// KillStatement kills the statement a tenant's thread is running, by its
+// query id, when still() holds once that id is read. A thread that has
+// moved on meanwhile (a pooled connection now serving another client)
+// keeps its new statement: query ids are never reused, and still()
+// tells whether the thread was serving the same command throughout.
+func KillStatement(db Execer, thread uint32, still func() bool) error {
+	res, err := db.Execute("SELECT USER, QUERY_ID FROM information_schema.PROCESSLIST WHERE ID = ?", thread)
+	if err != nil {
+		return fmt.Errorf("look up thread %d: %w", thread, err)
+	}
+	user, query := "", int64(0)
+	if res.RowNumber() > 0 {
+		user, _ = res.GetString(0, 0)
+		query, _ = res.GetInt(0, 1)
+	}
+	res.Close()
+	if !tenantUser(user) || !still() {
+		return nil // gone, or done with that command: nothing of it runs
+	}
+	if _, err := db.Execute(fmt.Sprintf("KILL QUERY ID %d", query)); err != nil && !isNoSuchQuery(err) {
+		return fmt.Errorf("kill query %d of thread %d: %w", query, thread, err)
+	}
+	return nil
+}
+
+// erNoSuchQuery is MariaDB's "Unknown query id", which go-mysql does not
+// define: the statement ended before the KILL.
+const erNoSuchQuery = 1957
+
+func isNoSuchQuery(err error) bool {
+	var me *mysql.MyError
+	return errors.As(err, &me) && me.Code == erNoSuchQuery
+}
+
+// tenantUser reports whether a PROCESSLIST user is a tenant's: not the
+// daemon's, nor MariaDB's own ("system user", "event_scheduler",
+// "unauthenticated user").
+func tenantUser(user string) bool {
+	return user != "" && user != AdminUser && user != "event_scheduler" && !strings.Contains(user, " ")
+}
+
 func isNoSuchThread(err error) bool {
 	var me *mysql.MyError
 	return errors.As(err, &me) && me.Code == mysql.ER_NO_SUCH_THREAD
@@ -127,9 +168,7 @@ func Kill(db Execer, thread uint32, queryOnly bool) error {
 		user, _ = res.GetString(0, 0)
 	}
 	res.Close()
-	// Only a tenant's: not the daemon's, nor MariaDB's own ("system user",
-	// "event_scheduler", "unauthenticated user").
-	if user == "" || user == AdminUser || user == "event_scheduler" || strings.Contains(user, " ") {
+	if !tenantUser(user) {
 		return mysql.NewError(mysql.ER_NO_SUCH_THREAD, fmt.Sprintf("Unknown thread id: %d", thread))
 	}
 	what := "CONNECTION"
