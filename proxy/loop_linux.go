@@ -437,7 +437,6 @@ func (ls *loopSession) processIn() error {
 		if ss.pooled() && !ls.attachPooled(c) {
 			continue // waiting, or gone back to the goroutine: the loop ends
 		}
-		ss.markRunning()
 		var kind respKind
 		switch {
 		case c.code == mysql.COM_QUIT:
@@ -462,6 +461,7 @@ func (ls *loopSession) processIn() error {
 				return nil
 			}
 		}
+		ss.markRunning()
 		ls.consume(n)
 		ss.bytesIn += int64(4 + c.n)
 		ls.frame = appendFrame(ls.frame[:0], c)

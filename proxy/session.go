@@ -226,6 +226,7 @@ func (ss *session) establish() error {
 // endSession releases what an established session holds.
 func (ss *session) endSession() {
 	ss.bmu.Lock()
+	ss.running.Store(0) // a KILL must not reach the link's next user
 	if !ss.pooled() || !ss.giveBackLink() {
 		ss.dropLink()
 	}
