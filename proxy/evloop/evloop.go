@@ -41,6 +41,7 @@ type Loop struct {
 	Scratch []byte
 
 	sessions atomic.Int32
+	busy     atomic.Uint32 // per mille of a CPU the loop's thread used over its last tick
 
 	later []func() // Later's work: the loop's thread only
 
@@ -183,6 +184,7 @@ func (l *Loop) run() {
 	defer unix.SchedSetAttr(0, &unix.SchedAttr{Policy: unix.SCHED_NORMAL}, 0)
 	events := make([]unix.EpollEvent, 128)
 	lastYield, lastTick := time.Now(), time.Now()
+	lastCPU := threadCPU()
 	for {
 		// A goroutine that only makes system calls never passes through
 		// the scheduler, and after 10ms of that Go's sysmon retakes its P
@@ -198,6 +200,8 @@ func (l *Loop) run() {
 		timeout := -1
 		if l.sessions.Load() > 0 {
 			timeout = int(TickInterval / time.Millisecond)
+		} else {
+			l.busy.Store(0)
 		}
 		l.runLater() // what the last round's events, queue and ticks left
 		n, err := unix.EpollWait(l.epfd, events, timeout)
@@ -221,7 +225,9 @@ func (l *Loop) run() {
 			return
 		}
 		if now := time.Now(); now.Sub(lastTick) >= TickInterval {
-			lastTick = now
+			cpu := threadCPU()
+			l.busy.Store(uint32(1000 * (cpu - lastCPU) / now.Sub(lastTick)))
+			lastTick, lastCPU = now, cpu
 			for _, h := range l.all() {
 				h.Tick(now)
 			}
@@ -287,7 +293,6 @@ func batchPolicy() {
 // Group is one loop per CPU Go may use.
 type Group struct {
 	loops []*Loop
-	next  atomic.Uint32
 }
 
 // NewGroup starts a loop per CPU.
@@ -304,18 +309,36 @@ func NewGroup() (*Group, error) {
 	return g, nil
 }
 
-// Pick returns the loop with the fewest sessions (ties go round robin),
-// so that long-lived sessions piling up on one loop do not leave a busy
-// session sharing its thread while another loop idles.
+// packBusy is the share of a CPU (per mille) past which a loop gets
+// new sessions only when every loop is past it.
+const packBusy = 500
+
+// Pick returns the first loop that used less than half a CPU over its
+// last tick, or else the least busy one. Packing sessions onto few loops
+// lets each epoll_wait return more of them ready at once, so that a
+// wake-up of the loop's thread, and a context switch of the CPU shared
+// with mariadbd and the clients, relays more messages (BENCHMARKS.md).
+// Once loops pass the mark, new sessions spread over every CPU Go may
+// use. A session stays on its loop until it leaves the event loops.
 func (g *Group) Pick() *Loop {
-	start := int(g.next.Add(1) % uint32(len(g.loops)))
-	best := g.loops[start]
-	for i := 1; i < len(g.loops); i++ {
-		if l := g.loops[(start+i)%len(g.loops)]; l.Sessions() < best.Sessions() {
+	best := g.loops[0]
+	for _, l := range g.loops {
+		b := l.busy.Load()
+		if b < packBusy {
+			return l
+		}
+		if b < best.busy.Load() {
 			best = l
 		}
 	}
 	return best
+}
+
+// threadCPU is the CPU time the calling thread has used.
+func threadCPU() time.Duration {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts)
+	return time.Duration(ts.Nano())
 }
 
 // For returns key's loop: always the same one, so that the sessions

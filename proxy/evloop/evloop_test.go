@@ -106,3 +106,63 @@ func TestFirstHandlerTicks(t *testing.T) {
 		}
 	}
 }
+
+// TestPickPacks: sessions go to the first loop while it is under half a
+// CPU busy, then to the first one that is, then to the least busy.
+func TestPickPacks(t *testing.T) {
+	g := &Group{}
+	for range 3 {
+		l, err := New()
+		if err != nil {
+			t.Fatal(err)
+		}
+		g.loops = append(g.loops, l)
+	}
+	defer g.Close()
+	a, b := g.loops[0], g.loops[1]
+	for range 3 {
+		if g.Pick() != a {
+			t.Fatal("an idle group did not pack sessions onto its first loop")
+		}
+	}
+	a.busy.Store(800)
+	if g.Pick() != b {
+		t.Fatal("a busy first loop got the session while the second idled")
+	}
+	for _, l := range g.loops {
+		l.busy.Store(900)
+	}
+	b.busy.Store(700)
+	if g.Pick() != b {
+		t.Fatal("with every loop busy, the session did not go to the least busy")
+	}
+}
+
+// TestBusyMeasured: a loop whose handler burns CPU reports itself busy.
+func TestBusyMeasured(t *testing.T) {
+	l, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if _, err := l.Add(&recorder{events: make(chan uint32, 1), ticks: make(chan struct{}, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	stop := time.Now().Add(2 * time.Second)
+	var spin func()
+	spin = func() { // keeps the loop's thread running
+		for t0 := time.Now(); time.Since(t0) < 5*time.Millisecond; {
+		}
+		if time.Now().Before(stop) {
+			l.Do(spin)
+		}
+	}
+	l.Do(spin)
+	for time.Now().Before(stop) {
+		if l.busy.Load() >= packBusy {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("a loop running flat out reported %d per mille busy", l.busy.Load())
+}
