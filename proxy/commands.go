@@ -115,22 +115,12 @@ func (s *Server) killTarget(killer *session, id uint64) (thread uint32, user str
 	defer s.mu.Unlock()
 	t := s.sessions[uint32(id)]
 	if t == nil || !t.ready || t.projectID != killer.projectID ||
-		t.computeID != killer.computeID || t.backendAddr != killer.backendAddr || t.idlePooled() {
+		t.computeID != killer.computeID || t.backendAddr != killer.backendAddr || (t.pooled() && t != killer) {
+		// Another pooled session's link serves other sessions between its
+		// commands: a KILL must never name its thread (killsPooled).
 		return 0, "", false
 	}
 	return t.backendThread, t.backendUser, true
-}
-
-// idlePooled reports whether a ready session is pooled and between
-// commands: its link, parked, may go to another session at any moment,
-// so a KILL must never name that link's thread. The caller holds s.mu;
-// TryLock never waits, so the order of the two locks does not matter.
-func (ss *session) idlePooled() bool {
-	if !ss.pooled() || !ss.bmu.TryLock() {
-		return false
-	}
-	ss.bmu.Unlock()
-	return true
 }
 
 // changeUser re-authenticates a COM_CHANGE_USER against the Directory (its

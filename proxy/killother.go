@@ -71,7 +71,7 @@ func (ss *session) killsOtherRole(id uint64, queryOnly bool) (killOrder, bool) {
 // commands, so the KILL must never name that connection's thread: the
 // daemon stops the session's statement by its query id instead.
 func (ss *session) killsPooled(id uint64, queryOnly bool) (killOrder, bool) {
-	if _, ok := ss.s.waker.(statementKiller); !ok || id < connIDBase || id > 1<<32-1 {
+	if id < connIDBase || id > 1<<32-1 {
 		return killOrder{}, false
 	}
 	ss.s.mu.Lock()
@@ -105,9 +105,8 @@ func killedID(p []byte) (id uint64, queryOnly, ok bool) {
 }
 
 // killsDetached recognizes a KILL of a session of this project that has
-// no backend connection now (its compute suspended), or holds none
-// between commands (pooled): nothing runs there, and no backend knows it
-// as its own, so the daemon answers it.
+// no backend connection now (its compute suspended): nothing runs there,
+// and no backend knows it as its own, so the daemon answers it.
 func (ss *session) killsDetached(id uint64, queryOnly bool) (killOrder, bool) {
 	if id < connIDBase || id > 1<<32-1 {
 		return killOrder{}, false
@@ -115,7 +114,7 @@ func (ss *session) killsDetached(id uint64, queryOnly bool) (killOrder, bool) {
 	ss.s.mu.Lock()
 	defer ss.s.mu.Unlock()
 	t := ss.s.sessions[uint32(id)]
-	if t == nil || t == ss || (t.ready && !t.idlePooled()) || t.projectID != ss.projectID {
+	if t == nil || t == ss || t.ready || t.projectID != ss.projectID {
 		return killOrder{}, false
 	}
 	return killOrder{id: uint32(id), queryOnly: queryOnly}, true
@@ -159,10 +158,15 @@ func (ss *session) killOther(k killOrder) error {
 func (ss *session) killPooled(k killOrder) error {
 	t := k.target
 	if run := t.running.Load(); run != 0 {
+		killer, ok := ss.s.waker.(statementKiller)
+		if !ok {
+			ss.replyKillErr(errors.New("this daemon's compute driver cannot stop a pooled session's statement"))
+			return nil
+		}
 		ctx, cancel := context.WithTimeout(ss.s.baseCtx, ss.s.cfg.BackendTimeout)
 		defer cancel()
 		still := func() bool { return t.running.Load() == run }
-		if err := ss.s.waker.(statementKiller).KillStatement(ctx, k.computeID, uint32(run), still); err != nil {
+		if err := killer.KillStatement(ctx, k.computeID, uint32(run), still); err != nil {
 			ss.replyKillErr(err)
 			return nil
 		}

@@ -87,9 +87,6 @@ func New() (*Loop, error) {
 	return l, nil
 }
 
-// Sessions is how many handlers the loop serves.
-func (l *Loop) Sessions() int { return int(l.sessions.Load()) }
-
 // Add registers a handler with no sockets yet and returns its id.
 func (l *Loop) Add(h Handler) (uint64, error) {
 	l.mu.Lock()
@@ -317,7 +314,7 @@ const packBusy = 500
 // last tick, or else the least busy one. Packing sessions onto few loops
 // lets each epoll_wait return more of them ready at once, so that a
 // wake-up of the loop's thread, and a context switch of the CPU shared
-// with mariadbd and the clients, relays more messages (BENCHMARKS.md).
+// with mariadbd and the clients, relays more messages.
 // Once loops pass the mark, new sessions spread over every CPU Go may
 // use. A session stays on its loop until it leaves the event loops.
 func (g *Group) Pick() *Loop {

@@ -72,8 +72,8 @@ func TestLoop(t *testing.T) {
 			t.Fatal("Do or Tick did not run")
 		}
 	}
-	if l.Sessions() != 1 {
-		t.Fatalf("sessions %d", l.Sessions())
+	if l.sessions.Load() != 1 {
+		t.Fatalf("sessions %d", l.sessions.Load())
 	}
 	l.Remove(id)
 	l.Close()
