@@ -606,7 +606,7 @@ func poolingTargets(pl *PoolingResult) []Target {
 	t := Target{Issue: "15", Goal: fmt.Sprintf("sysbench at 64 threads: transaction pooling (pool_size %d) at or above session mode", pl.PoolSize),
 		Measured: strings.Join(cells, "; "), Status: status(ok)}
 	if !ok {
-		t.Limit = "pooled sessions are relayed by the goroutine engine, session mode by the event loops; on 2 cores shared with mariadbd and sysbench the daemon's CPU per transaction decides, and pooled it is " +
+		t.Limit = "all pooled sessions of a compute share one event loop, and a link handed to another session costs an epoll DEL and ADD, while session mode packs its sessions onto as few loops as keep up; on 2 cores shared with mariadbd and sysbench the daemon's CPU per transaction decides, and pooled it is " +
 			strings.Join(cpu, ", ") + ". At 64 threads this compute's own connection handling does not hurt yet, so pooling has nothing to win back"
 	}
 	out = append(out, t)
