@@ -48,12 +48,25 @@ type RelayRow struct {
 	Name    string
 	TPS     float64
 	CPU     float64 // µs per transaction
+	DBCPU   float64 // mariadbd's µs per transaction
 	VsHA    float64 // TPS over haproxy's (1 for haproxy)
 	Default bool
 }
 
+// row is the named relay's row, or nil.
+func (c RelayCell) row(name string) *RelayRow {
+	for i := range c.Rows {
+		if c.Rows[i].Name == name {
+			return &c.Rows[i]
+		}
+	}
+	return nil
+}
+
 // relayNames are BenchmarkRelays' relays, the default first.
-var relayNames = []string{"event-loop", "goroutines", "haproxy"}
+// event-loop-untracked is the event loop with mariadbd's session
+// trackers off: what state tracking costs, side by side.
+var relayNames = []string{"event-loop", "event-loop-untracked", "goroutines", "haproxy"}
 
 // Category is one part of the profile: the cumulative share of the
 // samples under a frame (shares overlap where frames nest).
@@ -137,8 +150,13 @@ func (s *suite) profile() error {
 	res.Categories = append(res.Categories, Category{"the proxy's own code (flat)", own})
 	s.res.Profile = res
 	log.Printf("profile: %.0f tps through the in-process proxy, %.1f µs of proxy CPU per query", res.TPS, res.CPUPerQ)
-	for _, th := range []int{1, 4} {
-		cell, err := s.relays(workload, th)
+	// read_write too: its BEGIN and COMMIT are what the transaction
+	// tracker reports, so it shows what state tracking costs.
+	for _, c := range []struct {
+		workload string
+		threads  int
+	}{{workload, 1}, {workload, 4}, {"oltp_read_write", 4}} {
+		cell, err := s.relays(c.workload, c.threads)
 		if err != nil {
 			return err
 		}
@@ -160,6 +178,7 @@ func (s *suite) relays(workload string, threads int) (RelayCell, error) {
 			row := RelayRow{Name: name, VsHA: 1, Default: i == 0}
 			row.TPS, _ = b.Get(name + "-tps")
 			row.CPU, _ = b.Get(name + "-cpu-µs/txn")
+			row.DBCPU, _ = b.Get(name + "-mariadbd-cpu-µs/txn")
 			if name != "haproxy" {
 				row.VsHA, _ = b.Get(name + "/haproxy")
 			}

@@ -91,6 +91,7 @@ func targets(r *Results) []Target {
 		add(Target{Issue: "3, 7", Goal: "cold login p50 ≤ 150 ms, p99 ≤ 400 ms", Status: notRun})
 	}
 	ts = append(ts, reattachTargets(r.Reattach)...)
+	ts = append(ts, trackingTarget(r.Profile))
 	if w := r.Warm; w != nil {
 		over := w.Proxy.P50 - w.Direct.P50
 		t := Target{Issue: "3, 7", Goal: "warm login overhead < 1 ms at p50",
@@ -584,6 +585,29 @@ func dbNote(tp *ThroughputResult) string {
 		b.WriteString(" mariadbd works more per query through serverlessd: the relay changes how commands reach it (see the counts above).")
 	}
 	return b.String()
+}
+
+// trackingTarget says what session state tracking costs per
+// transaction: the default relay with mariadbd's trackers on against off,
+// side by side in BenchmarkRelays.
+func trackingTarget(p *ProfileResult) Target {
+	t := Target{Issue: "14", Goal: "what session state tracking costs per transaction (CPU, trackers on against off)", Status: notRun}
+	if p == nil {
+		return t
+	}
+	var cells []string
+	for _, c := range p.Relays {
+		on, off := c.row("event-loop"), c.row("event-loop-untracked")
+		if on == nil || off == nil || off.TPS == 0 {
+			continue
+		}
+		cells = append(cells, fmt.Sprintf("%s/%d: relay %.1f against %.1f µs, mariadbd %.1f against %.1f µs, %.2f× the transactions/s",
+			short(c.Workload), c.Threads, on.CPU, off.CPU, on.DBCPU, off.DBCPU, on.TPS/off.TPS))
+	}
+	if len(cells) > 0 {
+		t.Measured, t.Status = strings.Join(cells, "; "), figure
+	}
+	return t
 }
 
 // poolingTargets checks transaction pooling: throughput against session
